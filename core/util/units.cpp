@@ -157,9 +157,8 @@ std::string format_count(std::int64_t n) {
   std::string digits = std::to_string(n < 0 ? -static_cast<unsigned long long>(n)
                                             : static_cast<unsigned long long>(n));
   std::string out;
-  const size_t lead = digits.size() % 3;
   for (size_t i = 0; i < digits.size(); ++i) {
-    if (i != 0 && (i - lead) % 3 == 0) out += ',';
+    if (i != 0 && (digits.size() - i) % 3 == 0) out += ',';
     out += digits[i];
   }
   return n < 0 ? "-" + out : out;

@@ -1,0 +1,44 @@
+// zeroplan's command-line front end.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "core/util/error.h"
+
+namespace {
+constexpr int kExitUserError = 2;
+constexpr int kExitInternalError = 1;
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "zeroplan: plan the memory and communication of DeepSpeed ZeRO-3 training before booking "
+      "the cluster.",
+      "zeroplan"};
+  app.set_version_flag("--version", std::string("zeroplan ") + ZEROPLAN_VERSION);
+  app.require_subcommand(1);
+  app.footer("Run 'zeroplan COMMAND --help' for a command's options.");
+  zp::cli::add_inspect_command(app);
+  zp::cli::add_presets_command(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "zeroplan: error: " << e.what() << "\n"
+              << "Run 'zeroplan --help' for usage.\n";
+    return kExitUserError;
+  } catch (const zp::UserError& e) {
+    std::cerr << "zeroplan: error: " << e.what() << "\n";
+    return kExitUserError;
+  } catch (const zp::InternalError& e) {
+    std::cerr << "zeroplan: " << e.what() << "\nThis is a bug in zeroplan; please report it.\n";
+    return kExitInternalError;
+  } catch (const std::exception& e) {
+    std::cerr << "zeroplan: unexpected error: " << e.what() << "\n";
+    return kExitInternalError;
+  }
+  return 0;
+}

@@ -1,0 +1,52 @@
+// A cluster description: what the simulator needs to know about the hardware.
+//
+// Bandwidths are bytes per second, latencies integer nanoseconds, memory bytes. The description is
+// per GPU where a quantity is per GPU (memory, FLOP/s, HBM, NVLink, PCIe, its share of the node's
+// network) and per node where it is shared (host memory, NVMe). docs/run-spec.md lists every key.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/config/document.h"
+#include "core/config/provenance.h"
+
+namespace zp {
+
+struct LinkSpec {
+  double bandwidth = 0;        // bytes/s, one direction
+  std::int64_t latency_ns = 0;  // per message
+  bool operator==(const LinkSpec&) const = default;
+};
+
+struct ClusterSpec {
+  std::string name;  // preset name or "inline"
+  std::string gpu;   // a label: "A100-SXM4-80GB"
+  std::int64_t nodes = 1;
+  std::int64_t gpus_per_node = 1;
+  std::int64_t gpu_memory = 0;                // bytes per GPU
+  std::map<std::string, double> peak_flops;   // per dtype (fp64, fp32, tf32, fp16, bf16, fp8, int8)
+  double hbm_bandwidth = 0;                   // bytes/s per GPU
+  LinkSpec intra_node;                        // GPU to GPU inside a node (NVLink/NVSwitch), per GPU
+  LinkSpec inter_node;                        // between nodes, each GPU's share of the node's network
+  std::int64_t host_memory = 0;               // bytes per node
+  double pcie_bandwidth = 0;                  // host <-> GPU, bytes/s per GPU
+  double nvme_bandwidth = 0;                  // bytes/s per node
+
+  std::int64_t total_gpus() const { return nodes * gpus_per_node; }
+  bool operator==(const ClusterSpec&) const = default;
+};
+
+// The built-in descriptions, by name ("dgx-a100-80g", ...).
+const ClusterSpec* find_cluster_preset(std::string_view name);
+std::vector<std::string> cluster_preset_names();
+
+// Reads the `cluster:` value of a run spec: a preset name, or a mapping with an optional `preset`
+// to start from and any keys to set. Records every value's origin under "cluster.".
+ClusterSpec parse_cluster(const Node& node, Provenance& provenance);
+
+Json cluster_to_json(const ClusterSpec& cluster);
+
+}  // namespace zp

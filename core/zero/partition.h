@@ -1,0 +1,56 @@
+// How ZeRO-3 splits a parameter over the data-parallel group, and which parameters it keeps whole.
+//
+// Partitioning follows DeepSpeed's partition_parameters.py: a parameter of n elements is padded to
+// the next multiple of the group size w and each rank holds padded/w consecutive elements; the
+// padding lands on the last ranks. Persistence follows mark_persistent_parameters() in
+// parameter_offload.py: in named_parameters() order, a parameter of n elements is kept whole on
+// every rank when n <= stage3_param_persistence_threshold, unless adding it would take the total of
+// persistent elements past stage3_model_persistence_threshold, in which case it is skipped and the
+// scan goes on.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/model/module_tree.h"
+
+namespace zp::zero {
+
+struct PartitionShape {
+  std::int64_t numel = 0;
+  std::int64_t padded_numel = 0;    // a multiple of the group size
+  std::int64_t partition_numel = 0;  // per rank
+
+  // Elements of the real parameter (not padding) held by `rank`.
+  std::int64_t valid_numel(std::int64_t rank) const;
+};
+
+PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size);
+
+// Parameters in named_parameters() order: depth-first over modules, each parameter at its first
+// registration.
+std::vector<ParamId> named_parameter_order(const ModuleTree& tree);
+
+// The parameters mark_persistent_parameters() would mark, in named_parameters() order.
+std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::int64_t param_threshold,
+                                           std::int64_t model_threshold);
+
+}  // namespace zp::zero
+
+namespace zp::zero {
+
+// What ZeRO-3 does to a model's parameters on a data-parallel group, for reports.
+struct PartitionSummary {
+  std::int64_t group_size = 1;
+  std::int64_t parameters = 0;       // parameter tensors
+  std::int64_t numel = 0;            // their elements
+  std::int64_t padded_numel = 0;     // after padding each to a multiple of the group size
+  std::int64_t partition_numel = 0;  // held by each rank: padded_numel / group_size
+  std::int64_t persistent_parameters = 0;
+  std::int64_t persistent_numel = 0;  // kept whole on every rank as well
+};
+
+PartitionSummary summarize_partitioning(const ModuleTree& tree, std::int64_t group_size,
+                                        std::int64_t param_threshold, std::int64_t model_threshold);
+
+}  // namespace zp::zero
