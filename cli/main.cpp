@@ -1,10 +1,14 @@
 // zeroplan's command-line front end.
+#include <algorithm>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
 #include "core/util/error.h"
+#include "core/util/suggest.h"
 
 namespace {
 constexpr int kExitUserError = 2;
@@ -21,6 +25,17 @@ int main(int argc, char** argv) {
   app.footer("Run 'zeroplan COMMAND --help' for a command's options.");
   zp::cli::add_inspect_command(app);
   zp::cli::add_presets_command(app);
+
+  // A mistyped command would otherwise read as "a subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    std::vector<std::string> names;
+    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+      std::cerr << "zeroplan: error: unknown command '" << argv[1] << "'" << zp::did_you_mean(argv[1], names)
+                << "\nRun 'zeroplan --help' for the list of commands.\n";
+      return kExitUserError;
+    }
+  }
 
   try {
     app.parse(argc, argv);

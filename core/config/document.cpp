@@ -1,5 +1,6 @@
 #include "core/config/document.h"
 
+#include <optional>
 #include <regex>
 #include <unordered_set>
 #include <vector>
@@ -32,6 +33,21 @@ std::pair<int, int> line_column_of(std::string_view text, size_t byte) {
     }
   }
   return {line, column};
+}
+
+// The offset of the first byte that is not part of a well-formed UTF-8 sequence.
+std::optional<size_t> first_invalid_utf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return i;
+    for (size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
+    }
+    i += length;
+  }
+  return std::nullopt;
 }
 
 // Rejects duplicate keys while nlohmann parses, naming the object that holds them.
@@ -187,6 +203,11 @@ Document Document::from_json(std::string_view text, std::string file_name) {
   try {
     *doc.root_ = Json::parse(text.begin(), text.end(), DuplicateKeyGuard(doc.file_),
                              /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const Json::out_of_range& e) {
+    // A number too large for a double: nlohmann reports it without a position.
+    std::string what = e.what();
+    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    throw UserError(ErrorKind::kSyntax, SourceLocation{doc.file_, 0, 0, ""}, "invalid JSON: " + what);
   } catch (const Json::parse_error& e) {
     auto [line, column] = line_column_of(text, e.byte == 0 ? 0 : e.byte - 1);
     std::string what = e.what();
@@ -203,6 +224,11 @@ Document Document::from_json(std::string_view text, std::string file_name) {
 Document Document::from_yaml(std::string_view text, std::string file_name) {
   Document doc;
   doc.file_ = std::move(file_name);
+  if (auto bad = first_invalid_utf8(text)) {
+    auto [line, column] = line_column_of(text, *bad);
+    throw UserError(ErrorKind::kSyntax, SourceLocation{doc.file_, line, column, ""},
+                    "the file is not valid UTF-8");
+  }
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -302,7 +328,7 @@ Warning Node::warning(const std::string& message) const { return Warning{locatio
 std::string repr_json(const Json& value) {
   if (value.is_object()) return value.empty() ? "{}" : "{...}";
   if (value.is_array()) return value.empty() ? "[]" : "[...]";
-  std::string s = value.dump();
+  std::string s = value.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }

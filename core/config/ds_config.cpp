@@ -207,10 +207,6 @@ OffloadOptimizerConfig read_offload_optimizer(const Node& node, DeepSpeedConfig&
   return c;
 }
 
-void record_offload_default(Section& s, std::string_view key, Origin origin, std::string note) {
-  s.record(key, nullptr, origin, std::move(note));
-}
-
 // A deprecated bool that DeepSpeed maps onto an offload section: true means {device: cpu}.
 // Returns the node when the deprecated key was written.
 std::optional<Node> deprecated_key(Section& s, std::string_view key, DeepSpeedConfig& out,
@@ -299,52 +295,46 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
   z.load_from_fp32_weights = s.boolean("load_from_fp32_weights", z.load_from_fp32_weights);
   z.elastic_checkpoint = s.boolean("elastic_checkpoint", z.elastic_checkpoint);
 
-  // offload_param / offload_optimizer, and the deprecated booleans that stand for them.
-  auto read_offload = [&](std::string_view key, auto reader, auto& target) {
+  // offload_param / offload_optimizer, and the deprecated booleans that stand for them: true means
+  // a section with device cpu and every other field at its default, false means no section.
+  auto read_offload = [&](std::string_view key, std::string_view old_key, auto reader, auto& target) {
+    const std::string section(key);
+    if (auto old = deprecated_key(s, old_key, out, section)) {
+      refuse_both(*old, s, {key});
+      const bool on = !old->value().is_null() && read_bool(*old, Coercion::kLax);
+      const std::string note = std::string("from ") + std::string(old_key) + (on ? ": true" : ": false");
+      if (!on) {
+        s.record(key, nullptr, Origin::kDeprecated, note);
+        return;
+      }
+      const Document implied = Document::from_value(Json{{"device", "cpu"}}, node.document().file());
+      const size_t first = out.provenance.size();
+      target = reader(Node(implied, old->path()), out);
+      for (size_t i = first; i < out.provenance.size(); ++i) {
+        out.provenance[i].origin = Origin::kDeprecated;
+        out.provenance[i].note = note;
+      }
+      return;
+    }
     auto n = s.find(key);
     if (!n) {
-      record_offload_default(s, key, Origin::kDefault, s.note());
+      s.record(key, nullptr, Origin::kDefault);
     } else if (n->value().is_null()) {
       s.record(key, nullptr, Origin::kUser);
     } else {
       target = reader(*n, out);
     }
   };
-  read_offload("offload_param", read_offload_param, z.offload_param);
-  read_offload("offload_optimizer", read_offload_optimizer, z.offload_optimizer);
+  read_offload("offload_param", "cpu_offload_param", read_offload_param, z.offload_param);
+  read_offload("offload_optimizer", "cpu_offload", read_offload_optimizer, z.offload_optimizer);
   z.sub_group_size = s.integer("sub_group_size", z.sub_group_size, 0);
-
-  if (auto n = deprecated_key(s, "cpu_offload_param", out, "offload_param")) {
-    const bool on = !n->value().is_null() && read_bool(*n, Coercion::kLax);
-    refuse_both(*n, s, {"offload_param"});
-    std::erase_if(out.provenance, [&](const ResolvedSetting& r) { return r.key.starts_with(prefix + "offload_param"); });
-    if (on) {
-      z.offload_param = OffloadParamConfig{};
-      z.offload_param->device = OffloadDevice::kCpu;
-      s.record("offload_param.device", "cpu", Origin::kDeprecated, "from cpu_offload_param: true");
-    } else {
-      z.offload_param.reset();
-      s.record("offload_param", nullptr, Origin::kDeprecated, "from cpu_offload_param: false");
-    }
-  }
   if (auto n = deprecated_key(s, "cpu_offload_use_pin_memory", out, "offload_param or offload_optimizer")) {
     // DeepSpeed keeps the value but does not act on it.
-    z.cpu_offload_use_pin_memory = n->value().is_null() ? std::nullopt : std::optional(read_bool(*n, Coercion::kLax));
-    s.record("cpu_offload_use_pin_memory", n->value().is_null() ? Json(nullptr) : Json(*z.cpu_offload_use_pin_memory),
+    z.cpu_offload_use_pin_memory =
+        n->value().is_null() ? std::nullopt : std::optional(read_bool(*n, Coercion::kLax));
+    s.record("cpu_offload_use_pin_memory",
+             z.cpu_offload_use_pin_memory ? Json(*z.cpu_offload_use_pin_memory) : Json(nullptr),
              Origin::kUser, "deprecated; has no effect");
-  }
-  if (auto n = deprecated_key(s, "cpu_offload", out, "offload_optimizer")) {
-    const bool on = !n->value().is_null() && read_bool(*n, Coercion::kLax);
-    refuse_both(*n, s, {"offload_optimizer"});
-    std::erase_if(out.provenance, [&](const ResolvedSetting& r) { return r.key.starts_with(prefix + "offload_optimizer"); });
-    if (on) {
-      z.offload_optimizer = OffloadOptimizerConfig{};
-      z.offload_optimizer->device = OffloadDevice::kCpu;
-      s.record("offload_optimizer.device", "cpu", Origin::kDeprecated, "from cpu_offload: true");
-    } else {
-      z.offload_optimizer.reset();
-      s.record("offload_optimizer", nullptr, Origin::kDeprecated, "from cpu_offload: false");
-    }
   }
 
   z.prefetch_bucket_size =
@@ -359,25 +349,25 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
       s.integer("stage3_max_live_parameters", z.max_live_parameters, 0, {"max_live_parameters"});
   z.max_reuse_distance =
       s.integer("stage3_max_reuse_distance", z.max_reuse_distance, 0, {"max_reuse_distance"});
-  z.gather_16bit_weights_on_model_save =
-      s.boolean("stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save,
-                {"gather_16bit_weights_on_model_save"});
+  if (auto old = deprecated_key(s, "stage3_gather_fp16_weights_on_model_save", out,
+                                "stage3_gather_16bit_weights_on_model_save")) {
+    refuse_both(*old, s, {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"});
+    s.reader().accept("stage3_gather_16bit_weights_on_model_save");
+    s.reader().accept("gather_16bit_weights_on_model_save");
+    z.gather_16bit_weights_on_model_save = read_bool(*old, Coercion::kLax);
+    s.record("stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save,
+             Origin::kDeprecated, "from stage3_gather_fp16_weights_on_model_save");
+  } else {
+    z.gather_16bit_weights_on_model_save =
+        s.boolean("stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save,
+                  {"gather_16bit_weights_on_model_save"});
+  }
   z.module_granularity_threshold = s.integer("stage3_module_granularity_threshold",
                                              z.module_granularity_threshold, std::nullopt,
                                              {"module_granularity_threshold"});
   z.use_all_reduce_for_fetch_params =
       s.boolean("stage3_use_all_reduce_for_fetch_params", z.use_all_reduce_for_fetch_params,
                 {"use_all_reduce_for_fetch_params"});
-  if (auto n = deprecated_key(s, "stage3_gather_fp16_weights_on_model_save", out,
-                              "stage3_gather_16bit_weights_on_model_save")) {
-    refuse_both(*n, s, {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"});
-    z.gather_16bit_weights_on_model_save = read_bool(*n, Coercion::kLax);
-    std::erase_if(out.provenance, [&](const ResolvedSetting& r) {
-      return r.key == prefix + "stage3_gather_16bit_weights_on_model_save";
-    });
-    s.record("stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save,
-             Origin::kDeprecated, "from stage3_gather_fp16_weights_on_model_save");
-  }
   z.ignore_unused_parameters = s.boolean("ignore_unused_parameters", z.ignore_unused_parameters);
   z.legacy_stage1 = s.boolean("legacy_stage1", z.legacy_stage1);
   z.round_robin_gradients = s.boolean("round_robin_gradients", z.round_robin_gradients);

@@ -158,15 +158,19 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   run.file = doc.path();
   const Node root(doc);
   ObjectReader top(root, "the run spec");
+  // Unknown keys first: a misspelt required key is better reported as the typo it is.
+  for (const char* key : {"name", "description", "model", "cluster", "training", "parallel", "deepspeed"}) {
+    top.accept(key);
+  }
+  top.reject_unknown();
   if (auto n = top.get("name")) run.name = read_string(*n);
-  top.get("description");
+  if (auto n = top.get("description")) read_string(*n);
 
   run.model = read_model(top.require("model"), base_dir);
   run.cluster = parse_cluster(top.require("cluster"), run.provenance);
   const TrainingInput training = read_training(top.get("training"));
   run.parallel = read_parallel(top.get("parallel"), run.cluster, root, run.provenance);
   const Node ds = top.require("deepspeed");
-  top.reject_unknown();
 
   if (run.parallel.tensor > run.cluster.gpus_per_node) {
     run.warnings.push_back(root.child("parallel").child("tensor").warning(

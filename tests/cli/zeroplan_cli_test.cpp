@@ -1,0 +1,131 @@
+// End-to-end: the zeroplan binary as a user runs it.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
+const std::filesystem::path kBinary = std::filesystem::path(ZEROPLAN_BINARY_DIR) / "zeroplan";
+
+struct Result {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string Slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result RunZeroplan(const std::string& args) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto out = dir / "zeroplan_cli_test.out";
+  const auto err = dir / "zeroplan_cli_test.err";
+  const std::string command =
+      "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const int raw = std::system(command.c_str());
+  Result r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = Slurp(out);
+  r.err = Slurp(err);
+  return r;
+}
+
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(ZeroplanCli, InspectsEveryBundledExample) {
+  for (const auto& entry : std::filesystem::directory_iterator(kSource / "configs" / "examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    const Result r = RunZeroplan("inspect 'configs/examples/" + entry.path().filename().string() + "'");
+    EXPECT_EQ(r.status, 0) << entry.path() << "\n" << r.err;
+    EXPECT_NE(r.out.find("DeepSpeed settings"), std::string::npos);
+    EXPECT_NE(r.out.find("zero_optimization.stage "), std::string::npos);
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+}
+
+TEST(ZeroplanCli, InspectJsonHasTheTotalAndEveryResolvedKey) {
+  const Result r = RunZeroplan("inspect --json configs/examples/gpt2-zero3.yaml");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["total_parameters"], 124'439'808);
+  EXPECT_EQ(j["deepspeed"]["zero_optimization"]["stage"], 3);
+  EXPECT_EQ(j["deepspeed"]["zero_optimization"]["stage3_max_live_parameters"], 1'000'000'000);
+  EXPECT_EQ(j["deepspeed"]["zero_optimization"]["stage3_model_persistence_threshold"], INT64_MAX);
+  EXPECT_EQ(j["deepspeed"]["train_micro_batch_size_per_gpu"], 8);
+  EXPECT_EQ(j["training"]["gradient_accumulation_steps"], 1);
+  bool found_default = false;
+  for (const auto& s : j["deepspeed_provenance"]) {
+    if (s["key"] == "zero_optimization.stage3_max_reuse_distance") {
+      EXPECT_EQ(s["origin"], "user");
+    }
+    if (s["key"] == "zero_optimization.sub_group_size") found_default = s["origin"] == "default";
+  }
+  EXPECT_TRUE(found_default);
+  EXPECT_EQ(j["zero3"]["data_parallel_size"], 8);
+}
+
+TEST(ZeroplanCli, BadInputIsOneLineAndExitTwo) {
+  const auto dir = std::filesystem::temp_directory_path() / "zeroplan_cli_bad";
+  std::filesystem::create_directories(dir);
+  struct Case {
+    std::string text;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {"model: gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 8, micro_batch: 1}\n"
+       "deepspeed: {zero_optimization: {stage: 3, stage3_prefetch_bucket_size: -1}}\n",
+       "run.yaml:4:72: deepspeed.zero_optimization.stage3_prefetch_bucket_size: -1 is out of range: must be >= 0"},
+      {"model: gpt2\ncluster: dgx-a100-80g\n  training: x\n", "run.yaml:3:11: invalid YAML"},
+      {"model: gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 8, micro_batch: 1}\ndeepspeed: {zero_optimization: {stage: three}}\n",
+       "deepspeed.zero_optimization.stage: expected an integer, got the string \"three\""},
+      {"modle: gpt2\n", "unknown key 'modle' in the run spec (did you mean 'model'?)"},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(dir / "run.yaml") << c.text;
+    const Result r = RunZeroplan("inspect '" + (dir / "run.yaml").string() + "'");
+    EXPECT_EQ(r.status, 2) << c.text;
+    EXPECT_EQ(Lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty());
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ZeroplanCli, HelpAndUsageErrors) {
+  EXPECT_EQ(RunZeroplan("--help").status, 0);
+  EXPECT_EQ(RunZeroplan("inspect --help").status, 0);
+  EXPECT_EQ(RunZeroplan("presets --help").status, 0);
+  const Result version = RunZeroplan("--version");
+  EXPECT_EQ(version.status, 0);
+  EXPECT_NE(version.out.find("zeroplan"), std::string::npos);
+  const Result typo = RunZeroplan("inspct x");
+  EXPECT_EQ(typo.status, 2);
+  EXPECT_NE(typo.err.find("did you mean 'inspect'"), std::string::npos);
+  EXPECT_EQ(RunZeroplan("").status, 2);
+  EXPECT_EQ(RunZeroplan("inspect").status, 2);
+  EXPECT_EQ(RunZeroplan("inspect --frobnicate configs/examples/gpt2-zero3.yaml").status, 2);
+}
+
+TEST(ZeroplanCli, PresetsListsModelsAndClusters) {
+  const Result r = RunZeroplan("presets --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  bool llama70 = false;
+  for (const auto& m : j["models"]) llama70 |= m["name"] == "llama-2-70b" && m["parameters"] == 68'976'648'192;
+  EXPECT_TRUE(llama70);
+  EXPECT_FALSE(j["clusters"].empty());
+}
+
+}  // namespace

@@ -1,0 +1,207 @@
+#include "core/config/run_spec.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/model/model_json.h"
+#include "core/model/presets.h"
+
+namespace zp {
+namespace {
+
+const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
+
+RunSpec Parse(const std::string& yaml, const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+  const Document d = Document::from_yaml(yaml, "run.yaml");
+  return parse_run_spec(d, base);
+}
+
+UserError ErrorOf(const std::string& yaml, const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+  try {
+    Parse(yaml, base);
+  } catch (const UserError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "accepted:\n" << yaml;
+  return UserError(ErrorKind::kValue, {}, "");
+}
+
+const char* kBase = R"(model: tiny-gpt2
+cluster: {preset: dgx-a100-80g, nodes: 1}
+training: {sequence_length: 16, micro_batch: 2, dtype: bf16}
+deepspeed:
+  zero_optimization: {stage: 3}
+)";
+
+TEST(RunSpec, EveryBundledExampleResolves) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(kSource / "configs" / "examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++count;
+    const RunSpec run = load_run_spec(entry.path());
+    EXPECT_GT(run.tree.total_parameters(), 0) << entry.path();
+    EXPECT_EQ(run.parallel.world(), run.cluster.total_gpus()) << entry.path();
+    EXPECT_EQ(run.deepspeed.batch.train_batch_size,
+              run.deepspeed.batch.micro_batch_per_gpu * run.deepspeed.batch.gradient_accumulation_steps *
+                  run.parallel.data);
+    EXPECT_TRUE(run.warnings.empty()) << entry.path() << ": " << run.warnings.front().str();
+  }
+  EXPECT_GE(count, 5);
+}
+
+TEST(RunSpec, DefaultExample) {
+  const RunSpec run = load_run_spec(kSource / "configs/examples/gpt2-zero3.yaml");
+  EXPECT_EQ(run.tree.total_parameters(), 124'439'808);
+  EXPECT_EQ(run.parallel.data, 8);
+  EXPECT_EQ(run.training.micro_batch, 8);
+  EXPECT_EQ(run.training.dtype, DType::kBFloat16);
+  EXPECT_EQ(run.tree.shape().sequence_length, 1024);
+  EXPECT_EQ(run.deepspeed.zero.stage, 3);
+  EXPECT_EQ(run.deepspeed.zero.reduce_bucket_size, 50'000'000);
+  EXPECT_EQ(run.deepspeed_file, kSource / "configs/examples/ds/gpt2-zero3.json");
+}
+
+TEST(RunSpec, InlineDeepSpeedErrorsPointIntoTheRunSpec) {
+  const UserError e = ErrorOf(R"(model: tiny-gpt2
+cluster: dgx-a100-80g
+training: {sequence_length: 16, micro_batch: 2}
+deepspeed:
+  zero_optimization:
+    stage: 3
+    stage3_max_live_parameters: -5
+)");
+  EXPECT_EQ(e.kind(), ErrorKind::kValue);
+  EXPECT_EQ(e.where().file, "run.yaml");
+  EXPECT_EQ(e.where().line, 7);
+  EXPECT_EQ(e.where().column, 33);
+  EXPECT_EQ(e.where().key_path, "deepspeed.zero_optimization.stage3_max_live_parameters");
+  EXPECT_NE(std::string(e.what()).find("-5"), std::string::npos);
+  EXPECT_NE(std::string(e.what()).find(">= 0"), std::string::npos);
+}
+
+TEST(RunSpec, UnknownKeysAnywhereSuggestTheClosest) {
+  struct Case {
+    std::string yaml;
+    std::string key_path;
+    std::string suggestion;
+  };
+  const std::string base = kBase;
+  for (const Case& c : {
+           Case{base + "paralel: {data: 8}\n", "paralel", "parallel"},
+           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_lenght: 16, micro_batch: 2}\ndeepspeed: {}\n",
+                "training.sequence_lenght", "sequence_length"},
+           Case{"model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memroy: 40GiB}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n",
+                "cluster.gpu_memroy", "gpu_memory"},
+           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {zero_optimization: {stage: 3, overlap_com: true}}\n",
+                "deepspeed.zero_optimization.overlap_com", "overlap_comm"},
+       }) {
+    const UserError e = ErrorOf(c.yaml);
+    EXPECT_EQ(e.kind(), ErrorKind::kUnknownKey) << c.yaml;
+    EXPECT_EQ(e.where().key_path, c.key_path);
+    EXPECT_GT(e.where().line, 0);
+    EXPECT_NE(std::string(e.what()).find("did you mean '" + c.suggestion + "'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RunSpec, WrongTypesNameTheValue) {
+  const UserError e = ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: long, micro_batch: 2}\ndeepspeed: {}\n");
+  EXPECT_EQ(e.kind(), ErrorKind::kType);
+  EXPECT_EQ(e.where().line, 3);
+  EXPECT_NE(std::string(e.what()).find("\"long\""), std::string::npos);
+}
+
+TEST(RunSpec, ParallelDegreesMustFillTheCluster) {
+  const RunSpec inferred = Parse(std::string(kBase) + "parallel: {tensor: 2}\n");
+  EXPECT_EQ(inferred.parallel.data, 4);
+  EXPECT_EQ(ErrorOf(std::string(kBase) + "parallel: {data: 3}\n").kind(), ErrorKind::kConflict);
+  EXPECT_EQ(ErrorOf(std::string(kBase) + "parallel: {pipeline: 3}\n").kind(), ErrorKind::kConflict);
+  EXPECT_EQ(ErrorOf(std::string(kBase) + "parallel: {tensor: 0}\n").kind(), ErrorKind::kValue);
+}
+
+TEST(RunSpec, DataParallelSizeDrivesTheBatchRule) {
+  const RunSpec run = Parse(R"(model: tiny-gpt2
+cluster: dgx-a100-80g
+parallel: {tensor: 2}
+training: {sequence_length: 16}
+deepspeed: {train_batch_size: 32, gradient_accumulation_steps: 2}
+)");
+  EXPECT_EQ(run.parallel.data, 4);
+  EXPECT_EQ(run.deepspeed.batch.micro_batch_per_gpu, 4);
+  EXPECT_EQ(run.training.micro_batch, 4);
+  EXPECT_EQ(run.tree.shape().micro_batch, 4);
+}
+
+TEST(RunSpec, ClusterPresetsAndInlineClusters) {
+  EXPECT_NE(std::string(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n").what())
+                .find("did you mean"),
+            std::string::npos);
+  const UserError missing = ErrorOf("model: tiny-gpt2\ncluster: {gpus_per_node: 2}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n");
+  EXPECT_EQ(missing.kind(), ErrorKind::kMissing);
+  const UserError unit = ErrorOf("model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memory: 80G}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n");
+  EXPECT_EQ(unit.kind(), ErrorKind::kValue);
+  EXPECT_EQ(unit.where().key_path, "cluster.gpu_memory");
+  EXPECT_NE(std::string(unit.what()).find("ambiguous"), std::string::npos);
+  const RunSpec run = load_run_spec(kSource / "configs/examples/tiny-gpt2-cpu.yaml");
+  EXPECT_EQ(run.cluster.gpu_memory, 4LL << 30);
+  EXPECT_DOUBLE_EQ(run.cluster.intra_node.bandwidth, 5e9);
+  EXPECT_EQ(run.cluster.intra_node.latency_ns, 20'000);
+  EXPECT_DOUBLE_EQ(run.cluster.peak_flops.at("fp32"), 50e9);
+}
+
+TEST(RunSpec, TrainingShapeRules) {
+  EXPECT_EQ(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2}\ndeepspeed: {}\n").kind(),
+            ErrorKind::kMissing);
+  EXPECT_EQ(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2, dtype: fp8}\ndeepspeed: {}\n").kind(),
+            ErrorKind::kValue);
+  // The micro batch can come from DeepSpeed alone; the dtype from its bf16 section.
+  const RunSpec run = Parse("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16}\n"
+                            "deepspeed: {train_micro_batch_size_per_gpu: 3, bf16: {enabled: true}}\n");
+  EXPECT_EQ(run.training.micro_batch, 3);
+  EXPECT_EQ(run.training.dtype, DType::kBFloat16);
+  EXPECT_EQ(run.tree.parameter(0).dtype, DType::kBFloat16);
+}
+
+TEST(RunSpec, ModelFilesAreRescaledToTheRunShape) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "zeroplan_run_spec_test";
+  std::filesystem::create_directories(dir);
+  ModuleTree tree = build_model(*find_preset("tiny-gpt2"), BatchShape{1, 16, DType::kFloat32});
+  save_model_file(tree, dir / "m.json");
+  const std::string spec = "model: {file: m.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2, dtype: bf16}\ndeepspeed: {}\n";
+  const RunSpec run = Parse(spec, dir);
+  EXPECT_EQ(run.training.sequence_length, 16);  // taken from the file
+  ASSERT_EQ(run.warnings.size(), 1u);
+  EXPECT_NE(run.warnings[0].str().find("scaled linearly"), std::string::npos);
+  // Twice the tokens, half the element size: activations stay the same, FLOPs double.
+  for (size_t i = 0; i < tree.modules().size(); ++i) {
+    const ModuleCost& before = tree.modules()[i].cost;
+    const ModuleCost& after = run.tree.modules()[i].cost;
+    EXPECT_EQ(after.forward_flops, 2 * before.forward_flops);
+    EXPECT_EQ(after.activation_bytes, before.activation_bytes);
+  }
+  EXPECT_EQ(run.tree.parameter(0).dtype, DType::kBFloat16);
+  EXPECT_EQ(ErrorOf("model: {file: nope.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2}\ndeepspeed: {}\n", dir).kind(),
+            ErrorKind::kMissing);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(RunSpec, MissingDeepSpeedFile) {
+  const UserError e = ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: missing.json\n");
+  EXPECT_EQ(e.kind(), ErrorKind::kMissing);
+  EXPECT_NE(std::string(e.what()).find("missing.json"), std::string::npos);
+}
+
+TEST(RunSpec, RequiredSections) {
+  for (const char* key : {"model", "cluster", "deepspeed"}) {
+    std::string yaml = "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n";
+    const size_t at = yaml.find(std::string(key) + ":");
+    yaml.erase(at, yaml.find('\n', at) - at + 1);
+    const UserError e = ErrorOf(yaml);
+    EXPECT_EQ(e.kind(), ErrorKind::kMissing) << key;
+    EXPECT_NE(std::string(e.what()).find(key), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace zp
