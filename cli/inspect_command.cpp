@@ -13,14 +13,19 @@ namespace {
 
 std::string_view to_string(ModelSpec::Kind kind) {
   switch (kind) {
-    case ModelSpec::Kind::kPreset: return "preset";
-    case ModelSpec::Kind::kFamily: return "family";
-    case ModelSpec::Kind::kFile: return "file";
+    case ModelSpec::Kind::kPreset:
+      return "preset";
+    case ModelSpec::Kind::kFamily:
+      return "family";
+    case ModelSpec::Kind::kFile:
+      return "file";
   }
   return "?";
 }
 
-std::string value_text(const Json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+std::string value_text(const Json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
 
 void print_settings(std::ostream& out, const std::string& title, const Provenance& settings) {
   out << title << "\n";
@@ -40,7 +45,10 @@ struct Report {
 Json provenance_json(const Provenance& settings) {
   Json out = Json::array();
   for (const ResolvedSetting& s : settings) {
-    out.push_back({{"key", s.key}, {"value", s.value}, {"origin", zp::to_string(s.origin)}, {"note", s.note}});
+    out.push_back({{"key", s.key},
+                   {"value", s.value},
+                   {"origin", zp::to_string(s.origin)},
+                   {"note", s.note}});
   }
   return out;
 }
@@ -73,13 +81,17 @@ Json report_json(const Report& r) {
   model["largest_modules"] = largest;
 
   Json warnings = Json::array();
-  for (const Warning& w : run.warnings) warnings.push_back(w.str());
+  for (const Warning& w : run.warnings)
+    warnings.push_back(w.str());
   Json out = {{"run", run.file.string()},
               {"name", run.name},
               {"total_parameters", r.model.parameters},
               {"model", model},
               {"cluster", cluster_to_json(run.cluster)},
-              {"parallel", {{"data", run.parallel.data}, {"pipeline", run.parallel.pipeline}, {"tensor", run.parallel.tensor}}},
+              {"parallel",
+               {{"data", run.parallel.data},
+                {"pipeline", run.parallel.pipeline},
+                {"tensor", run.parallel.tensor}}},
               {"training",
                {{"sequence_length", run.training.sequence_length},
                 {"micro_batch", run.training.micro_batch},
@@ -108,24 +120,27 @@ void print_report(std::ostream& out, const Report& r) {
   const ClusterSpec& c = run.cluster;
   const BatchConfig& b = run.deepspeed.batch;
   const int elem = dtype_size(run.training.dtype);
-  out << "Run        " << run.file.string() << (run.name.empty() ? "" : " (" + run.name + ")") << "\n";
-  out << "Model      " << run.model.label << " (" << to_string(run.model.kind) << "): "
-      << units::format_count(r.model.parameters) << " parameters in " << r.model.parameter_tensors
-      << " tensors, " << r.model.modules << " modules\n";
+  out << "Run        " << run.file.string() << (run.name.empty() ? "" : " (" + run.name + ")")
+      << "\n";
+  out << "Model      " << run.model.label << " (" << to_string(run.model.kind)
+      << "): " << units::format_count(r.model.parameters) << " parameters in "
+      << r.model.parameter_tensors << " tensors, " << r.model.modules << " modules\n";
   out << "Cluster    " << c.name << ": " << c.nodes << " node" << (c.nodes == 1 ? "" : "s") << " x "
       << c.gpus_per_node << " " << (c.gpu.empty() ? "GPUs" : c.gpu) << ", "
       << units::format_bytes(static_cast<double>(c.gpu_memory)) << " each\n";
-  out << "Layout     " << run.parallel.world() << " GPUs = data " << run.parallel.data << " x pipeline "
-      << run.parallel.pipeline << " x tensor " << run.parallel.tensor << "\n";
+  out << "Layout     " << run.parallel.world() << " GPUs = data " << run.parallel.data
+      << " x pipeline " << run.parallel.pipeline << " x tensor " << run.parallel.tensor << "\n";
   out << "Batch      global " << b.train_batch_size << " = micro " << b.micro_batch_per_gpu
       << " x accumulation " << b.gradient_accumulation_steps << " x data " << run.parallel.data
-      << "; sequence " << run.training.sequence_length << "; " << zp::to_string(run.training.dtype) << "\n";
+      << "; sequence " << run.training.sequence_length << "; " << zp::to_string(run.training.dtype)
+      << "\n";
   out << "DeepSpeed  ZeRO stage " << run.deepspeed.zero.stage << " ("
       << (run.deepspeed_file.empty() ? "inline" : run.deepspeed_file.string()) << ")\n";
 
   if (!run.warnings.empty()) {
     out << "\nWarnings (" << run.warnings.size() << ")\n";
-    for (const Warning& w : run.warnings) out << "  " << w.str() << "\n";
+    for (const Warning& w : run.warnings)
+      out << "  " << w.str() << "\n";
   }
   out << "\n";
   print_settings(out, "Run settings", run.provenance);
@@ -133,31 +148,37 @@ void print_report(std::ostream& out, const Report& r) {
   print_settings(out, "DeepSpeed settings", run.deepspeed.provenance);
 
   out << "\nModel: parameters by module type\n";
-  Table types({"type", "modules", "parameters", "share"},
-              {Table::Align::kLeft, Table::Align::kRight, Table::Align::kRight, Table::Align::kRight});
+  Table types(
+      {"type", "modules", "parameters", "share"},
+      {Table::Align::kLeft, Table::Align::kRight, Table::Align::kRight, Table::Align::kRight});
   for (const ModuleTypeTotals& t : r.model.by_type) {
     if (t.parameters == 0) continue;
     char share[32];
     std::snprintf(share, sizeof share, "%.1f%%",
-                  100.0 * static_cast<double>(t.parameters) / static_cast<double>(std::max<std::int64_t>(1, r.model.parameters)));
+                  100.0 * static_cast<double>(t.parameters) /
+                      static_cast<double>(std::max<std::int64_t>(1, r.model.parameters)));
     types.add({t.type, std::to_string(t.modules), units::format_count(t.parameters), share});
   }
-  types.add({"total", std::to_string(r.model.modules), units::format_count(r.model.parameters), "100.0%"});
+  types.add({"total", std::to_string(r.model.modules), units::format_count(r.model.parameters),
+             "100.0%"});
   types.print(out);
   if (r.model.tied_parameters > 0) {
     out << "  (" << r.model.tied_parameters << " tied parameter tensor(s), counted once)\n";
   }
 
   out << "\nLargest modules (parameters registered on the module itself)\n";
-  Table largest({"module", "type", "parameters"}, {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight});
+  Table largest({"module", "type", "parameters"},
+                {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight});
   for (ModuleId id : r.model.largest) {
     largest.add({run.tree.qualified_name(id), run.tree.module(id).type,
                  units::format_count(own_parameters(run.tree, id))});
   }
   largest.print(out);
 
-  out << "\nPer micro-batch forward: " << units::format_si(static_cast<double>(r.model.forward_flops), "FLOP")
-      << "; activations saved for backward: " << units::format_bytes(static_cast<double>(r.model.activation_bytes))
+  out << "\nPer micro-batch forward: "
+      << units::format_si(static_cast<double>(r.model.forward_flops), "FLOP")
+      << "; activations saved for backward: "
+      << units::format_bytes(static_cast<double>(r.model.activation_bytes))
       << " (no checkpointing)\n";
 
   const ZeroConfig& z = run.deepspeed.zero;
@@ -167,16 +188,18 @@ void print_report(std::ostream& out, const Report& r) {
     out << "  partitioned   " << units::format_count(p.parameters) << " tensors, "
         << units::format_count(p.numel) << " elements (" << units::format_count(p.padded_numel)
         << " after padding to multiples of " << p.group_size << ")\n";
-    out << "  per rank      " << units::format_count(p.partition_numel) << " elements = "
-        << units::format_bytes(static_cast<double>(p.partition_numel * elem)) << " in "
-        << zp::to_string(run.training.dtype) << "\n";
+    out << "  per rank      " << units::format_count(p.partition_numel)
+        << " elements = " << units::format_bytes(static_cast<double>(p.partition_numel * elem))
+        << " in " << zp::to_string(run.training.dtype) << "\n";
     out << "  persistent    " << units::format_count(p.persistent_parameters) << " tensors, "
         << units::format_count(p.persistent_numel) << " elements kept whole on every rank ("
         << units::format_bytes(static_cast<double>(p.persistent_numel * elem))
-        << "): stage3_param_persistence_threshold " << units::format_count(z.param_persistence_threshold)
+        << "): stage3_param_persistence_threshold "
+        << units::format_count(z.param_persistence_threshold)
         << ", stage3_model_persistence_threshold "
-        << (z.model_persistence_threshold == INT64_MAX ? std::string("unlimited")
-                                                       : units::format_count(z.model_persistence_threshold))
+        << (z.model_persistence_threshold == INT64_MAX
+                ? std::string("unlimited")
+                : units::format_count(z.model_persistence_threshold))
         << "\n";
   } else {
     out << "\nZeRO stage " << z.stage << ": parameters are not partitioned"
@@ -205,7 +228,8 @@ void add_inspect_command(CLI::App& app) {
                                                 run.deepspeed.zero.param_persistence_threshold,
                                                 run.deepspeed.zero.model_persistence_threshold);
     if (*json) {
-      for (const Warning& w : run.warnings) std::cerr << "zeroplan: warning: " << w.str() << "\n";
+      for (const Warning& w : run.warnings)
+        std::cerr << "zeroplan: warning: " << w.str() << "\n";
       std::cout << report_json(report).dump(2) << "\n";
     } else {
       print_report(std::cout, report);

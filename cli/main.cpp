@@ -29,9 +29,11 @@ int main(int argc, char** argv) {
   // A mistyped command would otherwise read as "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> names;
-    for (const CLI::App* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+    for (const CLI::App* sub : app.get_subcommands({}))
+      names.push_back(sub->get_name());
     if (std::find(names.begin(), names.end(), argv[1]) == names.end()) {
-      std::cerr << "zeroplan: error: unknown command '" << argv[1] << "'" << zp::did_you_mean(argv[1], names)
+      std::cerr << "zeroplan: error: unknown command '" << argv[1] << "'"
+                << zp::did_you_mean(argv[1], names)
                 << "\nRun 'zeroplan --help' for the list of commands.\n";
       return kExitUserError;
     }

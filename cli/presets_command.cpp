@@ -16,8 +16,8 @@ void add_presets_command(CLI::App& app) {
   cmd->callback([json] {
     Json out = {{"models", Json::array()}, {"clusters", Json::array()}};
     Table models({"model", "family", "parameters", "layers", "hidden"},
-                 {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight, Table::Align::kRight,
-                  Table::Align::kRight});
+                 {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight,
+                  Table::Align::kRight, Table::Align::kRight});
     for (const std::string& name : preset_names()) {
       const ModelConfig& c = *find_preset(name);
       // Counting needs no costs: a one-token shape is enough and fast.
@@ -25,11 +25,14 @@ void add_presets_command(CLI::App& app) {
           build_model(c, BatchShape{1, 1, DType::kBFloat16}).total_parameters();
       models.add({name, std::string(to_string(c.family)), units::format_count(params),
                   std::to_string(c.num_layers), std::to_string(c.hidden_size)});
-      out["models"].push_back({{"name", name}, {"family", to_string(c.family)}, {"parameters", params},
+      out["models"].push_back({{"name", name},
+                               {"family", to_string(c.family)},
+                               {"parameters", params},
                                {"config", model_config_to_json(c)}});
     }
-    Table clusters({"cluster", "GPU", "nodes x GPUs", "GPU memory"},
-                   {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight, Table::Align::kRight});
+    Table clusters(
+        {"cluster", "GPU", "nodes x GPUs", "GPU memory"},
+        {Table::Align::kLeft, Table::Align::kLeft, Table::Align::kRight, Table::Align::kRight});
     for (const std::string& name : cluster_preset_names()) {
       const ClusterSpec& c = *find_cluster_preset(name);
       clusters.add({name, c.gpu, std::to_string(c.nodes) + " x " + std::to_string(c.gpus_per_node),

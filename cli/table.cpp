@@ -17,10 +17,12 @@ void Table::add(std::vector<std::string> row) {
 void Table::print(std::ostream& out, const std::string& indent) const {
   std::vector<size_t> width(header_.size(), 0);
   auto measure = [&](const std::vector<std::string>& row) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    for (size_t i = 0; i < row.size(); ++i)
+      width[i] = std::max(width[i], row[i].size());
   };
   measure(header_);
-  for (const auto& row : rows_) measure(row);
+  for (const auto& row : rows_)
+    measure(row);
   auto line = [&](const std::vector<std::string>& row) {
     std::string text = indent;
     for (size_t i = 0; i < row.size(); ++i) {
@@ -29,11 +31,13 @@ void Table::print(std::ostream& out, const std::string& indent) const {
       text += align_[i] == Align::kRight ? pad + row[i] : row[i] + (last ? "" : pad);
       if (!last) text += "  ";
     }
-    while (!text.empty() && text.back() == ' ') text.pop_back();
+    while (!text.empty() && text.back() == ' ')
+      text.pop_back();
     out << text << '\n';
   };
   line(header_);
-  for (const auto& row : rows_) line(row);
+  for (const auto& row : rows_)
+    line(row);
 }
 
 }  // namespace zp::cli

@@ -45,7 +45,7 @@ std::vector<ClusterSpec> make_presets() {
   h100.nodes = 1;
   h100.gpus_per_node = 8;
   h100.gpu_memory = 80 * kGiB;
-  h100.peak_flops = {{"fp64", 67 * kTera},   {"fp32", 67 * kTera},   {"tf32", 494.7 * kTera},
+  h100.peak_flops = {{"fp64", 67 * kTera},    {"fp32", 67 * kTera},    {"tf32", 494.7 * kTera},
                      {"fp16", 989.4 * kTera}, {"bf16", 989.4 * kTera}, {"fp8", 1978.9 * kTera},
                      {"int8", 1978.9 * kTera}};
   h100.hbm_bandwidth = 3350 * kGB;
@@ -71,7 +71,7 @@ std::vector<ClusterSpec> make_presets() {
   l40s.peak_flops = {{"fp32", 91.6 * kTera}, {"tf32", 183 * kTera}, {"fp16", 362 * kTera},
                      {"bf16", 362 * kTera},  {"fp8", 733 * kTera},  {"int8", 733 * kTera}};
   l40s.hbm_bandwidth = 864 * kGB;
-  l40s.intra_node = {25 * kGB, 10000};  // through PCIe 4.0, no NVLink
+  l40s.intra_node = {25 * kGB, 10000};    // through PCIe 4.0, no NVLink
   l40s.inter_node = {12.5 * kGB, 10000};  // 100 Gb/s Ethernet
   l40s.host_memory = 512 * kGiB;
   l40s.pcie_bandwidth = 25 * kGB;
@@ -85,7 +85,8 @@ const std::vector<ClusterSpec>& presets() {
   return all;
 }
 
-const std::array<std::string, 7> kFlopsDtypes = {"fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8"};
+const std::array<std::string, 7> kFlopsDtypes = {"fp64", "fp32", "tf32", "fp16",
+                                                 "bf16", "fp8",  "int8"};
 
 // Runs a unit parser and turns its complaint into an error at `node`.
 template <class F>
@@ -108,7 +109,8 @@ void read_link(const Node& node, LinkSpec& link, const std::string& key) {
   ObjectReader r(node, key);
   if (auto b = r.get("bandwidth")) {
     link.bandwidth = with_units(*b, units::parse_bandwidth);
-    if (link.bandwidth <= 0) b->fail(ErrorKind::kValue, b->repr() + " is out of range: must be > 0");
+    if (link.bandwidth <= 0)
+      b->fail(ErrorKind::kValue, b->repr() + " is out of range: must be > 0");
   }
   if (auto l = r.get("latency")) link.latency_ns = with_units(*l, units::parse_duration_ns);
   r.reject_unknown();
@@ -125,7 +127,8 @@ const ClusterSpec* find_cluster_preset(std::string_view name) {
 
 std::vector<std::string> cluster_preset_names() {
   std::vector<std::string> names;
-  for (const ClusterSpec& c : presets()) names.push_back(c.name);
+  for (const ClusterSpec& c : presets())
+    names.push_back(c.name);
   return names;
 }
 
@@ -135,9 +138,11 @@ const ClusterSpec& preset_or_fail(const Node& node) {
   const ClusterSpec* preset = find_cluster_preset(name);
   if (!preset) {
     std::string list;
-    for (const std::string& n : cluster_preset_names()) list += (list.empty() ? "" : ", ") + n;
+    for (const std::string& n : cluster_preset_names())
+      list += (list.empty() ? "" : ", ") + n;
     node.fail(ErrorKind::kValue, "unknown cluster preset \"" + name + "\"" +
-                                     did_you_mean(name, cluster_preset_names()) + "; presets: " + list);
+                                     did_you_mean(name, cluster_preset_names()) +
+                                     "; presets: " + list);
   }
   return *preset;
 }
@@ -158,14 +163,17 @@ void record_cluster(const ClusterSpec& c, const Json& written, const std::string
                     Provenance& provenance) {
   auto add = [&](const std::string& key, const Json& value, bool by_user) {
     std::string note = human(key, value);
-    if (!by_user && !preset_note.empty()) note += note.empty() ? preset_note : " (" + preset_note + ")";
-    provenance.push_back({"cluster." + key, value, by_user ? Origin::kUser : Origin::kDefault, note});
+    if (!by_user && !preset_note.empty())
+      note += note.empty() ? preset_note : " (" + preset_note + ")";
+    provenance.push_back(
+        {"cluster." + key, value, by_user ? Origin::kUser : Origin::kDefault, note});
   };
   const Json resolved = cluster_to_json(c);
   for (const auto& [key, value] : resolved.items()) {
     const bool by_user = written.is_object() && written.contains(key);
     if (value.is_object()) {
-      for (const auto& [sub, v] : value.items()) add(key + "." + sub, v, by_user);
+      for (const auto& [sub, v] : value.items())
+        add(key + "." + sub, v, by_user);
     } else {
       add(key, value, by_user);
     }
@@ -229,7 +237,8 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
 
 Json cluster_to_json(const ClusterSpec& c) {
   Json flops = Json::object();
-  for (const auto& [dtype, v] : c.peak_flops) flops[dtype] = v;
+  for (const auto& [dtype, v] : c.peak_flops)
+    flops[dtype] = v;
   return Json{{"name", c.name},
               {"gpu", c.gpu},
               {"nodes", c.nodes},
@@ -237,8 +246,10 @@ Json cluster_to_json(const ClusterSpec& c) {
               {"gpu_memory", c.gpu_memory},
               {"peak_flops", flops},
               {"hbm_bandwidth", c.hbm_bandwidth},
-              {"intra_node", {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
-              {"inter_node", {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
+              {"intra_node",
+               {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
+              {"inter_node",
+               {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
               {"host_memory", c.host_memory},
               {"pcie_bandwidth", c.pcie_bandwidth},
               {"nvme_bandwidth", c.nvme_bandwidth}};

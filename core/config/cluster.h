@@ -16,7 +16,7 @@
 namespace zp {
 
 struct LinkSpec {
-  double bandwidth = 0;        // bytes/s, one direction
+  double bandwidth = 0;         // bytes/s, one direction
   std::int64_t latency_ns = 0;  // per message
   bool operator==(const LinkSpec&) const = default;
 };
@@ -26,14 +26,14 @@ struct ClusterSpec {
   std::string gpu;   // a label: "A100-SXM4-80GB"
   std::int64_t nodes = 1;
   std::int64_t gpus_per_node = 1;
-  std::int64_t gpu_memory = 0;                // bytes per GPU
-  std::map<std::string, double> peak_flops;   // per dtype (fp64, fp32, tf32, fp16, bf16, fp8, int8)
-  double hbm_bandwidth = 0;                   // bytes/s per GPU
-  LinkSpec intra_node;                        // GPU to GPU inside a node (NVLink/NVSwitch), per GPU
-  LinkSpec inter_node;                        // between nodes, each GPU's share of the node's network
-  std::int64_t host_memory = 0;               // bytes per node
-  double pcie_bandwidth = 0;                  // host <-> GPU, bytes/s per GPU
-  double nvme_bandwidth = 0;                  // bytes/s per node
+  std::int64_t gpu_memory = 0;               // bytes per GPU
+  std::map<std::string, double> peak_flops;  // per dtype (fp64, fp32, tf32, fp16, bf16, fp8, int8)
+  double hbm_bandwidth = 0;                  // bytes/s per GPU
+  LinkSpec intra_node;                       // GPU to GPU inside a node (NVLink/NVSwitch), per GPU
+  LinkSpec inter_node;           // between nodes, each GPU's share of the node's network
+  std::int64_t host_memory = 0;  // bytes per node
+  double pcie_bandwidth = 0;     // host <-> GPU, bytes/s per GPU
+  double nvme_bandwidth = 0;     // bytes/s per node
 
   std::int64_t total_gpus() const { return nodes * gpus_per_node; }
   bool operator==(const ClusterSpec&) const = default;

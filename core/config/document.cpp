@@ -15,9 +15,12 @@ namespace {
 std::string escape_pointer_token(const std::string& key) {
   std::string out;
   for (char c : key) {
-    if (c == '~') out += "~0";
-    else if (c == '/') out += "~1";
-    else out += c;
+    if (c == '~')
+      out += "~0";
+    else if (c == '/')
+      out += "~1";
+    else
+      out += c;
   }
   return out;
 }
@@ -40,7 +43,11 @@ std::optional<size_t> first_invalid_utf8(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
-    size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    size_t length = c < 0x80           ? 1
+                    : (c >> 5) == 0x6  ? 2
+                    : (c >> 4) == 0xE  ? 3
+                    : (c >> 3) == 0x1E ? 4
+                                       : 0;
     if (length == 0 || i + length > text.size()) return i;
     for (size_t k = 1; k < length; ++k) {
       if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
@@ -57,8 +64,12 @@ class DuplicateKeyGuard {
 
   bool operator()(int /*depth*/, Json::parse_event_t event, Json& parsed) {
     switch (event) {
-      case Json::parse_event_t::object_start: stack_.push_back({false, {}, 0, {}}); break;
-      case Json::parse_event_t::array_start: stack_.push_back({true, {}, 0, {}}); break;
+      case Json::parse_event_t::object_start:
+        stack_.push_back({false, {}, 0, {}});
+        break;
+      case Json::parse_event_t::array_start:
+        stack_.push_back({true, {}, 0, {}});
+        break;
       case Json::parse_event_t::key: {
         Frame& top = stack_.back();
         top.key = parsed.get<std::string>();
@@ -73,7 +84,9 @@ class DuplicateKeyGuard {
         stack_.pop_back();
         element_done();
         break;
-      case Json::parse_event_t::value: element_done(); break;
+      case Json::parse_event_t::value:
+        element_done();
+        break;
     }
     return true;
   }
@@ -127,8 +140,10 @@ class YamlConverter {
     mark(*doc_.value_marks_, pointer, node.Mark());
     switch (node.Type()) {
       case YAML::NodeType::Undefined:
-      case YAML::NodeType::Null: return nullptr;
-      case YAML::NodeType::Scalar: return scalar(node);
+      case YAML::NodeType::Null:
+        return nullptr;
+      case YAML::NodeType::Scalar:
+        return scalar(node);
       case YAML::NodeType::Sequence: {
         Json out = Json::array();
         size_t i = 0;
@@ -207,7 +222,8 @@ Document Document::from_json(std::string_view text, std::string file_name) {
     // A number too large for a double: nlohmann reports it without a position.
     std::string what = e.what();
     if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    throw UserError(ErrorKind::kSyntax, SourceLocation{doc.file_, 0, 0, ""}, "invalid JSON: " + what);
+    throw UserError(ErrorKind::kSyntax, SourceLocation{doc.file_, 0, 0, ""},
+                    "invalid JSON: " + what);
   } catch (const Json::parse_error& e) {
     auto [line, column] = line_column_of(text, e.byte == 0 ? 0 : e.byte - 1);
     std::string what = e.what();
@@ -244,8 +260,8 @@ Document Document::from_yaml(std::string_view text, std::string file_name) {
 
 Document Document::load(const std::filesystem::path& path) {
   const std::string text = read_file(path);
-  Document doc = path.extension() == ".json" ? from_json(text, path.string())
-                                             : from_yaml(text, path.string());
+  Document doc =
+      path.extension() == ".json" ? from_json(text, path.string()) : from_yaml(text, path.string());
   doc.path_ = path;
   return doc;
 }
@@ -303,19 +319,29 @@ Node Node::element(size_t index) const {
               path_ + "[" + std::to_string(index) + "]");
 }
 
-std::string Node::repr() const { return repr_json(*value_); }
+std::string Node::repr() const {
+  return repr_json(*value_);
+}
 
 std::string Node::type_name() const {
   switch (value_->type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::boolean: return "a boolean";
+    case Json::value_t::null:
+      return "null";
+    case Json::value_t::boolean:
+      return "a boolean";
     case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned: return "an integer";
-    case Json::value_t::number_float: return "a number";
-    case Json::value_t::string: return "a string";
-    case Json::value_t::array: return "a list";
-    case Json::value_t::object: return "a mapping";
-    default: return "a value";
+    case Json::value_t::number_unsigned:
+      return "an integer";
+    case Json::value_t::number_float:
+      return "a number";
+    case Json::value_t::string:
+      return "a string";
+    case Json::value_t::array:
+      return "a list";
+    case Json::value_t::object:
+      return "a mapping";
+    default:
+      return "a value";
   }
 }
 
@@ -323,7 +349,9 @@ void Node::fail(ErrorKind kind, const std::string& message) const {
   throw UserError(kind, location(), message);
 }
 
-Warning Node::warning(const std::string& message) const { return Warning{location(), message}; }
+Warning Node::warning(const std::string& message) const {
+  return Warning{location(), message};
+}
 
 std::string repr_json(const Json& value) {
   if (value.is_object()) return value.empty() ? "{}" : "{...}";

@@ -53,8 +53,8 @@ class Document {
 // long as the Document it came from.
 class Node {
  public:
-  // The root of `doc`; `display_prefix` is prepended to key paths ("deepspeed" for a DeepSpeed config
-  // written inline in a run spec).
+  // The root of `doc`; `display_prefix` is prepended to key paths ("deepspeed" for a DeepSpeed
+  // config written inline in a run spec).
   explicit Node(const Document& doc, std::string display_prefix = "");
 
   const Json& value() const { return *value_; }

@@ -10,20 +10,28 @@ namespace zp {
 
 std::string_view to_string(Origin origin) {
   switch (origin) {
-    case Origin::kUser: return "user";
-    case Origin::kDefault: return "default";
-    case Origin::kDeprecated: return "deprecated key";
-    case Origin::kInferred: return "inferred";
-    case Origin::kRunSpec: return "run spec";
+    case Origin::kUser:
+      return "user";
+    case Origin::kDefault:
+      return "default";
+    case Origin::kDeprecated:
+      return "deprecated key";
+    case Origin::kInferred:
+      return "inferred";
+    case Origin::kRunSpec:
+      return "run spec";
   }
   return "?";
 }
 
 std::string_view to_string(OffloadDevice device) {
   switch (device) {
-    case OffloadDevice::kNone: return "none";
-    case OffloadDevice::kCpu: return "cpu";
-    case OffloadDevice::kNvme: return "nvme";
+    case OffloadDevice::kNone:
+      return "none";
+    case OffloadDevice::kCpu:
+      return "cpu";
+    case OffloadDevice::kNvme:
+      return "nvme";
   }
   return "?";
 }
@@ -41,7 +49,9 @@ Node absent_section(const Document& empty, const Node& root, const std::string& 
   return Node(empty, root.path().empty() ? key : root.path() + "." + key);
 }
 
-bool is_auto(const Node& node) { return node.value().is_string() && node.value() == "auto"; }
+bool is_auto(const Node& node) {
+  return node.value().is_string() && node.value() == "auto";
+}
 
 // One mapping of the config: reads keys with the section's coercion and records where every value
 // came from.
@@ -49,11 +59,15 @@ class Section {
  public:
   Section(const Node& node, std::string what, std::string prefix, Coercion coercion,
           DeepSpeedConfig& out)
-      : reader_(node, std::move(what)), prefix_(std::move(prefix)), coercion_(coercion), out_(out) {}
+      : reader_(node, std::move(what)),
+        prefix_(std::move(prefix)),
+        coercion_(coercion),
+        out_(out) {}
 
   // The node written for `key` (or an alias). DeepSpeed's config models drop "auto" values before
   // validating, so under lax coercion "auto" means "not written".
-  std::optional<Node> find(std::string_view key, std::initializer_list<std::string_view> aliases = {}) {
+  std::optional<Node> find(std::string_view key,
+                           std::initializer_list<std::string_view> aliases = {}) {
     auto node = reader_.get(key, aliases);
     last_note_.clear();
     if (node && node->key() != key) last_note_ = "written as " + node->key();
@@ -164,8 +178,9 @@ OffloadDevice read_device(const Node& node) {
     if (s == "cpu") return OffloadDevice::kCpu;
     if (s == "nvme") return OffloadDevice::kNvme;
   }
-  node.fail(ErrorKind::kValue, node.repr() + " is not an offload device: use \"none\", \"cpu\" or \"nvme\"" +
-                                   (v.is_string() ? did_you_mean(v.get<std::string>(), {"none", "cpu", "nvme"}) : ""));
+  node.fail(ErrorKind::kValue,
+            node.repr() + " is not an offload device: use \"none\", \"cpu\" or \"nvme\"" +
+                (v.is_string() ? did_you_mean(v.get<std::string>(), {"none", "cpu", "nvme"}) : ""));
 }
 
 OffloadDevice section_device(Section& s) {
@@ -213,17 +228,19 @@ std::optional<Node> deprecated_key(Section& s, std::string_view key, DeepSpeedCo
                                    const std::string& replacement) {
   auto node = s.find(key);
   if (!node) return std::nullopt;
-  out.warnings.push_back(node->warning("'" + std::string(key) + "' is deprecated; use '" +
-                                       replacement + "' instead"));
+  out.warnings.push_back(
+      node->warning("'" + std::string(key) + "' is deprecated; use '" + replacement + "' instead"));
   return node;
 }
 
 // DeepSpeed refuses a deprecated key next to the key that replaces it.
-void refuse_both(const Node& deprecated, const Section& s, std::initializer_list<std::string_view> replacements) {
+void refuse_both(const Node& deprecated, const Section& s,
+                 std::initializer_list<std::string_view> replacements) {
   for (std::string_view r : replacements) {
     if (s.node().value().contains(std::string(r))) {
-      deprecated.fail(ErrorKind::kConflict, "the deprecated '" + deprecated.key() + "' and its replacement '" +
-                                                std::string(r) + "' cannot be given together");
+      deprecated.fail(ErrorKind::kConflict, "the deprecated '" + deprecated.key() +
+                                                "' and its replacement '" + std::string(r) +
+                                                "' cannot be given together");
     }
   }
 }
@@ -234,7 +251,8 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
   if (!root.value().contains("zero_optimization")) {
     // Absent: every field at its default (stage 0).
     Document empty = Document::from_value(Json::object(), root.document().file());
-    Section s(absent_section(empty, root, "zero_optimization"), "zero_optimization", prefix, Coercion::kLax, out);
+    Section s(absent_section(empty, root, "zero_optimization"), "zero_optimization", prefix,
+              Coercion::kLax, out);
     z.stage = static_cast<int>(s.integer("stage", 0));
     z.overlap_comm = false;
     s.record("overlap_comm", false, Origin::kDefault, "true only for stage 3");
@@ -259,7 +277,8 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
                                 Origin::kDeprecated, "from allgather_size"});
     }
     z.overlap_comm = false;
-    out.provenance.push_back({prefix + "overlap_comm", false, Origin::kDefault, "true only for stage 3"});
+    out.provenance.push_back(
+        {prefix + "overlap_comm", false, Origin::kDefault, "true only for stage 3"});
     return;
   }
 
@@ -297,17 +316,20 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
 
   // offload_param / offload_optimizer, and the deprecated booleans that stand for them: true means
   // a section with device cpu and every other field at its default, false means no section.
-  auto read_offload = [&](std::string_view key, std::string_view old_key, auto reader, auto& target) {
+  auto read_offload = [&](std::string_view key, std::string_view old_key, auto reader,
+                          auto& target) {
     const std::string section(key);
     if (auto old = deprecated_key(s, old_key, out, section)) {
       refuse_both(*old, s, {key});
       const bool on = !old->value().is_null() && read_bool(*old, Coercion::kLax);
-      const std::string note = std::string("from ") + std::string(old_key) + (on ? ": true" : ": false");
+      const std::string note =
+          std::string("from ") + std::string(old_key) + (on ? ": true" : ": false");
       if (!on) {
         s.record(key, nullptr, Origin::kDeprecated, note);
         return;
       }
-      const Document implied = Document::from_value(Json{{"device", "cpu"}}, node.document().file());
+      const Document implied =
+          Document::from_value(Json{{"device", "cpu"}}, node.document().file());
       const size_t first = out.provenance.size();
       target = reader(Node(implied, old->path()), out);
       for (size_t i = first; i < out.provenance.size(); ++i) {
@@ -328,7 +350,8 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
   read_offload("offload_param", "cpu_offload_param", read_offload_param, z.offload_param);
   read_offload("offload_optimizer", "cpu_offload", read_offload_optimizer, z.offload_optimizer);
   z.sub_group_size = s.integer("sub_group_size", z.sub_group_size, 0);
-  if (auto n = deprecated_key(s, "cpu_offload_use_pin_memory", out, "offload_param or offload_optimizer")) {
+  if (auto n = deprecated_key(s, "cpu_offload_use_pin_memory", out,
+                              "offload_param or offload_optimizer")) {
     // DeepSpeed keeps the value but does not act on it.
     z.cpu_offload_use_pin_memory =
         n->value().is_null() ? std::nullopt : std::optional(read_bool(*n, Coercion::kLax));
@@ -339,19 +362,21 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
 
   z.prefetch_bucket_size =
       s.integer("stage3_prefetch_bucket_size", z.prefetch_bucket_size, 0, {"prefetch_bucket_size"});
-  z.param_persistence_threshold = s.integer("stage3_param_persistence_threshold",
-                                            z.param_persistence_threshold, 0,
-                                            {"param_persistence_threshold"});
-  z.model_persistence_threshold = s.integer("stage3_model_persistence_threshold",
-                                            z.model_persistence_threshold, 0,
-                                            {"model_persistence_threshold"});
+  z.param_persistence_threshold =
+      s.integer("stage3_param_persistence_threshold", z.param_persistence_threshold, 0,
+                {"param_persistence_threshold"});
+  z.model_persistence_threshold =
+      s.integer("stage3_model_persistence_threshold", z.model_persistence_threshold, 0,
+                {"model_persistence_threshold"});
   z.max_live_parameters =
       s.integer("stage3_max_live_parameters", z.max_live_parameters, 0, {"max_live_parameters"});
   z.max_reuse_distance =
       s.integer("stage3_max_reuse_distance", z.max_reuse_distance, 0, {"max_reuse_distance"});
   if (auto old = deprecated_key(s, "stage3_gather_fp16_weights_on_model_save", out,
                                 "stage3_gather_16bit_weights_on_model_save")) {
-    refuse_both(*old, s, {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"});
+    refuse_both(
+        *old, s,
+        {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"});
     s.reader().accept("stage3_gather_16bit_weights_on_model_save");
     s.reader().accept("gather_16bit_weights_on_model_save");
     z.gather_16bit_weights_on_model_save = read_bool(*old, Coercion::kLax);
@@ -362,9 +387,9 @@ void read_zero(const Node& root, DeepSpeedConfig& out) {
         s.boolean("stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save,
                   {"gather_16bit_weights_on_model_save"});
   }
-  z.module_granularity_threshold = s.integer("stage3_module_granularity_threshold",
-                                             z.module_granularity_threshold, std::nullopt,
-                                             {"module_granularity_threshold"});
+  z.module_granularity_threshold =
+      s.integer("stage3_module_granularity_threshold", z.module_granularity_threshold, std::nullopt,
+                {"module_granularity_threshold"});
   z.use_all_reduce_for_fetch_params =
       s.boolean("stage3_use_all_reduce_for_fetch_params", z.use_all_reduce_for_fetch_params,
                 {"use_all_reduce_for_fetch_params"});
@@ -409,7 +434,8 @@ void read_activation_checkpointing(const Node& root, DeepSpeedConfig& out) {
   const std::string key = "activation_checkpointing";
   Document empty = Document::from_value(Json::object(), root.document().file());
   const bool present = root.value().contains(key);
-  Section s(present ? root.child(key) : absent_section(empty, root, key), key, key + ".", Coercion::kStrict, out);
+  Section s(present ? root.child(key) : absent_section(empty, root, key), key, key + ".",
+            Coercion::kStrict, out);
   s.set_auto_means_default(false);
   a.partition_activations = s.boolean("partition_activations", a.partition_activations);
   a.contiguous_memory_optimization =
@@ -429,12 +455,14 @@ void read_activation_checkpointing(const Node& root, DeepSpeedConfig& out) {
 
   // deepspeed.checkpointing.configure()'s rules.
   if (a.contiguous_memory_optimization && !a.partition_activations) {
-    s.node().child("contiguous_memory_optimization")
+    s.node()
+        .child("contiguous_memory_optimization")
         .fail(ErrorKind::kConflict,
               "contiguous_memory_optimization needs partition_activations: true");
   }
   if (a.contiguous_memory_optimization && !a.number_checkpoints) {
-    s.node().child("contiguous_memory_optimization")
+    s.node()
+        .child("contiguous_memory_optimization")
         .fail(ErrorKind::kMissing,
               "contiguous_memory_optimization needs number_checkpoints (the number of "
               "checkpoints per forward, to size the contiguous buffer)");
@@ -443,17 +471,24 @@ void read_activation_checkpointing(const Node& root, DeepSpeedConfig& out) {
 
 void check_partition_method(const Node& node, const std::string& method) {
   std::string lower = method;
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  static const std::vector<std::string> kMethods = {"parameters", "uniform", "profile", "memory", "type:"};
-  if (lower == "parameters" || lower == "uniform" || lower == "profile" || lower == "memory") return;
+  for (char& c : lower)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const std::vector<std::string> kMethods = {"parameters", "uniform", "profile", "memory",
+                                                    "type:"};
+  if (lower == "parameters" || lower == "uniform" || lower == "profile" || lower == "memory")
+    return;
   if (lower.starts_with("type:")) {
     if (lower.size() == 5) {
-      node.fail(ErrorKind::kValue, "\"" + method + "\": type: needs a pattern of layer type names, e.g. \"type:transformer\"");
+      node.fail(ErrorKind::kValue,
+                "\"" + method +
+                    "\": type: needs a pattern of layer type names, e.g. \"type:transformer\"");
     }
     return;
   }
-  node.fail(ErrorKind::kValue, "\"" + method + "\" is not a partition method: use parameters, uniform, "
-                                   "type:REGEX, profile or memory" + did_you_mean(lower, kMethods));
+  node.fail(ErrorKind::kValue, "\"" + method +
+                                   "\" is not a partition method: use parameters, uniform, "
+                                   "type:REGEX, profile or memory" +
+                                   did_you_mean(lower, kMethods));
 }
 
 void read_pipeline(const Node& root, const DeepSpeedContext& context, DeepSpeedConfig& out) {
@@ -461,15 +496,16 @@ void read_pipeline(const Node& root, const DeepSpeedContext& context, DeepSpeedC
   const std::string key = "pipeline";
   Document empty = Document::from_value(Json::object(), root.document().file());
   const bool present = root.value().contains(key);
-  Section s(present ? root.child(key) : absent_section(empty, root, key), key, key + ".", Coercion::kStrict, out);
+  Section s(present ? root.child(key) : absent_section(empty, root, key), key, key + ".",
+            Coercion::kStrict, out);
   s.set_auto_means_default(false);
   if (auto n = s.find("stages"); n && !is_auto(*n)) {
     const std::int64_t stages = read_int(*n, Coercion::kStrict);
     require_at_least(*n, stages, 1);
     if (stages != context.pipeline_parallel_size) {
-      n->fail(ErrorKind::kConflict, std::to_string(stages) + " stages, but the run's pipeline degree is " +
-                                        std::to_string(context.pipeline_parallel_size) +
-                                        " (parallel.pipeline)");
+      n->fail(ErrorKind::kConflict,
+              std::to_string(stages) + " stages, but the run's pipeline degree is " +
+                  std::to_string(context.pipeline_parallel_size) + " (parallel.pipeline)");
     }
     p.stages = stages;
     s.record("stages", stages, Origin::kUser);
@@ -481,7 +517,8 @@ void read_pipeline(const Node& root, const DeepSpeedContext& context, DeepSpeedC
     p.partition = read_string(*n);
     if (p.partition == "best") {
       // DeepSpeed's config default; PipelineModule's own default method is "parameters".
-      s.record("partition", "parameters", Origin::kUser, "\"best\" is DeepSpeed's config default; PipelineModule partitions by parameters");
+      s.record("partition", "parameters", Origin::kUser,
+               "\"best\" is DeepSpeed's config default; PipelineModule partitions by parameters");
       p.partition = "parameters";
     } else {
       check_partition_method(*n, p.partition);
@@ -513,17 +550,22 @@ void read_precision(const Node& root, const DeepSpeedContext& context, DeepSpeed
   std::string bf16_key = "bf16";
   if (!root.value().contains("bf16") && root.value().contains("bfloat16")) bf16_key = "bfloat16";
   if (root.value().contains("bf16") && root.value().contains("bfloat16")) {
-    out.warnings.push_back(root.child("bfloat16").warning("both bf16 and bfloat16 are given; DeepSpeed reads bf16 and ignores bfloat16"));
+    out.warnings.push_back(
+        root.child("bfloat16")
+            .warning(
+                "both bf16 and bfloat16 are given; DeepSpeed reads bf16 and ignores bfloat16"));
   }
   std::optional<Node> bf16_enabled_node, fp16_enabled_node;
   {
     const bool present = root.value().contains(bf16_key);
-    Section s(present ? root.child(bf16_key) : absent_section(empty, root, bf16_key), bf16_key, "bf16.", Coercion::kStrict, out);
+    Section s(present ? root.child(bf16_key) : absent_section(empty, root, bf16_key), bf16_key,
+              "bf16.", Coercion::kStrict, out);
     s.set_auto_means_default(false);
     if (auto n = s.find("enabled"); n && !is_auto(*n)) {
       out.bf16.enabled = read_bool(*n, Coercion::kStrict);
       bf16_enabled_node = n;
-      s.record("enabled", out.bf16.enabled, Origin::kUser, bf16_key == "bfloat16" ? "written under bfloat16" : "");
+      s.record("enabled", out.bf16.enabled, Origin::kUser,
+               bf16_key == "bfloat16" ? "written under bfloat16" : "");
     } else if (n) {
       out.bf16.enabled = context.dtype == DType::kBFloat16;
       s.record("enabled", out.bf16.enabled, Origin::kRunSpec, "\"auto\": from training.dtype");
@@ -533,12 +575,14 @@ void read_precision(const Node& root, const DeepSpeedContext& context, DeepSpeed
     } else {
       s.record("enabled", false, Origin::kDefault);
     }
-    out.bf16.immediate_grad_update = s.boolean("immediate_grad_update", out.bf16.immediate_grad_update);
+    out.bf16.immediate_grad_update =
+        s.boolean("immediate_grad_update", out.bf16.immediate_grad_update);
     s.reader().warn_unknown(out.warnings, "DeepSpeed ignores it");
   }
   {
     const bool present = root.value().contains("fp16");
-    Section s(present ? root.child("fp16") : absent_section(empty, root, "fp16"), "fp16", "fp16.", Coercion::kStrict, out);
+    Section s(present ? root.child("fp16") : absent_section(empty, root, "fp16"), "fp16", "fp16.",
+              Coercion::kStrict, out);
     s.set_auto_means_default(false);
     Fp16Config& f = out.fp16;
     if (auto n = s.find("enabled"); n && !is_auto(*n)) {
@@ -567,9 +611,9 @@ void read_precision(const Node& root, const DeepSpeedContext& context, DeepSpeed
           s.boolean("fp16_master_weights_and_grads", f.fp16_master_weights_and_grads);
       s.reader().warn_unknown(out.warnings, "DeepSpeed ignores it");
     } else {
-      for (std::string_view k : {"auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window",
-                                 "hysteresis", "consecutive_hysteresis", "min_loss_scale",
-                                 "fp16_master_weights_and_grads", "type"}) {
+      for (std::string_view k :
+           {"auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis",
+            "consecutive_hysteresis", "min_loss_scale", "fp16_master_weights_and_grads", "type"}) {
         s.reader().accept(k);
       }
       s.reader().warn_unknown(out.warnings, "DeepSpeed ignores it");
@@ -581,8 +625,9 @@ void read_precision(const Node& root, const DeepSpeedContext& context, DeepSpeed
   }
   if (context.dtype && *context.dtype != out.compute_dtype()) {
     const std::optional<Node>& n = bf16_enabled_node ? bf16_enabled_node : fp16_enabled_node;
-    const std::string msg = "the DeepSpeed config computes in " + std::string(to_string(out.compute_dtype())) +
-                            ", but the run spec's training.dtype is " + std::string(to_string(*context.dtype));
+    const std::string msg =
+        "the DeepSpeed config computes in " + std::string(to_string(out.compute_dtype())) +
+        ", but the run spec's training.dtype is " + std::string(to_string(*context.dtype));
     if (n) n->fail(ErrorKind::kConflict, msg);
     throw UserError(ErrorKind::kConflict, root.location(), msg);
   }
@@ -637,9 +682,10 @@ void read_batch(const Node& root, const DeepSpeedContext& context, DeepSpeedConf
     train = *micro * world;
     gas = 1;
   } else {
-    throw UserError(ErrorKind::kMissing, root.location(),
-                    "either train_batch_size or train_micro_batch_size_per_gpu must be given (in the "
-                    "DeepSpeed config, or as training.micro_batch in the run spec)");
+    throw UserError(
+        ErrorKind::kMissing, root.location(),
+        "either train_batch_size or train_micro_batch_size_per_gpu must be given (in the "
+        "DeepSpeed config, or as training.micro_batch in the run spec)");
   }
   const std::string shape = std::to_string(*train) + " != " + std::to_string(*micro) + " * " +
                             std::to_string(*gas) + " * " + std::to_string(world);
@@ -647,35 +693,85 @@ void read_batch(const Node& root, const DeepSpeedContext& context, DeepSpeedConf
     const Node& where = train_node ? *train_node : (micro_node ? *micro_node : root);
     throw UserError(ErrorKind::kConflict, where.location(),
                     "train_batch_size must equal train_micro_batch_size_per_gpu * "
-                    "gradient_accumulation_steps * data-parallel size, but " + shape);
+                    "gradient_accumulation_steps * data-parallel size, but " +
+                        shape);
   }
   out.batch = {*train, *micro, *gas};
-  out.provenance.push_back({"train_batch_size", *train, train_given ? Origin::kUser : Origin::kInferred,
-                            train_given ? "" : "micro batch * accumulation steps * data-parallel size " + std::to_string(world)});
-  out.provenance.push_back({"train_micro_batch_size_per_gpu", *micro,
-                            micro_from_run ? Origin::kRunSpec : (micro_node && !is_auto(*micro_node) ? Origin::kUser : Origin::kInferred),
-                            micro_from_run ? "from training.micro_batch" : ""});
-  out.provenance.push_back({"gradient_accumulation_steps", *gas, gas_given ? Origin::kUser : Origin::kInferred,
+  out.provenance.push_back(
+      {"train_batch_size", *train, train_given ? Origin::kUser : Origin::kInferred,
+       train_given
+           ? ""
+           : "micro batch * accumulation steps * data-parallel size " + std::to_string(world)});
+  out.provenance.push_back(
+      {"train_micro_batch_size_per_gpu", *micro,
+       micro_from_run ? Origin::kRunSpec
+                      : (micro_node && !is_auto(*micro_node) ? Origin::kUser : Origin::kInferred),
+       micro_from_run ? "from training.micro_batch" : ""});
+  out.provenance.push_back({"gradient_accumulation_steps", *gas,
+                            gas_given ? Origin::kUser : Origin::kInferred,
                             gas_given ? "" : "inferred from the other two"});
 }
 
 // Top-level keys DeepSpeed reads; anything else draws a warning.
 const std::vector<std::string>& top_level_keys() {
-  static const std::vector<std::string> keys = {
-      "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-      "steps_per_print", "dump_state", "disable_allgather", "communication_data_type",
-      "seq_parallel_comm_data_type", "prescale_gradients", "gradient_predivide_factor",
-      "sparse_gradients", "zero_optimization", "activation_checkpointing", "comms_logger",
-      "tensorboard", "wandb", "csv_monitor", "comet", "gradient_clipping", "fp16", "bf16",
-      "bfloat16", "amp", "compression_training", "graph_harvesting", "optimizer",
-      "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "scheduler",
-      "flops_profiler", "wall_clock_breakdown", "memory_breakdown", "autotuning", "eigenvalue",
-      "use_data_before_expert_parallelism", "hybrid_engine", "sparse_attention", "pipeline",
-      "progressive_layer_drop", "curriculum_learning", "data_efficiency", "checkpoint",
-      "data_types", "aio", "dataloader_drop_last", "nebula", "weight_quantization", "timers",
-      "tensor_parallel", "elasticity", "vocabulary_size", "allgather_size", "quantize_training",
-      "compile", "zero_allow_comm_data_type_fp32", "load_universal_checkpoint",
-      "gradient_accumulation_dtype", "fp16_master_weights_and_grads"};
+  static const std::vector<std::string> keys = {"train_batch_size",
+                                                "train_micro_batch_size_per_gpu",
+                                                "gradient_accumulation_steps",
+                                                "steps_per_print",
+                                                "dump_state",
+                                                "disable_allgather",
+                                                "communication_data_type",
+                                                "seq_parallel_comm_data_type",
+                                                "prescale_gradients",
+                                                "gradient_predivide_factor",
+                                                "sparse_gradients",
+                                                "zero_optimization",
+                                                "activation_checkpointing",
+                                                "comms_logger",
+                                                "tensorboard",
+                                                "wandb",
+                                                "csv_monitor",
+                                                "comet",
+                                                "gradient_clipping",
+                                                "fp16",
+                                                "bf16",
+                                                "bfloat16",
+                                                "amp",
+                                                "compression_training",
+                                                "graph_harvesting",
+                                                "optimizer",
+                                                "zero_allow_untested_optimizer",
+                                                "zero_force_ds_cpu_optimizer",
+                                                "scheduler",
+                                                "flops_profiler",
+                                                "wall_clock_breakdown",
+                                                "memory_breakdown",
+                                                "autotuning",
+                                                "eigenvalue",
+                                                "use_data_before_expert_parallelism",
+                                                "hybrid_engine",
+                                                "sparse_attention",
+                                                "pipeline",
+                                                "progressive_layer_drop",
+                                                "curriculum_learning",
+                                                "data_efficiency",
+                                                "checkpoint",
+                                                "data_types",
+                                                "aio",
+                                                "dataloader_drop_last",
+                                                "nebula",
+                                                "weight_quantization",
+                                                "timers",
+                                                "tensor_parallel",
+                                                "elasticity",
+                                                "vocabulary_size",
+                                                "allgather_size",
+                                                "quantize_training",
+                                                "compile",
+                                                "zero_allow_comm_data_type_fp32",
+                                                "load_universal_checkpoint",
+                                                "gradient_accumulation_dtype",
+                                                "fp16_master_weights_and_grads"};
   return keys;
 }
 
@@ -685,14 +781,16 @@ DeepSpeedConfig parse_deepspeed_config(const Node& root, const DeepSpeedContext&
   ZP_CHECK(context.data_parallel_size >= 1, "data-parallel size must be positive");
   DeepSpeedConfig out;
   ObjectReader top(root, "the DeepSpeed config");
-  for (const std::string& key : top_level_keys()) top.accept(key);
+  for (const std::string& key : top_level_keys())
+    top.accept(key);
   out.original = root.value();
 
   if (root.value().contains("elasticity")) {
     const Node e = root.child("elasticity");
     if (e.value().is_object() && e.value().value("enabled", false) == true) {
-      e.fail(ErrorKind::kUnsupported, "elastic training is not modelled: it lets DeepSpeed change the "
-                                      "batch size and GPU count at run time; disable it to plan a fixed run");
+      e.fail(ErrorKind::kUnsupported,
+             "elastic training is not modelled: it lets DeepSpeed change the "
+             "batch size and GPU count at run time; disable it to plan a fixed run");
     }
   }
 
@@ -710,25 +808,31 @@ DeepSpeedConfig parse_deepspeed_config(const Node& root, const DeepSpeedContext&
     }
   }
   if (!out.optimizer_type) {
-    out.provenance.push_back({"optimizer.type", nullptr, Origin::kDefault, "the client's optimizer"});
+    out.provenance.push_back(
+        {"optimizer.type", nullptr, Origin::kDefault, "the client's optimizer"});
   }
 
   // DeepSpeed's engine-level rules.
   if (out.fp16.fp16_master_weights_and_grads && out.zero.stage != 2) {
-    root.child("fp16").child("fp16_master_weights_and_grads")
-        .fail(ErrorKind::kConflict, "fp16_master_weights_and_grads is supported with ZeRO stage 2 only; stage is " +
-                                        std::to_string(out.zero.stage));
+    root.child("fp16")
+        .child("fp16_master_weights_and_grads")
+        .fail(ErrorKind::kConflict,
+              "fp16_master_weights_and_grads is supported with ZeRO stage 2 only; stage is " +
+                  std::to_string(out.zero.stage));
   }
   if (out.amp_enabled && out.zero.stage > 0) {
-    root.child("amp").fail(ErrorKind::kConflict,
-                           "amp and ZeRO are not compatible in DeepSpeed; use fp16 or bf16 instead");
+    root.child("amp").fail(
+        ErrorKind::kConflict,
+        "amp and ZeRO are not compatible in DeepSpeed; use fp16 or bf16 instead");
   }
   if (context.pipeline_parallel_size > 1 && out.zero.stage >= 2) {
-    const Node where = root.value().contains("zero_optimization") ? root.child("zero_optimization") : root;
-    where.fail(ErrorKind::kConflict, "ZeRO stage " + std::to_string(out.zero.stage) +
-                                         " cannot be combined with pipeline parallelism (degree " +
-                                         std::to_string(context.pipeline_parallel_size) +
-                                         "): DeepSpeed's pipeline engine supports stages 0 and 1 only");
+    const Node where =
+        root.value().contains("zero_optimization") ? root.child("zero_optimization") : root;
+    where.fail(ErrorKind::kConflict,
+               "ZeRO stage " + std::to_string(out.zero.stage) +
+                   " cannot be combined with pipeline parallelism (degree " +
+                   std::to_string(context.pipeline_parallel_size) +
+                   "): DeepSpeed's pipeline engine supports stages 0 and 1 only");
   }
 
   top.warn_unknown(out.warnings, "DeepSpeed ignores it");
@@ -740,12 +844,11 @@ Json deepspeed_config_to_json(const DeepSpeedConfig& config) {
   // Spellings that the canonical keys replace; DeepSpeed refuses two spellings of one setting.
   if (out.contains("zero_optimization") && out["zero_optimization"].is_object()) {
     Json& z = out["zero_optimization"];
-    for (const char* old : {"prefetch_bucket_size", "param_persistence_threshold",
-                            "model_persistence_threshold", "max_live_parameters",
-                            "max_reuse_distance", "gather_16bit_weights_on_model_save",
-                            "module_granularity_threshold", "use_all_reduce_for_fetch_params",
-                            "cpu_offload", "cpu_offload_param",
-                            "stage3_gather_fp16_weights_on_model_save"}) {
+    for (const char* old :
+         {"prefetch_bucket_size", "param_persistence_threshold", "model_persistence_threshold",
+          "max_live_parameters", "max_reuse_distance", "gather_16bit_weights_on_model_save",
+          "module_granularity_threshold", "use_all_reduce_for_fetch_params", "cpu_offload",
+          "cpu_offload_param", "stage3_gather_fp16_weights_on_model_save"}) {
       z.erase(old);
     }
   } else {

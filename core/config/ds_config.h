@@ -5,7 +5,8 @@
 // the deprecated keys mapped to their replacements), DeepSpeedConfig's batch inference and checks,
 // the activation checkpointing rules of deepspeed.checkpointing.configure(), the pipeline section,
 // bf16/fp16. Sections that DeepSpeed reads without validating (top level, activation_checkpointing,
-// pipeline, fp16, bf16) report unknown keys as warnings, since DeepSpeed would silently ignore them.
+// pipeline, fp16, bf16) report unknown keys as warnings, since DeepSpeed would silently ignore
+// them.
 #pragma once
 
 #include <cstdint>

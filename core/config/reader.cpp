@@ -12,8 +12,10 @@ namespace zp {
 namespace {
 
 std::string_view strip(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -51,7 +53,8 @@ std::optional<std::int64_t> lax_int_from_string(std::string_view text) {
 
 std::optional<bool> lax_bool_from_string(std::string_view s) {
   std::string lower(s);
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : lower)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (std::string_view t : {"1", "on", "t", "true", "y", "yes"}) {
     if (lower == t) return true;
   }
@@ -62,8 +65,8 @@ std::optional<bool> lax_bool_from_string(std::string_view s) {
 }
 
 [[noreturn]] void type_error(const Node& node, std::string_view expected) {
-  node.fail(ErrorKind::kType, "expected " + std::string(expected) + ", got " + node.type_name() +
-                                  " " + node.repr());
+  node.fail(ErrorKind::kType,
+            "expected " + std::string(expected) + ", got " + node.type_name() + " " + node.repr());
 }
 
 }  // namespace
@@ -71,8 +74,9 @@ std::optional<bool> lax_bool_from_string(std::string_view s) {
 std::int64_t read_int(const Node& node, Coercion coercion) {
   const Json& v = node.value();
   if (v.is_number_integer()) {
-    if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(
-                                                                std::numeric_limits<std::int64_t>::max())) {
+    if (v.is_number_unsigned() &&
+        v.get<std::uint64_t>() >
+            static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
       node.fail(ErrorKind::kValue, node.repr() + " is too large (the limit is 2^63-1)");
     }
     return v.get<std::int64_t>();
@@ -80,8 +84,8 @@ std::int64_t read_int(const Node& node, Coercion coercion) {
   if (v.is_number_float()) {
     const double d = v.get<double>();
     if (!std::isfinite(d) || d != std::floor(d)) {
-      node.fail(ErrorKind::kType, "expected an integer, got " + node.repr() +
-                                      " (a number with a fractional part)");
+      node.fail(ErrorKind::kType,
+                "expected an integer, got " + node.repr() + " (a number with a fractional part)");
     }
     if (std::fabs(d) >= 9.223372036854775807e18) {
       node.fail(ErrorKind::kValue, node.repr() + " is too large (the limit is 2^63-1)");
@@ -124,8 +128,8 @@ bool read_bool(const Node& node, Coercion coercion) {
     } else if (v.is_string()) {
       if (auto b = lax_bool_from_string(v.get<std::string>())) return *b;
     }
-    node.fail(ErrorKind::kType, "expected a boolean (true or false), got " + node.type_name() +
-                                    " " + node.repr());
+    node.fail(ErrorKind::kType,
+              "expected a boolean (true or false), got " + node.type_name() + " " + node.repr());
   }
   type_error(node, "a boolean (true or false)");
 }
@@ -137,20 +141,22 @@ std::string read_string(const Node& node) {
 
 void require_at_least(const Node& node, std::int64_t value, std::int64_t min) {
   if (value < min) {
-    node.fail(ErrorKind::kValue, std::to_string(value) + " is out of range: must be >= " +
-                                     std::to_string(min));
+    node.fail(ErrorKind::kValue,
+              std::to_string(value) + " is out of range: must be >= " + std::to_string(min));
   }
 }
 
 void require_at_least(const Node& node, double value, double min) {
   if (!(value >= min)) {
-    node.fail(ErrorKind::kValue, repr_json(value) + " is out of range: must be >= " + repr_json(min));
+    node.fail(ErrorKind::kValue,
+              repr_json(value) + " is out of range: must be >= " + repr_json(min));
   }
 }
 
 void require_at_most(const Node& node, double value, double max) {
   if (!(value <= max)) {
-    node.fail(ErrorKind::kValue, repr_json(value) + " is out of range: must be <= " + repr_json(max));
+    node.fail(ErrorKind::kValue,
+              repr_json(value) + " is out of range: must be <= " + repr_json(max));
   }
 }
 
@@ -172,15 +178,16 @@ std::optional<Node> ObjectReader::get(std::string_view key,
     known_.emplace_back(k);
     if (!has(k)) return;
     if (found) {
-      object_.child(std::string(k)).fail(
-          ErrorKind::kConflict, "'" + found_key + "' and '" + std::string(k) +
-                                    "' are two spellings of the same setting; give only one");
+      object_.child(std::string(k))
+          .fail(ErrorKind::kConflict, "'" + found_key + "' and '" + std::string(k) +
+                                          "' are two spellings of the same setting; give only one");
     }
     found = object_.child(std::string(k));
     found_key = k;
   };
   consider(key);
-  for (std::string_view alias : aliases) consider(alias);
+  for (std::string_view alias : aliases)
+    consider(alias);
   return found;
 }
 

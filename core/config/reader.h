@@ -42,7 +42,8 @@ class ObjectReader {
 
   // The value of `key`, or of one of its other spellings; nullopt when absent. Two spellings of the
   // same setting in one mapping are a conflict, as they are in DeepSpeed.
-  std::optional<Node> get(std::string_view key, std::initializer_list<std::string_view> aliases = {});
+  std::optional<Node> get(std::string_view key,
+                          std::initializer_list<std::string_view> aliases = {});
   // Like get(), but the key must be present.
   Node require(std::string_view key);
   // Marks a key as known without reading it (kept for others, e.g. DeepSpeed keys zeroplan does not

@@ -21,10 +21,11 @@ ModelSpec read_model(const Node& node, const std::filesystem::path& base_dir) {
     const ModelConfig* preset = find_preset(spec.label);
     if (!preset) {
       std::string list;
-      for (const std::string& n : preset_names()) list += (list.empty() ? "" : ", ") + n;
+      for (const std::string& n : preset_names())
+        list += (list.empty() ? "" : ", ") + n;
       node.fail(ErrorKind::kValue, "unknown model preset \"" + spec.label + "\"" +
-                                       did_you_mean(spec.label, preset_names()) + "; presets: " + list +
-                                       " (or write {file: model.json})");
+                                       did_you_mean(spec.label, preset_names()) +
+                                       "; presets: " + list + " (or write {file: model.json})");
     }
     spec.config = *preset;
     return spec;
@@ -69,7 +70,8 @@ TrainingInput read_training(const std::optional<Node>& node) {
     const std::string name = read_string(*n);
     auto d = parse_dtype(name);
     if (!d || (*d != DType::kFloat32 && *d != DType::kFloat16 && *d != DType::kBFloat16)) {
-      n->fail(ErrorKind::kValue, "\"" + name + "\" is not a training dtype: use fp32, fp16 or bf16" +
+      n->fail(ErrorKind::kValue, "\"" + name +
+                                     "\" is not a training dtype: use fp32, fp16 or bf16" +
                                      did_you_mean(name, {"fp32", "fp16", "bf16"}));
     }
     t.dtype = d;
@@ -101,16 +103,18 @@ ParallelDegrees read_parallel(const std::optional<Node>& node, const ClusterSpec
   const Node& where = node ? *node : root;
   if (data_node) {
     if (p.world() != world) {
-      where.fail(ErrorKind::kConflict, "data " + std::to_string(p.data) + " x pipeline " +
-                                           std::to_string(p.pipeline) + " x tensor " + std::to_string(p.tensor) +
-                                           " = " + std::to_string(p.world()) + " GPUs, but the cluster has " +
-                                           std::to_string(world) + " (" + std::to_string(cluster.nodes) + " x " +
-                                           std::to_string(cluster.gpus_per_node) + ")");
+      where.fail(ErrorKind::kConflict,
+                 "data " + std::to_string(p.data) + " x pipeline " + std::to_string(p.pipeline) +
+                     " x tensor " + std::to_string(p.tensor) + " = " + std::to_string(p.world()) +
+                     " GPUs, but the cluster has " + std::to_string(world) + " (" +
+                     std::to_string(cluster.nodes) + " x " + std::to_string(cluster.gpus_per_node) +
+                     ")");
     }
   } else {
     if (world % (p.pipeline * p.tensor) != 0) {
       where.fail(ErrorKind::kConflict, "pipeline " + std::to_string(p.pipeline) + " x tensor " +
-                                           std::to_string(p.tensor) + " does not divide the cluster's " +
+                                           std::to_string(p.tensor) +
+                                           " does not divide the cluster's " +
                                            std::to_string(world) + " GPUs");
     }
     p.data = world / (p.pipeline * p.tensor);
@@ -131,7 +135,8 @@ ParallelDegrees read_parallel(const std::optional<Node>& node, const ClusterSpec
 ModuleTree rescale_tree(const ModuleTree& tree, const BatchShape& shape) {
   ModuleTree out = tree;
   const BatchShape& from = tree.shape();
-  const double token_ratio = static_cast<double>(shape.tokens()) / static_cast<double>(from.tokens());
+  const double token_ratio =
+      static_cast<double>(shape.tokens()) / static_cast<double>(from.tokens());
   const double element_ratio =
       static_cast<double>(dtype_size(shape.dtype)) / static_cast<double>(dtype_size(from.dtype));
   auto scale = [](std::int64_t v, double r) {
@@ -159,7 +164,8 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   const Node root(doc);
   ObjectReader top(root, "the run spec");
   // Unknown keys first: a misspelt required key is better reported as the typo it is.
-  for (const char* key : {"name", "description", "model", "cluster", "training", "parallel", "deepspeed"}) {
+  for (const char* key :
+       {"name", "description", "model", "cluster", "training", "parallel", "deepspeed"}) {
     top.accept(key);
   }
   top.reject_unknown();
@@ -173,9 +179,12 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   const Node ds = top.require("deepspeed");
 
   if (run.parallel.tensor > run.cluster.gpus_per_node) {
-    run.warnings.push_back(root.child("parallel").child("tensor").warning(
-        "tensor parallelism across nodes (" + std::to_string(run.parallel.tensor) + " > " +
-        std::to_string(run.cluster.gpus_per_node) + " GPUs per node) sends every layer's activations over the network"));
+    run.warnings.push_back(
+        root.child("parallel")
+            .child("tensor")
+            .warning("tensor parallelism across nodes (" + std::to_string(run.parallel.tensor) +
+                     " > " + std::to_string(run.cluster.gpus_per_node) +
+                     " GPUs per node) sends every layer's activations over the network"));
   }
 
   // The DeepSpeed config: a path or an inline mapping.
@@ -192,7 +201,8 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   } else {
     run.deepspeed = parse_deepspeed_config(ds, context);
   }
-  run.warnings.insert(run.warnings.end(), run.deepspeed.warnings.begin(), run.deepspeed.warnings.end());
+  run.warnings.insert(run.warnings.end(), run.deepspeed.warnings.begin(),
+                      run.deepspeed.warnings.end());
 
   // The training shape: the micro batch and dtype as DeepSpeed resolved them.
   run.training.micro_batch = run.deepspeed.batch.micro_batch_per_gpu;
@@ -201,14 +211,18 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   if (run.model.kind == ModelSpec::Kind::kFile) {
     ModuleTree tree = load_model_file(run.model.file);
     run.training.sequence_length = training.sequence_length.value_or(tree.shape().sequence_length);
-    const BatchShape shape{run.training.micro_batch, run.training.sequence_length, run.training.dtype};
+    const BatchShape shape{run.training.micro_batch, run.training.sequence_length,
+                           run.training.dtype};
     if (!(shape.micro_batch == tree.shape().micro_batch &&
-          shape.sequence_length == tree.shape().sequence_length && shape.dtype == tree.shape().dtype)) {
+          shape.sequence_length == tree.shape().sequence_length &&
+          shape.dtype == tree.shape().dtype)) {
       run.warnings.push_back(root.child("model").warning(
-          "the model file's costs were measured for micro batch " + std::to_string(tree.shape().micro_batch) +
-          ", sequence " + std::to_string(tree.shape().sequence_length) + ", " +
-          std::string(to_string(tree.shape().dtype)) + "; they are scaled linearly to micro batch " +
-          std::to_string(shape.micro_batch) + ", sequence " + std::to_string(shape.sequence_length) + ", " +
+          "the model file's costs were measured for micro batch " +
+          std::to_string(tree.shape().micro_batch) + ", sequence " +
+          std::to_string(tree.shape().sequence_length) + ", " +
+          std::string(to_string(tree.shape().dtype)) +
+          "; they are scaled linearly to micro batch " + std::to_string(shape.micro_batch) +
+          ", sequence " + std::to_string(shape.sequence_length) + ", " +
           std::string(to_string(shape.dtype)) + " (terms quadratic in sequence length are not)"));
     }
     run.tree = rescale_tree(tree, shape);
@@ -219,15 +233,17 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
                       "training.sequence_length is required for a built-in model");
     }
     run.training.sequence_length = *training.sequence_length;
-    run.tree = build_model(*run.model.config,
-                           BatchShape{run.training.micro_batch, run.training.sequence_length, run.training.dtype});
+    run.tree = build_model(
+        *run.model.config,
+        BatchShape{run.training.micro_batch, run.training.sequence_length, run.training.dtype});
   }
   run.provenance.push_back({"training.sequence_length", run.training.sequence_length,
                             training.sequence_length ? Origin::kUser : Origin::kDefault,
                             training.sequence_length ? "" : "the model file's"});
-  run.provenance.push_back({"training.micro_batch", run.training.micro_batch,
-                            training.micro_batch ? Origin::kUser : Origin::kInferred,
-                            training.micro_batch ? "" : "DeepSpeed's train_micro_batch_size_per_gpu"});
+  run.provenance.push_back(
+      {"training.micro_batch", run.training.micro_batch,
+       training.micro_batch ? Origin::kUser : Origin::kInferred,
+       training.micro_batch ? "" : "DeepSpeed's train_micro_batch_size_per_gpu"});
   run.provenance.push_back({"training.dtype", std::string(to_string(run.training.dtype)),
                             training.dtype ? Origin::kUser : Origin::kInferred,
                             training.dtype ? "" : "from the DeepSpeed config's bf16/fp16"});

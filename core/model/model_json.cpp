@@ -16,7 +16,8 @@ Json model_to_json(const ModuleTree& tree) {
   Json modules = Json::array();
   for (const Module& m : tree.modules()) {
     Json slots = Json::array();
-    for (const ParamSlot& s : m.params) slots.push_back({{"attr", s.attr}, {"param", s.param}});
+    for (const ParamSlot& s : m.params)
+      slots.push_back({{"attr", s.attr}, {"param", s.param}});
     modules.push_back({{"name", m.name},
                        {"type", m.type},
                        {"children", m.children},
@@ -50,8 +51,9 @@ DType read_dtype(const Node& node) {
   const std::string name = read_string(node);
   auto dtype = parse_dtype(name);
   if (!dtype) {
-    node.fail(ErrorKind::kValue, "unknown dtype \"" + name +
-                                     "\" (use fp32, fp16, bf16, fp64, int64, int32, int8, uint8, bool)");
+    node.fail(ErrorKind::kValue,
+              "unknown dtype \"" + name +
+                  "\" (use fp32, fp16, bf16, fp64, int64, int32, int8, uint8, bool)");
   }
   return *dtype;
 }
@@ -59,8 +61,8 @@ DType read_dtype(const Node& node) {
 std::int64_t read_index(const Node& node, std::int64_t lo, std::int64_t count, const char* what) {
   const std::int64_t i = read_int(node, Coercion::kStrict);
   if (i < lo || i >= count) {
-    node.fail(ErrorKind::kValue, std::to_string(i) + " is not a valid " + what + " index (there are " +
-                                     std::to_string(count) + ")");
+    node.fail(ErrorKind::kValue, std::to_string(i) + " is not a valid " + what +
+                                     " index (there are " + std::to_string(count) + ")");
   }
   return i;
 }
@@ -79,12 +81,14 @@ ModuleTree model_from_json(const Node& node) {
   ObjectReader top(node, "the model file");
   const std::string format = read_string(top.require("format"));
   if (format != kModelFormat) {
-    top.node().child("format").fail(ErrorKind::kValue, "\"" + format + "\" is not a zeroplan model file (expected \"" +
-                                                       kModelFormat + "\")");
+    top.node().child("format").fail(
+        ErrorKind::kValue,
+        "\"" + format + "\" is not a zeroplan model file (expected \"" + kModelFormat + "\")");
   }
   const Node version = top.require("version");
   if (read_int(version, Coercion::kStrict) != kModelFormatVersion) {
-    version.fail(ErrorKind::kUnsupported, "version " + version.repr() + " is not supported (this build reads version " +
+    version.fail(ErrorKind::kUnsupported, "version " + version.repr() +
+                                              " is not supported (this build reads version " +
                                               std::to_string(kModelFormatVersion) + ")");
   }
   ModuleTree tree(top.get("name") ? read_string(*top.get("name")) : std::string());
@@ -123,7 +127,8 @@ ModuleTree model_from_json(const Node& node) {
       const auto child = static_cast<ModuleId>(read_index(c, 0, module_count, "module"));
       if (child == 0) c.fail(ErrorKind::kValue, "module 0 is the root and cannot be a child");
       if (parent[static_cast<size_t>(child)] != kNoModule) {
-        c.fail(ErrorKind::kValue, "module " + std::to_string(child) + " is already a child of module " +
+        c.fail(ErrorKind::kValue, "module " + std::to_string(child) +
+                                      " is already a child of module " +
                                       std::to_string(parent[static_cast<size_t>(child)]));
       }
       parent[static_cast<size_t>(child)] = static_cast<ModuleId>(i);
@@ -138,12 +143,14 @@ ModuleTree model_from_json(const Node& node) {
       ModuleId id = stack.back();
       stack.pop_back();
       reached[static_cast<size_t>(id)] = true;
-      for (ModuleId c : children[static_cast<size_t>(id)]) stack.push_back(c);
+      for (ModuleId c : children[static_cast<size_t>(id)])
+        stack.push_back(c);
     }
     for (std::int64_t i = 0; i < module_count; ++i) {
       if (!reached[static_cast<size_t>(i)]) {
         modules.element(static_cast<size_t>(i))
-            .fail(ErrorKind::kValue, "module " + std::to_string(i) + " is not reachable from the root (module 0)");
+            .fail(ErrorKind::kValue,
+                  "module " + std::to_string(i) + " is not reachable from the root (module 0)");
       }
     }
   }
@@ -162,7 +169,8 @@ ModuleTree model_from_json(const Node& node) {
       param.shape.push_back(dim);
     }
     param.dtype = read_dtype(p.require("dtype"));
-    param.requires_grad = p.get("requires_grad") ? read_bool(*p.get("requires_grad"), Coercion::kStrict) : true;
+    param.requires_grad =
+        p.get("requires_grad") ? read_bool(*p.get("requires_grad"), Coercion::kStrict) : true;
     p.reject_unknown();
     parameter_list.push_back(std::move(param));
   }
@@ -183,7 +191,8 @@ ModuleTree model_from_json(const Node& node) {
       ObjectReader s(slots.element(k), "a parameter slot");
       ParamSlot slot;
       slot.attr = read_string(s.require("attr"));
-      slot.param = static_cast<ParamId>(read_index(s.require("param"), 0, param_count, "parameter"));
+      slot.param =
+          static_cast<ParamId>(read_index(s.require("param"), 0, param_count, "parameter"));
       s.reject_unknown();
       param_used[static_cast<size_t>(slot.param)] = true;
       mod.params.push_back(std::move(slot));
@@ -192,16 +201,20 @@ ModuleTree model_from_json(const Node& node) {
       const Node v = m.require(key);
       const std::int64_t x = read_int(v, Coercion::kStrict);
       require_at_least(v, x, 0);
-      if (std::string_view(key) == "forward_flops") mod.cost.forward_flops = x;
-      else if (std::string_view(key) == "activation_bytes") mod.cost.activation_bytes = x;
-      else mod.cost.output_bytes = x;
+      if (std::string_view(key) == "forward_flops")
+        mod.cost.forward_flops = x;
+      else if (std::string_view(key) == "activation_bytes")
+        mod.cost.activation_bytes = x;
+      else
+        mod.cost.output_bytes = x;
     }
     m.reject_unknown();
   }
   for (std::int64_t i = 0; i < param_count; ++i) {
     if (!param_used[static_cast<size_t>(i)]) {
       params.element(static_cast<size_t>(i))
-          .fail(ErrorKind::kValue, "parameter " + std::to_string(i) + " is not registered on any module");
+          .fail(ErrorKind::kValue,
+                "parameter " + std::to_string(i) + " is not registered on any module");
     }
   }
 
@@ -217,8 +230,8 @@ ModuleTree model_from_json(const Node& node) {
     call_list.push_back(call);
   }
 
-  return ModuleTree::from_parts(tree.name(), shape, std::move(module_list), std::move(parameter_list),
-                                std::move(call_list));
+  return ModuleTree::from_parts(tree.name(), shape, std::move(module_list),
+                                std::move(parameter_list), std::move(call_list));
 }
 
 ModuleTree load_model_file(const std::filesystem::path& path) {

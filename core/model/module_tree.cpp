@@ -8,7 +8,8 @@ namespace zp {
 
 std::int64_t Parameter::numel() const {
   std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
+  for (std::int64_t d : shape)
+    n *= d;
   return n;
 }
 
@@ -49,7 +50,9 @@ void ModuleTree::tie_parameter(ModuleId module, std::string attr, ParamId param)
   mutable_module(module).params.push_back(ParamSlot{std::move(attr), param});
 }
 
-void ModuleTree::set_cost(ModuleId module, ModuleCost cost) { mutable_module(module).cost = cost; }
+void ModuleTree::set_cost(ModuleId module, ModuleCost cost) {
+  mutable_module(module).cost = cost;
+}
 
 std::int32_t ModuleTree::add_call(ModuleId module, std::int32_t parent_call,
                                   bool inputs_require_grad) {
@@ -104,7 +107,8 @@ std::vector<ModuleId> ModuleTree::preorder() const {
     stack.pop_back();
     order.push_back(m);
     const auto& children = module(m).children;
-    for (auto it = children.rbegin(); it != children.rend(); ++it) stack.push_back(*it);
+    for (auto it = children.rbegin(); it != children.rend(); ++it)
+      stack.push_back(*it);
   }
   return order;
 }
@@ -122,14 +126,16 @@ std::int64_t ModuleTree::subtree_parameters(ModuleId id) const {
         total += parameter(slot.param).numel();
       }
     }
-    for (ModuleId c : module(m).children) stack.push_back(c);
+    for (ModuleId c : module(m).children)
+      stack.push_back(c);
   }
   return total;
 }
 
 std::int64_t ModuleTree::total_parameters() const {
   std::int64_t total = 0;
-  for (const Parameter& p : params_) total += p.numel();
+  for (const Parameter& p : params_)
+    total += p.numel();
   return total;
 }
 
@@ -143,7 +149,8 @@ std::int64_t ModuleTree::trainable_parameters() const {
 
 std::int64_t ModuleTree::total_parameter_bytes() const {
   std::int64_t total = 0;
-  for (const Parameter& p : params_) total += p.bytes();
+  for (const Parameter& p : params_)
+    total += p.bytes();
   return total;
 }
 

@@ -7,11 +7,12 @@
 //  - A parameter registered on several modules (tied weights, e.g. GPT-2's wte and lm_head) exists
 //    once; each module lists it in its own slots. Counts and totals count it once.
 //  - Costs are per forward call and exclusive of the module's children: forward_flops and
-//    activation_bytes are what the module's own operations do and save for backward. output_bytes is
-//    the size of what the call returns.
-//  - calls is the forward call sequence in pre-order: a module called twice appears twice; each call
-//    names the call it runs inside, and whether any of its floating-point inputs requires grad (which
-//    decides whether DeepSpeed's backward hooks fire for it).
+//    activation_bytes are what the module's own operations do and save for backward. output_bytes
+//    is the size of what the call returns.
+//  - calls is the forward call sequence in pre-order: a module called twice appears twice; each
+//  call
+//    names the call it runs inside, and whether any of its floating-point inputs requires grad
+//    (which decides whether DeepSpeed's backward hooks fire for it).
 //
 // Not thread-safe for writing; const access is safe from many threads.
 #pragma once

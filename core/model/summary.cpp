@@ -43,13 +43,17 @@ ModelSummary summarize_model(const ModuleTree& tree, size_t top) {
     }
     if (const std::int64_t own = own_parameters(tree, id); own > 0) sizes.emplace_back(own, id);
   }
-  s.tied_parameters = std::count_if(registrations.begin(), registrations.end(), [](int r) { return r > 1; });
-  for (auto& [name, totals] : types) s.by_type.push_back(totals);
+  s.tied_parameters =
+      std::count_if(registrations.begin(), registrations.end(), [](int r) { return r > 1; });
+  for (auto& [name, totals] : types)
+    s.by_type.push_back(totals);
   std::stable_sort(s.by_type.begin(), s.by_type.end(), [](const auto& a, const auto& b) {
     return a.parameters != b.parameters ? a.parameters > b.parameters : a.type < b.type;
   });
-  std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  for (size_t i = 0; i < sizes.size() && i < top; ++i) s.largest.push_back(sizes[i].second);
+  std::stable_sort(sizes.begin(), sizes.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; i < sizes.size() && i < top; ++i)
+    s.largest.push_back(sizes[i].second);
 
   for (const ForwardCall& call : tree.calls()) {
     s.forward_flops += tree.module(call.module).cost.forward_flops;

@@ -22,9 +22,9 @@ struct ModelSummary {
   std::int64_t parameters = 0;
   std::int64_t trainable_parameters = 0;
   std::int64_t parameter_bytes = 0;
-  std::int64_t tied_parameters = 0;  // registered on more than one module
-  std::int64_t forward_flops = 0;    // one micro-batch: every call's own FLOPs
-  std::int64_t activation_bytes = 0;  // saved for backward by one micro-batch's forward
+  std::int64_t tied_parameters = 0;       // registered on more than one module
+  std::int64_t forward_flops = 0;         // one micro-batch: every call's own FLOPs
+  std::int64_t activation_bytes = 0;      // saved for backward by one micro-batch's forward
   std::vector<ModuleTypeTotals> by_type;  // most parameters first, then by name
   std::vector<ModuleId> largest;          // by own parameters, most first (at most `top`)
 };

@@ -1,11 +1,11 @@
 #include "core/util/atomic_file.h"
 
+#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
 #include "core/util/error.h"
 
@@ -16,7 +16,8 @@ std::string read_file(const std::filesystem::path& path) {
   if (!in) {
     std::error_code ec;
     const bool exists = std::filesystem::exists(path, ec);
-    throw UserError(exists ? ErrorKind::kIo : ErrorKind::kMissing, SourceLocation{path.string(), 0, 0, ""},
+    throw UserError(exists ? ErrorKind::kIo : ErrorKind::kMissing,
+                    SourceLocation{path.string(), 0, 0, ""},
                     exists ? "cannot read the file" : "no such file");
   }
   std::ostringstream buffer;

@@ -17,14 +17,22 @@ std::string SourceLocation::str() const {
 
 std::string_view to_string(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kSyntax: return "syntax error";
-    case ErrorKind::kType: return "wrong type";
-    case ErrorKind::kValue: return "invalid value";
-    case ErrorKind::kUnknownKey: return "unknown key";
-    case ErrorKind::kMissing: return "missing";
-    case ErrorKind::kConflict: return "conflict";
-    case ErrorKind::kIo: return "i/o error";
-    case ErrorKind::kUnsupported: return "unsupported";
+    case ErrorKind::kSyntax:
+      return "syntax error";
+    case ErrorKind::kType:
+      return "wrong type";
+    case ErrorKind::kValue:
+      return "invalid value";
+    case ErrorKind::kUnknownKey:
+      return "unknown key";
+    case ErrorKind::kMissing:
+      return "missing";
+    case ErrorKind::kConflict:
+      return "conflict";
+    case ErrorKind::kIo:
+      return "i/o error";
+    case ErrorKind::kUnsupported:
+      return "unsupported";
   }
   return "error";
 }
@@ -44,7 +52,8 @@ void UserError::rebuild() {
   full_ = where_.str();
   if (!full_.empty()) full_ += ": ";
   full_ += message_;
-  for (const std::string& c : context_) full_ += " (" + c + ")";
+  for (const std::string& c : context_)
+    full_ += " (" + c + ")";
 }
 
 std::string Warning::str() const {

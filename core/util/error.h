@@ -1,7 +1,8 @@
 // Errors and checks.
 //
 // zeroplan has two error channels, after c10's TORCH_CHECK / TORCH_INTERNAL_ASSERT:
-//  - UserError: the input was wrong (a file, a key, a value, a flag). It says where, which value and
+//  - UserError: the input was wrong (a file, a key, a value, a flag). It says where, which value
+//  and
 //    which rule, in one line, and the CLI exits with status 2. Thrown by code that reads input.
 //  - InternalError: an invariant of zeroplan itself does not hold; a bug. Raised by ZP_CHECK, which
 //    stays on in release builds and builds its message only when it fails.
@@ -17,12 +18,12 @@
 
 namespace zp {
 
-// Where in the user's input something is. Fields are empty or 0 when unknown: JSON values have a key
-// path but no line; a command-line flag has neither file nor line.
+// Where in the user's input something is. Fields are empty or 0 when unknown: JSON values have a
+// key path but no line; a command-line flag has neither file nor line.
 struct SourceLocation {
   std::string file;
-  int line = 0;    // 1-based
-  int column = 0;  // 1-based
+  int line = 0;          // 1-based
+  int column = 0;        // 1-based
   std::string key_path;  // "zero_optimization.stage3_max_live_parameters", "[3].name"
 
   // "run.yaml:12:5: key.path" with whatever parts are known; empty when nothing is.
@@ -95,10 +96,10 @@ std::string concat(const Args&... args) {
 }  // namespace zp
 
 // Checks an invariant; the message arguments are streamed only when the check fails.
-#define ZP_CHECK(condition, ...)                                                         \
-  do {                                                                                   \
-    if (!(condition)) [[unlikely]] {                                                     \
-      ::zp::detail::internal_check_failed(#condition, __FILE__, __LINE__,               \
-                                          ::zp::detail::concat(__VA_ARGS__));            \
-    }                                                                                    \
+#define ZP_CHECK(condition, ...)                                              \
+  do {                                                                        \
+    if (!(condition)) [[unlikely]] {                                          \
+      ::zp::detail::internal_check_failed(#condition, __FILE__, __LINE__,     \
+                                          ::zp::detail::concat(__VA_ARGS__)); \
+    }                                                                         \
   } while (false)

@@ -9,7 +9,8 @@ int edit_distance(std::string_view a, std::string_view b) {
   const size_t n = a.size(), m = b.size();
   // Three rolling rows are enough for the transposition term.
   std::vector<int> prev2(m + 1), prev(m + 1), cur(m + 1);
-  for (size_t j = 0; j <= m; ++j) prev[j] = static_cast<int>(j);
+  for (size_t j = 0; j <= m; ++j)
+    prev[j] = static_cast<int>(j);
   for (size_t i = 1; i <= n; ++i) {
     cur[0] = static_cast<int>(i);
     for (size_t j = 1; j <= m; ++j) {
@@ -47,8 +48,7 @@ std::optional<std::string> closest_match(std::string_view word,
     int d = edit_distance(w, c);
     // A known key that ends with what was typed ("max_live_parameters" for
     // "stage3_max_live_parameters" typed without its prefix) is a strong hint too.
-    if (d > limit && c.size() > w.size() && w.size() >= 6 &&
-        (c.ends_with(w) || w.ends_with(c))) {
+    if (d > limit && c.size() > w.size() && w.size() >= 6 && (c.ends_with(w) || w.ends_with(c))) {
       d = limit;
     }
     if (d < best_distance) {

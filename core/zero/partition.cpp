@@ -53,7 +53,8 @@ std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::int64_t 
 namespace zp::zero {
 
 PartitionSummary summarize_partitioning(const ModuleTree& tree, std::int64_t group_size,
-                                        std::int64_t param_threshold, std::int64_t model_threshold) {
+                                        std::int64_t param_threshold,
+                                        std::int64_t model_threshold) {
   PartitionSummary s;
   s.group_size = group_size;
   for (const Parameter& p : tree.parameters()) {

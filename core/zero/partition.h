@@ -18,7 +18,7 @@ namespace zp::zero {
 
 struct PartitionShape {
   std::int64_t numel = 0;
-  std::int64_t padded_numel = 0;    // a multiple of the group size
+  std::int64_t padded_numel = 0;     // a multiple of the group size
   std::int64_t partition_numel = 0;  // per rank
 
   // Elements of the real parameter (not padding) held by `rank`.

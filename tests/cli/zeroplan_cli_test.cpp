@@ -32,8 +32,8 @@ Result RunZeroplan(const std::string& args) {
   const auto dir = std::filesystem::temp_directory_path();
   const auto out = dir / "zeroplan_cli_test.out";
   const auto err = dir / "zeroplan_cli_test.err";
-  const std::string command =
-      "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const std::string command = "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " +
+                              args + " >'" + out.string() + "' 2>'" + err.string() + "'";
   const int raw = std::system(command.c_str());
   Result r;
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -42,12 +42,15 @@ Result RunZeroplan(const std::string& args) {
   return r;
 }
 
-int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int Lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 TEST(ZeroplanCli, InspectsEveryBundledExample) {
   for (const auto& entry : std::filesystem::directory_iterator(kSource / "configs" / "examples")) {
     if (entry.path().extension() != ".yaml") continue;
-    const Result r = RunZeroplan("inspect 'configs/examples/" + entry.path().filename().string() + "'");
+    const Result r =
+        RunZeroplan("inspect 'configs/examples/" + entry.path().filename().string() + "'");
     EXPECT_EQ(r.status, 0) << entry.path() << "\n" << r.err;
     EXPECT_NE(r.out.find("DeepSpeed settings"), std::string::npos);
     EXPECT_NE(r.out.find("zero_optimization.stage "), std::string::npos);
@@ -86,9 +89,11 @@ TEST(ZeroplanCli, BadInputIsOneLineAndExitTwo) {
   const std::vector<Case> cases = {
       {"model: gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 8, micro_batch: 1}\n"
        "deepspeed: {zero_optimization: {stage: 3, stage3_prefetch_bucket_size: -1}}\n",
-       "run.yaml:4:72: deepspeed.zero_optimization.stage3_prefetch_bucket_size: -1 is out of range: must be >= 0"},
+       "run.yaml:4:72: deepspeed.zero_optimization.stage3_prefetch_bucket_size: -1 is out of "
+       "range: must be >= 0"},
       {"model: gpt2\ncluster: dgx-a100-80g\n  training: x\n", "run.yaml:3:11: invalid YAML"},
-      {"model: gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 8, micro_batch: 1}\ndeepspeed: {zero_optimization: {stage: three}}\n",
+      {"model: gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 8, micro_batch: "
+       "1}\ndeepspeed: {zero_optimization: {stage: three}}\n",
        "deepspeed.zero_optimization.stage: expected an integer, got the string \"three\""},
       {"modle: gpt2\n", "unknown key 'modle' in the run spec (did you mean 'model'?)"},
   };
@@ -123,7 +128,8 @@ TEST(ZeroplanCli, PresetsListsModelsAndClusters) {
   ASSERT_EQ(r.status, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   bool llama70 = false;
-  for (const auto& m : j["models"]) llama70 |= m["name"] == "llama-2-70b" && m["parameters"] == 68'976'648'192;
+  for (const auto& m : j["models"])
+    llama70 |= m["name"] == "llama-2-70b" && m["parameters"] == 68'976'648'192;
   EXPECT_TRUE(llama70);
   EXPECT_FALSE(j["clusters"].empty());
 }

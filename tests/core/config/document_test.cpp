@@ -7,7 +7,8 @@ namespace {
 
 TEST(Document, YamlScalarsFollowTheCoreSchema) {
   const Document d = Document::from_yaml(
-      "a: 5\nb: 5e8\nc: \"5\"\nd: true\ne: True\nf: yes\ng: ~\nh:\ni: 1_000\nj: -3\nk: 0.5\nl: 'x'\nm: .inf\n",
+      "a: 5\nb: 5e8\nc: \"5\"\nd: true\ne: True\nf: yes\ng: ~\nh:\ni: 1_000\nj: -3\nk: 0.5\nl: "
+      "'x'\nm: .inf\n",
       "t.yaml");
   const Json& r = d.root();
   EXPECT_TRUE(r["a"].is_number_integer());

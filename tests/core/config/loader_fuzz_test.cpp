@@ -17,7 +17,8 @@
 namespace zp {
 namespace {
 
-const std::filesystem::path kExamples = std::filesystem::path(ZEROPLAN_SOURCE_DIR) / "configs" / "examples";
+const std::filesystem::path kExamples =
+    std::filesystem::path(ZEROPLAN_SOURCE_DIR) / "configs" / "examples";
 
 // ZEROPLAN_FUZZ_SCALE=N runs N times as many mutations (for a deeper run by hand).
 int Scale() {
@@ -41,15 +42,23 @@ class Mutator {
     for (int i = 0; i < edits && !text.empty(); ++i) {
       const size_t at = Pick(text.size());
       switch (Pick(7)) {
-        case 0: text.erase(at, 1 + Pick(8)); break;
-        case 1: text.insert(at, 1, kAlphabet[Pick(sizeof(kAlphabet) - 1)]); break;
-        case 2: text.resize(at); break;
+        case 0:
+          text.erase(at, 1 + Pick(8));
+          break;
+        case 1:
+          text.insert(at, 1, kAlphabet[Pick(sizeof(kAlphabet) - 1)]);
+          break;
+        case 2:
+          text.resize(at);
+          break;
         case 3: {  // replace a number with something else
           const size_t digit = text.find_first_of("0123456789", at);
           if (digit == std::string::npos) break;
           const size_t end = text.find_first_not_of("0123456789.e", digit);
-          static const char* kValues[] = {"-1", "1e30", "\"x\"", "true", "null", "0", "[1]", "{}", "1.5", "-0.0"};
-          text.replace(digit, (end == std::string::npos ? text.size() : end) - digit, kValues[Pick(10)]);
+          static const char* kValues[] = {"-1", "1e30", "\"x\"", "true", "null",
+                                          "0",  "[1]",  "{}",    "1.5",  "-0.0"};
+          text.replace(digit, (end == std::string::npos ? text.size() : end) - digit,
+                       kValues[Pick(10)]);
           break;
         }
         case 4: {  // duplicate a line
@@ -59,7 +68,9 @@ class Mutator {
           text.insert(s, text.substr(s, (end == std::string::npos ? text.size() : end) - s) + "\n");
           break;
         }
-        case 5: text[at] = static_cast<char>(Pick(256)); break;
+        case 5:
+          text[at] = static_cast<char>(Pick(256));
+          break;
         case 6: {  // swap a key's value with a container
           const size_t colon = text.find(':', at);
           if (colon != std::string::npos) text.insert(colon + 1, Pick(2) ? " [" : " {");
@@ -83,7 +94,8 @@ void ExpectOnlyUserErrors(F&& f, const std::string& input) {
     f();
   } catch (const UserError&) {
   } catch (const std::exception& e) {
-    ADD_FAILURE() << "non-user error " << typeid(e).name() << ": " << e.what() << "\ninput:\n" << input;
+    ADD_FAILURE() << "non-user error " << typeid(e).name() << ": " << e.what() << "\ninput:\n"
+                  << input;
   }
 }
 
@@ -130,10 +142,27 @@ TEST(LoaderFuzz, MutatedDeepSpeedConfigs) {
 
 TEST(LoaderFuzz, RandomValuesUnderEveryDeepSpeedKey) {
   // Every key the resolver knows, from its own record of a default config.
-  Document base = Document::from_json(R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3, "offload_param": {}, "offload_optimizer": {}}, "pipeline": {}, "activation_checkpointing": {}})", "ds.json");
+  Document base = Document::from_json(
+      R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3, "offload_param": {}, "offload_optimizer": {}}, "pipeline": {}, "activation_checkpointing": {}})",
+      "ds.json");
   const DeepSpeedConfig defaults = parse_deepspeed_config(Node(base), DeepSpeedContext{});
-  const std::vector<Json> values = {nullptr, true, false, 0, 1, -1, 3, 1e30, 0.5, -0.5, "auto", "cpu", "7", "",
-                                    Json::array(), Json::object(), Json{{"device", "cpu"}}};
+  const std::vector<Json> values = {nullptr,
+                                    true,
+                                    false,
+                                    0,
+                                    1,
+                                    -1,
+                                    3,
+                                    1e30,
+                                    0.5,
+                                    -0.5,
+                                    "auto",
+                                    "cpu",
+                                    "7",
+                                    "",
+                                    Json::array(),
+                                    Json::object(),
+                                    Json{{"device", "cpu"}}};
   std::mt19937 rng(3);
   int checked = 0;
   for (const ResolvedSetting& s : defaults.provenance) {
@@ -166,7 +195,9 @@ TEST(LoaderFuzz, RandomValuesUnderEveryDeepSpeedKey) {
 
 TEST(LoaderFuzz, MutatedModelFiles) {
   Mutator m(11);
-  const std::string original = model_to_json(build_model(*find_preset("tiny-gpt2"), BatchShape{1, 4, DType::kFloat32})).dump(1);
+  const std::string original =
+      model_to_json(build_model(*find_preset("tiny-gpt2"), BatchShape{1, 4, DType::kFloat32}))
+          .dump(1);
   for (int i = 0; i < 1500 * Scale(); ++i) {
     const std::string text = m.Mutate(original);
     ExpectOnlyUserErrors(

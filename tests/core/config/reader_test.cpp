@@ -5,7 +5,9 @@
 namespace zp {
 namespace {
 
-Node At(const Document& d, const std::string& key) { return Node(d).child(key); }
+Node At(const Document& d, const std::string& key) {
+  return Node(d).child(key);
+}
 
 TEST(Reader, StrictTypes) {
   const Document d = Document::from_yaml("i: 5\nf: 5e8\nh: 2.5\ns: \"5\"\nb: true\n", "t.yaml");
@@ -25,7 +27,8 @@ TEST(Reader, TypeErrorsNameTheValueAndWhere) {
     read_int(Node(d).child("outer").child("n"), Coercion::kStrict);
     FAIL();
   } catch (const UserError& e) {
-    EXPECT_EQ(std::string(e.what()), "t.yaml:2:6: outer.n: expected an integer, got a string \"hello\"");
+    EXPECT_EQ(std::string(e.what()),
+              "t.yaml:2:6: outer.n: expected an integer, got a string \"hello\"");
   }
 }
 

@@ -13,12 +13,14 @@ namespace {
 
 const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
 
-RunSpec Parse(const std::string& yaml, const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+RunSpec Parse(const std::string& yaml,
+              const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
   const Document d = Document::from_yaml(yaml, "run.yaml");
   return parse_run_spec(d, base);
 }
 
-UserError ErrorOf(const std::string& yaml, const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+UserError ErrorOf(const std::string& yaml,
+                  const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
   try {
     Parse(yaml, base);
   } catch (const UserError& e) {
@@ -44,8 +46,8 @@ TEST(RunSpec, EveryBundledExampleResolves) {
     EXPECT_GT(run.tree.total_parameters(), 0) << entry.path();
     EXPECT_EQ(run.parallel.world(), run.cluster.total_gpus()) << entry.path();
     EXPECT_EQ(run.deepspeed.batch.train_batch_size,
-              run.deepspeed.batch.micro_batch_per_gpu * run.deepspeed.batch.gradient_accumulation_steps *
-                  run.parallel.data);
+              run.deepspeed.batch.micro_batch_per_gpu *
+                  run.deepspeed.batch.gradient_accumulation_steps * run.parallel.data);
     EXPECT_TRUE(run.warnings.empty()) << entry.path() << ": " << run.warnings.front().str();
   }
   EXPECT_GE(count, 5);
@@ -90,23 +92,29 @@ TEST(RunSpec, UnknownKeysAnywhereSuggestTheClosest) {
   const std::string base = kBase;
   for (const Case& c : {
            Case{base + "paralel: {data: 8}\n", "paralel", "parallel"},
-           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_lenght: 16, micro_batch: 2}\ndeepspeed: {}\n",
+           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_lenght: 16, "
+                "micro_batch: 2}\ndeepspeed: {}\n",
                 "training.sequence_lenght", "sequence_length"},
-           Case{"model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memroy: 40GiB}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n",
+           Case{"model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memroy: 40GiB}\ntraining: "
+                "{sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n",
                 "cluster.gpu_memroy", "gpu_memory"},
-           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {zero_optimization: {stage: 3, overlap_com: true}}\n",
+           Case{"model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, "
+                "micro_batch: 2}\ndeepspeed: {zero_optimization: {stage: 3, overlap_com: true}}\n",
                 "deepspeed.zero_optimization.overlap_com", "overlap_comm"},
        }) {
     const UserError e = ErrorOf(c.yaml);
     EXPECT_EQ(e.kind(), ErrorKind::kUnknownKey) << c.yaml;
     EXPECT_EQ(e.where().key_path, c.key_path);
     EXPECT_GT(e.where().line, 0);
-    EXPECT_NE(std::string(e.what()).find("did you mean '" + c.suggestion + "'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("did you mean '" + c.suggestion + "'"), std::string::npos)
+        << e.what();
   }
 }
 
 TEST(RunSpec, WrongTypesNameTheValue) {
-  const UserError e = ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: long, micro_batch: 2}\ndeepspeed: {}\n");
+  const UserError e = ErrorOf(
+      "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: long, micro_batch: "
+      "2}\ndeepspeed: {}\n");
   EXPECT_EQ(e.kind(), ErrorKind::kType);
   EXPECT_EQ(e.where().line, 3);
   EXPECT_NE(std::string(e.what()).find("\"long\""), std::string::npos);
@@ -134,12 +142,18 @@ deepspeed: {train_batch_size: 32, gradient_accumulation_steps: 2}
 }
 
 TEST(RunSpec, ClusterPresetsAndInlineClusters) {
-  EXPECT_NE(std::string(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n").what())
+  EXPECT_NE(std::string(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100\ntraining: {sequence_length: "
+                                "16, micro_batch: 2}\ndeepspeed: {}\n")
+                            .what())
                 .find("did you mean"),
             std::string::npos);
-  const UserError missing = ErrorOf("model: tiny-gpt2\ncluster: {gpus_per_node: 2}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n");
+  const UserError missing = ErrorOf(
+      "model: tiny-gpt2\ncluster: {gpus_per_node: 2}\ntraining: {sequence_length: 16, micro_batch: "
+      "2}\ndeepspeed: {}\n");
   EXPECT_EQ(missing.kind(), ErrorKind::kMissing);
-  const UserError unit = ErrorOf("model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memory: 80G}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n");
+  const UserError unit = ErrorOf(
+      "model: tiny-gpt2\ncluster: {preset: dgx-a100-80g, gpu_memory: 80G}\ntraining: "
+      "{sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n");
   EXPECT_EQ(unit.kind(), ErrorKind::kValue);
   EXPECT_EQ(unit.where().key_path, "cluster.gpu_memory");
   EXPECT_NE(std::string(unit.what()).find("ambiguous"), std::string::npos);
@@ -151,24 +165,33 @@ TEST(RunSpec, ClusterPresetsAndInlineClusters) {
 }
 
 TEST(RunSpec, TrainingShapeRules) {
-  EXPECT_EQ(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2}\ndeepspeed: {}\n").kind(),
-            ErrorKind::kMissing);
-  EXPECT_EQ(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2, dtype: fp8}\ndeepspeed: {}\n").kind(),
+  EXPECT_EQ(
+      ErrorOf(
+          "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2}\ndeepspeed: {}\n")
+          .kind(),
+      ErrorKind::kMissing);
+  EXPECT_EQ(ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, "
+                    "micro_batch: 2, dtype: fp8}\ndeepspeed: {}\n")
+                .kind(),
             ErrorKind::kValue);
   // The micro batch can come from DeepSpeed alone; the dtype from its bf16 section.
-  const RunSpec run = Parse("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16}\n"
-                            "deepspeed: {train_micro_batch_size_per_gpu: 3, bf16: {enabled: true}}\n");
+  const RunSpec run = Parse(
+      "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16}\n"
+      "deepspeed: {train_micro_batch_size_per_gpu: 3, bf16: {enabled: true}}\n");
   EXPECT_EQ(run.training.micro_batch, 3);
   EXPECT_EQ(run.training.dtype, DType::kBFloat16);
   EXPECT_EQ(run.tree.parameter(0).dtype, DType::kBFloat16);
 }
 
 TEST(RunSpec, ModelFilesAreRescaledToTheRunShape) {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "zeroplan_run_spec_test";
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "zeroplan_run_spec_test";
   std::filesystem::create_directories(dir);
   ModuleTree tree = build_model(*find_preset("tiny-gpt2"), BatchShape{1, 16, DType::kFloat32});
   save_model_file(tree, dir / "m.json");
-  const std::string spec = "model: {file: m.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2, dtype: bf16}\ndeepspeed: {}\n";
+  const std::string spec =
+      "model: {file: m.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2, dtype: "
+      "bf16}\ndeepspeed: {}\n";
   const RunSpec run = Parse(spec, dir);
   EXPECT_EQ(run.training.sequence_length, 16);  // taken from the file
   ASSERT_EQ(run.warnings.size(), 1u);
@@ -181,20 +204,27 @@ TEST(RunSpec, ModelFilesAreRescaledToTheRunShape) {
     EXPECT_EQ(after.activation_bytes, before.activation_bytes);
   }
   EXPECT_EQ(run.tree.parameter(0).dtype, DType::kBFloat16);
-  EXPECT_EQ(ErrorOf("model: {file: nope.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: 2}\ndeepspeed: {}\n", dir).kind(),
+  EXPECT_EQ(ErrorOf("model: {file: nope.json}\ncluster: dgx-a100-80g\ntraining: {micro_batch: "
+                    "2}\ndeepspeed: {}\n",
+                    dir)
+                .kind(),
             ErrorKind::kMissing);
   std::filesystem::remove_all(dir);
 }
 
 TEST(RunSpec, MissingDeepSpeedFile) {
-  const UserError e = ErrorOf("model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: missing.json\n");
+  const UserError e = ErrorOf(
+      "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: "
+      "2}\ndeepspeed: missing.json\n");
   EXPECT_EQ(e.kind(), ErrorKind::kMissing);
   EXPECT_NE(std::string(e.what()).find("missing.json"), std::string::npos);
 }
 
 TEST(RunSpec, RequiredSections) {
   for (const char* key : {"model", "cluster", "deepspeed"}) {
-    std::string yaml = "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n";
+    std::string yaml =
+        "model: tiny-gpt2\ncluster: dgx-a100-80g\ntraining: {sequence_length: 16, micro_batch: "
+        "2}\ndeepspeed: {}\n";
     const size_t at = yaml.find(std::string(key) + ":");
     yaml.erase(at, yaml.find('\n', at) - at + 1);
     const UserError e = ErrorOf(yaml);

@@ -13,8 +13,8 @@ TEST(Suggest, EditDistanceCountsTranspositionsOnce) {
 }
 
 TEST(Suggest, ClosestKnownKey) {
-  const std::vector<std::string> keys = {"stage", "stage3_max_live_parameters", "reduce_bucket_size",
-                                         "overlap_comm"};
+  const std::vector<std::string> keys = {"stage", "stage3_max_live_parameters",
+                                         "reduce_bucket_size", "overlap_comm"};
   EXPECT_EQ(closest_match("stage3_max_live_parameter", keys), "stage3_max_live_parameters");
   EXPECT_EQ(closest_match("overlap-comm", keys), "overlap_comm");
   EXPECT_EQ(closest_match("Reduce_Bucket_Size", keys), "reduce_bucket_size");

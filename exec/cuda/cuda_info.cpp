@@ -1,0 +1,27 @@
+#include "exec/cuda/cuda_info.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+namespace zp::exec {
+
+CudaInfo cuda_info() {
+  CudaInfo info;
+  int runtime = 0;
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) {
+    info.runtime_version =
+        std::to_string(runtime / 1000) + "." + std::to_string((runtime % 1000) / 10);
+  }
+  int nccl = 0;
+  if (ncclGetVersion(&nccl) == ncclSuccess) {
+    // NCCL >= 2.9 encodes major*10000 + minor*100 + patch.
+    info.nccl_version = std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) +
+                        "." + std::to_string(nccl % 100);
+  }
+  int devices = 0;
+  // Without a driver this fails; that only means no GPU is visible.
+  if (cudaGetDeviceCount(&devices) == cudaSuccess) info.visible_gpus = devices;
+  return info;
+}
+
+}  // namespace zp::exec

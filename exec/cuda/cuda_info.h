@@ -1,0 +1,17 @@
+// Versions of the CUDA runtime and NCCL this build links, and the GPUs visible at run time.
+// Compiled only when CUDA and NCCL are found (ZEROPLAN_HAVE_CUDA).
+#pragma once
+
+#include <string>
+
+namespace zp::exec {
+
+struct CudaInfo {
+  std::string runtime_version;
+  std::string nccl_version;
+  int visible_gpus = 0;
+};
+
+CudaInfo cuda_info();
+
+}  // namespace zp::exec

@@ -1,0 +1,23 @@
+// What the real-execution backend was built with: the libtorch version, whether c10d's Gloo is
+// there, and, when compiled in, the CUDA runtime and NCCL versions and the GPUs visible now.
+#pragma once
+
+#include <string>
+
+namespace zp::exec {
+
+struct BackendInfo {
+  std::string torch_version;  // "1.13.0"
+  bool gloo = false;          // c10d's ProcessGroupGloo
+  bool cuda_compiled = false;
+  std::string cuda_runtime_version;  // "13.0" when compiled in
+  std::string nccl_version;          // "2.28.3" when compiled in
+  int visible_gpus = 0;              // 0 without a driver or device
+};
+
+BackendInfo backend_info();
+
+// One line: "libtorch 1.13.0 with Gloo; CUDA 13.0 and NCCL 2.28.3 compiled in, no GPU visible".
+std::string describe(const BackendInfo& info);
+
+}  // namespace zp::exec
