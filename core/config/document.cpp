@@ -353,6 +353,19 @@ Warning Node::warning(const std::string& message) const {
   return Warning{location(), message};
 }
 
+void set_at_path(Json& root, std::string_view dotted_key, Json value) {
+  Json* node = &root;
+  size_t start = 0;
+  for (size_t dot = dotted_key.find('.'); dot != std::string_view::npos;
+       dot = dotted_key.find('.', start)) {
+    Json& next = (*node)[std::string(dotted_key.substr(start, dot - start))];
+    if (!next.is_object()) next = Json::object();
+    node = &next;
+    start = dot + 1;
+  }
+  (*node)[std::string(dotted_key.substr(start))] = std::move(value);
+}
+
 std::string repr_json(const Json& value) {
   if (value.is_object()) return value.empty() ? "{}" : "{...}";
   if (value.is_array()) return value.empty() ? "[]" : "[...]";

@@ -86,6 +86,10 @@ class Node {
   std::string path_;     // display path
 };
 
+// Sets `root` at a dotted key path ("zero_optimization.offload_param.device"), creating mappings
+// on the way and replacing non-mappings.
+void set_at_path(Json& root, std::string_view dotted_key, Json value);
+
 // "5", "\"cpu\"", "{...}" for messages.
 std::string repr_json(const Json& value);
 

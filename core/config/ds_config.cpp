@@ -858,15 +858,7 @@ Json deepspeed_config_to_json(const DeepSpeedConfig& config) {
   out.erase("bfloat16");
   for (const ResolvedSetting& r : config.provenance) {
     if (r.key == "optimizer.type" && r.value.is_null()) continue;
-    Json* node = &out;
-    size_t start = 0;
-    for (size_t dot = r.key.find('.'); dot != std::string::npos; dot = r.key.find('.', start)) {
-      Json& next = (*node)[r.key.substr(start, dot - start)];
-      if (!next.is_object()) next = Json::object();
-      node = &next;
-      start = dot + 1;
-    }
-    (*node)[r.key.substr(start)] = r.value;
+    set_at_path(out, r.key, r.value);
   }
   return out;
 }

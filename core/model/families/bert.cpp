@@ -42,13 +42,7 @@ ModuleTree build_bert(const ModelConfig& config, const BatchShape& shape) {
   const ModuleId list = add_leaf(tree, encoder, "layer", "ModuleList");
 
   const Dense square{h, h, true}, up{h, f, true}, down{f, h, true};
-  const AttentionCore core{.heads = config.num_heads,
-                           .kv_heads = config.num_heads,
-                           .head_dim = config.head_dim(),
-                           .impl = config.attention,
-                           .dropout = config.attention_dropout,
-                           .dropout_is_child = true,
-                           .rotary = false};
+  const AttentionCore core = attention_core_of(config);
 
   std::vector<BertLayer> layers;
   layers.reserve(static_cast<size_t>(config.num_layers));

@@ -38,13 +38,7 @@ ModuleTree build_gpt2(const ModelConfig& config, const BatchShape& shape) {
   const Dense attn_proj{h, h, true, WeightLayout::kConv1D};
   const Dense c_fc{h, f, true, WeightLayout::kConv1D};
   const Dense mlp_proj{f, h, true, WeightLayout::kConv1D};
-  const AttentionCore core{.heads = config.num_heads,
-                           .kv_heads = config.num_heads,
-                           .head_dim = config.head_dim(),
-                           .impl = config.attention,
-                           .dropout = config.attention_dropout,
-                           .dropout_is_child = true,
-                           .rotary = false};
+  const AttentionCore core = attention_core_of(config);
 
   std::vector<Gpt2Block> blocks;
   blocks.reserve(static_cast<size_t>(config.num_layers));

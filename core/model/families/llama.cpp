@@ -65,13 +65,7 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
   const Dense q_proj{h, h, false}, kv_proj{h, kv, false}, o_proj{h, h, false};
   const Dense gate_proj{h, f, false}, down_proj{f, h, false};
   const Dense router{h, n_experts, false};
-  const AttentionCore core{.heads = config.num_heads,
-                           .kv_heads = config.kv_heads(),
-                           .head_dim = d,
-                           .impl = config.attention,
-                           .dropout = config.attention_dropout,
-                           .dropout_is_child = false,
-                           .rotary = true};
+  const AttentionCore core = attention_core_of(config);
 
   const auto add_swiglu = [&](ModuleId parent, std::string name, std::string type, const char* gate,
                               const char* up, const char* down) {

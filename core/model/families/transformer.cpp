@@ -122,4 +122,16 @@ ModuleCost attention_dropout_cost(const Dims& dims, const AttentionCore& core) {
   return dropout_cost(attention_scores(dims, core), core.dropout, dims.elem);
 }
 
+AttentionCore attention_core_of(const ModelConfig& config) {
+  const bool rotary =
+      config.family == ModelFamily::kLlama || config.family == ModelFamily::kMixtral;
+  return AttentionCore{.heads = config.num_heads,
+                       .kv_heads = config.kv_heads(),
+                       .head_dim = config.head_dim(),
+                       .impl = config.attention,
+                       .dropout = config.attention_dropout,
+                       .dropout_is_child = !rotary,
+                       .rotary = rotary};
+}
+
 }  // namespace zp::families

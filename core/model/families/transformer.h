@@ -97,6 +97,10 @@ struct AttentionCore {
   bool rotary = false;  // Llama, Mixtral: RoPE applied to Q and K inside the module
 };
 
+// The attention core of `config`: GPT-2 and BERT run multi-head attention with the probability
+// dropout as a child module; Llama and Mixtral grouped-query attention with rotary embeddings.
+AttentionCore attention_core_of(const ModelConfig& config);
+
 // b * heads * s * s: the number of attention scores.
 std::int64_t attention_scores(const Dims& dims, const AttentionCore& core);
 // The attention module's own cost, excluding its child projections. Output: [tokens, hidden].

@@ -168,15 +168,7 @@ TEST(LoaderFuzz, RandomValuesUnderEveryDeepSpeedKey) {
   for (const ResolvedSetting& s : defaults.provenance) {
     for (const Json& v : values) {
       Json j = base.root();
-      Json* node = &j;
-      size_t start = 0;
-      for (size_t dot = s.key.find('.'); dot != std::string::npos; dot = s.key.find('.', start)) {
-        Json& next = (*node)[s.key.substr(start, dot - start)];
-        if (!next.is_object()) next = Json::object();
-        node = &next;
-        start = dot + 1;
-      }
-      (*node)[s.key.substr(start)] = v;
+      set_at_path(j, s.key, v);
       const std::string text = j.dump();
       ++checked;
       ExpectOnlyUserErrors(
