@@ -31,7 +31,7 @@ if ((${#missing[@]})); then
     echo "setup: missing packages: ${missing[*]} (run as root to install them)" >&2
     exit 1
   fi
-  echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
+  echo "setup: installing ${#missing[@]} package(s): ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   # Refresh the index only when an install fails on a stale or empty one.
   if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
