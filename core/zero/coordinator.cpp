@@ -1,0 +1,377 @@
+#include "core/zero/coordinator.h"
+
+#include <algorithm>
+#include <set>
+
+namespace zp::zero {
+
+std::string_view to_string(TraceMode mode) {
+  switch (mode) {
+    case TraceMode::kRecord:
+      return "record";
+    case TraceMode::kComplete:
+      return "complete";
+    case TraceMode::kInvalid:
+      return "invalid";
+  }
+  return "?";
+}
+
+std::string_view to_string(GatherReason reason) {
+  switch (reason) {
+    case GatherReason::kDemand:
+      return "demand";
+    case GatherReason::kPrefetch:
+      return "prefetch";
+    case GatherReason::kOutside:
+      return "other";
+  }
+  return "?";
+}
+
+namespace {
+// DeepSpeed's default for a parameter never fetched: int(-1e10).
+constexpr std::int64_t kNeverFetched = -10'000'000'000;
+}  // namespace
+
+Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
+    : model_(model),
+      backend_(backend),
+      v014_(model.settings().version == DeepSpeedVersion::kV0_14),
+      state_(model.tree().parameters().size()),
+      mode_(v014_ ? TraceMode::kRecord : TraceMode::kInvalid),
+      most_recent_fetch_(model.tree().parameters().size(), kNeverFetched) {}
+
+void Coordinator::deepspeed_fails(const std::string& what) const {
+  throw UserError(ErrorKind::kUnsupported, {},
+                  "DeepSpeed " + std::string(to_string(model_.settings().version)) +
+                      " would stop here: " + what);
+}
+
+std::int64_t Coordinator::live_numel() const {
+  std::int64_t n = 0;
+  for (size_t p = 0; p < state_.size(); ++p) {
+    if (state_[p].status != ParamStatus::kNotAvailable)
+      n += model_.param(static_cast<ParamId>(p)).numel;
+  }
+  return n;
+}
+
+// --- Hooks ------------------------------------------------------------------------------------
+
+void Coordinator::start_of_forward() {
+  // v0.16 registers a forward pre-hook on the root that resets the step before every forward;
+  // v0.14 resets only at the end of backward.
+  if (!v014_) reset_step();
+}
+
+void Coordinator::pre_forward(ModuleId module) {
+  trace_prologue(module);
+  if (mode_ == TraceMode::kRecord) record_module(module);
+  fetch(module, /*forward=*/true);
+}
+
+void Coordinator::post_forward(ModuleId module) {
+  release_module(module);
+}
+
+void Coordinator::pre_backward(ModuleId module) {
+  trace_prologue(module);
+  if (mode_ == TraceMode::kRecord) record_module(module);
+  fetch(module, /*forward=*/false);
+}
+
+void Coordinator::post_backward(ModuleId module) {
+  release_module(module);
+}
+
+// --- Trace ------------------------------------------------------------------------------------
+
+void Coordinator::trace_prologue(ModuleId module) {
+  if (mode_ != TraceMode::kComplete) return;
+  const auto ds_id = model_.module_ds_id(module);
+  if (static_cast<std::int64_t>(submodule_order_.size()) <= step_id_) {
+    invalidate_trace(module, "Invalidate trace cache @ step " + std::to_string(step_id_) +
+                                 " and module " + std::to_string(ds_id) + ": cache has only " +
+                                 std::to_string(submodule_order_.size()) + " modules");
+    return;
+  }
+  const ModuleId expected = submodule_order_[static_cast<size_t>(step_id_)];
+  if (expected != module) {
+    invalidate_trace(module, "Invalidate trace cache @ step " + std::to_string(step_id_) +
+                                 ": expected module " +
+                                 std::to_string(model_.module_ds_id(expected)) +
+                                 ", but got module " + std::to_string(ds_id));
+  }
+}
+
+void Coordinator::invalidate_trace(ModuleId, std::string message) {
+  ZP_CHECK(mode_ != TraceMode::kInvalid, "attempted to invalidate an already invalid trace");
+  invalidations_.push_back(std::move(message));
+  mode_ = TraceMode::kInvalid;
+  clear_trace_structures();
+  if (!v014_) drain_inflight();
+}
+
+void Coordinator::clear_trace_structures() {
+  submodule_order_.clear();
+  param_order_.clear();
+  std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
+  queue_.clear();
+}
+
+void Coordinator::record_module(ModuleId module) {
+  ZP_CHECK(mode_ == TraceMode::kRecord, "recording outside RECORD mode");
+  submodule_order_.push_back(module);
+  step_ids_of_module_[module].push_back(step_id_);
+}
+
+void Coordinator::reset_step() {
+  if (v014_) {
+    if (!inflight_.empty()) {
+      deepspeed_fails(
+          "reset_step found " + std::to_string(inflight_.size()) +
+          " parameter(s) still in flight (the trace prefetched parameters this step never used)");
+    }
+  } else {
+    drain_inflight();
+  }
+  if (mode_ != TraceMode::kComplete) {
+    if (mode_ == TraceMode::kRecord) {
+      // construct_parameter_trace_from_module_trace
+      param_order_.clear();
+      for (ModuleId m : submodule_order_) {
+        std::deque<std::int64_t>& steps = step_ids_of_module_[m];
+        ZP_CHECK(!steps.empty(), "module ", m, " recorded more often than fetched");
+        const std::int64_t step = steps.front();
+        steps.pop_front();
+        std::vector<ParamId> params = model_.fetch_params(m);
+        std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
+          return model_.param(a).ds_id < model_.param(b).ds_id;
+        });
+        for (ParamId p : params)
+          param_order_.push_back({p, step});
+      }
+      mode_ = TraceMode::kComplete;
+    } else {
+      mode_ = TraceMode::kRecord;
+    }
+  }
+  queue_.assign(param_order_.begin(), param_order_.end());
+  std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
+  step_ids_of_module_.clear();
+  step_id_ = 0;
+  if (v014_) n_available_ = 0;
+}
+
+// --- Fetch ------------------------------------------------------------------------------------
+
+void Coordinator::fetch(ModuleId module, bool forward) {
+  const std::vector<ParamId>& params = model_.fetch_params(module);
+  bool any_partitioned = false;
+  for (ParamId p : params) {
+    if (status(p) == ParamStatus::kNotAvailable && model_.param(p).shape.partition_numel > 0)
+      any_partitioned = true;
+  }
+  if (any_partitioned) all_gather(params, forward, GatherReason::kDemand, module);
+
+  for (ParamId p : params) {
+    ParamState& s = state_[static_cast<size_t>(p)];
+    if (std::find(s.active.begin(), s.active.end(), module) == s.active.end())
+      s.active.push_back(module);
+    wait(p);
+    ZP_CHECK(s.status == ParamStatus::kAvailable, "parameter ", model_.param(p).ds_id,
+             " is not available after its wait");
+  }
+
+  if (mode_ == TraceMode::kComplete) {
+    // Pop this module's parameters off the trace, unless a prefetch already did.
+    std::set<ParamId> not_yet;
+    for (ParamId p : params) {
+      if (most_recent_fetch_[static_cast<size_t>(p)] < step_id_) not_yet.insert(p);
+    }
+    std::set<ParamId> discarded;
+    while (!queue_.empty() && discarded.size() < not_yet.size()) {
+      const ParamInTrace next = queue_.front();
+      queue_.pop_front();
+      most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
+      discarded.insert(next.param);
+    }
+    if (discarded != not_yet) {
+      deepspeed_fails("tracing error at step " + std::to_string(step_id_) +
+                      ": the parameter trace does not list module " +
+                      std::to_string(model_.module_ds_id(module)) + "'s parameters next");
+    }
+
+    const ZeroSettings& z = model_.settings();
+    if (z.prefetch_bucket_size > 0) {
+      const std::int64_t budget =
+          std::min(z.max_live_parameters - n_available_, z.prefetch_bucket_size);
+      std::vector<ParamId> prefetch;
+      std::int64_t prefetch_numel = 0;
+      // Checked before each parameter is added: the last one may overshoot the budget.
+      while (!queue_.empty() && prefetch_numel < budget) {
+        const ParamInTrace next = queue_.front();
+        queue_.pop_front();
+        const auto p = static_cast<size_t>(next.param);
+        const bool take = state_[p].status == ParamStatus::kNotAvailable &&
+                          std::find(prefetch.begin(), prefetch.end(), next.param) == prefetch.end();
+        most_recent_fetch_[p] = std::max(most_recent_fetch_[p], next.step_id_last_used_at);
+        if (take) {
+          prefetch.push_back(next.param);
+          prefetch_numel += model_.param(next.param).numel;
+        }
+      }
+      if (prefetch_numel > 0) all_gather(prefetch, forward, GatherReason::kPrefetch, module);
+    }
+  }
+  ++step_id_;
+}
+
+void Coordinator::all_gather(const std::vector<ParamId>& params, bool forward, GatherReason reason,
+                             ModuleId module) {
+  GatherRequest request;
+  request.reason = reason;
+  request.forward = forward;
+  request.module = module;
+  for (ParamId p : params) {
+    if (status(p) == ParamStatus::kNotAvailable) {
+      request.params.push_back(p);
+      request.numel += model_.param(p).numel;
+    }
+  }
+  if (request.params.empty()) return;
+  if (reason != GatherReason::kOutside) n_available_ += request.numel;
+  std::sort(request.params.begin(), request.params.end(),
+            [&](ParamId a, ParamId b) { return model_.param(a).ds_id < model_.param(b).ds_id; });
+  request.handle = next_handle_++;
+  for (ParamId p : request.params) {
+    state_[static_cast<size_t>(p)].status = ParamStatus::kInflight;
+    if (reason != GatherReason::kOutside) inflight_.emplace_back(p, request.handle);
+  }
+  handles_[request.handle] = request.params;
+  backend_.start_gather(request);
+}
+
+// Pops `param` from the in-flight registry and waits on its gather.
+void Coordinator::wait(ParamId param) {
+  auto it = std::find_if(inflight_.begin(), inflight_.end(),
+                         [&](const auto& e) { return e.first == param; });
+  if (it == inflight_.end()) return;
+  const GatherHandle handle = it->second;
+  inflight_.erase(it);
+  land(handle);
+}
+
+// A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
+void Coordinator::land(GatherHandle handle) {
+  auto h = handles_.find(handle);
+  if (h == handles_.end()) return;
+  backend_.wait_gather(handle);
+  for (ParamId p : h->second)
+    state_[static_cast<size_t>(p)].status = ParamStatus::kAvailable;
+  handles_.erase(h);
+}
+
+// --- Release ----------------------------------------------------------------------------------
+
+void Coordinator::release_module(ModuleId module) {
+  const std::vector<ParamId>& params = model_.fetch_params(module);
+  std::vector<ParamId> releasable;
+  if (mode_ == TraceMode::kComplete) {
+    releasable = params_to_release(module, step_id_);
+  } else {
+    releasable = params;
+  }
+  for (ParamId p : params) {
+    std::vector<ModuleId>& active = state_[static_cast<size_t>(p)].active;
+    active.erase(std::remove(active.begin(), active.end(), module), active.end());
+    if (std::find(releasable.begin(), releasable.end(), p) != releasable.end()) {
+      release_param(p, ReleaseReason::kModule);
+    }
+  }
+}
+
+const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std::int64_t step_id) {
+  const auto key = std::make_pair(module, step_id);
+  if (auto it = release_cache_.find(key); it != release_cache_.end()) return it->second;
+
+  std::vector<ParamId> candidates;
+  for (ParamId p : model_.fetch_params(module)) {
+    if (!model_.param(p).persistent) candidates.push_back(p);
+  }
+  auto drop = [&](ParamId p) {
+    candidates.erase(std::remove(candidates.begin(), candidates.end(), p), candidates.end());
+  };
+  // A later use of the parameter that a prefetch already covered would otherwise be skipped.
+  for (ParamId p : model_.fetch_params(module)) {
+    if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) drop(p);
+  }
+  // Parameters reused within max_reuse_distance elements of trace stay. The walk recurses into
+  // each module as deep as the module being released is a leaf, as DeepSpeed's does.
+  const bool recurse = model_.is_leaf(module);
+  std::int64_t traversed = 0;
+  for (size_t i = static_cast<size_t>(std::max<std::int64_t>(step_id, 0));
+       i < submodule_order_.size(); ++i) {
+    if (traversed >= model_.settings().max_reuse_distance) break;
+    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
+      drop(p);
+      traversed += model_.param(p).numel;
+    }
+  }
+  return release_cache_.emplace(key, std::move(candidates)).first->second;
+}
+
+void Coordinator::release_param(ParamId param, ReleaseReason reason) {
+  ParamState& s = state_[static_cast<size_t>(param)];
+  if (s.status != ParamStatus::kAvailable || !s.active.empty()) return;
+  s.status = ParamStatus::kNotAvailable;
+  n_available_ -= model_.param(param).numel;
+  backend_.release(param, reason);
+}
+
+void Coordinator::drain_inflight() {
+  // _clean_inflight_param_registry: wait on each and release it if nothing holds it.
+  std::vector<std::pair<ParamId, GatherHandle>> registry;
+  registry.swap(inflight_);
+  for (const auto& [param, handle] : registry) {
+    land(handle);
+    release_param(param, ReleaseReason::kDrain);
+  }
+}
+
+void Coordinator::release_and_reset_all() {
+  for (ParamId p : model_.params_by_ds_id()) {
+    const bool in_flight = std::any_of(inflight_.begin(), inflight_.end(),
+                                       [&](const auto& e) { return e.first == p; });
+    if (in_flight) {
+      if (v014_)
+        deepspeed_fails("release_and_reset_all found parameter " +
+                        std::to_string(model_.param(p).ds_id) + " still in flight");
+      wait(p);
+    }
+    state_[static_cast<size_t>(p)].active.clear();
+    release_param(p, ReleaseReason::kReleaseAll);
+  }
+  if (!v014_) n_available_ = 0;
+  for (ParamId p : model_.params_by_ds_id()) {
+    ZP_CHECK(status(p) == ParamStatus::kNotAvailable, "parameter ", model_.param(p).ds_id,
+             " not released by release_and_reset_all");
+  }
+}
+
+void Coordinator::gather_outside(std::span<const ParamId> params) {
+  const std::vector<ParamId> list(params.begin(), params.end());
+  const GatherHandle handle = next_handle_;
+  all_gather(list, /*forward=*/false, GatherReason::kOutside, kNoModule);
+  land(handle);  // param.all_gather() waits before returning
+}
+
+void Coordinator::release_outside(ParamId param) {
+  ParamState& s = state_[static_cast<size_t>(param)];
+  if (s.status != ParamStatus::kAvailable) return;
+  s.status = ParamStatus::kNotAvailable;
+  backend_.release(param, ReleaseReason::kOutside);
+}
+
+}  // namespace zp::zero

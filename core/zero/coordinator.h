@@ -1,0 +1,148 @@
+// The ZeRO-3 parameter coordinator: module by module, which partitioned parameters are gathered
+// now (demand), gathered ahead (prefetch) and released, exactly as DeepSpeed's
+// PartitionedParameterCoordinator decides. It owns each parameter's ZeRO status and the trace of
+// module order; a CoordinatorBackend carries the decisions out (simulated or real) and never
+// decides anything itself. No tensors, no time.
+//
+// Semantics reproduced (docs/zero3.md walks through each with the DeepSpeed source it follows):
+//  - trace modes RECORD, COMPLETE and INVALID, the transitions at reset_step, invalidation when a
+//    module arrives out of the recorded order;
+//  - fetch: the demand gather of the module's NOT_AVAILABLE parameters, unbounded; the wait; in
+//    COMPLETE mode, consuming the parameter trace and prefetching while the prefetched elements are
+//    below min(max_live_parameters - available, prefetch_bucket_size) (checked before adding, so it
+//    overshoots by up to one parameter);
+//  - the available-elements counter, which counts gathers and releases through the coordinator
+//    only, and so drifts when parameters are released elsewhere;
+//  - release: in COMPLETE mode the non-persistent parameters not reused within max_reuse_distance
+//    elements of trace and not already prefetched for a later use, cached per (module, step) for
+//    the coordinator's lifetime as DeepSpeed's lru_cache does; otherwise every parameter of the
+//    module; a parameter used by an enclosing module that is still running stays;
+//  - release_and_reset_all at the optimizer step, gathers outside the coordinator (persistent
+//    parameters after the step).
+// Where DeepSpeed itself would raise, a UserError says so (kind kUnsupported).
+//
+// Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/zero/zero_model.h"
+
+namespace zp::zero {
+
+enum class ParamStatus : std::uint8_t { kNotAvailable, kInflight, kAvailable };
+enum class TraceMode : std::uint8_t { kRecord, kComplete, kInvalid };
+enum class GatherReason : std::uint8_t { kDemand, kPrefetch, kOutside };
+enum class ReleaseReason : std::uint8_t { kModule, kReleaseAll, kDrain, kOutside };
+
+std::string_view to_string(TraceMode mode);
+std::string_view to_string(GatherReason reason);
+
+using GatherHandle = std::int64_t;
+
+struct GatherRequest {
+  GatherHandle handle = 0;
+  std::vector<ParamId> params;  // in ds_id order, as DeepSpeed coalesces them
+  GatherReason reason = GatherReason::kDemand;
+  bool forward = true;
+  ModuleId module = kNoModule;  // the module whose fetch asked (kNoModule outside the coordinator)
+  std::int64_t numel = 0;
+};
+
+// What carries the coordinator's decisions out. Calls arrive in decision order.
+class CoordinatorBackend {
+ public:
+  virtual ~CoordinatorBackend() = default;
+  virtual void start_gather(const GatherRequest& request) = 0;
+  // The module about to run needs a parameter of this gather: block until it has landed.
+  virtual void wait_gather(GatherHandle handle) = 0;
+  virtual void release(ParamId param, ReleaseReason reason) = 0;
+};
+
+class Coordinator {
+ public:
+  Coordinator(const ZeroModel& model, CoordinatorBackend& backend);
+
+  // Hooks, as DeepSpeedZeRoOffload calls them.
+  void start_of_forward();  // the root's first pre-forward hook (resets the step in v0.16)
+  void pre_forward(ModuleId module);
+  void post_forward(ModuleId module);
+  void pre_backward(ModuleId module);
+  void post_backward(ModuleId module);
+  // End of backward (stage 3's backward()).
+  void reset_step();
+  // Start of the optimizer step: every parameter back to its partition.
+  void release_and_reset_all();
+  // A gather outside the coordinator (param.all_gather): persistent parameters after the step. The
+  // counter does not see it.
+  void gather_outside(std::span<const ParamId> params);
+  // param.partition() outside the coordinator (engine setup). The counter does not see it either.
+  void release_outside(ParamId param);
+
+  TraceMode mode() const { return mode_; }
+  std::int64_t available_numel() const { return n_available_; }
+  ParamStatus status(ParamId p) const { return state_[static_cast<size_t>(p)].status; }
+  std::int64_t step_id() const { return step_id_; }
+  // Elements AVAILABLE or INFLIGHT now: what the counter would be if it were exact.
+  std::int64_t live_numel() const;
+  const std::vector<ModuleId>& recorded_modules() const { return submodule_order_; }
+  // Invalidation messages, in order (DeepSpeed prints them in v0.14 always, in v0.16 with
+  // log_trace_cache_warnings).
+  const std::vector<std::string>& invalidations() const { return invalidations_; }
+
+ private:
+  struct ParamInTrace {
+    ParamId param;
+    std::int64_t step_id_last_used_at;
+  };
+  struct ParamState {
+    ParamStatus status = ParamStatus::kNotAvailable;
+    std::vector<ModuleId> active;  // modules fetched and not yet released
+  };
+
+  void trace_prologue(ModuleId module);
+  void record_module(ModuleId module);
+  void fetch(ModuleId module, bool forward);
+  void release_module(ModuleId module);
+  void all_gather(const std::vector<ParamId>& params, bool forward, GatherReason reason,
+                  ModuleId module);
+  void wait(ParamId param);
+  void land(GatherHandle handle);
+  void release_param(ParamId param, ReleaseReason reason);
+  const std::vector<ParamId>& params_to_release(ModuleId module, std::int64_t step_id);
+  void invalidate_trace(ModuleId module, std::string message);
+  void clear_trace_structures();
+  void drain_inflight();
+  [[noreturn]] void deepspeed_fails(const std::string& what) const;
+
+  const ZeroModel& model_;
+  CoordinatorBackend& backend_;
+  const bool v014_;
+
+  std::vector<ParamState> state_;
+  // In-flight registry: parameter -> handle, in insertion order (DeepSpeed drains it in order).
+  std::vector<std::pair<ParamId, GatherHandle>> inflight_;
+  std::map<GatherHandle, std::vector<ParamId>> handles_;  // gathers not yet waited
+  GatherHandle next_handle_ = 0;
+
+  TraceMode mode_;
+  std::int64_t step_id_ = 0;
+  std::int64_t n_available_ = 0;
+  std::vector<ModuleId> submodule_order_;
+  std::vector<ParamInTrace> param_order_;
+  std::deque<ParamInTrace> queue_;
+  std::vector<std::int64_t> most_recent_fetch_;  // step at which each was last fetched for
+  std::map<ModuleId, std::deque<std::int64_t>> step_ids_of_module_;
+  // DeepSpeed caches __params_to_release per (module, step) with functools.lru_cache, never
+  // invalidated: a result computed in one step is reused in every later step.
+  std::map<std::pair<ModuleId, std::int64_t>, std::vector<ParamId>> release_cache_;
+  std::vector<std::string> invalidations_;
+};
+
+}  // namespace zp::zero

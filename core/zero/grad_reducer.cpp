@@ -1,0 +1,51 @@
+#include "core/zero/grad_reducer.h"
+
+#include <algorithm>
+
+namespace zp::zero {
+
+GradientReducer::GradientReducer(const ZeroModel& model, GradientReducerBackend& backend)
+    : model_(model), backend_(backend) {}
+
+std::int64_t GradientReducer::buffer_numel() const {
+  return model_.settings().contiguous_gradients ? model_.settings().reduce_bucket_size : 0;
+}
+
+void GradientReducer::grad_ready(ParamId param) {
+  const ZeroSettings& z = model_.settings();
+  const std::int64_t numel = model_.param(param).numel;
+  ZP_CHECK(std::find(bucket_.begin(), bucket_.end(), param) == bucket_.end(),
+           "gradient of parameter ", model_.param(param).ds_id, " is ready twice in one bucket");
+  if (numel_ + numel > z.reduce_bucket_size && numel_ > 0) flush();
+  if (z.contiguous_gradients && numel_ + numel <= z.reduce_bucket_size) contiguous_numel_ += numel;
+  bucket_.push_back(param);
+  numel_ += numel;
+}
+
+void GradientReducer::epilogue() {
+  flush();
+  index_ = 0;
+}
+
+void GradientReducer::flush() {
+  if (bucket_.empty()) return;
+  const ZeroSettings& z = model_.settings();
+  GradBucket b;
+  b.index = index_++;
+  b.numel = numel_;
+  b.contiguous_numel = contiguous_numel_;
+  b.params = std::move(bucket_);
+  if (z.contiguous_gradients && numel_ <= z.reduce_bucket_size && !z.reduce_scatter) {
+    b.path = ReducePath::kContiguousAllReduce;
+  } else {
+    b.path = ReducePath::kReduceScatter;
+    std::sort(b.params.begin(), b.params.end(),
+              [&](ParamId x, ParamId y) { return model_.param(x).ds_id < model_.param(y).ds_id; });
+  }
+  bucket_.clear();
+  numel_ = 0;
+  contiguous_numel_ = 0;
+  backend_.reduce(b);
+}
+
+}  // namespace zp::zero

@@ -1,0 +1,61 @@
+// Stage 3's gradient reduction: gradients are collected into a bucket as they become ready and
+// reduced when the next one would overflow reduce_bucket_size, as DeepSpeed's
+// reduce_independent_p_g_buckets_and_remove_grads does:
+//  - a bucket is flushed before adding a gradient that would take it past reduce_bucket_size,
+//    unless it is empty (a gradient larger than the bucket goes alone);
+//  - with contiguous_gradients and reduce_scatter off, a bucket that fits is all-reduced from the
+//    contiguous buffer in arrival order; otherwise its parameters are sorted by id and
+//    reduce-scattered;
+//  - whatever is left is reduced at the end of backward (the epilogue).
+// Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/zero/zero_model.h"
+
+namespace zp::zero {
+
+enum class ReducePath : std::uint8_t { kReduceScatter, kContiguousAllReduce };
+
+struct GradBucket {
+  std::int64_t index = 0;  // within the step
+  std::vector<ParamId> params;
+  std::int64_t numel = 0;
+  ReducePath path = ReducePath::kReduceScatter;
+  // Gradients that were copied into the persistent contiguous buffer (those that fit).
+  std::int64_t contiguous_numel = 0;
+};
+
+class GradientReducerBackend {
+ public:
+  virtual ~GradientReducerBackend() = default;
+  virtual void reduce(const GradBucket& bucket) = 0;
+};
+
+class GradientReducer {
+ public:
+  GradientReducer(const ZeroModel& model, GradientReducerBackend& backend);
+
+  void grad_ready(ParamId param);
+  // independent_gradient_partition_epilogue: reduce what is left; the next step starts at 0.
+  void epilogue();
+
+  std::int64_t bucket_numel() const { return numel_; }
+  // Elements of the persistent contiguous bucket buffer (reduce_bucket_size when contiguous
+  // gradients are on).
+  std::int64_t buffer_numel() const;
+
+ private:
+  void flush();
+
+  const ZeroModel& model_;
+  GradientReducerBackend& backend_;
+  std::vector<ParamId> bucket_;
+  std::int64_t numel_ = 0;
+  std::int64_t contiguous_numel_ = 0;
+  std::int64_t index_ = 0;
+};
+
+}  // namespace zp::zero

@@ -1,0 +1,157 @@
+#include "core/zero/hook_schedule.h"
+
+#include <algorithm>
+#include <map>
+
+namespace zp::zero {
+
+std::string_view to_string(StepEventKind kind) {
+  switch (kind) {
+    case StepEventKind::kPreForward:
+      return "pre_fwd";
+    case StepEventKind::kPostForward:
+      return "post_fwd";
+    case StepEventKind::kPreBackward:
+      return "pre_bwd";
+    case StepEventKind::kPostBackward:
+      return "post_bwd";
+    case StepEventKind::kGradReady:
+      return "grad";
+  }
+  return "?";
+}
+
+namespace {
+
+struct CallInfo {
+  std::vector<std::int32_t> children;
+  bool output_requires_grad = false;
+  bool last_of_module = false;
+};
+
+class ScheduleBuilder {
+ public:
+  explicit ScheduleBuilder(const ZeroModel& model) : model_(model), tree_(model.tree()) {
+    const auto& calls = tree_.calls();
+    info_.resize(calls.size());
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (calls[i].parent_call != kNoCall) {
+        info_[static_cast<size_t>(calls[i].parent_call)].children.push_back(
+            static_cast<std::int32_t>(i));
+      } else {
+        roots_.push_back(static_cast<std::int32_t>(i));
+      }
+    }
+    // Output requires grad: the inputs do, or the call (or one inside it) uses a trainable
+    // parameter. Children come after their parent, so one backwards sweep suffices.
+    for (size_t i = calls.size(); i-- > 0;) {
+      CallInfo& info = info_[i];
+      info.output_requires_grad = info.output_requires_grad || calls[i].inputs_require_grad;
+      for (ParamId p : model_.params_of(calls[i].module, false)) {
+        if (model_.param(p).requires_grad) info.output_requires_grad = true;
+      }
+      if (calls[i].parent_call != kNoCall && info.output_requires_grad) {
+        info_[static_cast<size_t>(calls[i].parent_call)].output_requires_grad = true;
+      }
+    }
+    std::vector<bool> seen(tree_.modules().size(), false);
+    for (size_t i = calls.size(); i-- > 0;) {
+      const auto m = static_cast<size_t>(calls[i].module);
+      if (!seen[m]) info_[i].last_of_module = seen[m] = true;
+    }
+    // The call whose backward makes each parameter's gradient ready: its first forward use.
+    first_use_.assign(tree_.parameters().size(), kNoCall);
+    for (size_t i = 0; i < calls.size(); ++i) {
+      for (ParamId p : model_.params_of(calls[i].module, false)) {
+        if (first_use_[static_cast<size_t>(p)] == kNoCall)
+          first_use_[static_cast<size_t>(p)] = static_cast<std::int32_t>(i);
+      }
+    }
+    // A leaf's parameters: reduced at the end of the backward of its last forward call.
+    for (size_t i = 0; i < calls.size(); ++i) {
+      const ModuleId m = calls[i].module;
+      if (model_.is_leaf(m) && model_.is_hooked(m) && info_[i].last_of_module)
+        leaf_reduce_call_[m] = static_cast<std::int32_t>(i);
+    }
+  }
+
+  StepSchedule build() {
+    StepSchedule s;
+    for (std::int32_t root : roots_)
+      forward(root, s.forward);
+    for (auto it = roots_.rbegin(); it != roots_.rend(); ++it)
+      backward(*it, s.backward);
+    return s;
+  }
+
+ private:
+  bool hooked(std::int32_t call) const {
+    return model_.is_hooked(tree_.calls()[static_cast<size_t>(call)].module);
+  }
+
+  void forward(std::int32_t call, std::vector<StepEvent>& out) {
+    const ForwardCall& c = tree_.calls()[static_cast<size_t>(call)];
+    const ModuleId m = c.module;
+    // DeepSpeed's leaf post-forward hook raises for such a call, since its gradient reduction hook
+    // (on the inputs) would never run.
+    if (model_.is_leaf(m) && model_.is_hooked(m) && !c.inputs_require_grad &&
+        info_[static_cast<size_t>(call)].output_requires_grad) {
+      throw UserError(ErrorKind::kUnsupported, {},
+                      "z3 leaf module '" + tree_.qualified_name(m) + "' (" + tree_.module(m).type +
+                          ") is called with no input that requires grad but returns one that does; "
+                          "DeepSpeed refuses such a leaf module");
+    }
+    if (hooked(call)) out.push_back({StepEventKind::kPreForward, m, call, -1});
+    for (std::int32_t child : info_[static_cast<size_t>(call)].children)
+      forward(child, out);
+    if (hooked(call)) out.push_back({StepEventKind::kPostForward, m, call, -1});
+  }
+
+  void backward(std::int32_t call, std::vector<StepEvent>& out) {
+    const ForwardCall& c = tree_.calls()[static_cast<size_t>(call)];
+    const CallInfo& info = info_[static_cast<size_t>(call)];
+    if (!info.output_requires_grad) return;  // autograd never reaches it
+    const ModuleId m = c.module;
+    if (hooked(call)) out.push_back({StepEventKind::kPreBackward, m, call, -1});
+    // Gradients of this module's own parameters (non-leaf parameters only: leaf parameters wait
+    // for the leaf's own hook).
+    const auto& own = model_.params_of(m, false);
+    for (auto it = own.rbegin(); it != own.rend(); ++it) {
+      const ZeroParam& zp = model_.param(*it);
+      if (zp.requires_grad && zp.leaf == kNoModule &&
+          first_use_[static_cast<size_t>(*it)] == call) {
+        out.push_back({StepEventKind::kGradReady, m, call, *it});
+      }
+    }
+    for (auto it = info.children.rbegin(); it != info.children.rend(); ++it)
+      backward(*it, out);
+    if (auto leaf = leaf_reduce_call_.find(m);
+        leaf != leaf_reduce_call_.end() && leaf->second == call) {
+      std::vector<ParamId> params = model_.params_of(m, true);
+      std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
+        return model_.param(a).ds_id < model_.param(b).ds_id;
+      });
+      for (ParamId p : params) {
+        if (model_.param(p).requires_grad) out.push_back({StepEventKind::kGradReady, m, call, p});
+      }
+    }
+    if (hooked(call) && info.last_of_module && c.inputs_require_grad) {
+      out.push_back({StepEventKind::kPostBackward, m, call, -1});
+    }
+  }
+
+  const ZeroModel& model_;
+  const ModuleTree& tree_;
+  std::vector<CallInfo> info_;
+  std::vector<std::int32_t> roots_;
+  std::vector<std::int32_t> first_use_;
+  std::map<ModuleId, std::int32_t> leaf_reduce_call_;
+};
+
+}  // namespace
+
+StepSchedule training_step_schedule(const ZeroModel& model) {
+  return ScheduleBuilder(model).build();
+}
+
+}  // namespace zp::zero

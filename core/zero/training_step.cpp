@@ -1,0 +1,65 @@
+#include "core/zero/training_step.h"
+
+namespace zp::zero {
+
+TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
+                           GradientReducerBackend& reductions, StepObserver* observer)
+    : model_(model),
+      schedule_(training_step_schedule(model)),
+      coordinator_(model, gathers),
+      reducer_(model, reductions),
+      observer_(observer) {}
+
+void TrainingLoop::initialize() {
+  if (observer_) observer_->on_phase(StepPhase::kInit, -1);
+  for (ParamId p : model_.params_by_ds_id()) {
+    if (!model_.param(p).requires_grad) continue;
+    const ParamId one[] = {p};
+    coordinator_.gather_outside(one);
+    coordinator_.release_outside(p);
+  }
+}
+
+void TrainingLoop::run(const StepEvent& e) {
+  switch (e.kind) {
+    case StepEventKind::kPreForward:
+      coordinator_.pre_forward(e.module);
+      break;
+    case StepEventKind::kPostForward:
+      coordinator_.post_forward(e.module);
+      break;
+    case StepEventKind::kPreBackward:
+      coordinator_.pre_backward(e.module);
+      break;
+    case StepEventKind::kPostBackward:
+      coordinator_.post_backward(e.module);
+      break;
+    case StepEventKind::kGradReady:
+      reducer_.grad_ready(e.param);
+      break;
+  }
+  if (observer_) observer_->on_event(e);
+}
+
+void TrainingLoop::step(std::int64_t micro_batches) {
+  ZP_CHECK(micro_batches >= 1, "micro_batches ", micro_batches);
+  for (std::int64_t micro = 0; micro < micro_batches; ++micro) {
+    if (observer_) observer_->on_phase(StepPhase::kForward, step_);
+    coordinator_.start_of_forward();
+    for (const StepEvent& e : schedule_.forward)
+      run(e);
+    if (observer_) observer_->on_phase(StepPhase::kBackward, step_);
+    for (const StepEvent& e : schedule_.backward)
+      run(e);
+    coordinator_.reset_step();
+    if (observer_) observer_->on_reset_step();
+    reducer_.epilogue();
+  }
+  if (observer_) observer_->on_phase(StepPhase::kOptimizerStep, step_);
+  coordinator_.release_and_reset_all();
+  const std::vector<ParamId> persistent = model_.persistent_params();
+  if (!persistent.empty()) coordinator_.gather_outside(persistent);
+  ++step_;
+}
+
+}  // namespace zp::zero

@@ -1,0 +1,55 @@
+// DeepSpeed's ZeRO-3 training loop around the coordinator and the gradient reducer: engine setup,
+// then for each step its micro-batches (forward hooks; backward hooks with gradients becoming
+// ready; reset_step; the gradient epilogue), release_and_reset_all at the optimizer step, and the
+// persistent parameters gathered again after it (stage 3's _post_step).
+// Not thread-safe.
+#pragma once
+
+#include <cstdint>
+
+#include "core/zero/coordinator.h"
+#include "core/zero/grad_reducer.h"
+#include "core/zero/hook_schedule.h"
+
+namespace zp::zero {
+
+enum class StepPhase : std::uint8_t { kInit, kForward, kBackward, kOptimizerStep };
+
+// Sees every hook as it fires, after the coordinator acted on it (tests and traces use this).
+class StepObserver {
+ public:
+  virtual ~StepObserver() = default;
+  virtual void on_phase(StepPhase /*phase*/, std::int64_t /*step*/) {}
+  virtual void on_event(const StepEvent& /*event*/) {}
+  virtual void on_reset_step() {}
+};
+
+class TrainingLoop {
+ public:
+  TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
+               GradientReducerBackend& reductions, StepObserver* observer = nullptr);
+
+  // deepspeed.initialize: each trainable parameter is gathered once and partitioned again while
+  // the gradient hooks are installed.
+  void initialize();
+  // One optimizer step over `micro_batches` forward/backward passes.
+  void step(std::int64_t micro_batches = 1);
+
+  Coordinator& coordinator() { return coordinator_; }
+  const Coordinator& coordinator() const { return coordinator_; }
+  const GradientReducer& reducer() const { return reducer_; }
+  const StepSchedule& schedule() const { return schedule_; }
+  std::int64_t steps_done() const { return step_; }
+
+ private:
+  void run(const StepEvent& event);
+
+  const ZeroModel& model_;
+  StepSchedule schedule_;
+  Coordinator coordinator_;
+  GradientReducer reducer_;
+  StepObserver* observer_;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace zp::zero

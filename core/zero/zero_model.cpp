@@ -1,0 +1,216 @@
+#include "core/zero/zero_model.h"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+
+namespace zp::zero {
+namespace {
+
+constexpr std::int64_t kMaxSize = std::numeric_limits<std::int64_t>::max();  // sys.maxsize
+constexpr double kMaxLeafSize = 1e9;                                         // Z3_MAX_LEAF_SIZE
+
+// torch.nn.modules.container.__all__
+bool is_container(const std::string& type) {
+  static constexpr std::array<std::string_view, 6> kContainers = {
+      "Container", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"};
+  return std::find(kContainers.begin(), kContainers.end(), type) != kContainers.end();
+}
+
+// Parameters of `m` without repeats, in registration order: named_parameters(recurse=False).
+std::vector<ParamId> direct_params(const ModuleTree& tree, ModuleId m) {
+  std::vector<ParamId> out;
+  for (const ParamSlot& slot : tree.module(m).params) {
+    if (std::find(out.begin(), out.end(), slot.param) == out.end()) out.push_back(slot.param);
+  }
+  return out;
+}
+
+// named_parameters() of the subtree of `m`: preorder, each parameter at its first registration.
+std::vector<ParamId> subtree_params(const ModuleTree& tree, ModuleId m) {
+  std::vector<ParamId> out;
+  std::vector<bool> seen(tree.parameters().size(), false);
+  std::vector<ModuleId> stack = {m};
+  while (!stack.empty()) {
+    const ModuleId id = stack.back();
+    stack.pop_back();
+    for (const ParamSlot& slot : tree.module(id).params) {
+      if (!seen[static_cast<size_t>(slot.param)]) {
+        seen[static_cast<size_t>(slot.param)] = true;
+        out.push_back(slot.param);
+      }
+    }
+    const auto& children = tree.module(id).children;
+    for (auto it = children.rbegin(); it != children.rend(); ++it)
+      stack.push_back(*it);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ModuleId> modules_of_classes(const ModuleTree& tree,
+                                         const std::vector<std::string>& classes) {
+  std::vector<ModuleId> out;
+  for (ModuleId m : tree.preorder()) {
+    if (std::find(classes.begin(), classes.end(), tree.module(m).type) != classes.end())
+      out.push_back(m);
+  }
+  return out;
+}
+
+ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
+    : tree_(&tree), settings_(settings) {
+  const size_t n = tree.modules().size();
+  leaf_.assign(n, false);
+  direct_.resize(n);
+  subtree_.resize(n);
+  for (size_t m = 0; m < n; ++m) {
+    direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
+    subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m));
+  }
+
+  // Parameters: ds ids in named_parameters() order, partitions, persistence.
+  params_.resize(tree.parameters().size());
+  by_ds_id_ = subtree_[0];
+  ZP_CHECK(by_ds_id_.size() == tree.parameters().size(),
+           "every parameter is registered under the root");
+  for (size_t i = 0; i < by_ds_id_.size(); ++i) {
+    const Parameter& p = tree.parameter(by_ds_id_[i]);
+    ZeroParam& z = params_[static_cast<size_t>(by_ds_id_[i])];
+    z.ds_id = static_cast<std::int64_t>(i);
+    z.numel = p.numel();
+    z.shape = partition_shape(z.numel, settings.data_parallel_size);
+    z.dtype = p.dtype;
+    z.requires_grad = p.requires_grad;
+  }
+  for (ParamId p : persistent_parameters(tree, settings.param_persistence_threshold,
+                                         settings.model_persistence_threshold)) {
+    params_[static_cast<size_t>(p)].persistent = true;
+  }
+
+  if (!settings.leaf_module_classes.empty()) mark_leaves_by_class();
+  if (settings.module_granularity_threshold > 0) mark_leaves_by_granularity();
+  assign_module_ids();
+}
+
+void ZeroModel::mark_leaves_by_class() {
+  const std::vector<ModuleId> matches = modules_of_classes(*tree_, settings_.leaf_module_classes);
+  if (matches.empty()) {
+    std::string list;
+    for (const std::string& c : settings_.leaf_module_classes)
+      list += (list.empty() ? "" : ", ") + c;
+    throw UserError(ErrorKind::kValue, {},
+                    "no module of the leaf classes [" + list +
+                        "] is in the model (DeepSpeed's set_z3_leaf_modules raises here)");
+  }
+  for (ModuleId m : matches)
+    leaf_[static_cast<size_t>(m)] = true;
+}
+
+void ZeroModel::mark_leaves_by_granularity() {
+  const ModuleTree& tree = *tree_;
+  granularity_.assign(tree.modules().size(), kMaxSize);
+  std::int64_t smallest = kMaxSize;
+  std::string smallest_type;
+
+  // Returns (layers, parameters) of the subtree, as DeepSpeed's recursion counts them: each
+  // child's parameters are counted within that child, so a parameter shared by two children
+  // counts twice.
+  struct Counts {
+    std::int64_t layers, params;
+  };
+  auto visit = [&](auto&& self, ModuleId m) -> Counts {
+    const Module& mod = tree.module(m);
+    if (subtree_[static_cast<size_t>(m)].empty()) return {0, 0};
+    std::int64_t params = 0;
+    for (ParamId p : direct_[static_cast<size_t>(m)])
+      params += tree.parameter(p).numel();
+    if (mod.children.empty()) return {1, params};
+    std::int64_t layers = 0;
+    for (ModuleId c : mod.children) {
+      const Counts child = self(self, c);
+      layers += child.layers;
+      params += child.params;
+    }
+    if (is_container(mod.type)) return {layers, params};
+    layers += 1;
+    const std::int64_t g = static_cast<double>(params) <= kMaxLeafSize ? params / layers : kMaxSize;
+    granularity_[static_cast<size_t>(m)] = g;
+    if (g < smallest) {
+      smallest = g;
+      smallest_type = mod.type;
+    }
+    return {layers, params};
+  };
+  visit(visit, 0);
+
+  const std::int64_t threshold = settings_.module_granularity_threshold;
+  if (smallest > threshold) {
+    warnings_.push_back(
+        Warning{{},
+                "stage3_module_granularity_threshold " + std::to_string(threshold) +
+                    " selects no leaf module: the smallest granularity is " +
+                    (smallest == kMaxSize ? std::string("unbounded") : std::to_string(smallest)) +
+                    " (" + smallest_type + "); set it to at least that"});
+    return;
+  }
+  auto mark = [&](auto&& self, ModuleId m) -> void {
+    if (subtree_[static_cast<size_t>(m)].empty()) return;
+    if (granularity_[static_cast<size_t>(m)] <= threshold) {
+      leaf_[static_cast<size_t>(m)] = true;
+      return;
+    }
+    for (ModuleId c : tree.module(m).children)
+      self(self, c);
+  };
+  mark(mark, 0);
+}
+
+void ZeroModel::assign_module_ids() {
+  const ModuleTree& tree = *tree_;
+  module_ds_id_.assign(tree.modules().size(), kNoDsId);
+  std::int64_t count = 0;
+  auto visit = [&](auto&& self, ModuleId m) -> void {
+    module_ds_id_[static_cast<size_t>(m)] = count;
+    if (is_leaf(m)) {
+      for (ParamId p : subtree_[static_cast<size_t>(m)])
+        params_[static_cast<size_t>(p)].leaf = m;
+      return;
+    }
+    for (ModuleId c : tree.module(m).children) {
+      ++count;
+      self(self, c);
+    }
+  };
+  visit(visit, 0);
+}
+
+std::vector<ModuleId> ZeroModel::leaves() const {
+  std::vector<ModuleId> out;
+  for (ModuleId m : tree_->preorder()) {
+    if (is_leaf(m) && is_hooked(m)) out.push_back(m);
+  }
+  return out;
+}
+
+const std::vector<ParamId>& ZeroModel::params_of(ModuleId m, bool recurse) const {
+  return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
+}
+
+std::vector<ParamId> ZeroModel::persistent_params() const {
+  std::vector<ParamId> out;
+  for (ParamId p : by_ds_id_) {
+    if (param(p).persistent) out.push_back(p);
+  }
+  return out;
+}
+
+std::int64_t ZeroModel::persistent_numel() const {
+  std::int64_t n = 0;
+  for (ParamId p : persistent_params())
+    n += param(p).numel;
+  return n;
+}
+
+}  // namespace zp::zero

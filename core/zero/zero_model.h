@@ -1,0 +1,96 @@
+// What ZeRO-3 sees of a model: the module ids DeepSpeed assigns, which modules are z3 leaves (and
+// so gathered whole, with no hooks below them), which parameters each hooked module fetches, the
+// parameters' ids, partitions and persistence.
+//
+// Rules, after DeepSpeed's parameter_offload.py and utils/z3_leaf_module.py:
+//  - Module ids: depth-first in registration order from the root (id 0), each child one more than
+//    the last id handed out; a z3 leaf's descendants get no id and no hooks.
+//  - Leaves by class (set_z3_leaf_modules): every module whose class name is listed; none matching
+//    is an error.
+//  - Leaves by stage3_module_granularity_threshold (> 0): a module's granularity is its subtree's
+//    parameter count over its layer count (torch leaf modules count one layer each, containers
+//    (Sequential, ModuleList, ...) none, every other module one more); containers, parameterless
+//    modules and torch leaf modules are never leaves, nor is a subtree above 1e9 parameters. The
+//    topmost modules with granularity <= threshold become leaves. When even the smallest
+//    granularity is above the threshold nothing changes and a warning says which value would work.
+//  - Parameter ids: named_parameters() order. A hooked module fetches its own parameters
+//    (recurse=False), a leaf its whole subtree's.
+//
+// Immutable after construction; safe to share between threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model/module_tree.h"
+#include "core/util/error.h"
+#include "core/zero/partition.h"
+#include "core/zero/settings.h"
+
+namespace zp::zero {
+
+inline constexpr std::int64_t kNoDsId = -1;
+
+struct ZeroParam {
+  std::int64_t ds_id = 0;
+  std::int64_t numel = 0;
+  PartitionShape shape;
+  DType dtype = DType::kFloat32;
+  bool requires_grad = true;
+  bool persistent = false;
+  ModuleId leaf = kNoModule;  // the z3 leaf whose subtree holds it
+};
+
+class ZeroModel {
+ public:
+  // Throws UserError when leaf classes match no module.
+  ZeroModel(const ModuleTree& tree, const ZeroSettings& settings);
+
+  const ModuleTree& tree() const { return *tree_; }
+  const ZeroSettings& settings() const { return settings_; }
+
+  std::int64_t module_ds_id(ModuleId m) const { return module_ds_id_[static_cast<size_t>(m)]; }
+  bool is_hooked(ModuleId m) const { return module_ds_id(m) != kNoDsId; }
+  bool is_leaf(ModuleId m) const { return leaf_[static_cast<size_t>(m)]; }
+  // Leaves in preorder.
+  std::vector<ModuleId> leaves() const;
+
+  // iter_params(module, recurse): direct parameters, or the subtree's; DeepSpeed's iteration order.
+  const std::vector<ParamId>& params_of(ModuleId m, bool recurse) const;
+  // What a hook on `m` fetches and releases: iter_params(m, recurse=is_leaf(m)).
+  const std::vector<ParamId>& fetch_params(ModuleId m) const { return params_of(m, is_leaf(m)); }
+
+  const ZeroParam& param(ParamId p) const { return params_[static_cast<size_t>(p)]; }
+  // Tree parameter ids in ds_id order.
+  const std::vector<ParamId>& params_by_ds_id() const { return by_ds_id_; }
+  std::vector<ParamId> persistent_params() const;
+  std::int64_t persistent_numel() const;
+
+  // The granularity DeepSpeed computes for each module (INT64_MAX where it cannot be a leaf);
+  // empty unless stage3_module_granularity_threshold > 0.
+  const std::vector<std::int64_t>& granularity() const { return granularity_; }
+  const std::vector<Warning>& warnings() const { return warnings_; }
+
+ private:
+  void mark_leaves_by_class();
+  void mark_leaves_by_granularity();
+  void assign_module_ids();
+
+  const ModuleTree* tree_;
+  ZeroSettings settings_;
+  std::vector<std::int64_t> module_ds_id_;
+  std::vector<bool> leaf_;
+  std::vector<std::vector<ParamId>> direct_;
+  std::vector<std::vector<ParamId>> subtree_;
+  std::vector<ZeroParam> params_;
+  std::vector<ParamId> by_ds_id_;
+  std::vector<std::int64_t> granularity_;
+  std::vector<Warning> warnings_;
+};
+
+// The modules of `tree` whose class is listed, in preorder (set_z3_leaf_modules' matches).
+std::vector<ModuleId> modules_of_classes(const ModuleTree& tree,
+                                         const std::vector<std::string>& classes);
+
+}  // namespace zp::zero
