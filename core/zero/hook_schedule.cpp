@@ -132,7 +132,10 @@ class ScheduleBuilder {
         return model_.param(a).ds_id < model_.param(b).ds_id;
       });
       for (ParamId p : params) {
-        if (model_.param(p).requires_grad) out.push_back({StepEventKind::kGradReady, m, call, p});
+        // A parameter under two leaves (a tied weight) belongs to the one registered last.
+        if (model_.param(p).requires_grad && model_.param(p).leaf == m) {
+          out.push_back({StepEventKind::kGradReady, m, call, p});
+        }
       }
     }
     if (hooked(call) && info.last_of_module && c.inputs_require_grad) {
