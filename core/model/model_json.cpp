@@ -1,5 +1,7 @@
 #include "core/model/model_json.h"
 
+#include <algorithm>
+
 #include "core/config/reader.h"
 #include "core/util/atomic_file.h"
 
@@ -18,13 +20,15 @@ Json model_to_json(const ModuleTree& tree) {
     Json slots = Json::array();
     for (const ParamSlot& s : m.params)
       slots.push_back({{"attr", s.attr}, {"param", s.param}});
-    modules.push_back({{"name", m.name},
-                       {"type", m.type},
-                       {"children", m.children},
-                       {"params", slots},
-                       {"forward_flops", m.cost.forward_flops},
-                       {"activation_bytes", m.cost.activation_bytes},
-                       {"output_bytes", m.cost.output_bytes}});
+    Json module = {{"name", m.name},
+                   {"type", m.type},
+                   {"children", m.children},
+                   {"params", slots},
+                   {"forward_flops", m.cost.forward_flops},
+                   {"activation_bytes", m.cost.activation_bytes},
+                   {"output_bytes", m.cost.output_bytes}};
+    if (!m.external_params.empty()) module["external_params"] = m.external_params;
+    modules.push_back(std::move(module));
   }
   Json calls = Json::array();
   for (const ForwardCall& c : tree.calls()) {
@@ -196,6 +200,18 @@ ModuleTree model_from_json(const Node& node) {
       s.reject_unknown();
       param_used[static_cast<size_t>(slot.param)] = true;
       mod.params.push_back(std::move(slot));
+    }
+    if (auto ext = m.get("external_params")) {
+      if (!ext->value().is_array())
+        ext->fail(ErrorKind::kType, "expected a list, got " + ext->type_name() + " " + ext->repr());
+      for (size_t k = 0; k < ext->value().size(); ++k) {
+        const auto p =
+            static_cast<ParamId>(read_index(ext->element(k), 0, param_count, "parameter"));
+        if (std::find(mod.external_params.begin(), mod.external_params.end(), p) ==
+            mod.external_params.end()) {
+          mod.external_params.push_back(p);
+        }
+      }
     }
     for (const char* key : {"forward_flops", "activation_bytes", "output_bytes"}) {
       const Node v = m.require(key);

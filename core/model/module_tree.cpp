@@ -31,7 +31,7 @@ ModuleId ModuleTree::add_module(ModuleId parent, std::string name, std::string t
     ZP_CHECK(parent >= 0 && parent < id, "parent ", parent, " does not exist");
     modules_[static_cast<size_t>(parent)].children.push_back(id);
   }
-  modules_.push_back(Module{std::move(name), std::move(type), parent, {}, {}, {}});
+  modules_.push_back(Module{std::move(name), std::move(type), parent, {}, {}, {}, {}});
   return id;
 }
 
@@ -52,6 +52,12 @@ void ModuleTree::tie_parameter(ModuleId module, std::string attr, ParamId param)
 
 void ModuleTree::set_cost(ModuleId module, ModuleCost cost) {
   mutable_module(module).cost = cost;
+}
+
+void ModuleTree::add_external_parameter(ModuleId module, ParamId param) {
+  ZP_CHECK(param >= 0 && static_cast<size_t>(param) < params_.size(), "no parameter ", param);
+  auto& list = mutable_module(module).external_params;
+  if (std::find(list.begin(), list.end(), param) == list.end()) list.push_back(param);
 }
 
 std::int32_t ModuleTree::add_call(ModuleId module, std::int32_t parent_call,

@@ -61,6 +61,9 @@ struct Module {
   ModuleId parent = kNoModule;
   std::vector<ModuleId> children;
   std::vector<ParamSlot> params;  // registered directly on this module (recurse=False)
+  // Parameters of other modules that this module receives as a child's output (a module whose
+  // forward returns one of its parameters): DeepSpeed registers them on the caller as external.
+  std::vector<ParamId> external_params;
   ModuleCost cost;
   bool operator==(const Module&) const = default;
 };
@@ -97,6 +100,7 @@ class ModuleTree {
   // Registers an existing parameter on another module as well (a tied weight).
   void tie_parameter(ModuleId module, std::string attr, ParamId param);
   void set_cost(ModuleId module, ModuleCost cost);
+  void add_external_parameter(ModuleId module, ParamId param);
   // Appends a forward call; returns its index, to be passed as parent_call of nested calls.
   std::int32_t add_call(ModuleId module, std::int32_t parent_call, bool inputs_require_grad);
 

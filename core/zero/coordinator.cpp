@@ -286,7 +286,8 @@ void Coordinator::release_module(ModuleId module) {
   for (ParamId p : params) {
     std::vector<ModuleId>& active = state_[static_cast<size_t>(p)].active;
     active.erase(std::remove(active.begin(), active.end(), module), active.end());
-    if (std::find(releasable.begin(), releasable.end(), p) != releasable.end()) {
+    if (!model_.param(p).external &&
+        std::find(releasable.begin(), releasable.end(), p) != releasable.end()) {
       release_param(p, ReleaseReason::kModule);
     }
   }

@@ -47,7 +47,7 @@ class ScheduleBuilder {
     for (size_t i = calls.size(); i-- > 0;) {
       CallInfo& info = info_[i];
       info.output_requires_grad = info.output_requires_grad || calls[i].inputs_require_grad;
-      for (ParamId p : model_.params_of(calls[i].module, false)) {
+      for (ParamId p : model_.named_params(calls[i].module, false)) {
         if (model_.param(p).requires_grad) info.output_requires_grad = true;
       }
       if (calls[i].parent_call != kNoCall && info.output_requires_grad) {
@@ -62,7 +62,7 @@ class ScheduleBuilder {
     // The call whose backward makes each parameter's gradient ready: its first forward use.
     first_use_.assign(tree_.parameters().size(), kNoCall);
     for (size_t i = 0; i < calls.size(); ++i) {
-      for (ParamId p : model_.params_of(calls[i].module, false)) {
+      for (ParamId p : model_.named_params(calls[i].module, false)) {
         if (first_use_[static_cast<size_t>(p)] == kNoCall)
           first_use_[static_cast<size_t>(p)] = static_cast<std::int32_t>(i);
       }
@@ -115,7 +115,7 @@ class ScheduleBuilder {
     if (hooked(call)) out.push_back({StepEventKind::kPreBackward, m, call, -1});
     // Gradients of this module's own parameters (non-leaf parameters only: leaf parameters wait
     // for the leaf's own hook).
-    const auto& own = model_.params_of(m, false);
+    const auto& own = model_.named_params(m, false);
     for (auto it = own.rbegin(); it != own.rend(); ++it) {
       const ZeroParam& zp = model_.param(*it);
       if (zp.requires_grad && zp.leaf == kNoModule &&
@@ -127,7 +127,7 @@ class ScheduleBuilder {
       backward(*it, out);
     if (auto leaf = leaf_reduce_call_.find(m);
         leaf != leaf_reduce_call_.end() && leaf->second == call) {
-      std::vector<ParamId> params = model_.params_of(m, true);
+      std::vector<ParamId> params = model_.named_params(m, true);
       std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
         return model_.param(a).ds_id < model_.param(b).ds_id;
       });

@@ -18,6 +18,32 @@ PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size) {
   return PartitionShape{numel, padded, padded / group_size};
 }
 
+std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
+                                         std::int64_t group_size, bool use_all_reduce) {
+  std::vector<GatherBuffer> out;
+  if (group_size == 1 || params.empty()) return out;
+  if (params.size() == 1) {
+    const Parameter& p = tree.parameter(params[0]);
+    out.push_back({p.dtype, partition_shape(p.numel(), group_size).padded_numel});
+    return out;
+  }
+  if (use_all_reduce) {
+    std::int64_t numel = 0;
+    for (ParamId id : params)
+      numel += partition_shape(tree.parameter(id).numel(), group_size).padded_numel;
+    out.push_back({tree.parameter(params[0]).dtype, numel});
+    return out;
+  }
+  for (ParamId id : params) {
+    const Parameter& p = tree.parameter(id);
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const GatherBuffer& b) { return b.dtype == p.dtype; });
+    if (it == out.end()) it = out.insert(out.end(), GatherBuffer{p.dtype, 0});
+    it->numel += partition_shape(p.numel(), group_size).partition_numel * group_size;
+  }
+  return out;
+}
+
 std::vector<ParamId> named_parameter_order(const ModuleTree& tree) {
   std::vector<ParamId> order;
   std::vector<bool> seen(tree.parameters().size(), false);

@@ -27,6 +27,22 @@ struct PartitionShape {
 
 PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size);
 
+// The flat buffer a gather allocates until it has been waited on and split into parameters, as
+// partition_parameters.py's all_gather_coalesced sizes it, for parameters already sorted by id:
+//  - one parameter: its padded size;
+//  - several, with stage3_use_all_reduce_for_fetch_params: one buffer of the padded sizes (all
+//    parameters of one dtype);
+//  - several otherwise: one buffer per dtype (in order of first appearance), of the sum of the
+//    group's partitions times the group size.
+// Nothing when the group has one rank (DeepSpeed does not gather then).
+struct GatherBuffer {
+  DType dtype;
+  std::int64_t numel;
+  std::int64_t bytes() const { return numel * dtype_size(dtype); }
+};
+std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
+                                         std::int64_t group_size, bool use_all_reduce);
+
 // Parameters in named_parameters() order: depth-first over modules, each parameter at its first
 // registration.
 std::vector<ParamId> named_parameter_order(const ModuleTree& tree);

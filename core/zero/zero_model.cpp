@@ -69,10 +69,20 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
     subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m));
   }
+  by_ds_id_ = subtree_[0];
+  // iter_params chains the module's external parameters after its named ones.
+  direct_with_external_ = direct_;
+  subtree_with_external_ = subtree_;
+  for (size_t m = 0; m < n; ++m) {
+    for (ParamId p : tree.module(static_cast<ModuleId>(m)).external_params) {
+      for (auto* list : {&direct_with_external_[m], &subtree_with_external_[m]}) {
+        if (std::find(list->begin(), list->end(), p) == list->end()) list->push_back(p);
+      }
+    }
+  }
 
   // Parameters: ds ids in named_parameters() order, partitions, persistence.
   params_.resize(tree.parameters().size());
-  by_ds_id_ = subtree_[0];
   ZP_CHECK(by_ds_id_.size() == tree.parameters().size(),
            "every parameter is registered under the root");
   for (size_t i = 0; i < by_ds_id_.size(); ++i) {
@@ -83,6 +93,10 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     z.shape = partition_shape(z.numel, settings.data_parallel_size);
     z.dtype = p.dtype;
     z.requires_grad = p.requires_grad;
+  }
+  for (const Module& m : tree.modules()) {
+    for (ParamId p : m.external_params)
+      params_[static_cast<size_t>(p)].external = true;
   }
   for (ParamId p : persistent_parameters(tree, settings.param_persistence_threshold,
                                          settings.model_persistence_threshold)) {
@@ -195,6 +209,11 @@ std::vector<ModuleId> ZeroModel::leaves() const {
 }
 
 const std::vector<ParamId>& ZeroModel::params_of(ModuleId m, bool recurse) const {
+  return recurse ? subtree_with_external_[static_cast<size_t>(m)]
+                 : direct_with_external_[static_cast<size_t>(m)];
+}
+
+const std::vector<ParamId>& ZeroModel::named_params(ModuleId m, bool recurse) const {
   return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
 }
 

@@ -14,7 +14,8 @@
 //    topmost modules with granularity <= threshold become leaves. When even the smallest
 //    granularity is above the threshold nothing changes and a warning says which value would work.
 //  - Parameter ids: named_parameters() order. A hooked module fetches its own parameters
-//    (recurse=False), a leaf its whole subtree's.
+//    (recurse=False), a leaf its whole subtree's, and in both cases the external parameters
+//    registered on it.
 //
 // Immutable after construction; safe to share between threads.
 #pragma once
@@ -40,6 +41,9 @@ struct ZeroParam {
   bool requires_grad = true;
   bool persistent = false;
   ModuleId leaf = kNoModule;  // the z3 leaf whose subtree holds it
+  // Registered as an external parameter on some module: DeepSpeed never releases it after a
+  // module, only at the optimizer step.
+  bool external = false;
 };
 
 class ZeroModel {
@@ -56,8 +60,11 @@ class ZeroModel {
   // Leaves in preorder.
   std::vector<ModuleId> leaves() const;
 
-  // iter_params(module, recurse): direct parameters, or the subtree's; DeepSpeed's iteration order.
+  // iter_params(module, recurse): direct parameters, or the subtree's, then the module's external
+  // parameters; DeepSpeed's iteration order.
   const std::vector<ParamId>& params_of(ModuleId m, bool recurse) const;
+  // named_parameters(recurse) alone, without external parameters.
+  const std::vector<ParamId>& named_params(ModuleId m, bool recurse) const;
   // What a hook on `m` fetches and releases: iter_params(m, recurse=is_leaf(m)).
   const std::vector<ParamId>& fetch_params(ModuleId m) const { return params_of(m, is_leaf(m)); }
 
@@ -81,8 +88,10 @@ class ZeroModel {
   ZeroSettings settings_;
   std::vector<std::int64_t> module_ds_id_;
   std::vector<bool> leaf_;
-  std::vector<std::vector<ParamId>> direct_;
-  std::vector<std::vector<ParamId>> subtree_;
+  std::vector<std::vector<ParamId>> direct_;   // named, recurse=False
+  std::vector<std::vector<ParamId>> subtree_;  // named, recurse=True
+  std::vector<std::vector<ParamId>> direct_with_external_;
+  std::vector<std::vector<ParamId>> subtree_with_external_;
   std::vector<ZeroParam> params_;
   std::vector<ParamId> by_ds_id_;
   std::vector<std::int64_t> granularity_;

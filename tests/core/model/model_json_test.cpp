@@ -17,6 +17,7 @@ ModuleTree Tree() {
   t.add_parameter(a, "bias", {3}, DType::kBFloat16, false);
   t.tie_parameter(b, "weight", w);
   t.set_cost(a, ModuleCost{480, 160, 96});
+  t.add_external_parameter(root, w);
   const auto rc = t.add_call(root, kNoCall, false);
   t.add_call(a, rc, true);
   t.add_call(b, rc, true);

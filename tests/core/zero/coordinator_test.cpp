@@ -317,5 +317,26 @@ TEST(Coordinator, ReleaseDecisionsAreCachedAcrossSteps) {
   EXPECT_TRUE(r.rec.has("gather demand m1 [m1.weight]"));
 }
 
+TEST(Coordinator, ExternalParametersStayUntilTheOptimizerStep) {
+  // A module returns its own parameter to its caller (DeepSpeed registers it on the caller as
+  // external): neither module releases it; release_and_reset_all does.
+  TreeBuilder t;
+  const ModuleId outer = t.add(0, "outer", "Block");
+  const ModuleId scale = t.add(outer, "scale", "Scale", {64});
+  t.tree().add_external_parameter(outer, 0);
+  const auto root = t.call(0, kNoCall, false);
+  const auto o = t.call(outer, root, true);
+  t.call(scale, o, true);
+  ZeroSettings s = Settings();
+  s.max_reuse_distance = 0;
+  Harness r(t.tree(), s);
+  r.loop.step();
+  const auto forward = Slice(r.rec.lines, "pre_fwd outer", 0, "post_fwd outer");
+  EXPECT_EQ(std::count(forward.begin(), forward.end(), "release outer.scale.weight"), 0);
+  EXPECT_EQ(std::count(r.rec.lines.begin(), r.rec.lines.end(), "release outer.scale.weight"), 1);
+  EXPECT_EQ(r.rec.lines.back(), "release outer.scale.weight");        // at the optimizer step
+  EXPECT_EQ(r.model.fetch_params(outer), (std::vector<ParamId>{0}));  // the caller fetches it too
+}
+
 }  // namespace
 }  // namespace zp::zero

@@ -57,3 +57,31 @@ TEST(Persistence, NamedParametersOrderCountsTiedWeightsOnce) {
 
 }  // namespace
 }  // namespace zp::zero
+
+namespace zp::zero {
+namespace {
+
+TEST(GatherBuffers, SizedAsDeepSpeedCoalescesThem) {
+  testing::TreeBuilder b;
+  b.add(0, "a", "Linear", {10});
+  b.add(0, "c", "Linear", {7});
+  const ModuleId h = b.add(0, "h", "Linear");
+  b.tree().add_parameter(h, "weight", {5}, DType::kBFloat16);
+  const ModuleTree& t = b.tree();
+  // One parameter: its padded size.
+  EXPECT_EQ(gather_buffers(t, {0}, 4, false).at(0).numel, 12);
+  // Several: per dtype, partitions times the group: (3 + 2) * 4 fp32, then 2 * 4 bf16.
+  const auto buffers = gather_buffers(t, {0, 1, 2}, 4, false);
+  ASSERT_EQ(buffers.size(), 2u);
+  EXPECT_EQ(buffers[0].dtype, DType::kFloat32);
+  EXPECT_EQ(buffers[0].numel, 20);
+  EXPECT_EQ(buffers[1].dtype, DType::kBFloat16);
+  EXPECT_EQ(buffers[1].bytes(), 16);
+  // With all-reduce fetching: one buffer of the padded sizes.
+  EXPECT_EQ(gather_buffers(t, {0, 1}, 4, true).at(0).numel, 12 + 8);
+  // A group of one rank gathers nothing.
+  EXPECT_TRUE(gather_buffers(t, {0, 1}, 1, false).empty());
+}
+
+}  // namespace
+}  // namespace zp::zero
