@@ -7,6 +7,7 @@
 #include "core/model/summary.h"
 #include "core/util/units.h"
 #include "core/zero/partition.h"
+#include "core/zero/zero_model.h"
 
 namespace zp::cli {
 namespace {
@@ -40,6 +41,9 @@ struct Report {
   const RunSpec& run;
   ModelSummary model;
   zero::PartitionSummary zero3;
+  std::vector<std::string> leaves;   // z3 leaf modules, by qualified name
+  std::int64_t hooked_modules = 0;   // modules with ZeRO hooks
+  std::vector<Warning> warnings;     // the run's and the ZeRO model's
 };
 
 Json provenance_json(const Provenance& settings) {
@@ -110,7 +114,10 @@ Json report_json(const Report& r) {
                     {"padded_numel", r.zero3.padded_numel},
                     {"partition_numel_per_rank", r.zero3.partition_numel},
                     {"persistent_parameters", r.zero3.persistent_parameters},
-                    {"persistent_numel", r.zero3.persistent_numel}};
+                    {"persistent_numel", r.zero3.persistent_numel},
+                    {"deepspeed_version", zero::to_string(run.deepspeed_version)},
+                    {"hooked_modules", r.hooked_modules},
+                    {"leaf_modules", r.leaves}};
   }
   return out;
 }
@@ -201,6 +208,14 @@ void print_report(std::ostream& out, const Report& r) {
                 ? std::string("unlimited")
                 : units::format_count(z.model_persistence_threshold))
         << "\n";
+    out << "  hooks         " << r.hooked_modules << " of " << r.model.modules << " modules, DeepSpeed "
+        << zero::to_string(run.deepspeed_version) << " behaviour\n";
+    if (!r.leaves.empty()) {
+      std::string list;
+      for (size_t i = 0; i < r.leaves.size() && i < 4; ++i) list += (i ? ", " : "") + r.leaves[i];
+      if (r.leaves.size() > 4) list += ", ... (" + std::to_string(r.leaves.size()) + " in all)";
+      out << "  z3 leaves     " << list << "\n";
+    }
   } else {
     out << "\nZeRO stage " << z.stage << ": parameters are not partitioned"
         << (z.stage > 0 ? " (optimizer states" + std::string(z.stage == 2 ? " and gradients" : "") +
@@ -223,13 +238,21 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_flag("--json", *json, "Print one JSON object (for scripts) instead of text.");
   cmd->callback([path, json] {
     const RunSpec run = load_run_spec(*path);
-    Report report{run, summarize_model(run.tree), {}};
+    Report report{run, summarize_model(run.tree), {}, {}, 0, run.warnings};
     report.zero3 = zero::summarize_partitioning(run.tree, run.parallel.data,
                                                 run.deepspeed.zero.param_persistence_threshold,
                                                 run.deepspeed.zero.model_persistence_threshold);
+    if (run.deepspeed.zero.stage == 3) {
+      const zero::ZeroModel zero_model(run.tree, run.zero_settings());
+      for (ModuleId m : zero_model.leaves()) report.leaves.push_back(run.tree.qualified_name(m));
+      for (size_t m = 0; m < run.tree.modules().size(); ++m) {
+        if (zero_model.is_hooked(static_cast<ModuleId>(m))) ++report.hooked_modules;
+      }
+      report.warnings.insert(report.warnings.end(), zero_model.warnings().begin(),
+                             zero_model.warnings().end());
+    }
     if (*json) {
-      for (const Warning& w : run.warnings)
-        std::cerr << "zeroplan: warning: " << w.str() << "\n";
+      for (const Warning& w : report.warnings) std::cerr << "zeroplan: warning: " << w.str() << "\n";
       std::cout << report_json(report).dump(2) << "\n";
     } else {
       print_report(std::cout, report);

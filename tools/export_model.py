@@ -268,11 +268,14 @@ class Recorder:
     """The forward call stack, shared by the module hooks, the saved-tensor hooks and the
     dispatch mode: whatever happens is charged to the innermost module call running."""
 
-    def __init__(self, torch, model_state_storages):
+    def __init__(self, torch, model_state_storages, parameter_ids=frozenset()):
         self.torch = torch
         self.calls = []
         self.stack = []
         self.model_state_storages = model_state_storages
+        self.parameter_ids = parameter_ids
+        # Module index -> ids of parameters registered on it as external (see end_call).
+        self.external = {}
         # Saved tensors stay referenced until the export ends: a freed activation's address could
         # otherwise be reused by a later one and be mistaken for it.
         self.keep_alive = []
@@ -304,6 +307,23 @@ class Recorder:
             if key not in seen:
                 seen.add(key)
                 call.output_bytes += tensor_bytes(t)
+        self.register_external(module_index, output)
+
+    def register_external(self, module_index, output):
+        """A module that returns one of the model's parameters hands it to its caller: DeepSpeed's
+        post-forward hook registers it on the innermost running module as an external parameter
+        (unless a running module already has it), and drops it from the returning module."""
+        for item in top_level_items(output, self.torch):
+            key = id(item)
+            if key not in self.parameter_ids:
+                continue
+            # The root stays on DeepSpeed's module stack for the whole forward.
+            running = [self.calls[i].module for i in self.stack] + [0]
+            if not any(key in self.external.get(m, []) for m in running):
+                caller = self.calls[self.stack[-1]].module if self.stack else 0
+                self.external.setdefault(caller, []).append(key)
+            if key in self.external.get(module_index, []):
+                self.external[module_index].remove(key)
 
     def pack(self, t):
         """saved_tensors_hooks pack hook: charges the tensor, and hands it to autograd as is."""
@@ -338,6 +358,19 @@ class Recorder:
             floats = [t.numel() for t in walk_tensors((args, kwargs, out_tensors), torch)
                       if t.is_floating_point()]
             call.flops += max(floats, default=0)
+
+
+def top_level_items(output, torch):
+    """The tensors DeepSpeed's post-forward hook looks at: the output itself, the items of a tuple
+    or list, or the tensor values of a dict or object (not nested deeper)."""
+    if output is None:
+        return []
+    if isinstance(output, (list, tuple)):
+        return list(output)
+    if isinstance(output, torch.Tensor):
+        return [output]
+    values = output if isinstance(output, dict) else getattr(output, "__dict__", {})
+    return [v for k, v in values.items() if not str(k).startswith("__") and isinstance(v, torch.Tensor)]
 
 
 def unpack_saved(t):
@@ -404,14 +437,15 @@ def cast_inputs(value, torch, dtype, device):
 
 
 def measure(torch, model, inputs, modules, hint=""):
-    """Runs one forward pass and returns the call records; `hint` is appended to a failure."""
+    """Runs one forward pass and returns the call records and the external parameters (module index
+    -> parameter ids); `hint` is appended to a failure."""
     storages = set()
     for tensor in list(model.parameters()) + list(model.buffers()):
         try:
             storages.add(storage_ptr(tensor))
         except (RuntimeError, NotImplementedError):
             pass
-    recorder = Recorder(torch, storages)
+    recorder = Recorder(torch, storages, frozenset(id(p) for p in model.parameters()))
     handles = install_hooks(torch, modules, recorder)
     if isinstance(inputs, dict):
         args, kwargs = (), inputs
@@ -431,7 +465,7 @@ def measure(torch, model, inputs, modules, hint=""):
         for h in handles:
             h.remove()
     del output
-    return recorder.calls
+    return recorder.calls, recorder.external
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,7 +480,7 @@ def dtype_name(dtype, what):
     return name
 
 
-def describe(model, name, batch, seq, dtype_flag, calls, modules):
+def describe(model, name, batch, seq, dtype_flag, calls, modules, external=None):
     index_of_module = {}
     for i, (qualname, module) in enumerate(modules):
         index_of_module.setdefault(id(module), i)
@@ -482,7 +516,7 @@ def describe(model, name, batch, seq, dtype_flag, calls, modules):
         slots = [{"attr": attr, "param": param_index[id(p)]}
                  for attr, p in module._parameters.items() if p is not None]
         call = first_call.get(i)
-        out_modules.append({
+        entry = {
             "name": qualname.rsplit(".", 1)[-1] if qualname else "",
             "type": type(module).__name__,
             "children": children,
@@ -490,7 +524,11 @@ def describe(model, name, batch, seq, dtype_flag, calls, modules):
             "forward_flops": call.flops if call else 0,
             "activation_bytes": call.activation_bytes if call else 0,
             "output_bytes": call.output_bytes if call else 0,
-        })
+        }
+        ext = (external or {}).get(i)
+        if ext:
+            entry["external_params"] = [param_index[k] for k in ext]
+        out_modules.append(entry)
 
     return {
         "format": FORMAT,
@@ -631,11 +669,11 @@ def export(args):
     # Older torch builds lack many fp16 kernels on the CPU.
     hint = " (fp16 on the CPU needs kernels this torch may lack; try --device cuda or --dtype bf16)" \
         if args.dtype == "fp16" and device.type == "cpu" else ""
-    calls = measure(torch, model, inputs, modules, hint)
+    calls, external = measure(torch, model, inputs, modules, hint)
     if not calls:
         raise ExportError("the forward pass called no module (is forward() bypassing __call__?)")
     doc = describe(model, args.name if args.name is not None else default_name,
-                   args.batch, args.seq, args.dtype, calls, modules)
+                   args.batch, args.seq, args.dtype, calls, modules, external)
     try:
         write_atomically(args.out, render(doc))
     except OSError as exc:

@@ -800,6 +800,23 @@ DeepSpeedConfig parse_deepspeed_config(const Node& root, const DeepSpeedContext&
   read_precision(root, context, out);
   read_batch(root, context, out);
 
+  if (root.value().contains("data_types")) {
+    ObjectReader types(root.child("data_types"), "data_types");
+    if (auto n = types.get("grad_accum_dtype"); n && !n->value().is_null()) {
+      const std::string name = read_string(*n);
+      auto dtype = parse_dtype(name);
+      if (!dtype || !is_floating(*dtype) || *dtype == DType::kFloat64) {
+        n->fail(ErrorKind::kValue, "\"" + name + "\" is not a gradient accumulation dtype: use fp32, fp16 or bf16");
+      }
+      out.grad_accum_dtype = dtype;
+    }
+    types.warn_unknown(out.warnings, "DeepSpeed ignores it");
+  }
+  out.provenance.push_back({"data_types.grad_accum_dtype",
+                            out.grad_accum_dtype ? Json(std::string(to_string(*out.grad_accum_dtype))) : Json(nullptr),
+                            out.grad_accum_dtype ? Origin::kUser : Origin::kDefault,
+                            out.grad_accum_dtype ? "" : "the model's dtype (with ZeRO)"});
+
   if (root.value().contains("optimizer")) {
     const Node opt = root.child("optimizer");
     if (opt.value().is_object() && opt.value().contains("type")) {

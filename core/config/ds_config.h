@@ -146,6 +146,7 @@ struct DeepSpeedConfig {
   bool amp_enabled = false;
   BatchConfig batch;
   std::optional<std::string> optimizer_type;
+  std::optional<DType> grad_accum_dtype;  // data_types.grad_accum_dtype
   Provenance provenance;
   std::vector<Warning> warnings;
 

@@ -4,6 +4,7 @@
 #include "core/model/model_json.h"
 #include "core/model/presets.h"
 #include "core/util/suggest.h"
+#include "core/zero/zero_model.h"
 
 namespace zp {
 namespace {
@@ -165,7 +166,8 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   ObjectReader top(root, "the run spec");
   // Unknown keys first: a misspelt required key is better reported as the typo it is.
   for (const char* key :
-       {"name", "description", "model", "cluster", "training", "parallel", "deepspeed"}) {
+       {"name", "description", "model", "cluster", "training", "parallel", "deepspeed", "z3_leaf_modules",
+        "deepspeed_version"}) {
     top.accept(key);
   }
   top.reject_unknown();
@@ -177,6 +179,19 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   const TrainingInput training = read_training(top.get("training"));
   run.parallel = read_parallel(top.get("parallel"), run.cluster, root, run.provenance);
   const Node ds = top.require("deepspeed");
+  std::optional<Node> leaf_node = top.get("z3_leaf_modules");
+  if (auto n = top.get("deepspeed_version")) {
+    // YAML reads 0.14 as a number; its text is what the user meant.
+    const std::string text = n->value().is_string() ? n->value().get<std::string>() : n->value().dump();
+    auto version = zero::parse_deepspeed_version(text);
+    if (!version) {
+      n->fail(ErrorKind::kValue, "\"" + text + "\" is not a DeepSpeed version zeroplan reproduces: use 0.16 (current) or 0.14");
+    }
+    run.deepspeed_version = *version;
+  }
+  run.provenance.push_back({"deepspeed_version", std::string(zero::to_string(run.deepspeed_version)),
+                            top.has("deepspeed_version") ? Origin::kUser : Origin::kDefault,
+                            run.deepspeed_version == zero::DeepSpeedVersion::kCurrent ? "current behaviour" : ""});
 
   if (run.parallel.tensor > run.cluster.gpus_per_node) {
     run.warnings.push_back(
@@ -237,6 +252,31 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
         *run.model.config,
         BatchShape{run.training.micro_batch, run.training.sequence_length, run.training.dtype});
   }
+  if (leaf_node) {
+    if (!leaf_node->value().is_array()) {
+      leaf_node->fail(ErrorKind::kType, "expected a list of module class names, got " + leaf_node->type_name() + " " +
+                                            leaf_node->repr());
+    }
+    std::vector<std::string> types;
+    for (const Module& m : run.tree.modules()) {
+      if (std::find(types.begin(), types.end(), m.type) == types.end()) types.push_back(m.type);
+    }
+    for (size_t i = 0; i < leaf_node->value().size(); ++i) {
+      const Node item = leaf_node->element(i);
+      const std::string cls = read_string(item);
+      if (std::find(types.begin(), types.end(), cls) == types.end()) {
+        // DeepSpeed raises only when no class matches; a class that matches nothing is still
+        // most likely a typo.
+        run.warnings.push_back(item.warning("no module of class '" + cls + "' in the model" + did_you_mean(cls, types)));
+      }
+      run.z3_leaf_modules.push_back(cls);
+    }
+    if (!run.z3_leaf_modules.empty() && zero::modules_of_classes(run.tree, run.z3_leaf_modules).empty()) {
+      leaf_node->fail(ErrorKind::kValue, "none of these classes is in the model, and DeepSpeed's set_z3_leaf_modules "
+                                         "raises then");
+    }
+  }
+  run.provenance.push_back({"z3_leaf_modules", run.z3_leaf_modules, leaf_node ? Origin::kUser : Origin::kDefault, ""});
   run.provenance.push_back({"training.sequence_length", run.training.sequence_length,
                             training.sequence_length ? Origin::kUser : Origin::kDefault,
                             training.sequence_length ? "" : "the model file's"});
@@ -248,6 +288,13 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
                             training.dtype ? Origin::kUser : Origin::kInferred,
                             training.dtype ? "" : "from the DeepSpeed config's bf16/fp16"});
   return run;
+}
+
+zero::ZeroSettings RunSpec::zero_settings() const {
+  zero::ZeroSettings s = zero::ZeroSettings::from(deepspeed, parallel.data);
+  s.leaf_module_classes = z3_leaf_modules;
+  s.version = deepspeed_version;
+  return s;
 }
 
 RunSpec load_run_spec(const std::filesystem::path& path) {

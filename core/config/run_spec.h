@@ -13,6 +13,7 @@
 #include "core/config/ds_config.h"
 #include "core/model/model_config.h"
 #include "core/model/module_tree.h"
+#include "core/zero/settings.h"
 
 namespace zp {
 
@@ -47,8 +48,15 @@ struct RunSpec {
   ParallelDegrees parallel;
   DeepSpeedConfig deepspeed;
   std::filesystem::path deepspeed_file;  // empty when written inline
+  // What the training script sets outside the DeepSpeed config: the classes given to
+  // deepspeed.utils.set_z3_leaf_modules, and the DeepSpeed version whose behaviour to reproduce.
+  std::vector<std::string> z3_leaf_modules;
+  zero::DeepSpeedVersion deepspeed_version = zero::DeepSpeedVersion::kCurrent;
   Provenance provenance;                 // run-spec settings: training, parallel, cluster
   std::vector<Warning> warnings;         // the run spec's and the DeepSpeed config's
+
+  // The ZeRO-3 settings of this run: the DeepSpeed config's, over the data-parallel group.
+  zero::ZeroSettings zero_settings() const;
 };
 
 RunSpec load_run_spec(const std::filesystem::path& path);

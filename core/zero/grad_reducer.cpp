@@ -7,8 +7,18 @@ namespace zp::zero {
 GradientReducer::GradientReducer(const ZeroModel& model, GradientReducerBackend& backend)
     : model_(model), backend_(backend) {}
 
-std::int64_t GradientReducer::buffer_numel() const {
-  return model_.settings().contiguous_gradients ? model_.settings().reduce_bucket_size : 0;
+GradientBuffers gradient_buffers(const ZeroModel& model) {
+  const ZeroSettings& z = model.settings();
+  GradientBuffers b;
+  b.bucket_numel = z.contiguous_gradients ? z.reduce_bucket_size : 0;
+  b.bucket_dtype = z.compute_dtype;
+  for (ParamId p : model.params_by_ds_id()) {
+    if (model.param(p).requires_grad) b.partition_numel += model.param(p).shape.partition_numel;
+  }
+  b.partition_dtype = z.grad_accum_dtype;
+  b.partitions_on_host = z.offload_optimizer != OffloadDevice::kNone;
+  b.partitions_pinned = b.partitions_on_host && z.offload_optimizer_pin_memory;
+  return b;
 }
 
 void GradientReducer::grad_ready(ParamId param) {

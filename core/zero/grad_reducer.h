@@ -28,6 +28,22 @@ struct GradBucket {
   std::int64_t contiguous_numel = 0;
 };
 
+// The two buffers stage 3 allocates once for gradients: the contiguous bucket (reduce_bucket_size
+// elements of the model's dtype on the GPU, with contiguous_gradients) and the flat buffer of
+// every trainable parameter's gradient partition (in the gradient accumulation dtype, on the GPU,
+// or in host memory, pinned if asked, when the optimizer is offloaded).
+struct GradientBuffers {
+  std::int64_t bucket_numel = 0;
+  DType bucket_dtype = DType::kFloat32;
+  std::int64_t partition_numel = 0;
+  DType partition_dtype = DType::kFloat32;
+  bool partitions_on_host = false;
+  bool partitions_pinned = false;
+  std::int64_t bucket_bytes() const { return bucket_numel * dtype_size(bucket_dtype); }
+  std::int64_t partition_bytes() const { return partition_numel * dtype_size(partition_dtype); }
+};
+GradientBuffers gradient_buffers(const ZeroModel& model);
+
 class GradientReducerBackend {
  public:
   virtual ~GradientReducerBackend() = default;
@@ -43,9 +59,6 @@ class GradientReducer {
   void epilogue();
 
   std::int64_t bucket_numel() const { return numel_; }
-  // Elements of the persistent contiguous bucket buffer (reduce_bucket_size when contiguous
-  // gradients are on).
-  std::int64_t buffer_numel() const;
 
  private:
   void flush();

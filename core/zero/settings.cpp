@@ -19,7 +19,8 @@ std::optional<DeepSpeedVersion> parse_deepspeed_version(std::string_view text) {
   return std::nullopt;
 }
 
-ZeroSettings ZeroSettings::from(const ZeroConfig& zero, std::int64_t data_parallel_size) {
+ZeroSettings ZeroSettings::from(const DeepSpeedConfig& config, std::int64_t data_parallel_size) {
+  const ZeroConfig& zero = config.zero;
   ZeroSettings s;
   s.data_parallel_size = data_parallel_size;
   s.prefetch_bucket_size = zero.prefetch_bucket_size;
@@ -33,6 +34,14 @@ ZeroSettings ZeroSettings::from(const ZeroConfig& zero, std::int64_t data_parall
   s.contiguous_gradients = zero.contiguous_gradients;
   s.overlap_comm = zero.overlap_comm;
   s.log_trace_cache_warnings = zero.log_trace_cache_warnings;
+  s.use_all_reduce_for_fetch_params = zero.use_all_reduce_for_fetch_params;
+  s.compute_dtype = config.compute_dtype();
+  // DeepSpeed's engine: with ZeRO, gradients accumulate in the model's dtype unless data_types says.
+  s.grad_accum_dtype = config.grad_accum_dtype.value_or(s.compute_dtype);
+  if (zero.offload_optimizer) {
+    s.offload_optimizer = zero.offload_optimizer->device;
+    s.offload_optimizer_pin_memory = zero.offload_optimizer->pin_memory;
+  }
   return s;
 }
 

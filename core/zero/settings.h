@@ -37,11 +37,22 @@ struct ZeroSettings {
   bool contiguous_gradients = true;
   bool overlap_comm = true;
   bool log_trace_cache_warnings = false;
+  bool use_all_reduce_for_fetch_params = false;
+  DType compute_dtype = DType::kFloat32;
+  DType grad_accum_dtype = DType::kFloat32;  // data_types.grad_accum_dtype, or the compute dtype
+  OffloadDevice offload_optimizer = OffloadDevice::kNone;
+  bool offload_optimizer_pin_memory = false;
   // Classes given to deepspeed.utils.set_z3_leaf_modules (by class name).
   std::vector<std::string> leaf_module_classes;
   DeepSpeedVersion version = DeepSpeedVersion::kCurrent;
 
-  static ZeroSettings from(const ZeroConfig& zero, std::int64_t data_parallel_size);
+  // stage3_module_granularity_threshold > 0 in v0.16 also turns on fast sharding for leaf modules:
+  // their gathered buffers are dropped without waiting on the release.
+  bool fast_sharding_for_leaf_modules() const {
+    return version == DeepSpeedVersion::kCurrent && module_granularity_threshold > 0;
+  }
+
+  static ZeroSettings from(const DeepSpeedConfig& config, std::int64_t data_parallel_size);
 };
 
 }  // namespace zp::zero

@@ -337,6 +337,23 @@ TEST(ExportModelTest, Bf16CastsParametersAndHalvesFloatingPointBytes) {
   EXPECT_EQ(cost(tree, "block.fc").forward_flops, 2 * 8 * 8 * 16 + 8 * 16);
 }
 
+TEST(ExportModelTest, AReturnedParameterIsExternalToTheCaller) {
+  ASSERT_TRUE(torch_problem().empty()) << torch_problem();
+  ScratchDir dir;
+  const fs::path out = dir.path() / "external.json";
+  const CommandResult r =
+      run_command(export_command(source_dir() / "tests" / "tools" / "external_param_model.py", out,
+                                 "--batch 1 --seq 2"),
+                  dir.path() / "err");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const ModuleTree tree = load_model_file(out);
+  // gain.weight (parameter 2, after proj.weight and proj.bias) comes back from gain() to the root.
+  EXPECT_EQ(tree.parameter(2).name, "gain.weight");
+  EXPECT_EQ(tree.module(0).external_params, (std::vector<ParamId>{2}));
+  EXPECT_TRUE(tree.module(find_module(tree, "gain")).external_params.empty());
+  EXPECT_TRUE(tree.module(find_module(tree, "proj")).external_params.empty());
+}
+
 TEST(ExportModelCliTest, MissingModelFileIsOneLineErrorWithStatus2) {
   ScratchDir dir;
   const fs::path missing = dir.path() / "no_such_model.py";

@@ -233,5 +233,21 @@ TEST(RunSpec, RequiredSections) {
   }
 }
 
+TEST(RunSpec, LeafModulesAndDeepSpeedVersion) {
+  const RunSpec run = Parse(std::string(kBase) + "z3_leaf_modules: [GPT2Block, GPT2Blok]\ndeepspeed_version: 0.14\n");
+  EXPECT_EQ(run.z3_leaf_modules, (std::vector<std::string>{"GPT2Block", "GPT2Blok"}));
+  EXPECT_EQ(run.deepspeed_version, zero::DeepSpeedVersion::kV0_14);
+  EXPECT_EQ(run.zero_settings().leaf_module_classes.size(), 2u);
+  ASSERT_EQ(run.warnings.size(), 1u);  // one class matches nothing: most likely a typo
+  EXPECT_NE(run.warnings[0].str().find("did you mean 'GPT2Block'"), std::string::npos) << run.warnings[0].str();
+  EXPECT_EQ(Parse(kBase).deepspeed_version, zero::DeepSpeedVersion::kCurrent);
+  // None matching is DeepSpeed's error.
+  const UserError none = ErrorOf(std::string(kBase) + "z3_leaf_modules: [Nothing]\n");
+  EXPECT_EQ(none.kind(), ErrorKind::kValue);
+  EXPECT_EQ(none.where().key_path, "z3_leaf_modules");
+  EXPECT_EQ(ErrorOf(std::string(kBase) + "z3_leaf_modules: GPT2Block\n").kind(), ErrorKind::kType);
+  EXPECT_EQ(ErrorOf(std::string(kBase) + "deepspeed_version: 0.12\n").kind(), ErrorKind::kValue);
+}
+
 }  // namespace
 }  // namespace zp

@@ -150,7 +150,7 @@ ZeroSettings SettingsFor(const fs::path& dir, const Json& meta) {
     context.micro_batch = meta.value("batch", 1);
   }
   const DeepSpeedConfig ds = parse_deepspeed_config(Node(clean), context);
-  ZeroSettings s = ZeroSettings::from(ds.zero, context.data_parallel_size);
+  ZeroSettings s = ZeroSettings::from(ds, context.data_parallel_size);
   s.version = DeepSpeedVersion::kV0_14;
   for (const Json& m : meta.value("z3_leaf_modules", Json::array())) {
     (void)m;  // the leaves by name are below; classes come from the driver options

@@ -77,3 +77,53 @@ TEST(GradientReducer, ContiguousAllReduceKeepsArrivalOrder) {
 
 }  // namespace
 }  // namespace zp::zero
+
+namespace zp::zero {
+namespace {
+
+TEST(GradientBuffers, SizeDtypeAndPlaceFollowTheConfig) {
+  testing::TreeBuilder b;
+  b.add(0, "a", "Linear", {10});
+  b.add(0, "f", "Embedding", {6}, /*requires_grad=*/false);
+  b.add(0, "c", "Linear", {7});
+  ZeroSettings s = testing::Settings(4);
+  s.reduce_bucket_size = 1000;
+  s.compute_dtype = DType::kBFloat16;
+  s.grad_accum_dtype = DType::kBFloat16;
+  const ZeroModel model(b.tree(), s);
+  GradientBuffers g = gradient_buffers(model);
+  EXPECT_EQ(g.bucket_numel, 1000);
+  EXPECT_EQ(g.bucket_bytes(), 2000);
+  EXPECT_EQ(g.partition_numel, 3 + 2);  // trainable parameters only, padded partitions
+  EXPECT_FALSE(g.partitions_on_host);
+  s.contiguous_gradients = false;
+  s.offload_optimizer = OffloadDevice::kCpu;
+  s.offload_optimizer_pin_memory = true;
+  s.grad_accum_dtype = DType::kFloat32;
+  g = gradient_buffers(ZeroModel(b.tree(), s));
+  EXPECT_EQ(g.bucket_numel, 0);
+  EXPECT_TRUE(g.partitions_on_host);
+  EXPECT_TRUE(g.partitions_pinned);
+  EXPECT_EQ(g.partition_bytes(), 5 * 4);
+}
+
+TEST(GradientBuffers, SettingsFromTheDeepSpeedConfig) {
+  const Document d = Document::from_json(
+      R"({"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": true},
+          "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu", "pin_memory": true}}})",
+      "ds.json");
+  const ZeroSettings s = ZeroSettings::from(parse_deepspeed_config(Node(d), DeepSpeedContext{}), 8);
+  EXPECT_EQ(s.compute_dtype, DType::kBFloat16);
+  EXPECT_EQ(s.grad_accum_dtype, DType::kBFloat16);  // ZeRO accumulates in the model's dtype
+  EXPECT_EQ(s.offload_optimizer, OffloadDevice::kCpu);
+  const Document e = Document::from_json(
+      R"({"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": true}, "data_types": {"grad_accum_dtype": "fp32"}})",
+      "ds.json");
+  EXPECT_EQ(ZeroSettings::from(parse_deepspeed_config(Node(e), DeepSpeedContext{}), 8).grad_accum_dtype, DType::kFloat32);
+  const Document bad = Document::from_json(
+      R"({"train_micro_batch_size_per_gpu": 1, "data_types": {"grad_accum_dtype": "int8"}})", "ds.json");
+  EXPECT_THROW(parse_deepspeed_config(Node(bad), DeepSpeedContext{}), UserError);
+}
+
+}  // namespace
+}  // namespace zp::zero
