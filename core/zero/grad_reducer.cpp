@@ -47,10 +47,13 @@ void GradientReducer::flush() {
   b.params = std::move(bucket_);
   if (z.contiguous_gradients && numel_ <= z.reduce_bucket_size && !z.reduce_scatter) {
     b.path = ReducePath::kContiguousAllReduce;
+    b.reduced_numel = numel_;
   } else {
     b.path = ReducePath::kReduceScatter;
     std::sort(b.params.begin(), b.params.end(),
               [&](ParamId x, ParamId y) { return model_.param(x).ds_id < model_.param(y).ds_id; });
+    for (ParamId p : b.params)
+      b.reduced_numel += model_.param(p).shape.padded_numel;
   }
   bucket_.clear();
   numel_ = 0;

@@ -23,6 +23,9 @@ struct GradBucket {
   std::int64_t index = 0;  // within the step
   std::vector<ParamId> params;
   std::int64_t numel = 0;
+  // What the collective moves per rank's input: reduce-scatter pads each gradient to a multiple of
+  // the group (each rank receives its partition); the all-reduce reduces the bucket as it is.
+  std::int64_t reduced_numel = 0;
   ReducePath path = ReducePath::kReduceScatter;
   // Gradients that were copied into the persistent contiguous buffer (those that fit).
   std::int64_t contiguous_numel = 0;

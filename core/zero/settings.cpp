@@ -36,7 +36,8 @@ ZeroSettings ZeroSettings::from(const DeepSpeedConfig& config, std::int64_t data
   s.log_trace_cache_warnings = zero.log_trace_cache_warnings;
   s.use_all_reduce_for_fetch_params = zero.use_all_reduce_for_fetch_params;
   s.compute_dtype = config.compute_dtype();
-  // DeepSpeed's engine: with ZeRO, gradients accumulate in the model's dtype unless data_types says.
+  // DeepSpeed's engine: with ZeRO, gradients accumulate in the model's dtype unless data_types
+  // says.
   s.grad_accum_dtype = config.grad_accum_dtype.value_or(s.compute_dtype);
   if (zero.offload_optimizer) {
     s.offload_optimizer = zero.offload_optimizer->device;

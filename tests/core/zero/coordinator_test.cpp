@@ -338,5 +338,31 @@ TEST(Coordinator, ExternalParametersStayUntilTheOptimizerStep) {
   EXPECT_EQ(r.model.fetch_params(outer), (std::vector<ParamId>{0}));  // the caller fetches it too
 }
 
+TEST(Coordinator, GathersListParametersById) {
+  // b registers its own weight first and then a's (a tied weight with a smaller id): the demand
+  // gather still lists them by id, as every rank must coalesce them in the same order.
+  TreeBuilder t;
+  const ModuleId a = t.add(0, "a", "Linear", {30});
+  const ModuleId b = t.add(0, "b", "Linear", {20});
+  t.tree().tie_parameter(b, "tied", 0);
+  const auto root = t.call(0, kNoCall, false);
+  t.call(b, root, false);
+  t.call(a, root, true);
+  Harness r(t.tree(), Settings(3));
+  r.loop.step();
+  EXPECT_EQ(r.model.fetch_params(b), (std::vector<ParamId>{1, 0}));
+  EXPECT_TRUE(r.rec.has("gather demand b [a.weight b.weight]"));
+}
+
+TEST(Coordinator, FastShardingOnlyWithAGranularityThresholdInV016) {
+  ZeroSettings s = Settings();
+  s.module_granularity_threshold = 10;
+  EXPECT_FALSE(s.fast_sharding_for_leaf_modules());  // v0.14 had neither
+  s.version = DeepSpeedVersion::kCurrent;
+  EXPECT_TRUE(s.fast_sharding_for_leaf_modules());
+  s.module_granularity_threshold = 0;
+  EXPECT_FALSE(s.fast_sharding_for_leaf_modules());
+}
+
 }  // namespace
 }  // namespace zp::zero

@@ -67,6 +67,7 @@ TEST(GradientReducer, ContiguousAllReduceKeepsArrivalOrder) {
     r.reducer.grad_ready(p);
   r.reducer.epilogue();
   EXPECT_EQ(r.rec.lines, (std::vector<std::string>{"reduce ar [m2.weight m0.weight m1.weight]"}));
+  EXPECT_EQ(r.rec.buckets[0].reduced_numel, 60);
   s.contiguous_gradients = false;  // without the contiguous buffer, reduce-scatter, sorted
   Reduce q({10, 20, 30}, s);
   for (ParamId p : {2, 0, 1})
@@ -119,9 +120,12 @@ TEST(GradientBuffers, SettingsFromTheDeepSpeedConfig) {
   const Document e = Document::from_json(
       R"({"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": true}, "data_types": {"grad_accum_dtype": "fp32"}})",
       "ds.json");
-  EXPECT_EQ(ZeroSettings::from(parse_deepspeed_config(Node(e), DeepSpeedContext{}), 8).grad_accum_dtype, DType::kFloat32);
+  EXPECT_EQ(
+      ZeroSettings::from(parse_deepspeed_config(Node(e), DeepSpeedContext{}), 8).grad_accum_dtype,
+      DType::kFloat32);
   const Document bad = Document::from_json(
-      R"({"train_micro_batch_size_per_gpu": 1, "data_types": {"grad_accum_dtype": "int8"}})", "ds.json");
+      R"({"train_micro_batch_size_per_gpu": 1, "data_types": {"grad_accum_dtype": "int8"}})",
+      "ds.json");
   EXPECT_THROW(parse_deepspeed_config(Node(bad), DeepSpeedContext{}), UserError);
 }
 
