@@ -6,6 +6,7 @@
 
 #include "core/config/run_spec.h"
 #include "core/model/presets.h"
+#include "core/zero/training_step.h"
 
 namespace {
 
@@ -29,6 +30,35 @@ void BM_LoadRunSpec(benchmark::State& state, const char* example) {
 }
 BENCHMARK_CAPTURE(BM_LoadRunSpec, gpt2_zero3, "gpt2-zero3.yaml");
 BENCHMARK_CAPTURE(BM_LoadRunSpec, llama2_70b, "llama2-70b-h100.yaml");
+
+// A backend that carries nothing out: the cost of the decisions alone.
+class NullBackend : public zp::zero::CoordinatorBackend, public zp::zero::GradientReducerBackend {
+ public:
+  void start_gather(const zp::zero::GatherRequest&) override {}
+  void wait_gather(zp::zero::GatherHandle) override {}
+  void release(zp::ParamId, zp::zero::ReleaseReason) override {}
+  void reduce(const zp::zero::GradBucket&) override {}
+};
+
+// One ZeRO-3 training step's decisions (in COMPLETE mode, after the recording step), with
+// DeepSpeed's default thresholds over 64 data-parallel ranks.
+void BM_Zero3Step(benchmark::State& state, const char* preset) {
+  const zp::ModuleTree tree =
+      zp::build_model(*zp::find_preset(preset), zp::BatchShape{1, 1024, zp::DType::kBFloat16});
+  zp::zero::ZeroSettings settings;
+  settings.data_parallel_size = 64;
+  const zp::zero::ZeroModel model(tree, settings);
+  NullBackend backend;
+  zp::zero::TrainingLoop loop(model, backend, backend);
+  loop.initialize();
+  loop.step();
+  for (auto _ : state)
+    loop.step();
+  state.counters["hooks"] =
+      static_cast<double>(loop.schedule().forward.size() + loop.schedule().backward.size());
+}
+BENCHMARK_CAPTURE(BM_Zero3Step, gpt2, "gpt2");
+BENCHMARK_CAPTURE(BM_Zero3Step, llama_2_70b, "llama-2-70b");
 
 }  // namespace
 
