@@ -14,9 +14,10 @@
 #
 # For each case: run_zero3.py --config ds_config.json --model-file model.py writes trace.jsonl;
 # ref_check.py compares it with plain-PyTorch data-parallel SGD (MATCH expected for every case);
-# tools/export_model.py exports export_adapter.py (model.py under the exporter's make_batch(batch, seq)
-# contract) to model.json; verify_case.py checks that model.json's parameters, modules, ZeRO module ids
-# and forward calls equal the trace's. Exits 1 if any step of any case failed.
+# tools/export_model.py exports the shared traces/deepspeed-v0.14.5/export_adapter.py with
+# GOLDEN_CASE=<case folder> (the case's model.py under the exporter's make_batch(batch, seq) contract)
+# to model.json; verify_case.py checks that model.json's parameters, modules, ZeRO module ids and
+# forward calls equal the trace's. Exits 1 if any step of any case failed.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -74,6 +75,8 @@ fi
 [[ -n "$python" ]] || die "no python3 with torch found (set PYTHON; on Debian 12: apt-get install python3-torch)"
 "$python" -c 'import torch' >/dev/null 2>&1 || die "$python cannot import torch"
 [[ -f "$exporter" ]] || die "missing $exporter"
+adapter="$traces/export_adapter.py"
+[[ -f "$adapter" ]] || die "missing $adapter"
 [[ -f "$traces/verify_case.py" ]] || die "missing $traces/verify_case.py"
 
 # --- cases -------------------------------------------------------------------------------------------
@@ -89,12 +92,14 @@ echo "oracle: $oracle"
 echo "DeepSpeed: $ds_src (version $ds_version)"
 echo "python: $python (torch $("$python" -c 'import torch; print(torch.__version__)'))"
 
+# The case model.py files import ../models/*.py: leave no __pycache__ in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 failed=()
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for c in "${cases[@]}"; do
   dir="$traces/$c"
-  for f in model.py ds_config.json export_adapter.py; do
+  for f in model.py ds_config.json; do
     [[ -f "$dir/$f" ]] || die "case $c: missing $dir/$f"
   done
   echo "== $c"
@@ -119,7 +124,7 @@ for c in "${cases[@]}"; do
   # where they were on the recording machine.
   "$python" "$traces/verify_case.py" --sanitize "$out/trace.jsonl" "$dir/trace.jsonl"
   chmod 644 "$dir/trace.jsonl"
-  if "$python" "$exporter" "$dir/export_adapter.py" --out "$dir/model.json" --batch "$batch" --seq "$seq" \
+  if GOLDEN_CASE="$dir" "$python" "$exporter" "$adapter" --out "$dir/model.json" --batch "$batch" --seq "$seq" \
       --name "$c"; then
     chmod 644 "$dir/model.json"
   else
