@@ -167,6 +167,8 @@ def main():
         sys.exit(__doc__)
     bad = 0
     for case in sys.argv[1:]:
+        if not os.path.exists(os.path.join(case, 'ds_config.json')):
+            continue  # not a case folder (models/, ...)
         try:
             problems = check_case(case)
         except (OSError, ValueError, KeyError, IndexError) as e:
