@@ -139,22 +139,25 @@ ModuleTree Reuse() {
   return t.tree();
 }
 
+// Whether Reuse()'s a is released after its first call, in the first COMPLETE step.
+bool ReleasedAfterFirstCall(const ZeroSettings& s) {
+  Harness r(Reuse(), s);
+  r.loop.step();
+  r.rec.clear();
+  r.loop.step();
+  const auto after_a = Slice(r.rec.lines, "pre_fwd a", 0, "post_fwd a");
+  return std::find(after_a.begin(), after_a.end(), "release a.weight") != after_a.end();
+}
+
 TEST(Coordinator, ReuseDistanceKeepsAndReleases) {
   for (std::int64_t distance : {150, 200, 250}) {
     ZeroSettings s = Settings();
     s.prefetch_bucket_size = 0;
     s.max_reuse_distance = distance;
-    Harness r(Reuse(), s);
-    r.loop.step();
-    r.rec.clear();
-    r.loop.step();
     // After a's first call the walk sees b (200 elements) before a's reuse: it stops once it has
     // walked max_reuse_distance elements (150 or exactly 200) and releases a; 250 reaches the reuse
     // and keeps it.
-    const auto after_a = Slice(r.rec.lines, "pre_fwd a", 0, "post_fwd a");
-    const bool released =
-        std::find(after_a.begin(), after_a.end(), "release a.weight") != after_a.end();
-    EXPECT_EQ(released, distance <= 200) << distance;
+    EXPECT_EQ(ReleasedAfterFirstCall(s), distance <= 200) << distance;
   }
 }
 
@@ -165,14 +168,7 @@ TEST(Coordinator, ParametersPrefetchedForALaterUseAreKept) {
     ZeroSettings s = Settings();
     s.max_reuse_distance = 0;
     s.prefetch_bucket_size = bucket;
-    Harness r(Reuse(), s);
-    r.loop.step();
-    r.rec.clear();
-    r.loop.step();
-    const auto after_a = Slice(r.rec.lines, "pre_fwd a", 0, "post_fwd a");
-    const bool released =
-        std::find(after_a.begin(), after_a.end(), "release a.weight") != after_a.end();
-    EXPECT_EQ(released, bucket == 10) << bucket;
+    EXPECT_EQ(ReleasedAfterFirstCall(s), bucket == 10) << bucket;
   }
 }
 
