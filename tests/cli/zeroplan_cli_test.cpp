@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -29,9 +30,11 @@ std::string Slurp(const std::filesystem::path& p) {
 }
 
 Result RunZeroplan(const std::string& args) {
+  // CTest runs each test as its own process, in parallel: the capture files are per process.
   const auto dir = std::filesystem::temp_directory_path();
-  const auto out = dir / "zeroplan_cli_test.out";
-  const auto err = dir / "zeroplan_cli_test.err";
+  const std::string stem = "zeroplan_cli_test." + std::to_string(::getpid());
+  const auto out = dir / (stem + ".out");
+  const auto err = dir / (stem + ".err");
   const std::string command = "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " +
                               args + " >'" + out.string() + "' 2>'" + err.string() + "'";
   const int raw = std::system(command.c_str());
@@ -39,6 +42,8 @@ Result RunZeroplan(const std::string& args) {
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   r.out = Slurp(out);
   r.err = Slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
   return r;
 }
 
