@@ -218,6 +218,31 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
   if (auto n = r.get("host_memory")) c.host_memory = with_units(*n, units::parse_bytes);
   if (auto n = r.get("pcie_bandwidth")) c.pcie_bandwidth = with_units(*n, units::parse_bandwidth);
   if (auto n = r.get("nvme_bandwidth")) c.nvme_bandwidth = with_units(*n, units::parse_bandwidth);
+  if (auto n = r.get("efficiency")) {
+    ObjectReader e(*n, "cluster.efficiency");
+    auto fraction = [&](const char* key, double& out) {
+      if (auto v = e.get(key)) {
+        out = read_double(*v, Coercion::kStrict);
+        if (!(out > 0 && out <= 1))
+          v->fail(ErrorKind::kValue, v->repr() + " is out of range: must be in (0, 1]");
+      }
+    };
+    fraction("compute", c.efficiency.compute);
+    fraction("hbm", c.efficiency.hbm);
+    fraction("network", c.efficiency.network);
+    e.reject_unknown();
+  }
+  if (auto n = r.get("kernel_launch")) {
+    c.kernel_launch_ns = with_units(*n, units::parse_duration_ns);
+    if (c.kernel_launch_ns < 0)
+      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
+  }
+  if (auto n = r.get("host_optimizer_rate")) {
+    c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
+    if (!(c.host_optimizer_rate > 0))
+      n->fail(ErrorKind::kValue,
+              n->repr() + " is out of range: must be > 0 (parameters per second)");
+  }
   r.reject_unknown();
 
   // Without a preset underneath, the keys a simulation cannot do without must be given.
@@ -252,7 +277,13 @@ Json cluster_to_json(const ClusterSpec& c) {
                {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
               {"host_memory", c.host_memory},
               {"pcie_bandwidth", c.pcie_bandwidth},
-              {"nvme_bandwidth", c.nvme_bandwidth}};
+              {"nvme_bandwidth", c.nvme_bandwidth},
+              {"efficiency",
+               {{"compute", c.efficiency.compute},
+                {"hbm", c.efficiency.hbm},
+                {"network", c.efficiency.network}}},
+              {"kernel_launch_ns", c.kernel_launch_ns},
+              {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 
 }  // namespace zp

@@ -21,6 +21,15 @@ struct LinkSpec {
   bool operator==(const LinkSpec&) const = default;
 };
 
+// What fraction of a peak a real workload reaches: dense kernels of FLOP/s, memory-bound kernels of
+// HBM bandwidth, collectives of link bandwidth (NCCL's bus bandwidth over the wire rate).
+struct Efficiency {
+  double compute = 0.5;
+  double hbm = 0.8;
+  double network = 0.8;
+  bool operator==(const Efficiency&) const = default;
+};
+
 struct ClusterSpec {
   std::string name;  // preset name or "inline"
   std::string gpu;   // a label: "A100-SXM4-80GB"
@@ -34,6 +43,11 @@ struct ClusterSpec {
   std::int64_t host_memory = 0;  // bytes per node
   double pcie_bandwidth = 0;     // host <-> GPU, bytes/s per GPU
   double nvme_bandwidth = 0;     // bytes/s per node
+  Efficiency efficiency;
+  std::int64_t kernel_launch_ns = 4000;  // fixed cost of each module's pass on the GPU
+  // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
+  // node, shared by the node's GPUs.
+  double host_optimizer_rate = 1e9;
 
   std::int64_t total_gpus() const { return nodes * gpus_per_node; }
   bool operator==(const ClusterSpec&) const = default;

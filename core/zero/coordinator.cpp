@@ -261,6 +261,9 @@ void Coordinator::wait(ParamId param) {
   const GatherHandle handle = it->second;
   inflight_.erase(it);
   land(handle);
+  const bool referenced = std::any_of(inflight_.begin(), inflight_.end(),
+                                      [&](const auto& e) { return e.second == handle; });
+  if (!referenced) backend_.drop_gather(handle);
 }
 
 // A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
@@ -339,6 +342,14 @@ void Coordinator::drain_inflight() {
     land(handle);
     release_param(param, ReleaseReason::kDrain);
   }
+  // The registry is cleared after the loop: only then are the handles dropped.
+  std::vector<GatherHandle> dropped;
+  for (const auto& entry : registry) {
+    if (std::find(dropped.begin(), dropped.end(), entry.second) == dropped.end()) {
+      dropped.push_back(entry.second);
+      backend_.drop_gather(entry.second);
+    }
+  }
 }
 
 void Coordinator::release_and_reset_all() {
@@ -365,7 +376,9 @@ void Coordinator::gather_outside(std::span<const ParamId> params) {
   const std::vector<ParamId> list(params.begin(), params.end());
   const GatherHandle handle = next_handle_;
   all_gather(list, /*forward=*/false, GatherReason::kOutside, kNoModule);
-  land(handle);  // param.all_gather() waits before returning
+  if (handle == next_handle_) return;  // nothing needed gathering
+  land(handle);  // param.all_gather() waits before returning, then drops the handle
+  backend_.drop_gather(handle);
 }
 
 void Coordinator::release_outside(ParamId param) {

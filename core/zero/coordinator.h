@@ -63,6 +63,11 @@ class CoordinatorBackend {
   // The module about to run needs a parameter of this gather: block until it has landed.
   virtual void wait_gather(GatherHandle handle) = 0;
   virtual void release(ParamId param, ReleaseReason reason) = 0;
+  // Nothing refers to the gather any more, so its flat buffer is freed. DeepSpeed keeps a gather's
+  // handle, and the flat buffer it holds, while any of its parameters is still in the in-flight
+  // registry: a prefetch that covers several modules holds its buffer until the last of them is
+  // fetched. Comes after wait_gather. Default: nothing to do.
+  virtual void drop_gather(GatherHandle /*handle*/) {}
 };
 
 class Coordinator {

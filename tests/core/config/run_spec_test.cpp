@@ -164,6 +164,41 @@ TEST(RunSpec, ClusterPresetsAndInlineClusters) {
   EXPECT_DOUBLE_EQ(run.cluster.peak_flops.at("fp32"), 50e9);
 }
 
+TEST(RunSpec, ClusterCostModelKeys) {
+  const auto spec = [](const std::string& extra) {
+    return "model: tiny-gpt2\ncluster: {preset: dgx-a100-80g" + extra +
+           "}\ntraining: {sequence_length: 16, micro_batch: 2}\ndeepspeed: {}\n";
+  };
+  const RunSpec defaults = Parse(spec(""));
+  EXPECT_DOUBLE_EQ(defaults.cluster.efficiency.compute, 0.5);
+  EXPECT_DOUBLE_EQ(defaults.cluster.efficiency.hbm, 0.8);
+  EXPECT_DOUBLE_EQ(defaults.cluster.efficiency.network, 0.8);
+  EXPECT_EQ(defaults.cluster.kernel_launch_ns, 4000);
+  EXPECT_DOUBLE_EQ(defaults.cluster.host_optimizer_rate, 1e9);
+
+  const RunSpec set = Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
+                                 "host_optimizer_rate: 5e8"));
+  EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
+  EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
+  EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
+  EXPECT_EQ(set.cluster.kernel_launch_ns, 2000);
+  EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
+  bool user = false;
+  for (const auto& s : set.provenance) {
+    if (s.key == "cluster.efficiency.compute") user = s.origin == Origin::kUser;
+  }
+  EXPECT_TRUE(user);
+
+  const UserError over = ErrorOf(spec(", efficiency: {compute: 1.5}"));
+  EXPECT_EQ(over.where().key_path, "cluster.efficiency.compute");
+  EXPECT_NE(std::string(over.what()).find("(0, 1]"), std::string::npos);
+  EXPECT_EQ(ErrorOf(spec(", efficiency: {hbm: 0}")).where().key_path, "cluster.efficiency.hbm");
+  EXPECT_EQ(ErrorOf(spec(", efficiency: {disk: 0.5}")).kind(), ErrorKind::kUnknownKey);
+  EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
+  EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
+            "cluster.host_optimizer_rate");
+}
+
 TEST(RunSpec, TrainingShapeRules) {
   EXPECT_EQ(
       ErrorOf(

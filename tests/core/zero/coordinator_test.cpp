@@ -282,6 +282,56 @@ TEST(Coordinator, InflightAtTheStepBoundary) {
   }
 }
 
+TEST(Coordinator, AGatherIsDroppedWhenItsLastParameterLeavesTheRegistry) {
+  ZeroSettings s = Settings();
+  s.prefetch_bucket_size = 1000;
+  s.version = DeepSpeedVersion::kCurrent;
+  Harness r(Chain({100, 200, 300}), s);
+  r.rec.lifetimes = true;
+  r.loop.step();
+  // Recording: each module's demand gather is waited and dropped within its own fetch.
+  EXPECT_EQ(Slice(r.rec.lines, "post_fwd m0", 0, "pre_fwd m1"),
+            (std::vector<std::string>{"post_fwd m0", "gather demand m1 [m1.weight]", "wait 1",
+                                      "drop 1", "pre_fwd m1"}));
+  r.rec.clear();
+  r.loop.step();
+  // Complete: the root's prefetch of all three is one gather; m0's wait lands it, but m1 and m2
+  // are still in the registry, so it is dropped only when m2 is fetched.
+  const GatherRequest& prefetch = r.rec.gathers.front();
+  ASSERT_EQ(prefetch.params.size(), 3u);
+  const std::string h = std::to_string(prefetch.handle);
+  EXPECT_EQ(Slice(r.rec.lines, "post_fwd m1", 0, "pre_fwd m2"),
+            (std::vector<std::string>{"post_fwd m1", "drop " + h, "pre_fwd m2"}));
+  EXPECT_EQ(std::count(r.rec.lines.begin(), r.rec.lines.end(), "drop " + h), 1);
+  EXPECT_EQ(std::count(r.rec.lines.begin(), r.rec.lines.end(), "wait " + h), 1);
+}
+
+TEST(Coordinator, DrainingTheRegistryDropsWhatItHeld) {
+  ZeroSettings s = Settings();
+  s.prefetch_bucket_size = 1000;
+  s.version = DeepSpeedVersion::kCurrent;
+  const ModuleTree tree = Chain({100, 200});
+  const ZeroModel model(tree, s);
+  Recorder rec(tree);
+  rec.lifetimes = true;
+  Coordinator c(model, rec);
+  c.start_of_forward();
+  for (ModuleId m : {0, 1, 2}) {
+    c.pre_forward(m);
+    c.post_forward(m);
+  }
+  c.reset_step();
+  c.start_of_forward();
+  rec.clear();
+  c.pre_forward(0);  // prefetches m0 and m1 in one gather; only m0 leaves the registry
+  ASSERT_EQ(rec.gathers.size(), 1u);
+  const std::string h = std::to_string(rec.gathers[0].handle);
+  EXPECT_FALSE(rec.has("drop " + h));
+  c.reset_step();  // _clean_inflight_param_registry: release m1, then clear the registry
+  EXPECT_EQ(rec.lines.back(), "drop " + h);
+  EXPECT_TRUE(rec.has("release m1.weight"));
+}
+
 TEST(Coordinator, ReleaseDecisionsAreCachedAcrossSteps) {
   // root{m1, m2{m3}} with m3's small second parameter persistent. In v0.14 the counter starts step
   // 1 at 0 but step 2 at -28 (the persistent parameter released by release_and_reset_all after

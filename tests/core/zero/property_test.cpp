@@ -1,8 +1,12 @@
 // Properties over random models, call orders and thresholds: whatever the settings, a module's
 // parameters are available when it runs; after the optimizer step only persistent parameters are
 // live; and where DeepSpeed's counter is exact (v0.16, a step that starts with nothing live), it
-// equals the elements gathered and not released. Deterministically seeded.
+// equals the elements gathered and not released; every gather is waited before it is dropped and
+// dropped exactly once, and none is left undropped at the optimizer step (its flat buffer would
+// leak). Deterministically seeded.
 #include <gtest/gtest.h>
+
+#include <map>
 
 #include "zero_test_util.h"
 
@@ -21,8 +25,18 @@ class InvariantChecker : public CoordinatorBackend,
   TrainingLoop* loop = nullptr;
   int hooks = 0;
 
-  void start_gather(const GatherRequest&) override {}
-  void wait_gather(GatherHandle) override {}
+  void start_gather(const GatherRequest& r) override {
+    EXPECT_TRUE(gathers_.emplace(r.handle, false).second) << context_;
+  }
+  void wait_gather(GatherHandle h) override {
+    ASSERT_TRUE(gathers_.contains(h)) << context_ << ": wait on gather " << h;
+    gathers_[h] = true;
+  }
+  void drop_gather(GatherHandle h) override {
+    ASSERT_TRUE(gathers_.contains(h)) << context_ << ": dropped gather " << h << " twice";
+    EXPECT_TRUE(gathers_[h]) << context_ << ": gather " << h << " dropped before it was waited";
+    gathers_.erase(h);
+  }
   void release(ParamId, ReleaseReason) override {}
   void reduce(const GradBucket& b) override {
     for (ParamId p : b.params)
@@ -75,6 +89,8 @@ class InvariantChecker : public CoordinatorBackend,
     }
   }
   void check_after_step() {
+    // release_and_reset_all emptied the registry, so every handle is gone.
+    EXPECT_TRUE(gathers_.empty()) << context_ << ": " << gathers_.size() << " gathers held";
     const Coordinator& c = loop->coordinator();
     for (ParamId p : model_.params_by_ds_id()) {
       const bool live = c.status(p) != ParamStatus::kNotAvailable;
@@ -90,6 +106,7 @@ class InvariantChecker : public CoordinatorBackend,
   std::int64_t step_start_live_ = 0;
   std::vector<ParamId> reduced_;
   std::vector<ModuleId> running_;
+  std::map<GatherHandle, bool> gathers_;  // started and not dropped -> waited
 };
 
 TEST(CoordinatorProperties, HoldOverRandomModelsAndSettings) {

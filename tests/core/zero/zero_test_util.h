@@ -73,7 +73,14 @@ class Recorder : public CoordinatorBackend, public GradientReducerBackend, publi
         (r.reason == GatherReason::kOutside ? std::string() : " " + ModuleName(tree_, r.module)) +
         " " + NameList(tree_, r.params));
   }
-  void wait_gather(GatherHandle) override {}
+  // Also lists waits and drops ("wait 0", "drop 0") when set.
+  bool lifetimes = false;
+  void wait_gather(GatherHandle h) override {
+    if (lifetimes) lines.push_back("wait " + std::to_string(h));
+  }
+  void drop_gather(GatherHandle h) override {
+    if (lifetimes) lines.push_back("drop " + std::to_string(h));
+  }
   void release(ParamId p, ReleaseReason reason) override {
     if (reason != ReleaseReason::kOutside) lines.push_back("release " + tree_.parameter(p).name);
   }
