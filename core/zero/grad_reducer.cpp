@@ -27,9 +27,11 @@ void GradientReducer::grad_ready(ParamId param) {
   ZP_CHECK(std::find(bucket_.begin(), bucket_.end(), param) == bucket_.end(),
            "gradient of parameter ", model_.param(param).ds_id, " is ready twice in one bucket");
   if (numel_ + numel > z.reduce_bucket_size && numel_ > 0) flush();
-  if (z.contiguous_gradients && numel_ + numel <= z.reduce_bucket_size) contiguous_numel_ += numel;
+  const bool contiguous = z.contiguous_gradients && numel_ + numel <= z.reduce_bucket_size;
+  if (contiguous) contiguous_numel_ += numel;
   bucket_.push_back(param);
   numel_ += numel;
+  backend_.grad_added(param, contiguous);
 }
 
 void GradientReducer::epilogue() {

@@ -51,6 +51,10 @@ class GradientReducerBackend {
  public:
   virtual ~GradientReducerBackend() = default;
   virtual void reduce(const GradBucket& bucket) = 0;
+  // A gradient joined the bucket; `contiguous` when it was copied into the contiguous buffer
+  // (its own tensor is freed then), false when it waits as it is for the bucket's reduction.
+  // Comes after any reduce() that adding it caused. Default: nothing to do.
+  virtual void grad_added(ParamId /*param*/, bool /*contiguous*/) {}
 };
 
 class GradientReducer {

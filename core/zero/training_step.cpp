@@ -21,6 +21,7 @@ void TrainingLoop::initialize() {
 }
 
 void TrainingLoop::run(const StepEvent& e) {
+  if (observer_) observer_->before_event(e);
   switch (e.kind) {
     case StepEventKind::kPreForward:
       coordinator_.pre_forward(e.module);

@@ -15,11 +15,15 @@ namespace zp::zero {
 
 enum class StepPhase : std::uint8_t { kInit, kForward, kBackward, kOptimizerStep };
 
-// Sees every hook as it fires, after the coordinator acted on it (tests and traces use this).
+// Sees every hook as it fires, after the coordinator acted on it (tests and traces use this), and
+// just before.
 class StepObserver {
  public:
   virtual ~StepObserver() = default;
   virtual void on_phase(StepPhase /*phase*/, std::int64_t /*step*/) {}
+  // Before the coordinator or the reducer acts on the event: a module's own forward work runs
+  // here, ahead of the post-forward release of its parameters.
+  virtual void before_event(const StepEvent& /*event*/) {}
   virtual void on_event(const StepEvent& /*event*/) {}
   virtual void on_reset_step() {}
 };

@@ -306,6 +306,32 @@ TEST(Coordinator, AGatherIsDroppedWhenItsLastParameterLeavesTheRegistry) {
   EXPECT_EQ(std::count(r.rec.lines.begin(), r.rec.lines.end(), "wait " + h), 1);
 }
 
+TEST(TrainingLoop, ObserversSeeEachEventBeforeAndAfterTheCoordinatorActs) {
+  struct Probe : StepObserver {
+    const Coordinator* c = nullptr;
+    std::vector<std::string> seen;
+    void before_event(const StepEvent& e) override {
+      if (e.kind == StepEventKind::kPostForward && e.module == 1)
+        seen.push_back(std::string("before ") +
+                       (c->status(0) == ParamStatus::kAvailable ? "live" : "gone"));
+    }
+    void on_event(const StepEvent& e) override {
+      if (e.kind == StepEventKind::kPostForward && e.module == 1)
+        seen.push_back(std::string("after ") +
+                       (c->status(0) == ParamStatus::kAvailable ? "live" : "gone"));
+    }
+  };
+  const ModuleTree tree = Chain({100, 200});
+  const ZeroModel model(tree, Settings());
+  Recorder rec(tree);
+  Probe probe;
+  TrainingLoop loop(model, rec, rec, &probe);
+  probe.c = &loop.coordinator();
+  loop.step();
+  // m0 (module 1) holds parameter 0: its work runs while it is live, the release comes after.
+  EXPECT_EQ(probe.seen, (std::vector<std::string>{"before live", "after gone"}));
+}
+
 TEST(Coordinator, DrainingTheRegistryDropsWhatItHeld) {
   ZeroSettings s = Settings();
   s.prefetch_bucket_size = 1000;

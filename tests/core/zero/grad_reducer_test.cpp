@@ -58,6 +58,26 @@ TEST(GradientReducer, AGradientLargerThanTheBucketGoesAlone) {
   EXPECT_EQ(r.rec.buckets[1].contiguous_numel, 0);
 }
 
+TEST(GradientReducer, OnlyGradientsThatFitAreCopiedIntoTheContiguousBuffer) {
+  ZeroSettings s = Settings();
+  s.reduce_bucket_size = 100;
+  Reduce r({10, 500, 20, 90}, s);
+  r.rec.lifetimes = true;
+  for (ParamId p : {0, 1, 2, 3})
+    r.reducer.grad_ready(p);
+  // The 500 overflows and goes as it is, after the flush of what came before; 20 + 90 > 100, so
+  // the 90 flushes the 20 first and is then copied into an empty buffer.
+  EXPECT_EQ(r.rec.lines, (std::vector<std::string>{"add m0.weight copied", "reduce rs [m0.weight]",
+                                                   "add m1.weight as is", "reduce rs [m1.weight]",
+                                                   "add m2.weight copied", "reduce rs [m2.weight]",
+                                                   "add m3.weight copied"}));
+  s.contiguous_gradients = false;
+  Reduce off({10}, s);
+  off.rec.lifetimes = true;
+  off.reducer.grad_ready(0);
+  EXPECT_EQ(off.rec.lines, (std::vector<std::string>{"add m0.weight as is"}));
+}
+
 TEST(GradientReducer, ContiguousAllReduceKeepsArrivalOrder) {
   ZeroSettings s = Settings();
   s.reduce_bucket_size = 1000;

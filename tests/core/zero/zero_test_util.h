@@ -73,13 +73,18 @@ class Recorder : public CoordinatorBackend, public GradientReducerBackend, publi
         (r.reason == GatherReason::kOutside ? std::string() : " " + ModuleName(tree_, r.module)) +
         " " + NameList(tree_, r.params));
   }
-  // Also lists waits and drops ("wait 0", "drop 0") when set.
+  // Also lists waits, drops and gradients joining a bucket ("wait 0", "drop 0", "add m0.weight
+  // copied") when set.
   bool lifetimes = false;
   void wait_gather(GatherHandle h) override {
     if (lifetimes) lines.push_back("wait " + std::to_string(h));
   }
   void drop_gather(GatherHandle h) override {
     if (lifetimes) lines.push_back("drop " + std::to_string(h));
+  }
+  void grad_added(ParamId p, bool contiguous) override {
+    if (lifetimes)
+      lines.push_back("add " + tree_.parameter(p).name + (contiguous ? " copied" : " as is"));
   }
   void release(ParamId p, ReleaseReason reason) override {
     if (reason != ReleaseReason::kOutside) lines.push_back("release " + tree_.parameter(p).name);
