@@ -147,6 +147,7 @@ ModuleTree rescale_tree(const ModuleTree& tree, const BatchShape& shape) {
     for (size_t i = 0; i < out.modules().size(); ++i) {
       Module& m = out.mutable_module(static_cast<ModuleId>(i));
       m.cost.forward_flops = scale(m.cost.forward_flops, token_ratio);
+      m.cost.backward_flops = scale(m.cost.backward_flops, token_ratio);
       m.cost.activation_bytes = scale(m.cost.activation_bytes, token_ratio * element_ratio);
       m.cost.output_bytes = scale(m.cost.output_bytes, token_ratio * element_ratio);
     }
@@ -165,9 +166,8 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   const Node root(doc);
   ObjectReader top(root, "the run spec");
   // Unknown keys first: a misspelt required key is better reported as the typo it is.
-  for (const char* key :
-       {"name", "description", "model", "cluster", "training", "parallel", "deepspeed", "z3_leaf_modules",
-        "deepspeed_version"}) {
+  for (const char* key : {"name", "description", "model", "cluster", "training", "parallel",
+                          "deepspeed", "z3_leaf_modules", "deepspeed_version"}) {
     top.accept(key);
   }
   top.reject_unknown();
@@ -182,16 +182,20 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   std::optional<Node> leaf_node = top.get("z3_leaf_modules");
   if (auto n = top.get("deepspeed_version")) {
     // YAML reads 0.14 as a number; its text is what the user meant.
-    const std::string text = n->value().is_string() ? n->value().get<std::string>() : n->value().dump();
+    const std::string text =
+        n->value().is_string() ? n->value().get<std::string>() : n->value().dump();
     auto version = zero::parse_deepspeed_version(text);
     if (!version) {
-      n->fail(ErrorKind::kValue, "\"" + text + "\" is not a DeepSpeed version zeroplan reproduces: use 0.16 (current) or 0.14");
+      n->fail(ErrorKind::kValue,
+              "\"" + text +
+                  "\" is not a DeepSpeed version zeroplan reproduces: use 0.16 (current) or 0.14");
     }
     run.deepspeed_version = *version;
   }
-  run.provenance.push_back({"deepspeed_version", std::string(zero::to_string(run.deepspeed_version)),
-                            top.has("deepspeed_version") ? Origin::kUser : Origin::kDefault,
-                            run.deepspeed_version == zero::DeepSpeedVersion::kCurrent ? "current behaviour" : ""});
+  run.provenance.push_back(
+      {"deepspeed_version", std::string(zero::to_string(run.deepspeed_version)),
+       top.has("deepspeed_version") ? Origin::kUser : Origin::kDefault,
+       run.deepspeed_version == zero::DeepSpeedVersion::kCurrent ? "current behaviour" : ""});
 
   if (run.parallel.tensor > run.cluster.gpus_per_node) {
     run.warnings.push_back(
@@ -254,8 +258,8 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   }
   if (leaf_node) {
     if (!leaf_node->value().is_array()) {
-      leaf_node->fail(ErrorKind::kType, "expected a list of module class names, got " + leaf_node->type_name() + " " +
-                                            leaf_node->repr());
+      leaf_node->fail(ErrorKind::kType, "expected a list of module class names, got " +
+                                            leaf_node->type_name() + " " + leaf_node->repr());
     }
     std::vector<std::string> types;
     for (const Module& m : run.tree.modules()) {
@@ -267,16 +271,20 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
       if (std::find(types.begin(), types.end(), cls) == types.end()) {
         // DeepSpeed raises only when no class matches; a class that matches nothing is still
         // most likely a typo.
-        run.warnings.push_back(item.warning("no module of class '" + cls + "' in the model" + did_you_mean(cls, types)));
+        run.warnings.push_back(item.warning("no module of class '" + cls + "' in the model" +
+                                            did_you_mean(cls, types)));
       }
       run.z3_leaf_modules.push_back(cls);
     }
-    if (!run.z3_leaf_modules.empty() && zero::modules_of_classes(run.tree, run.z3_leaf_modules).empty()) {
-      leaf_node->fail(ErrorKind::kValue, "none of these classes is in the model, and DeepSpeed's set_z3_leaf_modules "
-                                         "raises then");
+    if (!run.z3_leaf_modules.empty() &&
+        zero::modules_of_classes(run.tree, run.z3_leaf_modules).empty()) {
+      leaf_node->fail(ErrorKind::kValue,
+                      "none of these classes is in the model, and DeepSpeed's set_z3_leaf_modules "
+                      "raises then");
     }
   }
-  run.provenance.push_back({"z3_leaf_modules", run.z3_leaf_modules, leaf_node ? Origin::kUser : Origin::kDefault, ""});
+  run.provenance.push_back(
+      {"z3_leaf_modules", run.z3_leaf_modules, leaf_node ? Origin::kUser : Origin::kDefault, ""});
   run.provenance.push_back({"training.sequence_length", run.training.sequence_length,
                             training.sequence_length ? Origin::kUser : Origin::kDefault,
                             training.sequence_length ? "" : "the model file's"});

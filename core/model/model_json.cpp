@@ -28,6 +28,7 @@ Json model_to_json(const ModuleTree& tree) {
                    {"activation_bytes", m.cost.activation_bytes},
                    {"output_bytes", m.cost.output_bytes}};
     if (!m.external_params.empty()) module["external_params"] = m.external_params;
+    if (m.cost.backward_flops > 0) module["backward_flops"] = m.cost.backward_flops;
     modules.push_back(std::move(module));
   }
   Json calls = Json::array();
@@ -223,6 +224,10 @@ ModuleTree model_from_json(const Node& node) {
         mod.cost.activation_bytes = x;
       else
         mod.cost.output_bytes = x;
+    }
+    if (auto b = m.get("backward_flops")) {
+      mod.cost.backward_flops = read_int(*b, Coercion::kStrict);
+      require_at_least(*b, mod.cost.backward_flops, 0);
     }
     m.reject_unknown();
   }

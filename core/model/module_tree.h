@@ -45,6 +45,13 @@ struct ModuleCost {
   std::int64_t forward_flops = 0;
   std::int64_t activation_bytes = 0;
   std::int64_t output_bytes = 0;
+  // Backward of one call, when the model knows it; 0 means twice the forward (the usual 2:1 of a
+  // matrix product's input and weight gradients). Last, so that brace-initialised costs keep their
+  // meaning.
+  std::int64_t backward_flops = 0;
+  std::int64_t backward_or_default() const {
+    return backward_flops > 0 ? backward_flops : 2 * forward_flops;
+  }
   bool operator==(const ModuleCost&) const = default;
 };
 

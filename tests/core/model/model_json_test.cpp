@@ -50,6 +50,23 @@ TEST(ModelJson, RoundTripIsLossless) {
   EXPECT_EQ(model_to_json(back), j);
 }
 
+TEST(ModelJson, BackwardFlopsAreOptionalAndDefaultToTwiceForward) {
+  ModuleTree t = Tree();
+  ModuleCost c = t.module(1).cost;
+  c.forward_flops = 10;
+  EXPECT_EQ(c.backward_or_default(), 20);
+  c.backward_flops = 7;
+  EXPECT_EQ(c.backward_or_default(), 7);
+  t.set_cost(1, c);
+  const Json j = model_to_json(t);
+  EXPECT_EQ(j["modules"][1]["backward_flops"], 7);
+  EXPECT_FALSE(j["modules"][0].contains("backward_flops"));
+  EXPECT_EQ(FromText(j.dump()).module(1).cost.backward_flops, 7);
+  Json bad = j;
+  bad["modules"][1]["backward_flops"] = -1;
+  EXPECT_EQ(ErrorFor(bad).where().key_path, "modules[1].backward_flops");
+}
+
 TEST(ModelJson, FileRoundTrip) {
   const auto path = std::filesystem::temp_directory_path() / "zeroplan_model_json_test.json";
   save_model_file(Tree(), path);
