@@ -8,5 +8,6 @@ namespace zp::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_presets_command(CLI::App& app);
+void add_simulate_command(CLI::App& app);
 
 }  // namespace zp::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   app.footer("Run 'zeroplan COMMAND --help' for a command's options.");
   zp::cli::add_inspect_command(app);
   zp::cli::add_presets_command(app);
+  zp::cli::add_simulate_command(app);
 
   // A mistyped command would otherwise read as "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {

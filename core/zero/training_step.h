@@ -26,6 +26,9 @@ class StepObserver {
   virtual void before_event(const StepEvent& /*event*/) {}
   virtual void on_event(const StepEvent& /*event*/) {}
   virtual void on_reset_step() {}
+  // Between release_and_reset_all and the gather of the persistent parameters: where the
+  // optimizer updates the partitions.
+  virtual void on_optimizer_update(std::int64_t /*step*/) {}
 };
 
 class TrainingLoop {

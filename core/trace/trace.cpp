@@ -1,0 +1,95 @@
+#include "core/trace/trace.h"
+
+#include <algorithm>
+#include <array>
+
+#include "core/util/error.h"
+
+namespace zp::trace {
+namespace {
+
+constexpr std::array<std::string_view, kStreamCount> kStreamNames = {
+    "compute", "allgather", "reduce_scatter", "h2d", "d2h", "pipe_send", "pipe_recv", "host"};
+
+constexpr std::array<std::string_view, static_cast<std::size_t>(OpKind::kCount)> kOpNames = {
+    "forward",    "backward",  "recompute", "optimizer_step", "allgather",    "reduce_scatter",
+    "all_reduce", "broadcast", "send",      "recv",           "copy_to_host", "copy_to_device"};
+
+constexpr std::array<std::string_view, kMemoryCategoryCount> kCategoryNames = {
+    "param_partitions", "gathered_params",  "persistent_params",
+    "grad_buckets",     "grad_partitions",  "master_weights",
+    "optimizer_states", "activations",      "recompute",
+    "pipe_buffers",     "comm_buffers",     "host_params",
+    "host_optimizer",   "host_activations", "nvme"};
+
+template <class Enum, std::size_t N>
+bool parse_name(std::string_view name, const std::array<std::string_view, N>& names, Enum& out) {
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) return false;
+  out = static_cast<Enum>(it - names.begin());
+  return true;
+}
+
+template <std::size_t N, class Enum>
+std::string_view name_of(const std::array<std::string_view, N>& names, Enum value) {
+  const auto i = static_cast<std::size_t>(value);
+  ZP_CHECK(i < N, "enum value out of range");
+  return names[i];
+}
+
+}  // namespace
+
+bool on_device(MemoryCategory category) {
+  return category < MemoryCategory::kHostParams;
+}
+
+std::string_view to_string(StreamKind stream) {
+  return name_of(kStreamNames, stream);
+}
+std::string_view to_string(OpKind kind) {
+  return name_of(kOpNames, kind);
+}
+std::string_view to_string(MemoryCategory category) {
+  return name_of(kCategoryNames, category);
+}
+
+bool parse(std::string_view name, StreamKind& out) {
+  return parse_name(name, kStreamNames, out);
+}
+bool parse(std::string_view name, OpKind& out) {
+  return parse_name(name, kOpNames, out);
+}
+bool parse(std::string_view name, MemoryCategory& out) {
+  return parse_name(name, kCategoryNames, out);
+}
+
+std::string_view to_string(Source source) {
+  return source == Source::kSimulated ? "simulated" : "measured";
+}
+
+std::int32_t Trace::intern(std::string_view text) {
+  // Rebuild the index if strings were filled by hand (a reader, a test).
+  if (index_.size() != strings.size()) {
+    index_.clear();
+    for (std::size_t i = 0; i < strings.size(); ++i)
+      index_.emplace(strings[i], static_cast<std::int32_t>(i));
+  }
+  const auto [it, added] =
+      index_.emplace(std::string(text), static_cast<std::int32_t>(strings.size()));
+  if (added) strings.emplace_back(text);
+  return it->second;
+}
+
+const std::string& Trace::string(std::int32_t index) const {
+  ZP_CHECK(index >= 0 && static_cast<std::size_t>(index) < strings.size(),
+           "string index out of range");
+  return strings[static_cast<std::size_t>(index)];
+}
+
+bool Trace::operator==(const Trace& other) const {
+  return source == other.source && metadata == other.metadata && strings == other.strings &&
+         ranks == other.ranks && groups == other.groups && ops == other.ops &&
+         memory == other.memory && reserved == other.reserved && markers == other.markers;
+}
+
+}  // namespace zp::trace

@@ -1,0 +1,96 @@
+#include "sim/memory/memory_accountant.h"
+
+#include "core/util/error.h"
+
+namespace zp::sim {
+
+MemoryAccountant::MemoryAccountant(Options options, trace::Trace* trace, std::int32_t trace_rank)
+    : options_(options), trace_(trace), trace_rank_(trace_rank) {
+  if (options_.model_allocator) allocator_.emplace(options_.device_capacity);
+}
+
+MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std::int64_t bytes,
+                                                   TimeNs time, AllocStream stream) {
+  ZP_CHECK(trace::on_device(category), "host category ", trace::to_string(category),
+           " allocated on the device");
+  ZP_CHECK(bytes >= 0, "negative allocation of ", bytes, " bytes");
+  LiveBlock b;
+  b.category = category;
+  b.live = true;
+  if (allocator_) {
+    const CachingAllocator::Allocation a = allocator_->allocate(bytes, static_cast<int>(stream));
+    b.size = a.size;
+    b.allocator_block = a.block;
+  } else {
+    b.size = bytes;
+  }
+  Block id;
+  if (!free_list_.empty()) {
+    id = free_list_.back();
+    free_list_.pop_back();
+    --free_slots_;
+    blocks_[static_cast<std::size_t>(id)] = b;
+  } else {
+    id = static_cast<Block>(blocks_.size());
+    blocks_.push_back(b);
+  }
+  bytes_[static_cast<std::size_t>(category)] += b.size;
+  allocated_ += b.size;
+  changed(category, time);
+  return id;
+}
+
+void MemoryAccountant::free(Block block, TimeNs time) {
+  ZP_CHECK(block >= 0 && static_cast<std::size_t>(block) < blocks_.size(), "no block ", block);
+  LiveBlock& b = blocks_[static_cast<std::size_t>(block)];
+  ZP_CHECK(b.live, "block ", block, " freed twice");
+  b.live = false;
+  if (allocator_) allocator_->free(b.allocator_block);
+  bytes_[static_cast<std::size_t>(b.category)] -= b.size;
+  allocated_ -= b.size;
+  free_list_.push_back(block);
+  ++free_slots_;
+  changed(b.category, time);
+}
+
+void MemoryAccountant::add_host(MemoryCategory category, std::int64_t delta, TimeNs time) {
+  ZP_CHECK(!trace::on_device(category), "device category ", trace::to_string(category),
+           " added as host memory");
+  std::int64_t& total = bytes_[static_cast<std::size_t>(category)];
+  total += delta;
+  ZP_CHECK(total >= 0, trace::to_string(category), " went negative");
+  host_ += delta;
+  peak_host_ = std::max(peak_host_, host_);
+  changed(category, time);
+}
+
+MemorySnapshot MemoryAccountant::snapshot(TimeNs time) const {
+  MemorySnapshot s;
+  s.time = time;
+  s.allocated = allocated_;
+  s.reserved = reserved();
+  s.bytes = bytes_;
+  s.running = running_;
+  s.step = step_;
+  return s;
+}
+
+void MemoryAccountant::reset_window(TimeNs time) {
+  window_peak_ = snapshot(time);
+}
+
+void MemoryAccountant::changed(MemoryCategory category, TimeNs time) {
+  if (allocated_ > peak_.allocated) peak_ = snapshot(time);
+  if (allocated_ > window_peak_.allocated) window_peak_ = snapshot(time);
+  const std::int64_t reserved_now = reserved();
+  peak_reserved_ = std::max(peak_reserved_, reserved_now);
+  if (!trace_) return;
+  trace_->memory.push_back(
+      trace::MemorySample{trace_rank_, time, category, bytes_[static_cast<std::size_t>(category)]});
+  if (allocator_ && reserved_now != last_reserved_sample_) {
+    trace_->reserved.push_back(trace::ReservedSample{trace_rank_, time, reserved_now});
+    last_reserved_sample_ = reserved_now;
+  }
+}
+
+}  // namespace zp::sim

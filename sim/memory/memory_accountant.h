@@ -1,0 +1,109 @@
+// Where every byte of one simulated rank is, over time. Device memory is allocated and freed in
+// blocks, each in one category (core/trace/trace.h); host and NVMe memory is added and removed by
+// category. The accountant keeps the totals, the device peak with its breakdown and the module
+// running then, what PyTorch's caching allocator would reserve (optional), and, when given a
+// trace, one sample per change.
+//
+// Device totals count what PyTorch's memory_allocated() counts: each block at its rounded size
+// (a multiple of 512 bytes) when the allocator is modelled, its exact size otherwise.
+//
+// O(log n) per operation with the allocator, O(1) without. Not thread-safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/trace/trace.h"
+#include "sim/engine/simulator.h"
+#include "sim/memory/caching_allocator.h"
+
+namespace zp::sim {
+
+using trace::MemoryCategory;
+using CategoryBytes = std::array<std::int64_t, trace::kMemoryCategoryCount>;
+
+// The stream a device allocation is made on: the caching allocator keeps a pool per stream.
+enum class AllocStream : std::uint8_t { kCompute, kAllGather, kReduceScatter };
+
+struct MemorySnapshot {
+  TimeNs time = 0;
+  std::int64_t allocated = 0;           // device
+  std::int64_t reserved = 0;            // device, when the allocator is modelled
+  CategoryBytes bytes{};                // every category, device and host
+  std::int32_t running = trace::kNone;  // string index of what was running (a module, a phase)
+  std::int32_t step = 0;
+};
+
+class MemoryAccountant {
+ public:
+  struct Options {
+    std::int64_t device_capacity = INT64_MAX;
+    bool model_allocator = true;
+  };
+  // `trace` may be null; otherwise samples go to it under `trace_rank`.
+  MemoryAccountant(Options options, trace::Trace* trace, std::int32_t trace_rank);
+
+  using Block = std::int64_t;
+  // A device allocation in a device category. Returns a handle for free().
+  Block allocate(MemoryCategory category, std::int64_t bytes, TimeNs time,
+                 AllocStream stream = AllocStream::kCompute);
+  void free(Block block, TimeNs time);
+  // Host and NVMe categories: add `delta` bytes (negative to remove).
+  void add_host(MemoryCategory category, std::int64_t delta, TimeNs time);
+
+  // What is running from now on, for the peak's label; and the training step.
+  void set_running(std::int32_t label) { running_ = label; }
+  void set_step(std::int32_t step) { step_ = step; }
+
+  std::int64_t allocated() const { return allocated_; }
+  std::int64_t reserved() const { return allocator_ ? allocator_->reserved() : allocated_; }
+  std::int64_t bytes(MemoryCategory category) const {
+    return bytes_[static_cast<std::size_t>(category)];
+  }
+  // The device peak: the first moment allocated memory reached its maximum.
+  const MemorySnapshot& peak() const { return peak_; }
+  std::int64_t peak_reserved() const { return peak_reserved_; }
+  // Host categories' largest total at any moment.
+  std::int64_t peak_host() const { return peak_host_; }
+  std::int64_t out_of_memory_count() const {
+    return allocator_ ? allocator_->out_of_memory_count() : 0;
+  }
+  // The peak since the last reset_window(), for per-step figures.
+  const MemorySnapshot& window_peak() const { return window_peak_; }
+  void reset_window(TimeNs time);
+  std::int64_t live_blocks() const {
+    return static_cast<std::int64_t>(blocks_.size()) - free_slots_;
+  }
+
+ private:
+  struct LiveBlock {
+    MemoryCategory category = MemoryCategory::kActivations;
+    std::int64_t size = 0;
+    CachingAllocator::BlockId allocator_block = -1;
+    bool live = false;
+  };
+  void changed(MemoryCategory category, TimeNs time);
+  MemorySnapshot snapshot(TimeNs time) const;
+
+  Options options_;
+  trace::Trace* trace_;
+  std::int32_t trace_rank_;
+  std::optional<CachingAllocator> allocator_;
+  std::vector<LiveBlock> blocks_;
+  std::vector<Block> free_list_;
+  std::int64_t free_slots_ = 0;
+  CategoryBytes bytes_{};
+  std::int64_t allocated_ = 0;
+  std::int64_t host_ = 0;
+  std::int64_t peak_reserved_ = 0;
+  std::int64_t peak_host_ = 0;
+  std::int64_t last_reserved_sample_ = -1;
+  std::int32_t running_ = trace::kNone;
+  std::int32_t step_ = 0;
+  MemorySnapshot peak_;
+  MemorySnapshot window_peak_;
+};
+
+}  // namespace zp::sim

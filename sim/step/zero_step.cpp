@@ -1,0 +1,762 @@
+#include "sim/step/zero_step.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/pipe/topology.h"
+#include "core/zero/partition.h"
+#include "core/zero/training_step.h"
+#include "sim/hardware/compute_model.h"
+#include "sim/network/collectives.h"
+#include "sim/step/model_states.h"
+
+namespace zp::sim {
+namespace {
+
+using trace::MemoryCategory;
+using trace::OpKind;
+using trace::StreamKind;
+using zero::GatherHandle;
+using zero::GatherReason;
+using zero::GatherRequest;
+using zero::GradBucket;
+using zero::ParamStatus;
+using zero::StepEvent;
+using zero::StepEventKind;
+using zero::StepPhase;
+
+// PartitionedParameterCoordinator.__max_ongoing_fetch_events and stage 3's
+// max_param_reduce_events: past these the host waits for the oldest.
+constexpr std::size_t kMaxOngoingFetchEvents = 2;
+constexpr std::size_t kMaxParamReduceEvents = 2;
+// Warm-up steps before giving up on a complete trace.
+constexpr std::int64_t kMaxWarmupSteps = 8;
+
+// What one hooked forward call costs, with the calls below it that have no hooks of their own.
+struct CallWork {
+  TimeNs forward_ns = 0;
+  TimeNs backward_ns = 0;
+  std::int64_t forward_flops = 0;
+  std::int64_t backward_flops = 0;
+  std::int64_t activation_bytes = 0;
+};
+
+std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel& compute) {
+  const ModuleTree& tree = model.tree();
+  const auto& calls = tree.calls();
+  std::vector<CallWork> work(calls.size());
+  std::vector<std::int32_t> owner(calls.size(), kNoCall);
+  for (std::size_t c = 0; c < calls.size(); ++c) {
+    const ForwardCall& call = calls[c];
+    if (model.is_hooked(call.module) || call.parent_call == kNoCall) {
+      owner[c] = static_cast<std::int32_t>(c);
+    } else {
+      owner[c] = owner[static_cast<std::size_t>(call.parent_call)];
+    }
+    const Module& m = tree.module(call.module);
+    std::int64_t param_bytes = 0;
+    for (const ParamSlot& s : m.params)
+      param_bytes += tree.parameter(s.param).bytes();
+    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
+    CallWork& w = work[static_cast<std::size_t>(owner[c])];
+    w.forward_flops += m.cost.forward_flops;
+    w.backward_flops += m.cost.backward_or_default();
+    w.activation_bytes += m.cost.activation_bytes;
+    w.forward_ns += compute.time(m.cost.forward_flops, moved);
+    w.backward_ns += compute.time(m.cost.backward_or_default(), 2 * moved);
+  }
+  return work;
+}
+
+struct Collective {
+  CollectiveKind kind;
+  TransferKind transfer;
+  OpKind op;
+};
+
+// One simulated rank: carries out the coordinator's and the reducer's decisions in time and
+// memory. Inactive during warm-up steps, which only advance the coordinator's state.
+class ZeroRank final : public zero::CoordinatorBackend,
+                       public zero::GradientReducerBackend,
+                       public zero::StepObserver {
+ public:
+  struct Setup {
+    const RunSpec* run = nullptr;
+    const zero::ZeroModel* model = nullptr;
+    const ComputeModel* compute = nullptr;
+    const CollectiveModel* network = nullptr;
+    GroupShape dp_shape;
+    std::int64_t dp = 1;
+    OptimizerShape optimizer;
+    OffloadDevice offload_param = OffloadDevice::kNone;
+    std::int64_t gpu = 0;  // the global rank whose links are costed
+  };
+
+  ZeroRank(const Setup& setup, const std::vector<CallWork>& work, trace::Trace* trace,
+           std::int32_t trace_rank, MemoryAccountant::Options memory)
+      : s_(setup),
+        z_(setup.model->settings()),
+        work_(work),
+        trace_(trace),
+        trace_rank_(trace_rank),
+        memory_(memory, trace, trace_rank),
+        param_block_(setup.model->tree().parameters().size(), -1),
+        grad_block_(setup.model->tree().parameters().size(), -1),
+        activation_block_(work.size(), -1) {
+    if (trace_) {
+      data_group_ = static_cast<std::int32_t>(trace_->groups.size());
+      trace_->groups.push_back(trace::GroupInfo{"data", s_.dp});
+    }
+  }
+
+  MemoryAccountant& memory() { return memory_; }
+  zero::TrainingLoop* loop = nullptr;
+
+  // Books what exists before the first simulated step: the model states, the gradient buffers, and
+  // the parameters the coordinator holds (the persistent ones after a step).
+  void begin() {
+    active_ = true;
+    const zero::ZeroModel& model = *s_.model;
+    std::int64_t partition_bytes = 0, partition_numel = 0;
+    for (ParamId p : model.params_by_ds_id()) {
+      const zero::ZeroParam& zp = model.param(p);
+      partition_bytes += zp.shape.partition_numel * dtype_size(zp.dtype);
+      if (zp.requires_grad) partition_numel += zp.shape.partition_numel;
+    }
+    if (s_.offload_param == OffloadDevice::kNone) {
+      memory_.allocate(MemoryCategory::kParamPartitions, partition_bytes, now_);
+    } else {
+      memory_.add_host(s_.offload_param == OffloadDevice::kCpu ? MemoryCategory::kHostParams
+                                                               : MemoryCategory::kNvme,
+                       partition_bytes, now_);
+    }
+    const std::int64_t master = partition_numel * s_.optimizer.master_bytes;
+    const std::int64_t states = partition_numel * s_.optimizer.state_bytes;
+    const zero::GradientBuffers grads = zero::gradient_buffers(model);
+    switch (z_.offload_optimizer) {
+      case OffloadDevice::kNone:
+        memory_.allocate(MemoryCategory::kMasterWeights, master, now_);
+        memory_.allocate(MemoryCategory::kOptimizerStates, states, now_);
+        break;
+      case OffloadDevice::kCpu:
+        memory_.add_host(MemoryCategory::kHostOptimizer, master + states, now_);
+        break;
+      case OffloadDevice::kNvme:
+        // Master weights and states are swapped in from NVMe for the step; the host keeps the
+        // gradients.
+        memory_.add_host(MemoryCategory::kNvme, master + states, now_);
+        break;
+    }
+    if (grads.partitions_on_host) {
+      memory_.add_host(MemoryCategory::kHostOptimizer, grads.partition_bytes(), now_);
+    } else {
+      memory_.allocate(MemoryCategory::kGradPartitions, grads.partition_bytes(), now_);
+    }
+    if (grads.bucket_numel > 0)
+      memory_.allocate(MemoryCategory::kGradBuckets, grads.bucket_bytes(), now_);
+    for (ParamId p : model.params_by_ds_id()) {
+      if (loop->coordinator().status(p) != ParamStatus::kNotAvailable) {
+        param_block_[static_cast<std::size_t>(p)] =
+            memory_.allocate(category_of(p), gathered_bytes(p), now_, AllocStream::kAllGather);
+        live_numel_ += model.param(p).numel;
+      }
+    }
+  }
+
+  StepReport run_step(std::int64_t micro_batches) {
+    StepReport report;
+    report.step = loop->steps_done();
+    report.trace_mode = std::string(zero::to_string(loop->coordinator().mode()));
+    const std::int64_t invalidations_before =
+        static_cast<std::int64_t>(loop->coordinator().invalidations().size());
+    step_ = static_cast<std::int32_t>(report.step);
+    figures_ = CoordinatorFigures{};
+    compute_ns_ = 0;
+    exposed_ns_ = 0;
+    exposed_gather_ns_ = 0;
+    memory_.set_step(step_);
+    memory_.reset_window(now_);
+    report.start_ns = now_;
+    marker("step " + std::to_string(step_));
+    loop->step(micro_batches);
+    sync_all();
+    report.end_ns = now_;
+    figures_.invalidations = static_cast<std::int64_t>(loop->coordinator().invalidations().size()) -
+                             invalidations_before;
+    report.coordinator = figures_;
+    report.peak = memory_.window_peak();
+    report.compute_ns = compute_ns_;
+    report.exposed_comm_ns = exposed_ns_;
+    report.exposed_gather_ns = exposed_gather_ns_;
+    return report;
+  }
+
+  const std::array<TransferTotals, kTransferKindCount>& transfers() const { return transfers_; }
+  void reset_transfers() { transfers_ = {}; }
+
+  // ---- CoordinatorBackend ----------------------------------------------------------------------
+
+  void start_gather(const GatherRequest& r) override {
+    if (!active_) return;
+    count_gather(r);
+    const zero::ZeroModel& model = *s_.model;
+    Gather g;
+    g.params = r.params;
+    for (ParamId p : r.params)
+      live_numel_ += model.param(p).numel;
+    note_live();
+    // A group of one rank does not gather: the partition is the parameter.
+    if (s_.dp == 1) {
+      gathers_.emplace(r.handle, std::move(g));
+      return;
+    }
+    const std::vector<zero::GatherBuffer> buffers =
+        zero::gather_buffers(model.tree(), r.params, s_.dp, z_.use_all_reduce_for_fetch_params);
+    std::int64_t buffer_bytes = 0, partition_bytes = 0;
+    for (const zero::GatherBuffer& b : buffers)
+      buffer_bytes += b.bytes();
+    for (ParamId p : r.params)
+      partition_bytes += model.param(p).shape.partition_numel * dtype_size(model.param(p).dtype);
+    g.single = r.params.size() == 1;
+    if (g.single) {
+      // The parameter's data is a view of the padded buffer until it is released.
+      const ParamId p = r.params.front();
+      param_block_[static_cast<std::size_t>(p)] =
+          memory_.allocate(category_of(p), buffer_bytes, now_, AllocStream::kAllGather);
+    } else {
+      for (const zero::GatherBuffer& b : buffers)
+        g.flat.push_back(memory_.allocate(MemoryCategory::kGatheredParams, b.bytes(), now_,
+                                          AllocStream::kAllGather));
+    }
+    TimeNs ready = now_;
+    const std::int32_t name = label("gather " + std::to_string(r.handle));
+    if (s_.offload_param != OffloadDevice::kNone) {
+      // Partitions come up from the host (and from NVMe first) before the collective.
+      if (s_.offload_param == OffloadDevice::kNvme) {
+        ready =
+            transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme, ready,
+                     s_.network->nvme_copy(s_.gpu, partition_bytes), partition_bytes, name);
+      }
+      ready =
+          transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
+                   ready, s_.network->host_copy(s_.gpu, partition_bytes), partition_bytes, name);
+    }
+    const Collective c =
+        z_.use_all_reduce_for_fetch_params
+            ? Collective{CollectiveKind::kAllReduce, TransferKind::kAllReduce, OpKind::kAllReduce}
+            : Collective{CollectiveKind::kAllGather, TransferKind::kAllGather, OpKind::kAllGather};
+    g.end = collective(allgather_stream(), StreamKind::kAllGather, c, ready, buffer_bytes, name);
+    gathers_.emplace(r.handle, std::move(g));
+  }
+
+  void wait_gather(GatherHandle handle) override {
+    if (!active_) return;
+    Gather& g = gathers_.at(handle);
+    // DeepSpeed records an event per wait and makes the host wait once more than two are pending.
+    while (!fetch_events_.empty() && fetch_events_.front() <= now_)
+      fetch_events_.pop_front();
+    if (fetch_events_.size() > kMaxOngoingFetchEvents) {
+      wait_until(fetch_events_.front());
+      fetch_events_.pop_front();
+    }
+    if (s_.dp == 1) return;
+    TimeNs& stream = allgather_stream();
+    if (!g.single) {
+      // The wait splits the flat buffer into one new tensor per parameter (torch.cat on the
+      // all-gather stream); the compute stream then waits for that stream.
+      std::int64_t bytes = 0;
+      for (ParamId p : g.params) {
+        const std::int64_t b = gathered_bytes(p);
+        param_block_[static_cast<std::size_t>(p)] =
+            memory_.allocate(category_of(p), b, now_, AllocStream::kAllGather);
+        bytes += b;
+      }
+      const TimeNs start = std::max(stream, g.end);
+      stream = start + s_.compute->copy(bytes);
+      g.end = stream;
+    }
+    const TimeNs waited = std::max<TimeNs>(g.end - now_, 0);
+    exposed_gather_ns_ += waited;
+    wait_until(g.end);
+    fetch_events_.push_back(stream);
+  }
+
+  void drop_gather(GatherHandle handle) override {
+    if (!active_) return;
+    auto it = gathers_.find(handle);
+    if (it == gathers_.end()) return;
+    for (MemoryAccountant::Block b : it->second.flat)
+      memory_.free(b, now_);
+    gathers_.erase(it);
+  }
+
+  void release(ParamId param, zero::ReleaseReason reason) override {
+    if (!active_) return;
+    if (reason != zero::ReleaseReason::kOutside) ++figures_.releases;
+    live_numel_ -= s_.model->param(param).numel;
+    MemoryAccountant::Block& b = param_block_[static_cast<std::size_t>(param)];
+    if (b >= 0) memory_.free(b, now_);
+    b = -1;
+  }
+
+  // ---- GradientReducerBackend
+  // --------------------------------------------------------------------
+
+  void grad_added(ParamId param, bool contiguous) override {
+    if (!active_ || !contiguous) return;
+    // Copied into the bucket on the reduce stream, which waits for the compute stream first; the
+    // gradient's own tensor is freed as the host moves on.
+    const std::int64_t bytes = grad_bytes(param);
+    TimeNs& stream = reduce_stream();
+    stream = std::max(stream, now_) + s_.compute->copy(bytes);
+    MemoryAccountant::Block& b = grad_block_[static_cast<std::size_t>(param)];
+    if (b >= 0) memory_.free(b, now_);
+    b = -1;
+  }
+
+  void reduce(const GradBucket& bucket) override {
+    if (!active_) return;
+    ++figures_.reduce_calls;
+    figures_.reduce_elements += bucket.reduced_numel;
+    while (!reduce_events_.empty() && reduce_events_.front() <= now_)
+      reduce_events_.pop_front();
+    if (reduce_events_.size() > kMaxParamReduceEvents) {
+      wait_until(reduce_events_.front());
+      reduce_events_.pop_front();
+    }
+    const int elem = dtype_size(z_.compute_dtype);
+    const std::int64_t bytes = bucket.reduced_numel * elem;
+    const std::int32_t name = label("bucket " + std::to_string(bucket.index));
+    TimeNs end = 0;
+    if (s_.dp == 1) {
+      end = std::max(reduce_stream(), now_);
+    } else if (bucket.path == zero::ReducePath::kReduceScatter) {
+      // reduce_scatter_coalesced builds a flat input of the padded bucket and an output partition;
+      // both live while the host issues it.
+      const auto in =
+          memory_.allocate(MemoryCategory::kCommBuffers, bytes, now_, AllocStream::kReduceScatter);
+      const auto out = memory_.allocate(MemoryCategory::kCommBuffers, bytes / s_.dp, now_,
+                                        AllocStream::kReduceScatter);
+      end = collective(
+          reduce_stream(), StreamKind::kReduceScatter,
+          {CollectiveKind::kReduceScatter, TransferKind::kReduceScatter, OpKind::kReduceScatter},
+          now_, bytes, name);
+      memory_.free(out, now_);
+      memory_.free(in, now_);
+    } else {
+      end = collective(reduce_stream(), StreamKind::kReduceScatter,
+                       {CollectiveKind::kAllReduce, TransferKind::kAllReduce, OpKind::kAllReduce},
+                       now_, bytes, name);
+    }
+    // The partitions go into the flat gradient buffer; to the host when the optimizer is there.
+    std::int64_t partition_bytes = 0;
+    for (ParamId p : bucket.params) {
+      if (s_.model->param(p).requires_grad)
+        partition_bytes +=
+            s_.model->param(p).shape.partition_numel * dtype_size(z_.grad_accum_dtype);
+    }
+    if (z_.offload_optimizer != OffloadDevice::kNone && partition_bytes > 0) {
+      end = transfer_on(reduce_stream(), StreamKind::kDeviceToHost, OpKind::kCopyToHost,
+                        TransferKind::kDeviceToHost, end,
+                        s_.network->host_copy(s_.gpu, partition_bytes), partition_bytes, name);
+    }
+    reduce_events_.push_back(end);
+    for (ParamId p : bucket.params) {
+      MemoryAccountant::Block& b = grad_block_[static_cast<std::size_t>(p)];
+      if (b >= 0) memory_.free(b, now_);
+      b = -1;
+    }
+  }
+
+  // ---- StepObserver
+  // ------------------------------------------------------------------------------
+
+  void on_phase(StepPhase phase, std::int64_t /*step*/) override {
+    if (!active_) return;
+    if (phase == StepPhase::kForward) {
+      // independent_gradient_partition_epilogue synchronised the reduce stream.
+      wait_until(reduce_stream());
+      ++micro_batch_;
+    }
+    if (phase == StepPhase::kOptimizerStep) {
+      wait_until(reduce_stream());
+      micro_batch_ = -1;
+    }
+  }
+
+  void before_event(const StepEvent& e) override {
+    if (!active_) return;
+    if (e.kind == StepEventKind::kPostForward) {
+      const CallWork& w = work_[static_cast<std::size_t>(e.call)];
+      memory_.set_running(e.call);
+      if (w.activation_bytes > 0) {
+        activation_block_[static_cast<std::size_t>(e.call)] =
+            memory_.allocate(MemoryCategory::kActivations, w.activation_bytes, now_);
+      }
+      run_compute(OpKind::kForward, w.forward_ns, w.forward_flops, e.module);
+    } else if (e.kind == StepEventKind::kGradReady) {
+      grad_block_[static_cast<std::size_t>(e.param)] =
+          memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
+    }
+  }
+
+  void on_event(const StepEvent& e) override {
+    if (!active_) return;
+    if (e.kind == StepEventKind::kPreBackward) {
+      const CallWork& w = work_[static_cast<std::size_t>(e.call)];
+      memory_.set_running(e.call);
+      run_compute(OpKind::kBackward, w.backward_ns, w.backward_flops, e.module);
+      MemoryAccountant::Block& b = activation_block_[static_cast<std::size_t>(e.call)];
+      if (b >= 0) memory_.free(b, now_);
+      b = -1;
+    }
+    note_live();
+  }
+
+  void on_reset_step() override {
+    if (!active_) return;
+    // Activations of calls that had no backward (their output needed no gradient) go with the
+    // graph.
+    for (MemoryAccountant::Block& b : activation_block_) {
+      if (b >= 0) memory_.free(b, now_);
+      b = -1;
+    }
+  }
+
+  void on_optimizer_update(std::int64_t /*step*/) override {
+    if (!active_) return;
+    memory_.set_running(kRunningOptimizer);
+    const zero::GradientBuffers grads = zero::gradient_buffers(*s_.model);
+    const std::int64_t numel = grads.partition_numel;
+    const std::int32_t name = label("optimizer step");
+    if (z_.offload_optimizer == OffloadDevice::kNone) {
+      const std::int64_t bytes = numel * s_.optimizer.step_bytes(dtype_size(z_.grad_accum_dtype),
+                                                                 dtype_size(z_.compute_dtype));
+      run_compute(OpKind::kOptimizerStep, s_.compute->time(0, bytes), 0, kNoModule, name);
+    } else {
+      const RunSpec& run = *s_.run;
+      TimeNs t = now_;
+      if (z_.offload_optimizer == OffloadDevice::kNvme) {
+        const std::int64_t states = numel * (s_.optimizer.master_bytes + s_.optimizer.state_bytes);
+        t = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme, t,
+                     s_.network->nvme_copy(s_.gpu, states), states, name);
+      }
+      // The node's CPU Adam rate is shared by its GPUs.
+      const double rate = run.cluster.host_optimizer_rate /
+                          static_cast<double>(std::max<std::int64_t>(run.cluster.gpus_per_node, 1));
+      const TimeNs host = static_cast<TimeNs>(std::ceil(static_cast<double>(numel) / rate * 1e9));
+      record(StreamKind::kHost, OpKind::kOptimizerStep, t, t + host, name, 0, 0);
+      t += host;
+      if (z_.offload_optimizer == OffloadDevice::kNvme) {
+        const std::int64_t states = numel * (s_.optimizer.master_bytes + s_.optimizer.state_bytes);
+        t = transfer(StreamKind::kDeviceToHost, OpKind::kCopyToHost, TransferKind::kNvme, t,
+                     s_.network->nvme_copy(s_.gpu, states), states, name);
+      }
+      if (s_.offload_param == OffloadDevice::kNone) {
+        // The updated 16-bit partitions go back to the GPU.
+        const std::int64_t bytes = numel * dtype_size(z_.compute_dtype);
+        t = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
+                     t, s_.network->host_copy(s_.gpu, bytes), bytes, name);
+      }
+      wait_until(t, /*exposed=*/false);
+    }
+    memory_.set_running(kRunningPersistentGather);
+  }
+
+ private:
+  struct Gather {
+    std::vector<ParamId> params;
+    std::vector<MemoryAccountant::Block> flat;
+    bool single = false;
+    TimeNs end = 0;
+  };
+
+  TimeNs& allgather_stream() { return z_.overlap_comm ? allgather_ : now_; }
+  TimeNs& reduce_stream() { return z_.overlap_comm ? reduce_ : now_; }
+
+  MemoryCategory category_of(ParamId p) const {
+    return s_.model->param(p).persistent ? MemoryCategory::kPersistentParams
+                                         : MemoryCategory::kGatheredParams;
+  }
+  std::int64_t gathered_bytes(ParamId p) const {
+    return s_.model->param(p).numel * dtype_size(s_.model->param(p).dtype);
+  }
+  std::int64_t grad_bytes(ParamId p) const {
+    return s_.model->param(p).numel * dtype_size(s_.model->param(p).dtype);
+  }
+
+  void count_gather(const GatherRequest& r) {
+    switch (r.reason) {
+      case GatherReason::kDemand:
+        ++figures_.demand_gathers;
+        break;
+      case GatherReason::kPrefetch:
+        ++figures_.prefetch_gathers;
+        break;
+      case GatherReason::kOutside:
+        ++figures_.outside_gathers;
+        return;
+    }
+    ++figures_.allgather_calls;
+    figures_.params_gathered += static_cast<std::int64_t>(r.params.size());
+    figures_.elements_gathered += r.numel;
+  }
+
+  void note_live() {
+    figures_.peak_available_counted =
+        std::max(figures_.peak_available_counted, loop->coordinator().available_numel());
+    figures_.peak_available_live = std::max(figures_.peak_available_live, live_numel_);
+  }
+
+  std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
+
+  void marker(const std::string& text) {
+    if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});
+  }
+
+  void record(StreamKind stream, OpKind kind, TimeNs start, TimeNs end, std::int32_t name,
+              std::int64_t bytes, std::int64_t flops, std::int32_t group = trace::kNone) {
+    if (!trace_) return;
+    trace::Op op;
+    op.rank = trace_rank_;
+    op.stream = stream;
+    op.kind = kind;
+    op.start = start;
+    op.end = end;
+    op.name = name;
+    op.bytes = bytes;
+    op.flops = flops;
+    op.step = step_;
+    op.micro_batch = micro_batch_ >= 0 ? micro_batch_ : trace::kNone;
+    op.group = group;
+    trace_->ops.push_back(op);
+  }
+
+  // The compute stream (and with it the host) waits until `time`.
+  void wait_until(TimeNs time, bool exposed = true) {
+    if (time > now_) {
+      if (exposed) exposed_ns_ += time - now_;
+      now_ = time;
+    }
+  }
+
+  void sync_all() { wait_until(std::max({allgather_, reduce_, h2d_, d2h_}), /*exposed=*/true); }
+
+  void run_compute(OpKind kind, TimeNs duration, std::int64_t flops, ModuleId module,
+                   std::int32_t name = -2) {
+    if (name == -2 && trace_)
+      name = trace_->intern(module == 0 ? std::string("model")
+                                        : s_.model->tree().qualified_name(module));
+    record(StreamKind::kCompute, kind, now_, now_ + duration, name, 0, flops);
+    now_ += duration;
+    compute_ns_ += duration;
+  }
+
+  // A collective on `stream` (shown as `kind`) that may start at `ready`; returns its end. On the
+  // compute stream (no overlap_comm) its whole time is exposed.
+  TimeNs collective(TimeNs& stream, StreamKind kind, const Collective& c, TimeNs ready,
+                    std::int64_t bytes, std::int32_t name) {
+    const CollectiveCost cost = s_.network->cost(c.kind, s_.dp_shape, bytes);
+    const TimeNs start = std::max(stream, ready);
+    const TimeNs end = start + cost.time;
+    TransferTotals& t = transfers_[static_cast<std::size_t>(c.transfer)];
+    ++t.count;
+    t.bytes += bytes;
+    t.busy_ns += cost.time;
+    if (&stream == &now_) {
+      kind = StreamKind::kCompute;
+      exposed_ns_ += end - now_;
+    }
+    record(kind, c.op, start, end, name, bytes, 0, data_group_);
+    stream = end;
+    return end;
+  }
+
+  TimeNs transfer(StreamKind stream_kind, OpKind op, TransferKind kind, TimeNs ready,
+                  TimeNs duration, std::int64_t bytes, std::int32_t name) {
+    TimeNs& stream = stream_kind == StreamKind::kHostToDevice ? h2d_ : d2h_;
+    return transfer_on(stream, stream_kind, op, kind, ready, duration, bytes, name);
+  }
+
+  TimeNs transfer_on(TimeNs& stream, StreamKind stream_kind, OpKind op, TransferKind kind,
+                     TimeNs ready, TimeNs duration, std::int64_t bytes, std::int32_t name) {
+    const TimeNs start = std::max(stream, ready);
+    const TimeNs end = start + duration;
+    TransferTotals& t = transfers_[static_cast<std::size_t>(kind)];
+    ++t.count;
+    t.bytes += bytes;
+    t.busy_ns += duration;
+    if (&stream == &now_) {
+      stream_kind = StreamKind::kCompute;
+      exposed_ns_ += end - now_;
+    }
+    record(stream_kind, op, start, end, name, bytes, 0);
+    stream = end;
+    return end;
+  }
+
+  Setup s_;
+  const zero::ZeroSettings& z_;
+  const std::vector<CallWork>& work_;
+  trace::Trace* trace_;
+  std::int32_t trace_rank_;
+  MemoryAccountant memory_;
+  bool active_ = false;
+
+  TimeNs now_ = 0;  // the host and the compute stream
+  TimeNs allgather_ = 0, reduce_ = 0, h2d_ = 0, d2h_ = 0;
+  std::deque<TimeNs> fetch_events_;
+  std::deque<TimeNs> reduce_events_;
+  std::map<GatherHandle, Gather> gathers_;
+  std::vector<MemoryAccountant::Block> param_block_;
+  std::vector<MemoryAccountant::Block> grad_block_;
+  std::vector<MemoryAccountant::Block> activation_block_;
+  std::int64_t live_numel_ = 0;
+  std::int32_t step_ = 0;
+  std::int32_t micro_batch_ = -1;
+  std::int32_t data_group_ = trace::kNone;
+  CoordinatorFigures figures_;
+  TimeNs compute_ns_ = 0;
+  TimeNs exposed_ns_ = 0;
+  TimeNs exposed_gather_ns_ = 0;
+  std::array<TransferTotals, kTransferKindCount> transfers_{};
+};
+
+std::string running_label(const ModuleTree& tree, std::int32_t running) {
+  if (running == kRunningOptimizer) return "optimizer step";
+  if (running == kRunningPersistentGather) return "gathering persistent parameters";
+  if (running < 0 || static_cast<std::size_t>(running) >= tree.calls().size()) return "setup";
+  const ModuleId m = tree.calls()[static_cast<std::size_t>(running)].module;
+  return m == 0 ? std::string("model") : tree.qualified_name(m);
+}
+
+}  // namespace
+
+SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
+                                trace::Trace* trace) {
+  if (run.deepspeed.zero.stage != 3) {
+    throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "zero_optimization.stage"},
+                    "the data-parallel simulation models ZeRO stage 3; stage " +
+                        std::to_string(run.deepspeed.zero.stage) +
+                        " is simulated only with a pipeline (parallel.pipeline > 1)");
+  }
+  if (run.parallel.tensor > 1) {
+    throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "parallel.tensor"},
+                    "tensor parallelism is not simulated yet");
+  }
+  if (run.deepspeed.pipeline.activation_checkpoint_interval > 0 && run.parallel.pipeline == 1) {
+    throw UserError(ErrorKind::kUnsupported,
+                    {run.file.string(), 0, 0, "pipeline.activation_checkpoint_interval"},
+                    "activation checkpointing is simulated only with a pipeline for now");
+  }
+
+  const zero::ZeroSettings settings = run.zero_settings();
+  const zero::ZeroModel model(run.tree, settings);
+  const ComputeModel compute(run.cluster, run.training.dtype);
+  const CollectiveModel network(run.cluster);
+  const std::vector<CallWork> work = call_work(model, compute);
+  const std::int64_t micro_batches =
+      std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
+
+  const pipe::PipelineGrid grid(pipe::pipe_model_data_parallel_topology(
+      run.parallel.pipeline, run.parallel.tensor, run.parallel.data));
+  ZeroRank::Setup setup;
+  setup.run = &run;
+  setup.model = &model;
+  setup.compute = &compute;
+  setup.network = &network;
+  setup.dp = settings.data_parallel_size;
+  setup.optimizer = optimizer_shape(run.deepspeed);
+  setup.offload_param = run.deepspeed.zero.offload_param ? run.deepspeed.zero.offload_param->device
+                                                         : OffloadDevice::kNone;
+
+  SimulationResult result;
+  result.run_name = run.name;
+  result.world_size = run.parallel.world();
+  result.gpu_memory = run.cluster.gpu_memory;
+  result.steady_state = options.steps == 0;
+
+  std::vector<std::vector<std::int64_t>> classes;
+  if (options.all_ranks) {
+    for (std::int64_t r = 0; r < run.parallel.world(); ++r)
+      classes.push_back({r});
+  } else {
+    std::vector<std::int64_t> all(static_cast<std::size_t>(run.parallel.world()));
+    for (std::int64_t r = 0; r < run.parallel.world(); ++r)
+      all[static_cast<std::size_t>(r)] = r;
+    classes.push_back(std::move(all));
+  }
+
+  double forward_flops = 0;
+  for (const ForwardCall& c : run.tree.calls()) {
+    const ModuleCost& cost = run.tree.module(c.module).cost;
+    forward_flops += static_cast<double>(cost.forward_flops + cost.backward_or_default());
+  }
+
+  for (const std::vector<std::int64_t>& ranks : classes) {
+    const std::int64_t rank = ranks.front();
+    setup.gpu = rank;
+    setup.dp_shape = network.shape(grid.data_parallel_group(rank));
+    RankReport report;
+    report.ranks = ranks;
+    report.label = ranks.size() == 1 ? "rank " + std::to_string(rank)
+                                     : "all " + std::to_string(ranks.size()) + " ranks";
+    std::int32_t trace_rank = 0;
+    if (trace) {
+      trace_rank = static_cast<std::int32_t>(trace->ranks.size());
+      trace->ranks.push_back(trace::RankInfo{report.label, ranks, 0});
+    }
+    report.trace_rank = trace_rank;
+    ZeroRank sim(setup, work, trace, trace_rank, {run.cluster.gpu_memory, options.model_allocator});
+    zero::TrainingLoop loop(model, sim, sim, &sim);
+    sim.loop = &loop;
+    loop.initialize();
+    if (options.steps == 0) {
+      while (loop.coordinator().mode() != zero::TraceMode::kComplete &&
+             loop.steps_done() < kMaxWarmupSteps) {
+        loop.step(micro_batches);
+      }
+      if (loop.coordinator().mode() != zero::TraceMode::kComplete) {
+        result.warnings.push_back({{},
+                                   "the ZeRO-3 trace never completed in " +
+                                       std::to_string(kMaxWarmupSteps) +
+                                       " steps: the reported step runs without prefetching"});
+      }
+      sim.begin();
+      report.steps.push_back(sim.run_step(micro_batches));
+    } else {
+      sim.begin();
+      for (std::int64_t s = 0; s < options.steps; ++s)
+        report.steps.push_back(sim.run_step(micro_batches));
+    }
+    report.transfers = sim.transfers();
+    report.peak = sim.memory().peak();
+    report.peak_reserved = sim.memory().peak_reserved();
+    report.peak_host = sim.memory().peak_host();
+    report.out_of_memory = sim.memory().out_of_memory_count();
+    report.peak_running = running_label(run.tree, report.peak.running);
+    report.model_flops_per_step = forward_flops * static_cast<double>(micro_batches);
+    result.ranks.push_back(std::move(report));
+  }
+  for (const StepReport& s : result.ranks.front().steps)
+    result.reported_steps.push_back(s.step);
+  for (const RankReport& r : result.ranks)
+    result.step_time_ns = std::max(result.step_time_ns, r.steps.back().time_ns());
+  if (result.step_time_ns > 0) {
+    result.mfu = result.ranks.front().model_flops_per_step /
+                 (static_cast<double>(result.step_time_ns) * 1e-9 * compute.peak_flops());
+  }
+  for (const Warning& w : model.warnings())
+    result.warnings.push_back(w);
+  const bool cpu_offload = settings.offload_optimizer != OffloadDevice::kNone;
+  result.estimate = deepspeed_zero3_estimate(
+      run.tree.total_parameters(), largest_layer_params(run.tree), run.cluster.gpus_per_node,
+      run.cluster.nodes, cpu_offload, cpu_offload && setup.offload_param != OffloadDevice::kNone);
+  return result;
+}
+
+}  // namespace zp::sim

@@ -1,0 +1,157 @@
+#include "core/trace/trace.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/util/error.h"
+
+namespace zp::trace {
+namespace {
+
+// The names are part of the file formats (traces/FORMAT.md): changing one breaks old files.
+TEST(TraceEnums, StreamNamesAreStable) {
+  const std::vector<std::string> expected = {"compute", "allgather", "reduce_scatter", "h2d",
+                                             "d2h",     "pipe_send", "pipe_recv",      "host"};
+  ASSERT_EQ(expected.size(), kStreamCount);
+  for (std::size_t i = 0; i < kStreamCount; ++i) {
+    const auto value = static_cast<StreamKind>(i);
+    EXPECT_EQ(to_string(value), expected[i]);
+    StreamKind back = StreamKind::kCount;
+    ASSERT_TRUE(parse(to_string(value), back)) << expected[i];
+    EXPECT_EQ(back, value);
+  }
+}
+
+TEST(TraceEnums, OpKindNamesAreStable) {
+  const std::vector<std::string> expected = {
+      "forward",    "backward",  "recompute", "optimizer_step", "allgather",    "reduce_scatter",
+      "all_reduce", "broadcast", "send",      "recv",           "copy_to_host", "copy_to_device"};
+  ASSERT_EQ(expected.size(), static_cast<std::size_t>(OpKind::kCount));
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto value = static_cast<OpKind>(i);
+    EXPECT_EQ(to_string(value), expected[i]);
+    OpKind back = OpKind::kCount;
+    ASSERT_TRUE(parse(to_string(value), back)) << expected[i];
+    EXPECT_EQ(back, value);
+  }
+}
+
+TEST(TraceEnums, MemoryCategoryNamesAreStable) {
+  const std::vector<std::string> expected = {
+      "param_partitions", "gathered_params",  "persistent_params",
+      "grad_buckets",     "grad_partitions",  "master_weights",
+      "optimizer_states", "activations",      "recompute",
+      "pipe_buffers",     "comm_buffers",     "host_params",
+      "host_optimizer",   "host_activations", "nvme"};
+  ASSERT_EQ(expected.size(), kMemoryCategoryCount);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto value = static_cast<MemoryCategory>(i);
+    EXPECT_EQ(to_string(value), expected[i]);
+    MemoryCategory back = MemoryCategory::kCount;
+    ASSERT_TRUE(parse(to_string(value), back)) << expected[i];
+    EXPECT_EQ(back, value);
+  }
+}
+
+TEST(TraceEnums, UnknownNamesDoNotParseAndLeaveTheOutputAlone) {
+  StreamKind stream = StreamKind::kHost;
+  EXPECT_FALSE(parse("Compute", stream));  // case matters
+  EXPECT_FALSE(parse("", stream));
+  EXPECT_EQ(stream, StreamKind::kHost);
+  OpKind kind = OpKind::kSend;
+  EXPECT_FALSE(parse("all_gather", kind));  // the op is "allgather"
+  EXPECT_EQ(kind, OpKind::kSend);
+  MemoryCategory category = MemoryCategory::kNvme;
+  EXPECT_FALSE(parse("activation", category));
+  EXPECT_EQ(category, MemoryCategory::kNvme);
+}
+
+TEST(TraceEnums, OutOfRangeValuesAreInternalErrors) {
+  EXPECT_THROW(to_string(StreamKind::kCount), InternalError);
+  EXPECT_THROW(to_string(OpKind::kCount), InternalError);
+  EXPECT_THROW(to_string(MemoryCategory::kCount), InternalError);
+}
+
+TEST(TraceEnums, SourceNames) {
+  EXPECT_EQ(to_string(Source::kSimulated), "simulated");
+  EXPECT_EQ(to_string(Source::kMeasured), "measured");
+}
+
+TEST(TraceEnums, DeviceCategoriesAreTheFirstElevenAndHostOnesTheRest) {
+  const std::set<MemoryCategory> host = {MemoryCategory::kHostParams,
+                                         MemoryCategory::kHostOptimizer,
+                                         MemoryCategory::kHostActivations, MemoryCategory::kNvme};
+  for (std::size_t i = 0; i < kMemoryCategoryCount; ++i) {
+    const auto category = static_cast<MemoryCategory>(i);
+    EXPECT_EQ(on_device(category), !host.contains(category)) << to_string(category);
+  }
+  EXPECT_TRUE(on_device(MemoryCategory::kCommBuffers));
+  EXPECT_FALSE(on_device(MemoryCategory::kHostParams));
+}
+
+TEST(Trace, InternReturnsOneIndexPerText) {
+  Trace t;
+  EXPECT_EQ(t.intern("layers.0"), 0);
+  EXPECT_EQ(t.intern("layers.1"), 1);
+  EXPECT_EQ(t.intern("layers.0"), 0);
+  EXPECT_EQ(t.intern(""), 2);  // the empty string is a string like any other
+  EXPECT_EQ(t.strings, (std::vector<std::string>{"layers.0", "layers.1", ""}));
+  EXPECT_EQ(t.string(1), "layers.1");
+}
+
+TEST(Trace, InternFindsStringsFilledByHand) {
+  Trace t;
+  t.strings = {"a", "b"};  // as a reader fills them
+  EXPECT_EQ(t.intern("b"), 1);
+  EXPECT_EQ(t.intern("c"), 2);
+  EXPECT_EQ(t.strings.size(), 3u);
+  t.strings.push_back("d");  // more by hand after interning
+  EXPECT_EQ(t.intern("d"), 3);
+  EXPECT_EQ(t.intern("e"), 4);
+  EXPECT_EQ(t.strings.size(), 5u);
+}
+
+TEST(Trace, InternOnACopyDoesNotTouchTheOriginal) {
+  Trace a;
+  a.intern("x");
+  Trace b = a;
+  EXPECT_EQ(b.intern("y"), 1);
+  EXPECT_EQ(a.strings.size(), 1u);
+  EXPECT_EQ(a.intern("y"), 1);
+}
+
+TEST(Trace, StringOutOfRangeIsAnInternalError) {
+  Trace t;
+  t.intern("x");
+  EXPECT_THROW(t.string(1), InternalError);
+  EXPECT_THROW(t.string(kNone), InternalError);
+}
+
+TEST(Trace, EqualityComparesEveryFieldButNotTheInternIndex) {
+  Trace a;
+  a.intern("x");
+  Trace b;
+  b.strings = {"x"};  // same content, no index built
+  EXPECT_EQ(a, b);
+
+  const auto differs = [&](auto change) {
+    Trace c = a;
+    change(c);
+    return !(c == a);
+  };
+  EXPECT_TRUE(differs([](Trace& t) { t.source = Source::kMeasured; }));
+  EXPECT_TRUE(differs([](Trace& t) { t.metadata["run"] = "r"; }));
+  EXPECT_TRUE(differs([](Trace& t) { t.strings.push_back("y"); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.ranks.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.groups.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.ops.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.memory.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.reserved.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.markers.push_back({}); }));
+}
+
+}  // namespace
+}  // namespace zp::trace
