@@ -52,6 +52,8 @@ struct TrainingInput {
   std::optional<std::int64_t> micro_batch;
   std::optional<DType> dtype;
   std::optional<Node> sequence_node;
+  std::optional<std::int64_t> checkpoint_interval;
+  std::optional<Node> checkpoint_node;
 };
 
 TrainingInput read_training(const std::optional<Node>& node) {
@@ -76,6 +78,11 @@ TrainingInput read_training(const std::optional<Node>& node) {
                                      did_you_mean(name, {"fp32", "fp16", "bf16"}));
     }
     t.dtype = d;
+  }
+  if (auto n = r.get("checkpoint_interval")) {
+    t.checkpoint_interval = read_int(*n, Coercion::kStrict);
+    require_at_least(*n, *t.checkpoint_interval, 0);
+    t.checkpoint_node = n;
   }
   r.reject_unknown();
   return t;
@@ -292,6 +299,20 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
       {"training.micro_batch", run.training.micro_batch,
        training.micro_batch ? Origin::kUser : Origin::kInferred,
        training.micro_batch ? "" : "DeepSpeed's train_micro_batch_size_per_gpu"});
+  if (training.checkpoint_interval) {
+    if (*training.checkpoint_interval > 0 && run.parallel.pipeline > 1) {
+      training.checkpoint_node->fail(
+          ErrorKind::kConflict,
+          "with a pipeline (parallel.pipeline " + std::to_string(run.parallel.pipeline) +
+              "), DeepSpeed's pipeline.activation_checkpoint_interval says which layers are "
+              "checkpointed; set that instead");
+    }
+    run.training.checkpoint_interval = *training.checkpoint_interval;
+  }
+  run.provenance.push_back({"training.checkpoint_interval", run.training.checkpoint_interval,
+                            training.checkpoint_interval ? Origin::kUser : Origin::kDefault,
+                            run.training.checkpoint_interval > 0 ? "layers per checkpointed segment"
+                                                                 : "no activation checkpointing"});
   run.provenance.push_back({"training.dtype", std::string(to_string(run.training.dtype)),
                             training.dtype ? Origin::kUser : Origin::kInferred,
                             training.dtype ? "" : "from the DeepSpeed config's bf16/fp16"});

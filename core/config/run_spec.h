@@ -29,6 +29,11 @@ struct TrainingShape {
   std::int64_t sequence_length = 0;
   std::int64_t micro_batch = 0;
   DType dtype = DType::kFloat32;
+  // Without a pipeline: layers per segment that the training script wraps in
+  // deepspeed.checkpointing.checkpoint (Megatron's --checkpoint-num-layers; 1 for Hugging Face's
+  // gradient checkpointing); 0: no activation checkpointing. With a pipeline,
+  // pipeline.activation_checkpoint_interval says it instead.
+  std::int64_t checkpoint_interval = 0;
 };
 
 struct ParallelDegrees {

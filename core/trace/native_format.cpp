@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -31,55 +32,177 @@ Json enum_names() {
   return names;
 }
 
-// One column: `get(row)` for every row.
-template <class Row, class Get>
-Json column(const std::vector<Row>& rows, Get get) {
-  Json::array_t out;
-  out.reserve(rows.size());
-  for (const Row& row : rows)
-    out.emplace_back(get(row));
-  return out;
-}
-
 // Invalid UTF-8 in a name is replaced rather than failing the whole write.
 std::string dump(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-// One key per line at the top and inside each table, each column on one line: a file of a million
-// ops stays small, and `head` still shows what it is.
-std::string native_text(const Json& json) {
-  static constexpr std::array<const char*, 12> kOrder = {
-      "format", "version", "source", "metadata", "strings",  "enums",
-      "ranks",  "groups",  "ops",    "memory",   "reserved", "markers"};
-  std::vector<std::string> keys(kOrder.begin(), kOrder.end());
-  for (const auto& [key, value] : json.items()) {
-    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+// The keys before the tables, in the order the file has them; "enums" is written like a table.
+constexpr std::array<const char*, 6> kHeadKeys = {"format",   "version", "source",
+                                                  "metadata", "strings", "enums"};
+
+Json head(const Trace& trace) {
+  return Json{{"format", kNativeFormat},
+              {"version", kNativeFormatVersion},
+              {"source", to_string(trace.source)},
+              {"metadata", trace.metadata},
+              {"strings", trace.strings},
+              {"enums",
+               {{"stream", enum_names<StreamKind>()},
+                {"op_kind", enum_names<OpKind>()},
+                {"memory_category", enum_names<MemoryCategory>()}}}};
+}
+
+// Every table and column, once: to_native_json and the file writer both walk this, so they
+// cannot disagree. Enum columns hold indices into the name lists of head()'s "enums", which
+// follow the enum order.
+template <class Visitor>
+void visit_tables(const Trace& trace, Visitor& v) {
+  const auto& ranks = trace.ranks;
+  v.table("ranks");
+  v.column("label", ranks, [](const RankInfo& r) -> const std::string& { return r.label; });
+  v.column("ranks", ranks,
+           [](const RankInfo& r) -> const std::vector<std::int64_t>& { return r.ranks; });
+  v.column("pipeline_stage", ranks, [](const RankInfo& r) { return r.pipeline_stage; });
+  v.table("groups");
+  v.column("axis", trace.groups, [](const GroupInfo& g) -> const std::string& { return g.axis; });
+  v.column("size", trace.groups, [](const GroupInfo& g) { return g.size; });
+
+  const auto& ops = trace.ops;
+  v.table("ops");
+  v.column("rank", ops, [](const Op& o) { return o.rank; });
+  v.column("stream", ops, [](const Op& o) { return static_cast<int>(o.stream); });
+  v.column("kind", ops, [](const Op& o) { return static_cast<int>(o.kind); });
+  v.column("start", ops, [](const Op& o) { return o.start; });
+  v.column("end", ops, [](const Op& o) { return o.end; });
+  v.column("name", ops, [](const Op& o) { return o.name; });
+  v.column("bytes", ops, [](const Op& o) { return o.bytes; });
+  v.column("flops", ops, [](const Op& o) { return o.flops; });
+  v.column("step", ops, [](const Op& o) { return o.step; });
+  v.column("micro_batch", ops, [](const Op& o) { return o.micro_batch; });
+  v.column("group", ops, [](const Op& o) { return o.group; });
+
+  const auto& memory = trace.memory;
+  v.table("memory");
+  v.column("rank", memory, [](const MemorySample& m) { return m.rank; });
+  v.column("time", memory, [](const MemorySample& m) { return m.time; });
+  v.column("category", memory, [](const MemorySample& m) { return static_cast<int>(m.category); });
+  v.column("bytes", memory, [](const MemorySample& m) { return m.bytes; });
+
+  const auto& reserved = trace.reserved;
+  v.table("reserved");
+  v.column("rank", reserved, [](const ReservedSample& s) { return s.rank; });
+  v.column("time", reserved, [](const ReservedSample& s) { return s.time; });
+  v.column("bytes", reserved, [](const ReservedSample& s) { return s.bytes; });
+
+  const auto& markers = trace.markers;
+  v.table("markers");
+  v.column("rank", markers, [](const Marker& m) { return m.rank; });
+  v.column("time", markers, [](const Marker& m) { return m.time; });
+  v.column("name", markers, [](const Marker& m) { return m.name; });
+}
+
+class JsonBuilder {
+ public:
+  explicit JsonBuilder(Json& out) : out_(out) {}
+  void table(const char* name) { table_ = &(out_[name] = Json::object()); }
+  template <class Row, class Get>
+  void column(const char* name, const std::vector<Row>& rows, Get get) {
+    Json::array_t values;
+    values.reserve(rows.size());
+    for (const Row& row : rows)
+      values.emplace_back(get(row));
+    (*table_)[name] = std::move(values);
   }
-  std::string out = "{";
-  bool first = true;
-  for (const std::string& key : keys) {
-    const auto it = json.find(key);
-    if (it == json.end()) continue;
-    out += first ? "\n " : ",\n ";
-    first = false;
-    out += dump(key) + ": ";
-    if (it->is_object() && key != "metadata" && !it->empty()) {
-      out += "{";
-      bool first_column = true;
-      for (const auto& [name, values] : it->items()) {
-        out += first_column ? "\n  " : ",\n  ";
-        first_column = false;
-        out += dump(name) + ": " + dump(values);
-      }
-      out += "\n }";
-    } else {
-      out += dump(*it);
+
+ private:
+  Json& out_;
+  Json* table_ = nullptr;
+};
+
+// The file: one key per line at the top and inside each table, each column on one line, so a
+// million ops stay small and `head` shows what the file is. Integers go straight through
+// std::to_chars, several times faster than building and dumping a value tree.
+class TextWriter {
+ public:
+  explicit TextWriter(std::string& out) : out_(out) {}
+  void key(const char* name, std::string_view indent) {
+    out_ += first_key_ ? "\n" : ",\n";
+    first_key_ = false;
+    out_ += indent;
+    out_ += '"';
+    out_ += name;
+    out_ += "\": ";
+  }
+  void table(const char* name) {
+    close_table();
+    key(name, " ");
+    out_ += '{';
+    first_key_ = true;
+    in_table_ = true;
+  }
+  void close_table() {
+    if (!in_table_) return;
+    out_ += first_key_ ? "}" : "\n }";
+    first_key_ = false;
+    in_table_ = false;
+  }
+  template <class Row, class Get>
+  void column(const char* name, const std::vector<Row>& rows, Get get) {
+    key(name, "  ");
+    out_ += '[';
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (i != 0) out_ += ',';
+      value(get(rows[i]));
     }
+    out_ += ']';
   }
+
+ private:
+  void value(std::int64_t x) {
+    char buffer[24];
+    out_.append(buffer, std::to_chars(buffer, buffer + sizeof buffer, x).ptr);
+  }
+  void value(const std::string& s) { out_ += dump(Json(s)); }
+  void value(const std::vector<std::int64_t>& list) {
+    out_ += '[';
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (i != 0) out_ += ',';
+      value(list[i]);
+    }
+    out_ += ']';
+  }
+
+  std::string& out_;
+  bool first_key_ = true;
+  bool in_table_ = false;
+};
+
+std::string native_text(const Trace& trace) {
+  std::string out;
+  // About 8 bytes per integer; one reservation instead of a dozen doublings of a large buffer.
+  out.reserve(4096 + 8 * (11 * trace.ops.size() + 4 * trace.memory.size() +
+                          3 * (trace.reserved.size() + trace.markers.size())));
+  out += '{';
+  TextWriter writer(out);
+  const Json top = head(trace);
+  for (const char* key : kHeadKeys) {
+    if (std::string_view(key) == "enums") continue;
+    writer.key(key, " ");
+    out += dump(top[key]);
+  }
+  writer.table("enums");
+  for (const auto& [name, names] : top["enums"].items()) {
+    writer.key(name.c_str(), "  ");
+    out += dump(names);
+  }
+  visit_tables(trace, writer);
+  writer.close_table();
   out += "\n}\n";
   return out;
 }
+
+// --- Parsing -------------------------------------------------------------------------------------
 
 // --- Reading -------------------------------------------------------------------------------------
 
@@ -115,6 +238,10 @@ std::string got(const Json& value) {
 
 std::string indexed(std::string_view path, std::size_t i) {
   return std::string(path) + "[" + std::to_string(i) + "]";
+}
+
+bool in_range(std::int64_t index, std::size_t count) {
+  return index >= 0 && static_cast<std::uint64_t>(index) < count;
 }
 
 enum class IntStatus { kOk, kNotInteger, kOutOfRange };
@@ -242,12 +369,12 @@ class Table {
     const std::string p = path(key);
     for (std::size_t i = 0; i < rows_; ++i) {
       std::int64_t index = 0;
-      if (as_int64(values[i], index) != IntStatus::kOk || index < 0 ||
-          static_cast<std::size_t>(index) >= names.size()) {
-        if (as_int64(values[i], index) == IntStatus::kNotInteger) {
-          reader_.fail(ErrorKind::kType, indexed(p, i),
-                       "expected an index into " + std::string(names_path) + ", " + got(values[i]));
-        }
+      const IntStatus status = as_int64(values[i], index);
+      if (status == IntStatus::kNotInteger) {
+        reader_.fail(ErrorKind::kType, indexed(p, i),
+                     "expected an index into " + std::string(names_path) + ", " + got(values[i]));
+      }
+      if (status != IntStatus::kOk || !in_range(index, names.size())) {
         reader_.fail(ErrorKind::kValue, indexed(p, i),
                      repr_json(values[i]) + " is not an index into " + std::string(names_path) +
                          " (it has " + plural(names.size(), "name") + ")");
@@ -305,14 +432,18 @@ std::optional<TraceViolation> out_of_range(std::string_view path, std::size_t i,
                                               plural(count, what) + ")"};
 }
 
-bool in_range(std::int64_t index, std::size_t count) {
-  return index >= 0 && static_cast<std::uint64_t>(index) < count;
-}
-
 std::optional<TraceViolation> negative(std::string_view path, std::size_t i, const char* what,
                                        std::int64_t value) {
   return TraceViolation{indexed(path, i),
                         std::string(what) + " " + std::to_string(value) + " is negative"};
+}
+
+// A trace that breaks a rule is a bug in whoever built it, not bad input.
+void check_before_writing(const Trace& trace) {
+  if (auto violation = check_trace(trace)) {
+    throw InternalError("cannot write a trace that breaks the format: " + violation->key_path +
+                        ": " + violation->message);
+  }
 }
 
 }  // namespace
@@ -404,58 +535,11 @@ std::optional<TraceViolation> check_trace(const Trace& trace) {
 }
 
 Json to_native_json(const Trace& trace) {
-  if (auto violation = check_trace(trace)) {
-    throw InternalError("cannot write a trace that breaks the format: " + violation->key_path +
-                        ": " + violation->message);
-  }
-  Json ranks = {
-      {"label", column(trace.ranks, [](const RankInfo& r) { return r.label; })},
-      {"ranks", column(trace.ranks, [](const RankInfo& r) { return r.ranks; })},
-      {"pipeline_stage", column(trace.ranks, [](const RankInfo& r) { return r.pipeline_stage; })}};
-  Json groups = {{"axis", column(trace.groups, [](const GroupInfo& g) { return g.axis; })},
-                 {"size", column(trace.groups, [](const GroupInfo& g) { return g.size; })}};
-  // Enum columns hold indices into the name lists under "enums", which follow the enum order.
-  const auto& ops = trace.ops;
-  Json op_table = {{"rank", column(ops, [](const Op& o) { return o.rank; })},
-                   {"stream", column(ops, [](const Op& o) { return static_cast<int>(o.stream); })},
-                   {"kind", column(ops, [](const Op& o) { return static_cast<int>(o.kind); })},
-                   {"start", column(ops, [](const Op& o) { return o.start; })},
-                   {"end", column(ops, [](const Op& o) { return o.end; })},
-                   {"name", column(ops, [](const Op& o) { return o.name; })},
-                   {"bytes", column(ops, [](const Op& o) { return o.bytes; })},
-                   {"flops", column(ops, [](const Op& o) { return o.flops; })},
-                   {"step", column(ops, [](const Op& o) { return o.step; })},
-                   {"micro_batch", column(ops, [](const Op& o) { return o.micro_batch; })},
-                   {"group", column(ops, [](const Op& o) { return o.group; })}};
-  const auto& mem = trace.memory;
-  Json memory = {
-      {"rank", column(mem, [](const MemorySample& m) { return m.rank; })},
-      {"time", column(mem, [](const MemorySample& m) { return m.time; })},
-      {"category", column(mem, [](const MemorySample& m) { return static_cast<int>(m.category); })},
-      {"bytes", column(mem, [](const MemorySample& m) { return m.bytes; })}};
-  const auto& res = trace.reserved;
-  Json reserved = {{"rank", column(res, [](const ReservedSample& s) { return s.rank; })},
-                   {"time", column(res, [](const ReservedSample& s) { return s.time; })},
-                   {"bytes", column(res, [](const ReservedSample& s) { return s.bytes; })}};
-  const auto& mk = trace.markers;
-  Json markers = {{"rank", column(mk, [](const Marker& m) { return m.rank; })},
-                  {"time", column(mk, [](const Marker& m) { return m.time; })},
-                  {"name", column(mk, [](const Marker& m) { return m.name; })}};
-  return Json{{"format", kNativeFormat},
-              {"version", kNativeFormatVersion},
-              {"source", to_string(trace.source)},
-              {"metadata", trace.metadata},
-              {"strings", trace.strings},
-              {"enums",
-               {{"stream", enum_names<StreamKind>()},
-                {"op_kind", enum_names<OpKind>()},
-                {"memory_category", enum_names<MemoryCategory>()}}},
-              {"ranks", std::move(ranks)},
-              {"groups", std::move(groups)},
-              {"ops", std::move(op_table)},
-              {"memory", std::move(memory)},
-              {"reserved", std::move(reserved)},
-              {"markers", std::move(markers)}};
+  check_before_writing(trace);
+  Json out = head(trace);
+  JsonBuilder builder(out);
+  visit_tables(trace, builder);
+  return out;
 }
 
 Trace from_native_json(const Json& json, const std::string& origin) {
@@ -606,12 +690,36 @@ Trace from_native_json(const Json& json, const std::string& origin) {
 }
 
 void write_native(const Trace& trace, const std::filesystem::path& path) {
-  write_file_atomically(path, native_text(to_native_json(trace)));
+  check_before_writing(trace);
+  write_file_atomically(path, native_text(trace));
 }
 
+Json parse_json(std::string_view text, const std::string& origin) {
+  return Document::from_json(text, origin).root();
+}
+
+namespace {
+// nlohmann destroys an array value by first moving every element onto a stack of its own (to bound
+// recursion); for a column of a million integers that costs more than reading it. Destroying the
+// columns' vectors directly skips that.
+void release_columns(Json& json) {
+  if (!json.is_object()) return;
+  for (auto& table : json) {
+    if (!table.is_object()) continue;
+    for (auto& column : table) {
+      if (auto* values = column.get_ptr<Json::array_t*>()) {
+        const Json::array_t dropped = std::move(*values);
+      }
+    }
+  }
+}
+}  // namespace
+
 Trace read_native(const std::filesystem::path& path) {
-  const Document doc = Document::from_json(read_file(path), path.string());
-  return from_native_json(doc.root(), path.string());
+  Json json = parse_json(read_file(path), path.string());
+  Trace trace = from_native_json(json, path.string());
+  release_columns(json);
+  return trace;
 }
 
 }  // namespace zp::trace

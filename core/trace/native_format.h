@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/config/document.h"
 #include "core/trace/trace.h"
@@ -15,13 +16,14 @@ namespace zp::trace {
 inline constexpr const char* kNativeFormat = "zeroplan-trace";
 inline constexpr int kNativeFormatVersion = 1;
 
+// A trace that breaks a rule of the format (see check_trace) is a bug in whoever built it: the
+// writers raise an InternalError for it and write nothing.
 Json to_native_json(const Trace& trace);
 // Checks every rule a file can break (types, column lengths, enum names, indices, ranges); a
 // violation is a UserError naming `origin`, the field and the row.
 Trace from_native_json(const Json& json, const std::string& origin);
 
-// Written atomically: a failed write leaves no partial file. A trace that breaks a rule of the
-// format (see check_trace) is a bug in whoever built it: an InternalError, and nothing is written.
+// Written atomically: a failed write leaves no partial file.
 void write_native(const Trace& trace, const std::filesystem::path& path);
 Trace read_native(const std::filesystem::path& path);
 
@@ -32,5 +34,9 @@ struct TraceViolation {
   std::string message;   // "end 5 is before start 10"
 };
 std::optional<TraceViolation> check_trace(const Trace& trace);
+
+// JSON text to a value, as every zeroplan reader parses it (Document::from_json: a UserError naming
+// `origin`, line and column for bad text).
+Json parse_json(std::string_view text, const std::string& origin);
 
 }  // namespace zp::trace

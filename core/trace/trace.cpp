@@ -68,16 +68,29 @@ std::string_view to_string(Source source) {
 }
 
 std::int32_t Trace::intern(std::string_view text) {
-  // Rebuild the index if strings were filled by hand (a reader, a test).
-  if (index_.size() != strings.size()) {
+  // Rebuild the index if strings were filled or changed by hand (a reader, a test): the counts
+  // differ, or the entry found no longer holds the text.
+  const auto rebuild = [this] {
     index_.clear();
     for (std::size_t i = 0; i < strings.size(); ++i)
       index_.emplace(strings[i], static_cast<std::int32_t>(i));
+  };
+  const auto stale = [&](std::int32_t i) {
+    return static_cast<std::size_t>(i) >= strings.size() ||
+           strings[static_cast<std::size_t>(i)] != text;
+  };
+  if (index_.size() != strings.size()) rebuild();
+  std::string key(text);
+  auto it = index_.find(key);
+  if (it != index_.end() && stale(it->second)) {
+    rebuild();
+    it = index_.find(key);
   }
-  const auto [it, added] =
-      index_.emplace(std::string(text), static_cast<std::int32_t>(strings.size()));
-  if (added) strings.emplace_back(text);
-  return it->second;
+  if (it != index_.end()) return it->second;
+  const auto index = static_cast<std::int32_t>(strings.size());
+  index_.emplace(std::move(key), index);
+  strings.emplace_back(text);
+  return index;
 }
 
 const std::string& Trace::string(std::int32_t index) const {

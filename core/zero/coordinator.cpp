@@ -1,7 +1,6 @@
 #include "core/zero/coordinator.h"
 
 #include <algorithm>
-#include <set>
 
 namespace zp::zero {
 
@@ -40,7 +39,8 @@ Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
       v014_(model.settings().version == DeepSpeedVersion::kV0_14),
       state_(model.tree().parameters().size()),
       mode_(v014_ ? TraceMode::kRecord : TraceMode::kInvalid),
-      most_recent_fetch_(model.tree().parameters().size(), kNeverFetched) {}
+      most_recent_fetch_(model.tree().parameters().size(), kNeverFetched),
+      prefetch_mark_(model.tree().parameters().size(), -1) {}
 
 void Coordinator::deepspeed_fails(const std::string& what) const {
   throw UserError(ErrorKind::kUnsupported, {},
@@ -115,6 +115,8 @@ void Coordinator::invalidate_trace(ModuleId, std::string message) {
 
 void Coordinator::clear_trace_structures() {
   submodule_order_.clear();
+  for (ReuseIndex& index : reuse_index_)
+    index.built = false;
   param_order_.clear();
   std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
   queue_.clear();
@@ -123,6 +125,8 @@ void Coordinator::clear_trace_structures() {
 void Coordinator::record_module(ModuleId module) {
   ZP_CHECK(mode_ == TraceMode::kRecord, "recording outside RECORD mode");
   submodule_order_.push_back(module);
+  for (ReuseIndex& index : reuse_index_)
+    index.built = false;
   step_ids_of_module_[module].push_back(step_id_);
 }
 
@@ -185,17 +189,21 @@ void Coordinator::fetch(ModuleId module, bool forward) {
   }
 
   if (mode_ == TraceMode::kComplete) {
-    // Pop this module's parameters off the trace, unless a prefetch already did.
-    std::set<ParamId> not_yet;
+    // Pop this module's parameters off the trace, unless a prefetch already did. (Sets of a
+    // module's few parameters: sorted vectors.)
+    std::vector<ParamId> not_yet;
     for (ParamId p : params) {
-      if (most_recent_fetch_[static_cast<size_t>(p)] < step_id_) not_yet.insert(p);
+      if (most_recent_fetch_[static_cast<size_t>(p)] < step_id_) not_yet.push_back(p);
     }
-    std::set<ParamId> discarded;
+    std::sort(not_yet.begin(), not_yet.end());
+    not_yet.erase(std::unique(not_yet.begin(), not_yet.end()), not_yet.end());
+    std::vector<ParamId> discarded;
     while (!queue_.empty() && discarded.size() < not_yet.size()) {
       const ParamInTrace next = queue_.front();
       queue_.pop_front();
       most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
-      discarded.insert(next.param);
+      const auto at = std::lower_bound(discarded.begin(), discarded.end(), next.param);
+      if (at == discarded.end() || *at != next.param) discarded.insert(at, next.param);
     }
     if (discarded != not_yet) {
       deepspeed_fails("tracing error at step " + std::to_string(step_id_) +
@@ -209,15 +217,17 @@ void Coordinator::fetch(ModuleId module, bool forward) {
           std::min(z.max_live_parameters - n_available_, z.prefetch_bucket_size);
       std::vector<ParamId> prefetch;
       std::int64_t prefetch_numel = 0;
+      const std::int64_t mark = fetches_++;
       // Checked before each parameter is added: the last one may overshoot the budget.
       while (!queue_.empty() && prefetch_numel < budget) {
         const ParamInTrace next = queue_.front();
         queue_.pop_front();
         const auto p = static_cast<size_t>(next.param);
-        const bool take = state_[p].status == ParamStatus::kNotAvailable &&
-                          std::find(prefetch.begin(), prefetch.end(), next.param) == prefetch.end();
+        const bool take =
+            state_[p].status == ParamStatus::kNotAvailable && prefetch_mark_[p] != mark;
         most_recent_fetch_[p] = std::max(most_recent_fetch_[p], next.step_id_last_used_at);
         if (take) {
+          prefetch_mark_[p] = mark;
           prefetch.push_back(next.param);
           prefetch_numel += model_.param(next.param).numel;
         }
@@ -245,35 +255,49 @@ void Coordinator::all_gather(const std::vector<ParamId>& params, bool forward, G
   std::sort(request.params.begin(), request.params.end(),
             [&](ParamId a, ParamId b) { return model_.param(a).ds_id < model_.param(b).ds_id; });
   request.handle = next_handle_++;
+  HandleState h;
+  h.params = request.params;
+  h.pending = true;
   for (ParamId p : request.params) {
-    state_[static_cast<size_t>(p)].status = ParamStatus::kInflight;
-    if (reason != GatherReason::kOutside) inflight_.emplace_back(p, request.handle);
+    ParamState& st = state_[static_cast<size_t>(p)];
+    st.status = ParamStatus::kInflight;
+    if (reason != GatherReason::kOutside) {
+      ZP_CHECK(!st.registered, "parameter ", model_.param(p).ds_id, " registered twice");
+      st.registered = true;
+      inflight_.emplace_back(p, request.handle);
+      ++h.registry_entries;
+    }
   }
-  handles_[request.handle] = request.params;
+  handles_.push_back(std::move(h));
+  ZP_CHECK(static_cast<GatherHandle>(handles_.size()) == next_handle_, "handles out of step");
   backend_.start_gather(request);
 }
 
 // Pops `param` from the in-flight registry and waits on its gather.
 void Coordinator::wait(ParamId param) {
+  ParamState& st = state_[static_cast<size_t>(param)];
+  if (!st.registered) return;
   auto it = std::find_if(inflight_.begin(), inflight_.end(),
                          [&](const auto& e) { return e.first == param; });
-  if (it == inflight_.end()) return;
+  ZP_CHECK(it != inflight_.end(), "registered parameter missing from the registry");
   const GatherHandle handle = it->second;
   inflight_.erase(it);
+  st.registered = false;
+  HandleState& h = handles_[static_cast<size_t>(handle)];
+  --h.registry_entries;
   land(handle);
-  const bool referenced = std::any_of(inflight_.begin(), inflight_.end(),
-                                      [&](const auto& e) { return e.second == handle; });
-  if (!referenced) backend_.drop_gather(handle);
+  if (h.registry_entries == 0) backend_.drop_gather(handle);
 }
 
 // A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
 void Coordinator::land(GatherHandle handle) {
-  auto h = handles_.find(handle);
-  if (h == handles_.end()) return;
+  HandleState& h = handles_[static_cast<size_t>(handle)];
+  if (!h.pending) return;
+  h.pending = false;
   backend_.wait_gather(handle);
-  for (ParamId p : h->second)
+  for (ParamId p : h.params)
     state_[static_cast<size_t>(p)].status = ParamStatus::kAvailable;
-  handles_.erase(h);
+  h.params = {};
 }
 
 // --- Release ----------------------------------------------------------------------------------
@@ -311,19 +335,43 @@ const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std:
   for (ParamId p : model_.fetch_params(module)) {
     if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) drop(p);
   }
-  // Parameters reused within max_reuse_distance elements of trace stay. The walk recurses into
-  // each module as deep as the module being released is a leaf, as DeepSpeed's does.
+  // Parameters reused within max_reuse_distance elements of trace stay. DeepSpeed walks the trace
+  // from the current step, adding up each module's parameters (as deep as the module being
+  // released is a leaf) until the walk reaches the distance; a parameter met before that stays.
+  // It is met first at its next use, so it stays exactly when the elements between here and its
+  // next use are below the distance: the same answer without the walk.
   const bool recurse = model_.is_leaf(module);
-  std::int64_t traversed = 0;
-  for (size_t i = static_cast<size_t>(std::max<std::int64_t>(step_id, 0));
-       i < submodule_order_.size(); ++i) {
-    if (traversed >= model_.settings().max_reuse_distance) break;
-    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
-      drop(p);
-      traversed += model_.param(p).numel;
+  const ReuseIndex& index = reuse_index(recurse);
+  const auto from = static_cast<std::size_t>(std::max<std::int64_t>(step_id, 0));
+  if (from < submodule_order_.size()) {
+    for (ParamId p : model_.fetch_params(module)) {
+      const std::vector<std::int32_t>& uses = index.uses[static_cast<size_t>(p)];
+      const auto next = std::lower_bound(uses.begin(), uses.end(), static_cast<std::int32_t>(from));
+      if (next == uses.end()) continue;
+      const std::int64_t between = index.prefix[static_cast<size_t>(*next)] - index.prefix[from];
+      if (between < model_.settings().max_reuse_distance) drop(p);
     }
   }
   return release_cache_.emplace(key, std::move(candidates)).first->second;
+}
+
+const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
+  ReuseIndex& index = reuse_index_[recurse ? 1 : 0];
+  if (index.built) return index;
+  index.prefix.assign(submodule_order_.size() + 1, 0);
+  index.uses.assign(state_.size(), {});
+  for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
+    std::int64_t numel = 0;
+    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
+      numel += model_.param(p).numel;
+      std::vector<std::int32_t>& uses = index.uses[static_cast<size_t>(p)];
+      if (uses.empty() || uses.back() != static_cast<std::int32_t>(i))
+        uses.push_back(static_cast<std::int32_t>(i));
+    }
+    index.prefix[i + 1] = index.prefix[i] + numel;
+  }
+  index.built = true;
+  return index;
 }
 
 void Coordinator::release_param(ParamId param, ReleaseReason reason) {
@@ -339,6 +387,8 @@ void Coordinator::drain_inflight() {
   std::vector<std::pair<ParamId, GatherHandle>> registry;
   registry.swap(inflight_);
   for (const auto& [param, handle] : registry) {
+    state_[static_cast<size_t>(param)].registered = false;
+    handles_[static_cast<size_t>(handle)].registry_entries = 0;
     land(handle);
     release_param(param, ReleaseReason::kDrain);
   }
@@ -354,9 +404,7 @@ void Coordinator::drain_inflight() {
 
 void Coordinator::release_and_reset_all() {
   for (ParamId p : model_.params_by_ds_id()) {
-    const bool in_flight = std::any_of(inflight_.begin(), inflight_.end(),
-                                       [&](const auto& e) { return e.first == p; });
-    if (in_flight) {
+    if (state_[static_cast<size_t>(p)].registered) {
       if (v014_)
         deepspeed_fails("release_and_reset_all found parameter " +
                         std::to_string(model_.param(p).ds_id) + " still in flight");

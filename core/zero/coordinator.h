@@ -108,7 +108,14 @@ class Coordinator {
   };
   struct ParamState {
     ParamStatus status = ParamStatus::kNotAvailable;
+    bool registered = false;       // has an entry in the in-flight registry
     std::vector<ModuleId> active;  // modules fetched and not yet released
+  };
+  // A gather until it is dropped: its parameters until it lands, and its registry entries.
+  struct HandleState {
+    std::vector<ParamId> params;
+    bool pending = false;  // not yet waited
+    std::int32_t registry_entries = 0;
   };
 
   void trace_prologue(ModuleId module);
@@ -121,6 +128,14 @@ class Coordinator {
   void land(GatherHandle handle);
   void release_param(ParamId param, ReleaseReason reason);
   const std::vector<ParamId>& params_to_release(ModuleId module, std::int64_t step_id);
+  // For the reuse-distance rule: where in the recorded trace each parameter is used and the
+  // elements fetched before each position, with or without recursing into modules.
+  struct ReuseIndex {
+    bool built = false;
+    std::vector<std::int64_t> prefix;             // elements of trace positions [0, i)
+    std::vector<std::vector<std::int32_t>> uses;  // per parameter, increasing positions
+  };
+  const ReuseIndex& reuse_index(bool recurse);
   void invalidate_trace(ModuleId module, std::string message);
   void clear_trace_structures();
   void drain_inflight();
@@ -133,7 +148,7 @@ class Coordinator {
   std::vector<ParamState> state_;
   // In-flight registry: parameter -> handle, in insertion order (DeepSpeed drains it in order).
   std::vector<std::pair<ParamId, GatherHandle>> inflight_;
-  std::map<GatherHandle, std::vector<ParamId>> handles_;  // gathers not yet waited
+  std::vector<HandleState> handles_;  // by handle
   GatherHandle next_handle_ = 0;
 
   TraceMode mode_;
@@ -148,6 +163,9 @@ class Coordinator {
   // invalidated: a result computed in one step is reused in every later step.
   std::map<std::pair<ModuleId, std::int64_t>, std::vector<ParamId>> release_cache_;
   std::vector<std::string> invalidations_;
+  ReuseIndex reuse_index_[2];                // without and with recursion
+  std::vector<std::int64_t> prefetch_mark_;  // per parameter: the fetch that last chose it
+  std::int64_t fetches_ = 0;
 };
 
 }  // namespace zp::zero

@@ -153,8 +153,40 @@ class ScheduleBuilder {
 
 }  // namespace
 
-StepSchedule training_step_schedule(const ZeroModel& model) {
-  return ScheduleBuilder(model).build();
+StepSchedule training_step_schedule(const ZeroModel& model,
+                                    const std::vector<RecomputeRange>& recompute) {
+  StepSchedule s = ScheduleBuilder(model).build();
+  if (recompute.empty()) return s;
+  std::vector<RecomputeRange> ranges = recompute;
+  std::sort(ranges.begin(), ranges.end(), [](const RecomputeRange& a, const RecomputeRange& b) {
+    return a.first_call < b.first_call;
+  });
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    ZP_CHECK(ranges[i].first_call < ranges[i].end_call, "empty recompute range");
+    ZP_CHECK(i == 0 || ranges[i - 1].end_call <= ranges[i].first_call,
+             "overlapping recompute ranges");
+  }
+  auto in = [](const RecomputeRange& r, std::int32_t call) {
+    return call >= r.first_call && call < r.end_call;
+  };
+  std::vector<StepEvent> backward;
+  backward.reserve(s.backward.size() + s.forward.size());
+  std::vector<bool> done(ranges.size(), false);
+  for (const StepEvent& e : s.backward) {
+    for (std::size_t r = 0; r < ranges.size(); ++r) {
+      if (done[r] || !in(ranges[r], e.call)) continue;
+      done[r] = true;
+      for (const StepEvent& f : s.forward) {
+        if (!in(ranges[r], f.call)) continue;
+        StepEvent again = f;
+        again.recompute = true;
+        backward.push_back(again);
+      }
+    }
+    backward.push_back(e);
+  }
+  s.backward = std::move(backward);
+  return s;
 }
 
 }  // namespace zp::zero

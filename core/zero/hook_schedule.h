@@ -42,7 +42,17 @@ struct StepEvent {
   ModuleId module = kNoModule;  // hooks: the module; kGradReady: the module whose backward it is in
   std::int32_t call = kNoCall;  // index into the tree's calls
   ParamId param = -1;           // kGradReady only
+  // A forward hook of activation checkpointing's recomputation, during backward.
+  bool recompute = false;
   bool operator==(const StepEvent&) const = default;
+};
+
+// Calls that activation checkpointing runs again in backward: the calls [first_call, end_call)
+// of one checkpointed segment (its layers' calls and every call nested in them).
+struct RecomputeRange {
+  std::int32_t first_call = 0;
+  std::int32_t end_call = 0;
+  bool operator==(const RecomputeRange&) const = default;
 };
 
 struct StepSchedule {
@@ -52,6 +62,13 @@ struct StepSchedule {
 
 // Throws UserError where DeepSpeed itself would refuse the model (a z3 leaf whose inputs need no
 // grad but whose output does).
-StepSchedule training_step_schedule(const ZeroModel& model);
+//
+// With activation checkpointing, a segment's forward runs without keeping its graph, and when
+// backward reaches the segment (just before its first backward event) CheckpointFunction runs the
+// segment's forward again, with grad: the segment's forward hooks fire a second time, marked
+// `recompute`, and then its backward hooks as they would without checkpointing. A segment that
+// backward never reaches is not recomputed. Ranges must not overlap (InternalError otherwise).
+StepSchedule training_step_schedule(const ZeroModel& model,
+                                    const std::vector<RecomputeRange>& recompute = {});
 
 }  // namespace zp::zero

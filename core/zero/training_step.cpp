@@ -3,9 +3,10 @@
 namespace zp::zero {
 
 TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
-                           GradientReducerBackend& reductions, StepObserver* observer)
+                           GradientReducerBackend& reductions, StepObserver* observer,
+                           const std::vector<RecomputeRange>& recompute)
     : model_(model),
-      schedule_(training_step_schedule(model)),
+      schedule_(training_step_schedule(model, recompute)),
       coordinator_(model, gathers),
       reducer_(model, reductions),
       observer_(observer) {}

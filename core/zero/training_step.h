@@ -33,8 +33,11 @@ class StepObserver {
 
 class TrainingLoop {
  public:
+  // `recompute`: the calls activation checkpointing runs again in backward (see
+  // training_step_schedule).
   TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
-               GradientReducerBackend& reductions, StepObserver* observer = nullptr);
+               GradientReducerBackend& reductions, StepObserver* observer = nullptr,
+               const std::vector<RecomputeRange>& recompute = {});
 
   // deepspeed.initialize: each trainable parameter is gathered once and partitioned again while
   // the gradient hooks are installed.

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -134,6 +135,18 @@ TEST(ChromeTrace, NanosecondsSurviveTheTextForm) {
   const Json op = Phase(c, "X")[0];
   EXPECT_EQ(std::llround(op["ts"].get<double>() * 1000.0), t.ops[0].start);
   EXPECT_EQ(op["dur"].get<double>(), 0.001);
+}
+
+TEST(ChromeTrace, TimesBeforeTheStartAndHugeDurations) {
+  Trace t = TwoRanks();
+  t.ops[2].start = -2500;  // a measured clock may start late
+  t.ops[1].start = std::numeric_limits<TimeNs>::min();
+  t.ops[1].end = std::numeric_limits<TimeNs>::max();  // end - start overflows int64
+  const auto ops = Phase(to_chrome_trace(t), "X");
+  EXPECT_EQ(ops[2]["ts"].get<double>(), -2.5);
+  EXPECT_EQ(ops[2]["dur"].get<double>(), 2.507);
+  EXPECT_EQ(ops[1]["ts"].get<double>(), -9223372036854775.808);
+  EXPECT_EQ(ops[1]["dur"].get<double>(), 18446744073709551.615);
 }
 
 TEST(ChromeTrace, MemoryCountersCarryEveryCategoryOfTheirSide) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -507,6 +508,34 @@ TEST(NativeFormat, ArbitraryValuesNeverCrashTheReader) {
   }
   EXPECT_GT(accepted, 0);
   EXPECT_GT(rejected, 100);
+}
+
+// Truncated or corrupted text: a trace or a UserError, never another exception or a crash.
+TEST(NativeJsonParser, DamagedFilesNeverCrashTheReader) {
+  Trace small;
+  small.ranks = {{"r", {0}, 0}};
+  small.ops = {
+      Op{0, StreamKind::kCompute, OpKind::kForward, 1, 2, small.intern("µ\"x"), 3, 4, 0, 1, kNone}};
+  small.memory = {{0, 1, MemoryCategory::kActivations, 5}};
+  small.markers = {{kNone, 0, kNone}};
+  std::string text = to_native_json(small).dump();
+  int rejected = 0;
+  const auto attempt = [&](const std::string& damaged) {
+    try {
+      from_native_json(parse_json(damaged, "t.json"), "t.json");
+    } catch (const UserError&) {
+      ++rejected;
+    }
+  };
+  for (std::size_t n = 0; n < text.size(); ++n) {
+    attempt(text.substr(0, n));
+    for (const char c : {'\0', '"', '9', '-', ']', '}', ',', '\xff'}) {
+      std::string flipped = text;
+      flipped[n] = c;
+      attempt(flipped);
+    }
+  }
+  EXPECT_GT(rejected, static_cast<int>(text.size()));
 }
 
 class NativeFile : public ::testing::Test {

@@ -114,6 +114,24 @@ TEST(Trace, InternFindsStringsFilledByHand) {
   EXPECT_EQ(t.strings.size(), 5u);
 }
 
+// Whatever was done to `strings` by hand, the index intern returns names the text.
+TEST(Trace, InternNoticesStringsReplacedByHand) {
+  Trace t;
+  t.intern("a");
+  t.strings = {"b"};  // as many strings as before, other text
+  EXPECT_EQ(t.string(t.intern("b")), "b");
+  const std::int32_t a = t.intern("a");
+  EXPECT_EQ(t.string(a), "a");
+  EXPECT_EQ(t.intern("a"), a);
+
+  Trace u;
+  u.strings = {"x", "x", "y"};  // duplicates, as a file may hold them
+  EXPECT_EQ(u.intern("y"), 2);
+  u.strings = {"p", "q"};  // fewer strings than the index's largest entry
+  EXPECT_EQ(u.string(u.intern("y")), "y");
+  EXPECT_EQ(u.intern("q"), 1);
+}
+
 TEST(Trace, InternOnACopyDoesNotTouchTheOriginal) {
   Trace a;
   a.intern("x");

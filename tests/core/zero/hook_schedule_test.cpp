@@ -46,6 +46,41 @@ TEST(HookSchedule, ForwardHooksNestAroundCalls) {
                                 "post_fwd s.s1", "pre_fwd h", "post_fwd h", "post_fwd <root>"}));
 }
 
+// root{a, b, c}: three layers called in turn, each with a parameter, inputs needing grad.
+ModuleTree Layers() {
+  TreeBuilder t;
+  const ModuleId a = t.add(0, "a", "Block", {4});
+  const ModuleId b = t.add(0, "b", "Block", {4});
+  const ModuleId c = t.add(0, "c", "Block", {4});
+  const auto root = t.call(0, kNoCall, true);
+  t.call(a, root, true);
+  t.call(b, root, true);
+  t.call(c, root, true);
+  return t.tree();
+}
+
+TEST(HookSchedule, CheckpointedSegmentsRunTheirForwardAgainBeforeTheirBackward) {
+  const ModuleTree tree = Layers();
+  const ZeroModel model(tree, Settings());
+  // Segments {a, b} (calls 1, 2) and {c} (call 3).
+  const StepSchedule s = training_step_schedule(model, {{1, 3}, {3, 4}});
+  EXPECT_EQ(s.forward, training_step_schedule(model).forward);
+  EXPECT_EQ(
+      Lines(tree, s.backward),
+      (std::vector<std::string>{
+          "pre_bwd <root>", "pre_fwd c", "post_fwd c", "pre_bwd c", "grad c.weight", "post_bwd c",
+          "pre_fwd a", "post_fwd a", "pre_fwd b", "post_fwd b", "pre_bwd b", "grad b.weight",
+          "post_bwd b", "pre_bwd a", "grad a.weight", "post_bwd a", "post_bwd <root>"}));
+  int recomputed = 0;
+  for (const StepEvent& e : s.backward) {
+    const bool forward_hook =
+        e.kind == StepEventKind::kPreForward || e.kind == StepEventKind::kPostForward;
+    EXPECT_EQ(e.recompute, forward_hook);
+    recomputed += e.recompute;
+  }
+  EXPECT_EQ(recomputed, 6);
+}
+
 TEST(HookSchedule, BackwardRunsInReverseWithPostBackwardOnlyWhereDeepSpeedHasIt) {
   const ModuleTree tree = Net(false);
   const StepSchedule s = training_step_schedule(ZeroModel(tree, Settings()));
