@@ -191,13 +191,15 @@ void Coordinator::fetch(ModuleId module, bool forward) {
   if (mode_ == TraceMode::kComplete) {
     // Pop this module's parameters off the trace, unless a prefetch already did. (Sets of a
     // module's few parameters: sorted vectors.)
-    std::vector<ParamId> not_yet;
+    std::vector<ParamId>& not_yet = scratch_not_yet_;
+    not_yet.clear();
     for (ParamId p : params) {
       if (most_recent_fetch_[static_cast<size_t>(p)] < step_id_) not_yet.push_back(p);
     }
     std::sort(not_yet.begin(), not_yet.end());
     not_yet.erase(std::unique(not_yet.begin(), not_yet.end()), not_yet.end());
-    std::vector<ParamId> discarded;
+    std::vector<ParamId>& discarded = scratch_discarded_;
+    discarded.clear();
     while (!queue_.empty() && discarded.size() < not_yet.size()) {
       const ParamInTrace next = queue_.front();
       queue_.pop_front();
@@ -256,7 +258,6 @@ void Coordinator::all_gather(const std::vector<ParamId>& params, bool forward, G
             [&](ParamId a, ParamId b) { return model_.param(a).ds_id < model_.param(b).ds_id; });
   request.handle = next_handle_++;
   HandleState h;
-  h.params = request.params;
   h.pending = true;
   for (ParamId p : request.params) {
     ParamState& st = state_[static_cast<size_t>(p)];
@@ -271,6 +272,7 @@ void Coordinator::all_gather(const std::vector<ParamId>& params, bool forward, G
   handles_.push_back(std::move(h));
   ZP_CHECK(static_cast<GatherHandle>(handles_.size()) == next_handle_, "handles out of step");
   backend_.start_gather(request);
+  handles_.back().params = std::move(request.params);
 }
 
 // Pops `param` from the in-flight registry and waits on its gather.
@@ -304,12 +306,8 @@ void Coordinator::land(GatherHandle handle) {
 
 void Coordinator::release_module(ModuleId module) {
   const std::vector<ParamId>& params = model_.fetch_params(module);
-  std::vector<ParamId> releasable;
-  if (mode_ == TraceMode::kComplete) {
-    releasable = params_to_release(module, step_id_);
-  } else {
-    releasable = params;
-  }
+  const std::vector<ParamId>& releasable =
+      mode_ == TraceMode::kComplete ? params_to_release(module, step_id_) : params;
   for (ParamId p : params) {
     std::vector<ModuleId>& active = state_[static_cast<size_t>(p)].active;
     active.erase(std::remove(active.begin(), active.end(), module), active.end());

@@ -165,6 +165,7 @@ class Coordinator {
   std::vector<std::string> invalidations_;
   ReuseIndex reuse_index_[2];                // without and with recursion
   std::vector<std::int64_t> prefetch_mark_;  // per parameter: the fetch that last chose it
+  std::vector<ParamId> scratch_not_yet_, scratch_discarded_;  // fetch's, kept to reuse capacity
   std::int64_t fetches_ = 0;
 };
 

@@ -27,16 +27,18 @@ std::vector<ParamId> direct_params(const ModuleTree& tree, ModuleId m) {
 }
 
 // named_parameters() of the subtree of `m`: preorder, each parameter at its first registration.
-std::vector<ParamId> subtree_params(const ModuleTree& tree, ModuleId m) {
+// `seen` is scratch shared by the calls (one entry per parameter, last module that saw it), so
+// each call costs its subtree, not the whole model.
+std::vector<ParamId> subtree_params(const ModuleTree& tree, ModuleId m,
+                                    std::vector<ModuleId>& seen) {
   std::vector<ParamId> out;
-  std::vector<bool> seen(tree.parameters().size(), false);
   std::vector<ModuleId> stack = {m};
   while (!stack.empty()) {
     const ModuleId id = stack.back();
     stack.pop_back();
     for (const ParamSlot& slot : tree.module(id).params) {
-      if (!seen[static_cast<size_t>(slot.param)]) {
-        seen[static_cast<size_t>(slot.param)] = true;
+      if (seen[static_cast<size_t>(slot.param)] != m) {
+        seen[static_cast<size_t>(slot.param)] = m;
         out.push_back(slot.param);
       }
     }
@@ -65,9 +67,10 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
   leaf_.assign(n, false);
   direct_.resize(n);
   subtree_.resize(n);
+  std::vector<ModuleId> seen(tree.parameters().size(), kNoModule);
   for (size_t m = 0; m < n; ++m) {
     direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
-    subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m));
+    subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m), seen);
   }
   by_ds_id_ = subtree_[0];
   // iter_params chains the module's external parameters after its named ones.
