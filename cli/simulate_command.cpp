@@ -51,7 +51,7 @@ void print_host(std::ostream& out, const RankReport& r) {
   for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c)
     any |= !trace::on_device(static_cast<trace::MemoryCategory>(c)) && r.peak.bytes[c] > 0;
   if (!any) return;
-  out << "  Host and NVMe (per rank): ";
+  out << "  Host and NVMe (per rank, at the device peak): ";
   bool first = true;
   for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c) {
     const auto category = static_cast<trace::MemoryCategory>(c);
@@ -77,10 +77,19 @@ void print_transfers(std::ostream& out, const RankReport& r, std::size_t steps) 
 
 void print_step(std::ostream& out, const StepReport& s) {
   const sim::CoordinatorFigures& f = s.coordinator;
-  out << "  Step " << s.step << " (trace " << s.trace_mode << "): " << duration(s.time_ns())
-      << "; compute " << duration(s.compute_ns) << ", exposed communication "
-      << duration(s.exposed_comm_ns) << " (waiting for parameters " << duration(s.exposed_gather_ns)
-      << "); peak " << bytes(s.peak.allocated) << "\n";
+  // Pipeline steps have no ZeRO-3 trace; they have a bubble instead.
+  const bool zero3 = !s.trace_mode.empty();
+  out << "  Step " << s.step << (zero3 ? " (trace " + s.trace_mode + ")" : std::string()) << ": "
+      << duration(s.time_ns()) << "; compute " << duration(s.compute_ns)
+      << ", exposed communication " << duration(s.exposed_comm_ns);
+  if (zero3) {
+    out << " (waiting for parameters " << duration(s.exposed_gather_ns) << ")";
+  } else {
+    out << ", bubble " << duration(s.bubble_ns) << " ("
+        << share(static_cast<double>(s.bubble_ns), static_cast<double>(s.time_ns())) << ")";
+  }
+  out << "; peak " << bytes(s.peak.allocated) << "\n";
+  if (!zero3) return;
   out << "    ZeRO-3: " << f.allgather_calls << " gathers (" << f.demand_gathers << " demand, "
       << f.prefetch_gathers << " prefetch) of " << f.params_gathered << " parameters, "
       << units::format_count(f.elements_gathered) << " elements; " << f.releases
@@ -103,9 +112,12 @@ void print_summary(std::ostream& out, const RunSpec& run, const SimulationResult
       << bytes(c.gpu_memory) << "); data " << run.parallel.data << " x pipeline "
       << run.parallel.pipeline << " x tensor " << run.parallel.tensor << ", ZeRO stage "
       << run.deepspeed.zero.stage << "\n";
+  const bool zero3 = run.parallel.pipeline == 1;
   out << "Reported   "
-      << (r.steady_state ? "the steady-state step (the first with a complete ZeRO-3 trace)"
-                         : "steps 0 to " + std::to_string(r.reported_steps.back()))
+      << (!r.steady_state ? "steps 0 to " + std::to_string(r.reported_steps.back())
+          : zero3         ? std::string("the steady-state step (the first with a complete ZeRO-3 "
+                                                "trace)")
+                          : std::string("the steady-state step"))
       << "\n";
   out << "Step time  " << duration(r.step_time_ns) << ", model FLOPs utilisation "
       << share(r.mfu, 1.0) << "\n\n";

@@ -6,6 +6,7 @@
 
 #include "core/util/units.h"
 #include "sim/report/result_json.h"
+#include "sim/step/pipeline_step.h"
 #include "sim/step/zero_step.h"
 
 namespace zp::sim {
@@ -63,7 +64,7 @@ std::vector<Warning> result_warnings(const RunSpec& run, const SimulationResult&
                          units::format_bytes(static_cast<double>(run.cluster.host_memory))});
     }
     for (const StepReport& s : r.steps) {
-      if (s.time_ns() > 0 && s.trace_mode == "COMPLETE" &&
+      if (s.time_ns() > 0 && s.trace_mode == "complete" &&
           static_cast<double>(s.exposed_gather_ns) >
               kStarvedShare * static_cast<double>(s.time_ns())) {
         out.push_back({{},
@@ -97,11 +98,8 @@ SimulationResult simulate(const RunSpec& run, const SimOptions& options, trace::
     throw UserError(ErrorKind::kValue, {"", 0, 0, "--steps"},
                     "--steps must be >= 0, got " + std::to_string(options.steps));
   }
-  if (run.parallel.pipeline > 1) {
-    throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "parallel.pipeline"},
-                    "pipeline parallelism is not simulated yet");
-  }
-  SimulationResult result = simulate_zero3(run, options, trace);
+  SimulationResult result = run.parallel.pipeline > 1 ? simulate_pipeline(run, options, trace)
+                                                      : simulate_zero3(run, options, trace);
   for (Warning& w : result_warnings(run, result))
     result.warnings.push_back(std::move(w));
   if (trace) {

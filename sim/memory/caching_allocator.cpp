@@ -26,6 +26,7 @@ void CachingAllocator::erase_free(std::int64_t address, const Block& b) {
 
 CachingAllocator::Allocation CachingAllocator::allocate(std::int64_t bytes, int stream) {
   ZP_CHECK(bytes >= 0, "negative allocation ", bytes);
+  if (bytes == 0) return Allocation{kNoBlock, 0, false};
   const std::int64_t size = round_size(bytes);
   const bool small = size <= kSmallSize;
   Allocation out;
@@ -68,6 +69,7 @@ CachingAllocator::Allocation CachingAllocator::allocate(std::int64_t bytes, int 
 }
 
 void CachingAllocator::free(BlockId address) {
+  if (address == kNoBlock) return;
   auto it = blocks_.find(address);
   ZP_CHECK(it != blocks_.end() && it->second.allocated, "freeing block ", address,
            " that is not allocated");

@@ -1,6 +1,7 @@
 // A model of PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp, default
 // settings), so that reserved memory is predicted as well as allocated memory:
-//  - a request is rounded up to a multiple of 512 bytes (512 at least);
+//  - a request is rounded up to a multiple of 512 bytes (512 at least); a request of 0 bytes takes
+//    no block at all (PyTorch's allocate() returns a null pointer without calling malloc);
 //  - requests of at most 1 MiB come from the small pool, larger ones from the large pool; each
 //    pool is kept per stream, and a freed block is only reused by the stream it was allocated on;
 //  - a request takes the smallest cached block of its pool that fits (ties: lowest address); a
@@ -29,7 +30,8 @@ namespace zp::sim {
 
 class CachingAllocator {
  public:
-  using BlockId = std::int64_t;  // the block's address: unique while it is allocated
+  using BlockId = std::int64_t;            // the block's address: unique while it is allocated
+  static constexpr BlockId kNoBlock = -1;  // what a 0-byte request gets; free() ignores it
 
   static constexpr std::int64_t kMinBlockSize = 512;
   static constexpr std::int64_t kSmallSize = 1 << 20;
@@ -52,7 +54,7 @@ class CachingAllocator {
   };
   // `stream` is any small integer naming the stream the request is made on.
   Allocation allocate(std::int64_t bytes, int stream);
-  void free(BlockId block);
+  void free(BlockId block);  // kNoBlock: nothing to do
 
   std::int64_t allocated() const { return allocated_; }
   std::int64_t reserved() const { return reserved_; }

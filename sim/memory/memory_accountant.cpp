@@ -59,8 +59,12 @@ void MemoryAccountant::add_host(MemoryCategory category, std::int64_t delta, Tim
   std::int64_t& total = bytes_[static_cast<std::size_t>(category)];
   total += delta;
   ZP_CHECK(total >= 0, trace::to_string(category), " went negative");
-  host_ += delta;
-  peak_host_ = std::max(peak_host_, host_);
+  if (category == MemoryCategory::kNvme) {
+    peak_nvme_ = std::max(peak_nvme_, total);
+  } else {
+    host_ += delta;
+    peak_host_ = std::max(peak_host_, host_);
+  }
   changed(category, time);
 }
 

@@ -2,7 +2,7 @@
 // blocks, each in one category (core/trace/trace.h); host and NVMe memory is added and removed by
 // category. The accountant keeps the totals, the device peak with its breakdown and the module
 // running then, what PyTorch's caching allocator would reserve (optional), and, when given a
-// trace, one sample per change.
+// trace, one sample per change (a reserved sample only when reserved memory changes).
 //
 // Device totals count what PyTorch's memory_allocated() counts: each block at its rounded size
 // (a multiple of 512 bytes) when the allocator is modelled, its exact size otherwise.
@@ -65,8 +65,9 @@ class MemoryAccountant {
   // The device peak: the first moment allocated memory reached its maximum.
   const MemorySnapshot& peak() const { return peak_; }
   std::int64_t peak_reserved() const { return peak_reserved_; }
-  // Host categories' largest total at any moment.
+  // Host memory's largest total at any moment (offloaded state, cpu_checkpointing), and NVMe's.
   std::int64_t peak_host() const { return peak_host_; }
+  std::int64_t peak_nvme() const { return peak_nvme_; }
   std::int64_t out_of_memory_count() const {
     return allocator_ ? allocator_->out_of_memory_count() : 0;
   }
@@ -99,7 +100,8 @@ class MemoryAccountant {
   std::int64_t host_ = 0;
   std::int64_t peak_reserved_ = 0;
   std::int64_t peak_host_ = 0;
-  std::int64_t last_reserved_sample_ = -1;
+  std::int64_t peak_nvme_ = 0;
+  std::int64_t last_reserved_sample_ = 0;  // a trace's reserved curve starts at 0
   std::int32_t running_ = trace::kNone;
   std::int32_t step_ = 0;
   MemorySnapshot peak_;

@@ -75,6 +75,7 @@ Json result_to_json(const SimulationResult& r) {
                            {"compute_ns", s.compute_ns},
                            {"exposed_comm_ns", s.exposed_comm_ns},
                            {"exposed_gather_ns", s.exposed_gather_ns},
+                           {"bubble_ns", s.bubble_ns},
                            {"peak", snapshot_to_json(s.peak)},
                            {"coordinator", figures_json(s.coordinator)}});
     }
@@ -85,6 +86,7 @@ Json result_to_json(const SimulationResult& r) {
                          {"peak", peak},
                          {"peak_reserved", rank.peak_reserved},
                          {"peak_host", rank.peak_host},
+                         {"peak_nvme", rank.peak_nvme},
                          {"out_of_memory_allocations", rank.out_of_memory},
                          {"model_flops_per_step", rank.model_flops_per_step},
                          {"bubble_ns", rank.bubble_ns},

@@ -4,6 +4,7 @@
 #include <array>
 #include <cctype>
 #include <utility>
+#include <vector>
 
 namespace zp::sim {
 
@@ -36,10 +37,16 @@ OptimizerShape optimizer_shape(const DeepSpeedConfig& config) {
 
 std::int64_t largest_layer_params(const ModuleTree& tree) {
   std::int64_t largest = 0;
+  std::vector<ParamId> seen;
   for (const Module& m : tree.modules()) {
+    // m.parameters(recurse=False) yields a parameter registered twice on one module once.
+    seen.clear();
     std::int64_t own = 0;
-    for (const ParamSlot& s : m.params)
+    for (const ParamSlot& s : m.params) {
+      if (std::find(seen.begin(), seen.end(), s.param) != seen.end()) continue;
+      seen.push_back(s.param);
       own += tree.parameter(s.param).numel();
+    }
     largest = std::max(largest, own);
   }
   return largest;

@@ -30,12 +30,14 @@ struct OptimizerShape {
 OptimizerShape optimizer_shape(const DeepSpeedConfig& config);
 
 // DeepSpeed's model_to_params: the largest number of elements registered directly on one module
-// (what the estimate takes as the largest layer).
+// (what the estimate takes as the largest layer). A tied parameter counts on every module that
+// registers it; one registered twice on the same module counts once there, as
+// parameters(recurse=False) yields it once.
 std::int64_t largest_layer_params(const ModuleTree& tree);
 
 // DeepSpeed's estimate_zero3_model_states_mem_needs, with zero_init and additional_buffer_factor
 // 1.5 as its defaults. gpu: 4 bytes per element of the largest layer plus 18 per element of the
-// model over the GPUs (2 without optimizer offload but with parameters on the GPU, none with both
+// model over the GPUs (2 with the optimizer offloaded but parameters on the GPU, none with both
 // offloaded); cpu: per node.
 DeepSpeedEstimate deepspeed_zero3_estimate(std::int64_t total_params,
                                            std::int64_t largest_layer_params,

@@ -49,6 +49,7 @@ struct StepReport {
   TimeNs compute_ns = 0;         // forward, backward, recompute and optimizer on the compute stream
   TimeNs exposed_comm_ns = 0;    // compute stream waiting on communication or copies
   TimeNs exposed_gather_ns = 0;  // the part spent waiting for parameters to arrive
+  TimeNs bubble_ns = 0;          // pipeline: the compute stream idle, waiting for other stages
   TimeNs time_ns() const { return end_ns - start_ns; }
 };
 
@@ -72,7 +73,8 @@ struct RankReport {
   std::vector<std::int64_t> ranks;  // global ranks it stands for
   MemorySnapshot peak;              // over every simulated step
   std::int64_t peak_reserved = 0;
-  std::int64_t peak_host = 0;      // this rank's share of host memory and NVMe, at most
+  std::int64_t peak_host = 0;      // this rank's share of host memory, at most
+  std::int64_t peak_nvme = 0;      // and of NVMe
   std::int64_t out_of_memory = 0;  // allocations that did not fit the GPU
   std::array<TransferTotals, kTransferKindCount> transfers{};  // over the reported steps
   std::vector<StepReport> steps;                               // the reported steps

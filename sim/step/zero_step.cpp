@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/checkpoint/checkpointing.h"
+#include "core/pipe/layers.h"
 #include "core/pipe/topology.h"
 #include "core/zero/partition.h"
 #include "core/zero/training_step.h"
@@ -43,12 +45,91 @@ struct CallWork {
   std::int64_t forward_flops = 0;
   std::int64_t backward_flops = 0;
   std::int64_t activation_bytes = 0;
+  bool checkpointed = false;  // inside a checkpointed segment: nothing saved in the first forward
 };
 
-std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel& compute) {
+// What a checkpointed segment does around its calls, keyed by the segment's first call.
+struct SegmentWork {
+  std::int64_t held_bytes = 0;             // the input kept on the GPU from forward to backward
+  std::int64_t host_bytes = 0;             // or on the host (cpu_checkpointing)
+  std::int64_t to_host_bytes = 0;          // copied out in forward
+  std::int64_t from_host_bytes = 0;        // copied back before the recomputation
+  std::int64_t extra_recompute_bytes = 0;  // the input in full again while the segment recomputes
+};
+
+struct CheckpointWork {
+  std::vector<zero::RecomputeRange> ranges;
+  std::map<std::int32_t, SegmentWork> segments;  // by first call
+};
+
+// One past the last call nested in `call` (calls are in pre-order).
+std::int32_t end_of_call(const ModuleTree& tree, std::int32_t call) {
+  const auto& calls = tree.calls();
+  std::vector<bool> inside(calls.size(), false);
+  inside[static_cast<std::size_t>(call)] = true;
+  std::size_t i = static_cast<std::size_t>(call) + 1;
+  for (; i < calls.size(); ++i) {
+    const std::int32_t parent = calls[i].parent_call;
+    if (parent == kNoCall || !inside[static_cast<std::size_t>(parent)]) break;
+    inside[i] = true;
+  }
+  return static_cast<std::int32_t>(i);
+}
+
+// Activation checkpointing without a pipeline: the model's layers cut into segments of
+// training.checkpoint_interval, each planned by the core as DeepSpeed's checkpoint() keeps it.
+CheckpointWork checkpoint_work(const RunSpec& run) {
+  CheckpointWork out;
+  if (run.training.checkpoint_interval <= 0) return out;
+  const pipe::PipelineLayers layers = pipe::layers_from_tree(run.tree);
+  ckpt::CheckpointSettings settings = ckpt::CheckpointSettings::from(run.deepspeed, 1);
+  settings.interval = run.training.checkpoint_interval;
+  // The first layer receives token ids: integers, kept as they are.
+  ckpt::LayerActivity input;
+  input.output_floating = false;
+  input.output_bytes = run.tree.shape().tokens() * dtype_size(DType::kInt64);
+  input.output_numel = run.tree.shape().tokens();
+  const auto count = static_cast<std::int64_t>(layers.layers.size());
+  const ckpt::CheckpointPlan plan =
+      ckpt::plan_checkpointing(run.tree, layers, 0, count, input, 1, settings);
+  for (const ckpt::Segment& seg : plan.segments) {
+    if (!seg.checkpointed) continue;
+    std::int32_t first = kNoCall, end = kNoCall;
+    std::int64_t head = -1;
+    for (std::int64_t l = seg.begin; l < seg.end; ++l) {
+      const pipe::Layer& layer = layers.layers[static_cast<std::size_t>(l)];
+      if (layer.call == kNoCall) continue;
+      if (first == kNoCall) {
+        first = layer.call;
+        head = l;
+      }
+      end = end_of_call(run.tree, layer.call);
+    }
+    if (first == kNoCall) continue;
+    out.ranges.push_back({first, end});
+    const ckpt::LayerCheckpointCost& c = plan.layers[static_cast<std::size_t>(seg.begin)];
+    SegmentWork w;
+    w.held_bytes = c.held_bytes;
+    w.host_bytes = c.host_bytes;
+    w.to_host_bytes = c.to_host_bytes;
+    w.from_host_bytes = c.from_host_bytes;
+    const ckpt::LayerActivity own =
+        ckpt::layer_activity(run.tree, layers.layers[static_cast<std::size_t>(head)]);
+    w.extra_recompute_bytes = std::max<std::int64_t>(c.recompute_bytes - own.activation_bytes, 0);
+    out.segments.emplace(first, w);
+  }
+  return out;
+}
+
+std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel& compute,
+                                const CheckpointWork& checkpoints) {
   const ModuleTree& tree = model.tree();
   const auto& calls = tree.calls();
   std::vector<CallWork> work(calls.size());
+  for (const zero::RecomputeRange& r : checkpoints.ranges) {
+    for (std::int32_t c = r.first_call; c < r.end_call; ++c)
+      work[static_cast<std::size_t>(c)].checkpointed = true;
+  }
   std::vector<std::int32_t> owner(calls.size(), kNoCall);
   for (std::size_t c = 0; c < calls.size(); ++c) {
     const ForwardCall& call = calls[c];
@@ -96,11 +177,12 @@ class ZeroRank final : public zero::CoordinatorBackend,
     std::int64_t gpu = 0;  // the global rank whose links are costed
   };
 
-  ZeroRank(const Setup& setup, const std::vector<CallWork>& work, trace::Trace* trace,
-           std::int32_t trace_rank, MemoryAccountant::Options memory)
+  ZeroRank(const Setup& setup, const std::vector<CallWork>& work, const CheckpointWork& checkpoints,
+           trace::Trace* trace, std::int32_t trace_rank, MemoryAccountant::Options memory)
       : s_(setup),
         z_(setup.model->settings()),
         work_(work),
+        checkpoints_(checkpoints),
         trace_(trace),
         trace_rank_(trace_rank),
         memory_(memory, trace, trace_rank),
@@ -390,14 +472,31 @@ class ZeroRank final : public zero::CoordinatorBackend,
 
   void before_event(const StepEvent& e) override {
     if (!active_) return;
-    if (e.kind == StepEventKind::kPostForward) {
+    // A hook's fetch belongs to its module: memory it gathers is "during" that module.
+    if (e.kind == StepEventKind::kPreForward || e.kind == StepEventKind::kPreBackward)
+      memory_.set_running(e.call);
+    if (e.kind == StepEventKind::kPreForward) {
+      auto seg = checkpoints_.segments.find(e.call);
+      if (seg != checkpoints_.segments.end()) {
+        if (e.recompute) {
+          begin_recompute(e.call, seg->second);
+        } else {
+          keep_segment_input(e.call, seg->second);
+        }
+      }
+    } else if (e.kind == StepEventKind::kPostForward) {
       const CallWork& w = work_[static_cast<std::size_t>(e.call)];
       memory_.set_running(e.call);
-      if (w.activation_bytes > 0) {
-        activation_block_[static_cast<std::size_t>(e.call)] =
-            memory_.allocate(MemoryCategory::kActivations, w.activation_bytes, now_);
+      // A checkpointed segment's first forward keeps nothing; its recomputation keeps everything
+      // until the call's backward.
+      const bool keeps = !w.checkpointed || e.recompute;
+      if (keeps && w.activation_bytes > 0) {
+        activation_block_[static_cast<std::size_t>(e.call)] = memory_.allocate(
+            e.recompute ? MemoryCategory::kRecompute : MemoryCategory::kActivations,
+            w.activation_bytes, now_);
       }
-      run_compute(OpKind::kForward, w.forward_ns, w.forward_flops, e.module);
+      run_compute(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns,
+                  w.forward_flops, e.module);
     } else if (e.kind == StepEventKind::kGradReady) {
       grad_block_[static_cast<std::size_t>(e.param)] =
           memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
@@ -413,8 +512,47 @@ class ZeroRank final : public zero::CoordinatorBackend,
       MemoryAccountant::Block& b = activation_block_[static_cast<std::size_t>(e.call)];
       if (b >= 0) memory_.free(b, now_);
       b = -1;
+      // The segment's first call is the last whose backward runs: its input goes then.
+      if (auto seg = checkpoints_.segments.find(e.call); seg != checkpoints_.segments.end())
+        end_segment(e.call, seg->second);
     }
     note_live();
+  }
+
+  // CheckpointFunction.forward: the input is kept (partitioned, on the host, or as it is).
+  void keep_segment_input(std::int32_t call, const SegmentWork& w) {
+    if (w.held_bytes > 0)
+      held_block_[call] = memory_.allocate(MemoryCategory::kActivations, w.held_bytes, now_);
+    if (w.host_bytes > 0) memory_.add_host(MemoryCategory::kHostActivations, w.host_bytes, now_);
+    if (w.to_host_bytes > 0) {
+      transfer(StreamKind::kDeviceToHost, OpKind::kCopyToHost, TransferKind::kDeviceToHost, now_,
+               s_.network->host_copy(s_.gpu, w.to_host_bytes), w.to_host_bytes,
+               label("checkpoint input"));
+    }
+  }
+
+  // CheckpointFunction.backward: the input comes back before the forward runs again.
+  void begin_recompute(std::int32_t call, const SegmentWork& w) {
+    if (w.extra_recompute_bytes > 0)
+      extra_block_[call] =
+          memory_.allocate(MemoryCategory::kRecompute, w.extra_recompute_bytes, now_);
+    if (w.from_host_bytes > 0) {
+      const TimeNs end =
+          transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
+                   now_, s_.network->host_copy(s_.gpu, w.from_host_bytes), w.from_host_bytes,
+                   label("checkpoint input"));
+      wait_until(end);
+    }
+  }
+
+  void end_segment(std::int32_t call, const SegmentWork& w) {
+    for (auto* blocks : {&held_block_, &extra_block_}) {
+      if (auto it = blocks->find(call); it != blocks->end()) {
+        memory_.free(it->second, now_);
+        blocks->erase(it);
+      }
+    }
+    if (w.host_bytes > 0) memory_.add_host(MemoryCategory::kHostActivations, -w.host_bytes, now_);
   }
 
   void on_reset_step() override {
@@ -602,6 +740,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
   Setup s_;
   const zero::ZeroSettings& z_;
   const std::vector<CallWork>& work_;
+  const CheckpointWork& checkpoints_;
   trace::Trace* trace_;
   std::int32_t trace_rank_;
   MemoryAccountant memory_;
@@ -615,6 +754,10 @@ class ZeroRank final : public zero::CoordinatorBackend,
   std::vector<MemoryAccountant::Block> param_block_;
   std::vector<MemoryAccountant::Block> grad_block_;
   std::vector<MemoryAccountant::Block> activation_block_;
+  // Per checkpointed segment (by first call): the kept input, and the extra full input while it
+  // recomputes.
+  std::map<std::int32_t, MemoryAccountant::Block> held_block_;
+  std::map<std::int32_t, MemoryAccountant::Block> extra_block_;
   std::int64_t live_numel_ = 0;
   std::int32_t step_ = 0;
   std::int32_t micro_batch_ = -1;
@@ -648,17 +791,13 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "parallel.tensor"},
                     "tensor parallelism is not simulated yet");
   }
-  if (run.deepspeed.pipeline.activation_checkpoint_interval > 0 && run.parallel.pipeline == 1) {
-    throw UserError(ErrorKind::kUnsupported,
-                    {run.file.string(), 0, 0, "pipeline.activation_checkpoint_interval"},
-                    "activation checkpointing is simulated only with a pipeline for now");
-  }
 
   const zero::ZeroSettings settings = run.zero_settings();
   const zero::ZeroModel model(run.tree, settings);
   const ComputeModel compute(run.cluster, run.training.dtype);
   const CollectiveModel network(run.cluster);
-  const std::vector<CallWork> work = call_work(model, compute);
+  const CheckpointWork checkpoints = checkpoint_work(run);
+  const std::vector<CallWork> work = call_work(model, compute, checkpoints);
   const std::int64_t micro_batches =
       std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
 
@@ -711,8 +850,9 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
       trace->ranks.push_back(trace::RankInfo{report.label, ranks, 0});
     }
     report.trace_rank = trace_rank;
-    ZeroRank sim(setup, work, trace, trace_rank, {run.cluster.gpu_memory, options.model_allocator});
-    zero::TrainingLoop loop(model, sim, sim, &sim);
+    ZeroRank sim(setup, work, checkpoints, trace, trace_rank,
+                 {run.cluster.gpu_memory, options.model_allocator});
+    zero::TrainingLoop loop(model, sim, sim, &sim, checkpoints.ranges);
     sim.loop = &loop;
     loop.initialize();
     if (options.steps == 0) {
@@ -737,6 +877,7 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     report.peak = sim.memory().peak();
     report.peak_reserved = sim.memory().peak_reserved();
     report.peak_host = sim.memory().peak_host();
+    report.peak_nvme = sim.memory().peak_nvme();
     report.out_of_memory = sim.memory().out_of_memory_count();
     report.peak_running = running_label(run.tree, report.peak.running);
     report.model_flops_per_step = forward_flops * static_cast<double>(micro_batches);
@@ -752,6 +893,12 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
   }
   for (const Warning& w : model.warnings())
     result.warnings.push_back(w);
+  if (run.deepspeed.pipeline.activation_checkpoint_interval > 0) {
+    result.warnings.push_back(
+        {{run.file.string(), 0, 0, "pipeline.activation_checkpoint_interval"},
+         "applies only to a PipelineModule, which this run (no pipeline) does not use; "
+         "training.checkpoint_interval says what the training script checkpoints"});
+  }
   const bool cpu_offload = settings.offload_optimizer != OffloadDevice::kNone;
   result.estimate = deepspeed_zero3_estimate(
       run.tree.total_parameters(), largest_layer_params(run.tree), run.cluster.gpus_per_node,

@@ -23,8 +23,13 @@
 //    its backward until it is copied into the contiguous bucket or, if it does not fit, until its
 //    bucket is reduced; the contiguous bucket for good; a reduce-scatter's flat input and output
 //    while it is issued.
+//  - Activation checkpointing (training.checkpoint_interval): a checkpointed segment's first
+//    forward keeps only its input (as the core's plan says: partitioned, on the host, or whole);
+//    when backward reaches it, the input comes back and the segment's forward runs again, its
+//    hooks firing as DeepSpeed's do (core/zero/hook_schedule.h), its activations held as
+//    recompute memory until each call's backward.
 // Not modelled yet (UserError kUnsupported): ZeRO stages 0-2 without a pipeline, tensor
-// parallelism, activation checkpointing without a pipeline.
+// parallelism.
 #pragma once
 
 #include "core/config/run_spec.h"

@@ -1,0 +1,47 @@
+// Helpers for the simulator tests: runs built from hand-made module trees on a cluster with round
+// numbers, so that times and bytes can be worked out by hand.
+#pragma once
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "core/config/document.h"
+#include "core/config/run_spec.h"
+#include "core/model/model_json.h"
+#include "core/model/module_tree.h"
+
+namespace zp::sim::testing {
+
+// One node of `gpus` GPUs: 1 TFLOP/s in fp32 (1000 FLOP/ns), 1 TB/s HBM (1000 B/ns), links of
+// 1 GB/s (1 B/ns) with 1 us latency, PCIe 1 GB/s, no launch cost, every efficiency 1.
+inline std::string RoundCluster(int gpus, const std::string& extra = "") {
+  return "{gpus_per_node: " + std::to_string(gpus) +
+         ", gpu_memory: 1GiB, peak_flops: {fp32: 1T, bf16: 1T}, hbm_bandwidth: 1TB/s, "
+         "intra_node: {bandwidth: 1GB/s, latency: 1us}, inter_node: {bandwidth: 1GB/s, latency: "
+         "1us}, pcie_bandwidth: 1GB/s, nvme_bandwidth: 1GB/s, host_memory: 1TiB, efficiency: "
+         "{compute: 1, hbm: 1, network: 1}, kernel_launch: 0us" +
+         extra + "}";
+}
+
+// A run of `tree` (written to a model file) with `zero` as the zero_optimization mapping's extra
+// keys and `top` as extra top-level DeepSpeed keys.
+inline RunSpec MakeRun(const ModuleTree& tree, int gpus, const std::string& zero,
+                       const std::string& training = "", const std::string& top = "",
+                       const std::string& cluster_extra = "") {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("zeroplan_sim_test." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  save_model_file(tree, dir / "model.json");
+  const std::string yaml =
+      "name: test\nmodel: {file: model.json}\ncluster: " + RoundCluster(gpus, cluster_extra) +
+      "\ntraining: {micro_batch: " + std::to_string(tree.shape().micro_batch) + training +
+      "}\ndeepspeed: {train_micro_batch_size_per_gpu: " + std::to_string(tree.shape().micro_batch) +
+      top + ", zero_optimization: {stage: 3" + zero + "}}\n";
+  const RunSpec run = parse_run_spec(Document::from_yaml(yaml, "run.yaml"), dir);
+  std::filesystem::remove_all(dir);
+  return run;
+}
+
+}  // namespace zp::sim::testing

@@ -1,0 +1,377 @@
+// The ZeRO-3 data-parallel step: each test works a rule out by hand on a tiny model and a cluster
+// with round numbers (tests/sim/sim_test_util.h), and would fail if the rule were different.
+#include "sim/step/zero_step.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "../sim_test_util.h"
+#include "core/zero/training_step.h"
+#include "sim/simulate.h"
+#include "sim/step/model_states.h"
+
+namespace zp::sim {
+namespace {
+
+using testing::MakeRun;
+using trace::MemoryCategory;
+using trace::OpKind;
+using trace::StreamKind;
+
+// Net{a: Linear(weight 24), b: Linear(weight 12, bias 2)}, fp32, called root -> a -> b. Each
+// module's forward is 1000 FLOPs (1 ns on 1000 FLOP/ns).
+ModuleTree TwoLayers(DType dtype = DType::kFloat32) {
+  ModuleTree t("two");
+  t.add_module(kNoModule, "", "Net");
+  const ModuleId a = t.add_module(0, "a", "Linear");
+  t.add_parameter(a, "weight", {4, 6}, dtype);
+  const ModuleId b = t.add_module(0, "b", "Linear");
+  t.add_parameter(b, "weight", {6, 2}, dtype);
+  t.add_parameter(b, "bias", {2}, dtype);
+  t.set_cost(a, {1000, 0, 0});
+  t.set_cost(b, {1000, 0, 0});
+  t.set_shape({1, 1, dtype});
+  const auto root = t.add_call(0, kNoCall, false);
+  t.add_call(a, root, false);
+  t.add_call(b, root, true);
+  return t;
+}
+
+// Demand-only ZeRO-3: no prefetch, nothing kept for reuse, nothing persistent.
+const char* kDemandOnly =
+    ", stage3_prefetch_bucket_size: 0, stage3_max_reuse_distance: 0, "
+    "stage3_param_persistence_threshold: 0, reduce_bucket_size: 1000";
+
+struct Simulated {
+  SimulationResult result;
+  trace::Trace trace;
+};
+
+Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
+  Simulated s;
+  options.model_allocator = false;  // exact byte counts
+  s.result = simulate_zero3(run, options, &s.trace);
+  return s;
+}
+
+std::vector<const trace::Op*> OpsOf(const trace::Trace& t, OpKind kind) {
+  std::vector<const trace::Op*> out;
+  for (const trace::Op& op : t.ops) {
+    if (op.kind == kind) out.push_back(&op);
+  }
+  return out;
+}
+
+const trace::Op* ComputeOf(const trace::Trace& t, OpKind kind, const std::string& module) {
+  for (const trace::Op& op : t.ops) {
+    if (op.kind == kind && t.string(op.name) == module) return &op;
+  }
+  return nullptr;
+}
+
+TEST(ZeroStep, ExactBytesAndTimesOfEachCollective) {
+  const Simulated s = Simulate(MakeRun(TwoLayers(), 4, kDemandOnly));
+  const RankReport& r = s.result.ranks.front();
+  // Gathers, forward and backward: a alone (24 elements, padded 24: 96 bytes) and b coalesced
+  // (partitions 3 + 1 per rank, times 4 ranks: 16 elements, 64 bytes).
+  const auto gathers = OpsOf(s.trace, OpKind::kAllGather);
+  ASSERT_EQ(gathers.size(), 4u);
+  EXPECT_EQ(gathers[0]->bytes, 96);
+  EXPECT_EQ(gathers[1]->bytes, 64);
+  EXPECT_EQ(gathers[2]->bytes, 64);
+  EXPECT_EQ(gathers[3]->bytes, 96);
+  const TransferTotals& ag = r.transfers[static_cast<std::size_t>(TransferKind::kAllGather)];
+  EXPECT_EQ(ag.count, 4);
+  EXPECT_EQ(ag.bytes, 320);
+  // Ring over 4 ranks of one node: 3 steps of 1 us, and 3 chunks of bytes/4 at 1 B/ns.
+  EXPECT_EQ(gathers[0]->end - gathers[0]->start, 3000 + 3 * 24);
+  EXPECT_EQ(gathers[1]->end - gathers[1]->start, 3000 + 3 * 16);
+  EXPECT_EQ(ag.busy_ns, 2 * 3072 + 2 * 3048);
+  // One bucket of every gradient, padded per parameter: 24 + 12 + 4 elements, 160 bytes.
+  const auto rs = OpsOf(s.trace, OpKind::kReduceScatter);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]->bytes, 160);
+  EXPECT_EQ(rs[0]->end - rs[0]->start, 3000 + 3 * 40);
+  EXPECT_EQ(rs[0]->stream, StreamKind::kReduceScatter);
+  EXPECT_EQ(gathers[0]->stream, StreamKind::kAllGather);
+}
+
+TEST(ZeroStep, ComputeWaitsForItsGatherAndACoalescedGatherIsSplitFirst) {
+  const Simulated s = Simulate(MakeRun(TwoLayers(), 4, kDemandOnly));
+  const auto gathers = OpsOf(s.trace, OpKind::kAllGather);
+  const trace::Op* a = ComputeOf(s.trace, OpKind::kForward, "a");
+  const trace::Op* b = ComputeOf(s.trace, OpKind::kForward, "b");
+  ASSERT_TRUE(a && b);
+  // a's gather is one parameter: its buffer is the parameter, compute starts when it lands.
+  EXPECT_EQ(a->start, gathers[0]->end);
+  EXPECT_EQ(a->end - a->start, 1);  // 1000 FLOPs at 1000 FLOP/ns
+  // b's gather is coalesced: the wait splits it with torch.cat (56 bytes read and written at
+  // 1000 B/ns: 1 ns, rounded up) on the gather stream before compute may start.
+  EXPECT_EQ(gathers[1]->start, a->end);  // no prefetch: asked for at b's pre-forward
+  EXPECT_EQ(b->start, gathers[1]->end + 1);
+}
+
+TEST(ZeroStep, MemoryOfGathersFollowsDeepSpeedsBuffers) {
+  const Simulated s = Simulate(MakeRun(TwoLayers(), 4, kDemandOnly));
+  const RankReport& r = s.result.ranks.front();
+  // For good: partitions (6 + 3 + 1) x 4 B = 40, master 40, Adam 80, gradient partitions 40,
+  // contiguous bucket 1000 x 4 = 4000: 4200.
+  // In forward, the most is at b's wait: its flat buffer (64) and the per-parameter copies
+  // (48 + 8) are both live, a's parameter already released (reuse distance 0).
+  std::int64_t forward_most = 0;
+  const trace::Op* b_forward = ComputeOf(s.trace, OpKind::kForward, "b");
+  ASSERT_NE(b_forward, nullptr);
+  std::array<std::int64_t, trace::kMemoryCategoryCount> now{};
+  for (const trace::MemorySample& m : s.trace.memory) {
+    now[static_cast<std::size_t>(m.category)] = m.bytes;
+    if (m.time > b_forward->end) break;
+    std::int64_t device = 0;
+    for (std::size_t c = 0; c < now.size(); ++c) {
+      if (trace::on_device(static_cast<MemoryCategory>(c))) device += now[c];
+    }
+    forward_most = std::max(forward_most, device);
+  }
+  EXPECT_EQ(forward_most, 4200 + 64 + 56);
+  // The step's peak comes when the gradients are reduce-scattered at the end of backward: the
+  // flat input (160) and output (160 / 4) are live, and so is a's parameter (96), which backward
+  // gathered again and which nothing releases before the optimizer step, since a's input needs
+  // no gradient and so a gets no post-backward hook.
+  EXPECT_EQ(r.peak.allocated, 4200 + 96 + 160 + 40);
+  const auto at = [&](MemoryCategory c) { return r.peak.bytes[static_cast<std::size_t>(c)]; };
+  EXPECT_EQ(at(MemoryCategory::kGatheredParams), 96);
+  EXPECT_EQ(at(MemoryCategory::kCommBuffers), 200);
+  EXPECT_EQ(at(MemoryCategory::kParamPartitions), 40);
+  EXPECT_EQ(at(MemoryCategory::kMasterWeights), 40);
+  EXPECT_EQ(at(MemoryCategory::kOptimizerStates), 80);
+  EXPECT_EQ(at(MemoryCategory::kGradPartitions), 40);
+  EXPECT_EQ(at(MemoryCategory::kGradBuckets), 4000);
+  EXPECT_EQ(r.peak.step, s.result.reported_steps.front());
+}
+
+TEST(ZeroStep, ModelStatesEqualDeepSpeedsEstimateUnderItsAssumptions) {
+  // One bf16 layer of 1024 x 1024 over 8 GPUs, fp32 gradient partitions as the estimate assumes
+  // (with ZeRO, DeepSpeed accumulates bf16 gradients in bf16 unless told); no buffers (no
+  // contiguous bucket, no persistence), no activations: at the moment the layer's parameters and
+  // gradient are both live the model states are 4 bytes per element of the largest layer plus 18
+  // per element over the GPUs.
+  ModuleTree t("one");
+  t.add_module(kNoModule, "", "Net");
+  const ModuleId l = t.add_module(0, "l", "Linear");
+  t.add_parameter(l, "weight", {1024, 1024}, DType::kBFloat16);
+  t.set_shape({1, 1, DType::kBFloat16});
+  const auto root = t.add_call(0, kNoCall, false);
+  t.add_call(l, root, true);
+  const RunSpec run =
+      MakeRun(t, 8,
+              ", stage3_param_persistence_threshold: 0, contiguous_gradients: "
+              "false, stage3_prefetch_bucket_size: 0",
+              ", dtype: bf16", ", bf16: {enabled: true}, data_types: {grad_accum_dtype: fp32}");
+  const Simulated s = Simulate(run);
+  // Replay the samples: the largest sum of the model-state categories at any moment.
+  std::array<std::int64_t, trace::kMemoryCategoryCount> now{};
+  std::int64_t most = 0;
+  for (const trace::MemorySample& m : s.trace.memory) {
+    now[static_cast<std::size_t>(m.category)] = m.bytes;
+    std::int64_t states = 0;
+    for (auto c : {MemoryCategory::kParamPartitions, MemoryCategory::kGatheredParams,
+                   MemoryCategory::kPersistentParams, MemoryCategory::kGradBuckets,
+                   MemoryCategory::kGradPartitions, MemoryCategory::kMasterWeights,
+                   MemoryCategory::kOptimizerStates})
+      states += now[static_cast<std::size_t>(c)];
+    most = std::max(most, states);
+  }
+  const DeepSpeedEstimate e = deepspeed_zero3_estimate(1 << 20, 1 << 20, 8, 1, false, false);
+  EXPECT_EQ(e.gpu_bytes, 4 * (1 << 20) + 18 * (1 << 20) / 8);
+  EXPECT_EQ(most, e.gpu_bytes);
+  ASSERT_TRUE(s.result.estimate.has_value());
+  EXPECT_EQ(s.result.estimate->gpu_bytes, e.gpu_bytes);
+}
+
+// Counts the core's decisions for a step, to compare with what the simulation reports.
+struct Counter : zero::CoordinatorBackend, zero::GradientReducerBackend {
+  std::int64_t gathers = 0, params = 0, elements = 0, releases = 0, buckets = 0, reduced = 0;
+  void start_gather(const zero::GatherRequest& r) override {
+    if (r.reason == zero::GatherReason::kOutside) return;
+    ++gathers;
+    params += static_cast<std::int64_t>(r.params.size());
+    elements += r.numel;
+  }
+  void wait_gather(zero::GatherHandle) override {}
+  void release(ParamId, zero::ReleaseReason reason) override {
+    if (reason != zero::ReleaseReason::kOutside) ++releases;
+  }
+  void reduce(const zero::GradBucket& b) override {
+    ++buckets;
+    reduced += b.reduced_numel;
+  }
+};
+
+TEST(ZeroStep, TheSimulatedDecisionsAreTheCores) {
+  // Prefetching on, nothing persistent (by default these tiny parameters would all be), three
+  // steps from the start.
+  const RunSpec run = MakeRun(
+      TwoLayers(), 4, ", stage3_prefetch_bucket_size: 30, stage3_param_persistence_threshold: 0");
+  SimOptions options;
+  options.steps = 3;
+  const Simulated s = Simulate(run, options);
+  const zero::ZeroModel model(run.tree, run.zero_settings());
+  Counter counter;
+  zero::TrainingLoop loop(model, counter, counter);
+  loop.initialize();
+  for (const StepReport& step : s.result.ranks.front().steps) {
+    counter = Counter{};
+    loop.step();
+    EXPECT_EQ(step.coordinator.allgather_calls, counter.gathers) << "step " << step.step;
+    EXPECT_EQ(step.coordinator.params_gathered, counter.params);
+    EXPECT_EQ(step.coordinator.elements_gathered, counter.elements);
+    EXPECT_EQ(step.coordinator.releases, counter.releases);
+    EXPECT_EQ(step.coordinator.reduce_calls, counter.buckets);
+    EXPECT_EQ(step.coordinator.reduce_elements, counter.reduced);
+  }
+  // The first steps run without prefetching; once the trace is complete, they prefetch.
+  EXPECT_EQ(s.result.ranks.front().steps.front().coordinator.prefetch_gathers, 0);
+  EXPECT_GT(s.result.ranks.front().steps.back().coordinator.prefetch_gathers, 0);
+}
+
+TEST(ZeroStep, TheSteadyStateStepIsTheFirstWithACompleteTrace) {
+  const Simulated s = Simulate(MakeRun(TwoLayers(), 4, ", stage3_prefetch_bucket_size: 30"));
+  ASSERT_EQ(s.result.ranks.front().steps.size(), 1u);
+  const StepReport& step = s.result.ranks.front().steps.front();
+  EXPECT_EQ(step.trace_mode, "complete");
+  SimOptions first;
+  first.steps = 4;
+  const Simulated all =
+      Simulate(MakeRun(TwoLayers(), 4, ", stage3_prefetch_bucket_size: 30"), first);
+  std::int64_t first_complete = -1;
+  for (const StepReport& r : all.result.ranks.front().steps) {
+    if (r.trace_mode == "complete") {
+      first_complete = r.step;
+      break;
+    }
+  }
+  EXPECT_EQ(step.step, first_complete);
+  // Warm-up steps are not simulated in time: the steady step starts at 0.
+  EXPECT_EQ(step.start_ns, 0);
+}
+
+TEST(ZeroStep, SimulationIsDeterministic) {
+  const RunSpec run = MakeRun(TwoLayers(), 4, ", stage3_prefetch_bucket_size: 30");
+  SimOptions options;
+  options.steps = 2;
+  const Simulated a = Simulate(run, options);
+  const Simulated b = Simulate(run, options);
+  EXPECT_TRUE(a.trace == b.trace);
+  EXPECT_EQ(a.result.step_time_ns, b.result.step_time_ns);
+}
+
+TEST(ZeroStep, WithoutOverlapCommCommunicationRunsOnTheComputeStream) {
+  const Simulated s =
+      Simulate(MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", overlap_comm: false"));
+  for (const trace::Op& op : s.trace.ops) {
+    if (op.kind == OpKind::kAllGather || op.kind == OpKind::kReduceScatter) {
+      EXPECT_EQ(op.stream, StreamKind::kCompute);
+    }
+  }
+  const StepReport& step = s.result.ranks.front().steps.front();
+  // Every collective is exposed: 2 x 3072 + 2 x 3048 gathers and the 3120 reduce-scatter.
+  EXPECT_EQ(step.exposed_comm_ns, 2 * 3072 + 2 * 3048 + 3120);
+}
+
+TEST(ZeroStep, OffloadedParametersComeUpOverPcieBeforeEachGather) {
+  const Simulated s = Simulate(
+      MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", offload_param: {device: cpu}"));
+  const auto copies = OpsOf(s.trace, OpKind::kCopyToDevice);
+  const auto gathers = OpsOf(s.trace, OpKind::kAllGather);
+  ASSERT_GE(copies.size(), gathers.size());
+  // a's partition: 6 elements x 4 B = 24 bytes at 1 B/ns, then its gather.
+  EXPECT_EQ(copies[0]->bytes, 24);
+  EXPECT_EQ(copies[0]->end - copies[0]->start, 24);
+  EXPECT_EQ(gathers[0]->start, copies[0]->end);
+  const RankReport& r = s.result.ranks.front();
+  EXPECT_EQ(r.peak.bytes[static_cast<std::size_t>(MemoryCategory::kParamPartitions)], 0);
+  EXPECT_EQ(r.peak.bytes[static_cast<std::size_t>(MemoryCategory::kHostParams)], 40);
+}
+
+TEST(ZeroStep, OffloadedOptimizerStepsOnTheHost) {
+  const Simulated s = Simulate(
+      MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", offload_optimizer: {device: cpu}", "",
+              "", ", host_optimizer_rate: 1e9"));
+  const auto host = OpsOf(s.trace, OpKind::kOptimizerStep);
+  ASSERT_EQ(host.size(), 1u);
+  EXPECT_EQ(host[0]->stream, StreamKind::kHost);
+  // 10 partitioned elements at 1e9 per second shared by 4 GPUs: 40 ns.
+  EXPECT_EQ(host[0]->end - host[0]->start, 40);
+  const RankReport& r = s.result.ranks.front();
+  EXPECT_EQ(r.peak.bytes[static_cast<std::size_t>(MemoryCategory::kOptimizerStates)], 0);
+  // Master weights and Adam (40 + 80) and the fp32 gradient partitions (40) on the host.
+  EXPECT_EQ(r.peak.bytes[static_cast<std::size_t>(MemoryCategory::kHostOptimizer)], 160);
+}
+
+// Net{l0..l3: Linear(weight 4)} called in turn; each saves 100 bytes and runs 1000 FLOPs.
+ModuleTree FourBlocks() {
+  ModuleTree t("four");
+  t.add_module(kNoModule, "", "Net");
+  std::vector<ModuleId> ls;
+  for (int i = 0; i < 4; ++i) {
+    ls.push_back(t.add_module(0, "l" + std::to_string(i), "Block"));
+    t.add_parameter(ls.back(), "weight", {4}, DType::kFloat32);
+    t.set_cost(ls.back(), {1000, 100, 16});
+  }
+  const auto root = t.add_call(0, kNoCall, false);
+  for (ModuleId l : ls)
+    t.add_call(l, root, true);
+  return t;
+}
+
+TEST(ZeroStep, CheckpointingKeepsSegmentInputsAndRecomputesInBackward) {
+  const Simulated plain = Simulate(MakeRun(FourBlocks(), 4, kDemandOnly));
+  const Simulated ckpt =
+      Simulate(MakeRun(FourBlocks(), 4, kDemandOnly, ", checkpoint_interval: 2"));
+  const auto at = [](const Simulated& s, MemoryCategory c) {
+    return s.result.ranks.front().peak.bytes[static_cast<std::size_t>(c)];
+  };
+  // Without checkpointing all four blocks' 100 bytes are held at the end of forward.
+  EXPECT_EQ(at(plain, MemoryCategory::kActivations), 400);
+  EXPECT_TRUE(OpsOf(plain.trace, OpKind::kRecompute).empty());
+  // Segments {l0, l1}, {l2, l3}: the first keeps token ids (an integer input, 8 bytes), the
+  // second l1's output (16 bytes); each block runs its forward again in backward.
+  const auto recomputed = OpsOf(ckpt.trace, OpKind::kRecompute);
+  ASSERT_EQ(recomputed.size(), 4u);
+  EXPECT_EQ(recomputed[0]->flops, 1000);
+  // Backward reaches the second segment first.
+  EXPECT_EQ(ckpt.trace.string(recomputed[0]->name), "l2");
+  EXPECT_EQ(ckpt.trace.string(recomputed[2]->name), "l0");
+  std::int64_t most_activations = 0, most_recompute = 0;
+  std::array<std::int64_t, trace::kMemoryCategoryCount> now{};
+  for (const trace::MemorySample& m : ckpt.trace.memory) {
+    now[static_cast<std::size_t>(m.category)] = m.bytes;
+    most_activations =
+        std::max(most_activations, now[static_cast<std::size_t>(MemoryCategory::kActivations)]);
+    most_recompute =
+        std::max(most_recompute, now[static_cast<std::size_t>(MemoryCategory::kRecompute)]);
+  }
+  EXPECT_EQ(most_activations, 8 + 16);
+  EXPECT_EQ(most_recompute, 200);  // one segment's two blocks at a time
+  // Recomputation gathers the blocks' parameters once more.
+  EXPECT_EQ(OpsOf(ckpt.trace, OpKind::kAllGather).size(),
+            OpsOf(plain.trace, OpKind::kAllGather).size() + 4);
+}
+
+TEST(ZeroStep, RunsItCannotSimulateAreUserErrors) {
+  const ModuleTree tree = TwoLayers();
+  RunSpec run = MakeRun(tree, 4, kDemandOnly);
+  run.deepspeed.zero.stage = 2;
+  EXPECT_THROW(simulate_zero3(run, {}, nullptr), UserError);
+  RunSpec no_flops = MakeRun(tree, 4, kDemandOnly);
+  no_flops.cluster.peak_flops.erase("fp32");
+  try {
+    simulate_zero3(no_flops, {}, nullptr);
+    ADD_FAILURE() << "accepted a cluster without an fp32 FLOP rate";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.where().key_path, "cluster.peak_flops.fp32");
+  }
+}
+
+}  // namespace
+}  // namespace zp::sim
