@@ -111,6 +111,26 @@ void BM_SimulateLlama7bWithTraceAndAllocator(benchmark::State& state) {
 }
 BENCHMARK(BM_SimulateLlama7bWithTraceAndAllocator)->Unit(benchmark::kMicrosecond);
 
+// llama-2-70b on 128 DGX H100 nodes (1024 GPUs): 8 pipeline stages x 128 data-parallel, ZeRO-1,
+// 64 micro-batches of 4096 tokens per step, every layer checkpointed.
+zp::RunSpec Llama70bPipeline() {
+  return Run(
+      "model: llama-2-70b\ncluster: {preset: dgx-h100, nodes: 128}\n"
+      "training: {sequence_length: 4096, micro_batch: 1, dtype: bf16}\n"
+      "parallel: {pipeline: 8}\n"
+      "deepspeed: {train_micro_batch_size_per_gpu: 1, gradient_accumulation_steps: 64, "
+      "bf16: {enabled: true}, zero_optimization: {stage: 1}, "
+      "pipeline: {stages: 8, activation_checkpoint_interval: 1}}\n");
+}
+
+void BM_SimulateLlama70bPipeline(benchmark::State& state) {
+  const zp::RunSpec run = Llama70bPipeline();
+  zp::sim::SimOptions options;
+  options.model_allocator = false;
+  Measure(state, run, options, false);
+}
+BENCHMARK(BM_SimulateLlama70bPipeline)->Unit(benchmark::kMillisecond);
+
 class NullBackend : public zp::zero::CoordinatorBackend, public zp::zero::GradientReducerBackend {
  public:
   void start_gather(const zp::zero::GatherRequest&) override {}

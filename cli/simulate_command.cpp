@@ -1,6 +1,7 @@
 // `zeroplan simulate RUN.yaml`: one training step of the run, predicted: memory, collectives and
 // time per rank class, with DeepSpeed's own estimate beside it, and the trace files on request.
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -183,6 +184,16 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--chrome-trace", a->chrome,
                   "Write a Chrome trace (Perfetto, chrome://tracing) here.");
   cmd->callback([a] {
+    // Refuse an output path that cannot be written before spending the time to simulate.
+    for (const auto& [flag, file] :
+         {std::pair{"--trace", a->trace}, {"--chrome-trace", a->chrome}}) {
+      if (file.empty()) continue;
+      const std::filesystem::path parent = std::filesystem::absolute(file).parent_path();
+      if (!std::filesystem::is_directory(parent)) {
+        throw UserError(ErrorKind::kIo, {"", 0, 0, flag},
+                        "cannot write " + file + ": no folder " + parent.string());
+      }
+    }
     const RunSpec run = load_run_spec(a->path);
     sim::SimOptions options;
     options.steps = a->steps;

@@ -211,6 +211,10 @@ ClusterGraph::Graph build_graph(const ClusterSpec& cluster) {
 
 }  // namespace
 
+void ClusterGraph::check(const ClusterSpec& cluster) {
+  check_cluster(cluster);
+}
+
 ClusterGraph::ClusterGraph(const ClusterSpec& cluster)
     : nodes_(cluster.nodes),
       gpus_per_node_(cluster.gpus_per_node),

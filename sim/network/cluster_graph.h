@@ -69,6 +69,8 @@ class ClusterGraph {
   // inter_node.bandwidth when nodes > 1, pcie_bandwidth always. nvme_bandwidth may be 0 (no NVMe
   // link); gpu_to_nvme then fails instead.
   explicit ClusterGraph(const ClusterSpec& cluster);
+  // The constructor's checks alone, without building anything.
+  static void check(const ClusterSpec& cluster);
 
   std::int64_t gpus() const { return nodes_ * gpus_per_node_; }
   std::int64_t nodes() const { return nodes_; }

@@ -84,16 +84,38 @@ TimeNs round_up_ns(double ns) {
   return std::max<TimeNs>(0, static_cast<TimeNs>(up));
 }
 
-CollectiveModel::CollectiveModel(const ClusterSpec& cluster) : graph_(cluster) {
+namespace {
+// Every node is alike, so two of them hold every route a cost needs: the graph the model keeps
+// has at most two nodes however large the cluster, and the model's memory does not grow with it.
+ClusterSpec representative(ClusterSpec cluster) {
+  ClusterGraph::check(cluster);
+  cluster.nodes = std::min<std::int64_t>(cluster.nodes, 2);
+  return cluster;
+}
+}  // namespace
+
+CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
+    : graph_(representative(cluster)),
+      nodes_(cluster.nodes),
+      gpus_(cluster.nodes * cluster.gpus_per_node) {
   if (graph_.gpus_per_node() > 1) intra_ = graph_.gpu_to_gpu(0, 1);
   if (graph_.nodes() > 1) inter_ = graph_.gpu_to_gpu(0, graph_.gpus_per_node());
+}
+
+std::int64_t CollectiveModel::local_gpu(std::int64_t gpu) const {
+  if (gpu < 0 || gpu >= gpus_) {
+    throw UserError(ErrorKind::kValue, {},
+                    detail::concat("GPU ", gpu, " is not in the cluster's ", gpus_,
+                                   " GPUs (cluster.nodes x cluster.gpus_per_node)"));
+  }
+  return gpu % graph_.gpus_per_node();
 }
 
 GroupShape CollectiveModel::shape(std::span<const std::int64_t> group) const {
   if (group.empty()) {
     throw UserError(ErrorKind::kValue, {}, "a communicator needs at least one rank");
   }
-  const std::int64_t gpus = graph_.gpus();
+  const std::int64_t gpus = gpus_;
   bool increasing = true;
   for (std::size_t i = 0; i < group.size(); ++i) {
     if (group[i] < 0 || group[i] >= gpus) {
@@ -121,7 +143,7 @@ CollectiveCost CollectiveModel::cost(CollectiveKind kind, std::span<const std::i
 
 CollectiveCost CollectiveModel::cost(CollectiveKind kind, const GroupShape& s, std::int64_t bytes,
                                      std::optional<Algorithm> algorithm) const {
-  ZP_CHECK(s.size >= 1 && s.nodes >= 1 && s.nodes <= graph_.nodes() && s.min_per_node >= 1 &&
+  ZP_CHECK(s.size >= 1 && s.nodes >= 1 && s.nodes <= nodes_ && s.min_per_node >= 1 &&
                s.min_per_node <= s.max_per_node && s.max_per_node <= graph_.gpus_per_node() &&
                s.min_per_node * s.nodes <= s.size && s.size <= s.max_per_node * s.nodes,
            "inconsistent group shape: ", s.size, " ranks on ", s.nodes, " nodes, ", s.min_per_node,
@@ -242,7 +264,7 @@ CollectiveCost CollectiveModel::tree(CollectiveKind kind, const GroupShape& s,
 }
 
 TimeNs CollectiveModel::host_copy(std::int64_t gpu, std::int64_t bytes) const {
-  const PathCost path = graph_.gpu_to_host(gpu);
+  const PathCost path = graph_.gpu_to_host(local_gpu(gpu));
   check_bytes(bytes, "a host copy");
   if (bytes == 0) return 0;
   return round_up_ns(static_cast<double>(path.latency_ns) +
@@ -250,7 +272,7 @@ TimeNs CollectiveModel::host_copy(std::int64_t gpu, std::int64_t bytes) const {
 }
 
 TimeNs CollectiveModel::nvme_copy(std::int64_t gpu, std::int64_t bytes) const {
-  const PathCost path = graph_.gpu_to_nvme(gpu);
+  const PathCost path = graph_.gpu_to_nvme(local_gpu(gpu));
   check_bytes(bytes, "an NVMe copy");
   if (bytes == 0) return 0;
   return round_up_ns(static_cast<double>(path.latency_ns) +

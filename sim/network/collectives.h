@@ -100,13 +100,19 @@ class CollectiveModel {
   // GPU's share of the node's NVMe, whichever is narrower).
   TimeNs nvme_copy(std::int64_t gpu, std::int64_t bytes) const;
 
+  // The graph of a representative part of the cluster: its first two nodes (all nodes are
+  // alike). Costs for any GPUs of the whole cluster come from it.
   const ClusterGraph& graph() const { return graph_; }
 
  private:
   CollectiveCost ring(CollectiveKind kind, const GroupShape& shape, std::int64_t bytes) const;
   CollectiveCost tree(CollectiveKind kind, const GroupShape& shape, std::int64_t bytes) const;
 
+  std::int64_t local_gpu(std::int64_t gpu) const;  // its place in the representative graph
+
   ClusterGraph graph_;
+  std::int64_t nodes_ = 1;
+  std::int64_t gpus_ = 1;
   PathCost intra_;  // between two GPUs of a node (bandwidth 0 with one GPU per node)
   PathCost inter_;  // between two nodes (bandwidth 0 with one node)
 };

@@ -128,6 +128,59 @@ TEST(ZeroplanCli, HelpAndUsageErrors) {
   EXPECT_EQ(RunZeroplan("inspect --frobnicate configs/examples/gpt2-zero3.yaml").status, 2);
 }
 
+TEST(ZeroplanCli, SimulatesEveryBundledExample) {
+  for (const auto& entry : std::filesystem::directory_iterator(kSource / "configs" / "examples")) {
+    if (entry.path().extension() != ".yaml") continue;
+    const Result r =
+        RunZeroplan("simulate 'configs/examples/" + entry.path().filename().string() + "'");
+    EXPECT_EQ(r.status, 0) << entry.path() << "\n" << r.err;
+    EXPECT_NE(r.out.find("Step time"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Peak allocated"), std::string::npos) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+}
+
+TEST(ZeroplanCli, SimulateWritesJsonAndBothTraces) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("zeroplan_cli_sim." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const Result r = RunZeroplan(
+      "simulate --json --steps 2 configs/examples/gpt2-zero3.yaml --trace '" +
+      (dir / "t.json").string() + "' --chrome-trace '" + (dir / "c.json").string() + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["reported_steps"], nlohmann::json::array({0, 1}));
+  EXPECT_FALSE(j["steady_state"].get<bool>());
+  EXPECT_GT(j["step_time_ns"].get<std::int64_t>(), 0);
+  const auto& step = j["ranks"][0]["steps"][1];
+  EXPECT_GT(step["coordinator"]["allgather_calls"].get<std::int64_t>(), 0);
+  EXPECT_TRUE(step["coordinator"].contains("peak_available_counted"));
+  EXPECT_TRUE(j.contains("deepspeed_estimate"));
+  const nlohmann::json native = nlohmann::json::parse(Slurp(dir / "t.json"));
+  EXPECT_EQ(native["format"], "zeroplan-trace");
+  const nlohmann::json chrome = nlohmann::json::parse(Slurp(dir / "c.json"));
+  EXPECT_GT(chrome["traceEvents"].size(), 100u);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ZeroplanCli, SimulateBadInputIsOneLineAndExitTwo) {
+  for (const std::string& args :
+       {std::string("simulate configs/examples/no-such-run.yaml"),
+        std::string("simulate --steps -1 configs/examples/gpt2-zero3.yaml"),
+        std::string("simulate --steps two configs/examples/gpt2-zero3.yaml"),
+        std::string("simulate --trace /no/such/folder/t.json configs/examples/gpt2-zero3.yaml")}) {
+    const Result r = RunZeroplan(args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
+    EXPECT_GE(Lines(r.err), 1) << args;
+    EXPECT_LE(Lines(r.err), 2) << args << "\n" << r.err;  // the error, and where to find usage
+    EXPECT_EQ(r.err.rfind("zeroplan: error: ", 0), 0u) << args << "\n" << r.err;
+  }
+  const Result help = RunZeroplan("simulate --help");
+  EXPECT_EQ(help.status, 0);
+  for (const char* option : {"--json", "--steps", "--all-ranks", "--trace", "--chrome-trace"})
+    EXPECT_NE(help.out.find(option), std::string::npos) << option;
+}
+
 TEST(ZeroplanCli, PresetsListsModelsAndClusters) {
   const Result r = RunZeroplan("presets --json");
   ASSERT_EQ(r.status, 0) << r.err;

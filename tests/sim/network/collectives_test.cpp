@@ -311,3 +311,31 @@ TEST(CollectiveModel, HostAndNvmeCopies) {
 
 }  // namespace
 }  // namespace zp::sim
+
+namespace zp::sim {
+namespace {
+
+TEST(CollectiveModel, KeepsTwoNodesOfAnyClusterAndCostsEveryGpu) {
+  const CollectiveModel big(a100(128));  // 1024 GPUs
+  EXPECT_EQ(big.graph().nodes(), 2);
+  EXPECT_EQ(big.graph().gpus(), 16);
+  // The last GPU's links are its node's, the same as GPU 7's.
+  EXPECT_EQ(big.host_copy(1023, kGiB), big.host_copy(7, kGiB));
+  EXPECT_EQ(big.nvme_copy(1023, kMiB), big.nvme_copy(0, kMiB));
+  EXPECT_THROW(big.host_copy(1024, 1), UserError);
+  // A group over every node costs what its shape says, whatever nodes it uses.
+  const GroupShape all = big.shape(ranks(0, 1024));
+  EXPECT_EQ(all.nodes, 128);
+  EXPECT_EQ(big.cost(CollectiveKind::kAllGather, ranks(0, 1024), kGiB),
+            big.cost(CollectiveKind::kAllGather, all, kGiB));
+  // Two nodes far apart cost what nodes 0 and 1 cost.
+  EXPECT_EQ(big.cost(CollectiveKind::kSendRecv, std::vector<std::int64_t>{0, 1016}, kMiB),
+            big.cost(CollectiveKind::kSendRecv, std::vector<std::int64_t>{0, 8}, kMiB));
+  // The whole cluster's checks still apply.
+  ClusterSpec huge = a100(1);
+  huge.nodes = std::int64_t{1} << 30;
+  EXPECT_THROW(CollectiveModel{huge}, UserError);
+}
+
+}  // namespace
+}  // namespace zp::sim
