@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "bench/null_backend.h"
 #include "core/config/run_spec.h"
 #include "core/model/presets.h"
 #include "core/zero/training_step.h"
@@ -31,15 +32,6 @@ void BM_LoadRunSpec(benchmark::State& state, const char* example) {
 BENCHMARK_CAPTURE(BM_LoadRunSpec, gpt2_zero3, "gpt2-zero3.yaml");
 BENCHMARK_CAPTURE(BM_LoadRunSpec, llama2_70b, "llama2-70b-h100.yaml");
 
-// A backend that carries nothing out: the cost of the decisions alone.
-class NullBackend : public zp::zero::CoordinatorBackend, public zp::zero::GradientReducerBackend {
- public:
-  void start_gather(const zp::zero::GatherRequest&) override {}
-  void wait_gather(zp::zero::GatherHandle) override {}
-  void release(zp::ParamId, zp::zero::ReleaseReason) override {}
-  void reduce(const zp::zero::GradBucket&) override {}
-};
-
 // One ZeRO-3 training step's decisions (in COMPLETE mode, after the recording step), with
 // DeepSpeed's default thresholds over 64 data-parallel ranks.
 void BM_Zero3Step(benchmark::State& state, const char* preset) {
@@ -48,7 +40,7 @@ void BM_Zero3Step(benchmark::State& state, const char* preset) {
   zp::zero::ZeroSettings settings;
   settings.data_parallel_size = 64;
   const zp::zero::ZeroModel model(tree, settings);
-  NullBackend backend;
+  zp::bench::NullBackend backend;
   zp::zero::TrainingLoop loop(model, backend, backend);
   loop.initialize();
   loop.step();

@@ -13,6 +13,7 @@
 #include <new>
 #include <string>
 
+#include "bench/null_backend.h"
 #include "core/config/document.h"
 #include "core/config/run_spec.h"
 #include "core/zero/training_step.h"
@@ -131,21 +132,13 @@ void BM_SimulateLlama70bPipeline(benchmark::State& state) {
 }
 BENCHMARK(BM_SimulateLlama70bPipeline)->Unit(benchmark::kMillisecond);
 
-class NullBackend : public zp::zero::CoordinatorBackend, public zp::zero::GradientReducerBackend {
- public:
-  void start_gather(const zp::zero::GatherRequest&) override {}
-  void wait_gather(zp::zero::GatherHandle) override {}
-  void release(zp::ParamId, zp::zero::ReleaseReason) override {}
-  void reduce(const zp::zero::GradBucket&) override {}
-};
-
 // Baseline: the decisions alone for what the simulation runs (setup, warm-up steps until the
 // trace is complete, one step).
 void BM_Decisions(benchmark::State& state) {
   const zp::RunSpec run = Llama7bDataParallel(8);
   for (auto _ : state) {
     const zp::zero::ZeroModel model(run.tree, run.zero_settings());
-    NullBackend backend;
+    zp::bench::NullBackend backend;
     zp::zero::TrainingLoop loop(model, backend, backend);
     loop.initialize();
     while (loop.coordinator().mode() != zp::zero::TraceMode::kComplete)

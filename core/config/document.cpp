@@ -323,8 +323,8 @@ std::string Node::repr() const {
   return repr_json(*value_);
 }
 
-std::string Node::type_name() const {
-  switch (value_->type()) {
+std::string json_type_name(const Json& value) {
+  switch (value.type()) {
     case Json::value_t::null:
       return "null";
     case Json::value_t::boolean:
@@ -343,6 +343,10 @@ std::string Node::type_name() const {
     default:
       return "a value";
   }
+}
+
+std::string Node::type_name() const {
+  return json_type_name(*value_);
 }
 
 void Node::fail(ErrorKind kind, const std::string& message) const {

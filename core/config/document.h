@@ -91,6 +91,8 @@ class Node {
 void set_at_path(Json& root, std::string_view dotted_key, Json value);
 
 // "5", "\"cpu\"", "{...}" for messages.
+// "an integer", "a string", "a list", "a mapping", ...: a value's type as messages name it.
+std::string json_type_name(const Json& value);
 std::string repr_json(const Json& value);
 
 }  // namespace zp

@@ -210,30 +210,8 @@ std::string plural(std::size_t count, const char* noun) {
   return std::to_string(count) + " " + noun + (count == 1 ? "" : "s");
 }
 
-std::string type_name(const Json& value) {
-  switch (value.type()) {
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::boolean:
-      return "a boolean";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-      return "an integer";
-    case Json::value_t::number_float:
-      return "a number";
-    case Json::value_t::string:
-      return "a string";
-    case Json::value_t::array:
-      return "a list";
-    case Json::value_t::object:
-      return "a mapping";
-    default:
-      return "a value";
-  }
-}
-
 std::string got(const Json& value) {
-  return "got " + type_name(value) + " " + repr_json(value);
+  return "got " + json_type_name(value) + " " + repr_json(value);
 }
 
 std::string indexed(std::string_view path, std::size_t i) {

@@ -9,16 +9,8 @@
 namespace zp::sim {
 
 const char* peak_flops_key(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat16:
-      return "fp16";
-    case DType::kBFloat16:
-      return "bf16";
-    case DType::kFloat64:
-      return "fp64";
-    default:
-      return "fp32";
-  }
+  // The dtype names are the peak_flops keys; integer types have no rate of their own.
+  return is_floating(dtype) ? to_string(dtype).data() : "fp32";
 }
 
 ComputeModel::ComputeModel(const ClusterSpec& cluster, DType dtype) {

@@ -4,15 +4,30 @@
 
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "core/config/document.h"
 #include "core/config/run_spec.h"
 #include "core/model/model_json.h"
 #include "core/model/module_tree.h"
+#include "core/util/error.h"
 
 namespace zp::sim::testing {
+
+// The UserError `call` throws; a test failure (and a placeholder) when it throws none.
+inline UserError ErrorOf(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const UserError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no UserError";
+  return UserError(ErrorKind::kValue, {}, "none");
+}
 
 // One node of `gpus` GPUs: 1 TFLOP/s in fp32 (1000 FLOP/ns), 1 TB/s HBM (1000 B/ns), links of
 // 1 GB/s (1 B/ns) with 1 us latency, PCIe 1 GB/s, no launch cost, every efficiency 1.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "../sim_test_util.h"
+
 #include <functional>
 #include <string>
 
@@ -9,6 +11,8 @@
 
 namespace zp::sim {
 namespace {
+
+using testing::ErrorOf;
 
 // A cluster whose rates divide evenly: bf16 peak 2e12 FLOP/s at efficiency 0.5 is 1000 FLOP/ns;
 // HBM 1e12 B/s at efficiency 0.5 is 500 B/ns; each piece of work pays 4000 ns to launch.
@@ -20,16 +24,6 @@ ClusterSpec Cluster() {
   c.efficiency.hbm = 0.5;
   c.kernel_launch_ns = 4000;
   return c;
-}
-
-UserError ErrorOf(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const UserError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no UserError";
-  return UserError(ErrorKind::kValue, {}, "none");
 }
 
 TEST(ComputeModel, ComputeBoundWorkTakesTheComputeTerm) {

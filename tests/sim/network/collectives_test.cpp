@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "../sim_test_util.h"
+
 #include <functional>
 #include <ostream>
 #include <string>
@@ -24,6 +26,8 @@ void PrintTo(const GroupShape& s, std::ostream* out) {
 
 namespace {
 
+using testing::ErrorOf;
+
 // Every expected time below is worked by hand from the formulas in collectives.h, on dgx-a100-80g
 // with efficiency.network 0.8: inside a node B_in = 240 GB/s and a_in = 3000 ns, between nodes
 // B_x = 20 GB/s and a_x = 5000 ns; PCIe 20 GB/s, NVMe 2.5 GB/s per GPU.
@@ -41,16 +45,6 @@ std::vector<std::int64_t> ranks(std::int64_t first, std::int64_t count, std::int
   for (std::int64_t i = 0; i < count; ++i)
     out.push_back(first + i * stride);
   return out;
-}
-
-UserError error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const UserError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no UserError";
-  return UserError(ErrorKind::kValue, {}, "none");
 }
 
 using K = CollectiveKind;
@@ -237,7 +231,7 @@ TEST(CollectiveTree, BroadcastIsARingUnlessATreeIsAsked) {
 TEST(CollectiveTree, OnlyAllReduceAndBroadcastHaveTrees) {
   const CollectiveModel m(a100(1));
   for (K kind : {K::kAllGather, K::kReduceScatter, K::kSendRecv}) {
-    const UserError e = error_of([&] { m.cost(kind, ranks(0, 2), kMiB, A::kTree); });
+    const UserError e = ErrorOf([&] { m.cost(kind, ranks(0, 2), kMiB, A::kTree); });
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported) << e.what();
   }
 }
@@ -279,16 +273,16 @@ TEST(CollectiveModel, BadGroupsAndSizesAreRefused) {
   const std::vector<std::vector<std::int64_t>> bad_groups = {
       {}, {0, 16}, {-1, 0}, {1, 1}, {3, 1, 3}};
   for (const auto& group : bad_groups) {
-    const UserError e = error_of([&] { m.cost(K::kAllGather, group, kMiB); });
+    const UserError e = ErrorOf([&] { m.cost(K::kAllGather, group, kMiB); });
     EXPECT_EQ(e.kind(), ErrorKind::kValue) << e.what();
   }
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(ErrorOf([&] {
               m.shape(std::vector<std::int64_t>{0, 16});
             })
                 .message()
                 .find("16 GPUs"),
             std::string::npos);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(ErrorOf([&] {
               m.shape(std::vector<std::int64_t>{3, 1, 3});
             })
                 .message()

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "../sim_test_util.h"
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -12,6 +14,8 @@
 namespace zp::sim {
 namespace {
 
+using testing::ErrorOf;
+
 DeepSpeedConfig Parse(const std::string& json) {
   const Document doc = Document::from_json(json, "ds.json");
   return parse_deepspeed_config(Node(doc), DeepSpeedContext{});
@@ -21,16 +25,6 @@ DeepSpeedConfig WithOptimizer(const std::string& type) {
   DeepSpeedConfig c;
   c.optimizer_type = type;
   return c;
-}
-
-UserError ErrorOf(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const UserError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no UserError";
-  return UserError(ErrorKind::kValue, {}, "none");
 }
 
 TEST(OptimizerShape, AdamWhenTheConfigHasNoOptimizer) {
