@@ -319,8 +319,13 @@ void Coordinator::release_module(ModuleId module) {
 }
 
 const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std::int64_t step_id) {
-  const auto key = std::make_pair(module, step_id);
-  if (auto it = release_cache_.find(key); it != release_cache_.end()) return it->second;
+  ZP_CHECK(step_id >= -1, "step id ", step_id);
+  const auto slot = static_cast<std::size_t>(step_id + 1);
+  if (slot < release_cache_.size()) {
+    for (const CachedRelease& c : release_cache_[slot]) {
+      if (c.module == module) return c.params;
+    }
+  }
 
   std::vector<ParamId> candidates;
   for (ParamId p : model_.fetch_params(module)) {
@@ -350,7 +355,9 @@ const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std:
       if (between < model_.settings().max_reuse_distance) drop(p);
     }
   }
-  return release_cache_.emplace(key, std::move(candidates)).first->second;
+  if (slot >= release_cache_.size()) release_cache_.resize(slot + 1);
+  release_cache_[slot].push_back({module, std::move(candidates)});
+  return release_cache_[slot].back().params;
 }
 
 const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {

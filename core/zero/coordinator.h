@@ -161,7 +161,12 @@ class Coordinator {
   std::map<ModuleId, std::deque<std::int64_t>> step_ids_of_module_;
   // DeepSpeed caches __params_to_release per (module, step) with functools.lru_cache, never
   // invalidated: a result computed in one step is reused in every later step.
-  std::map<std::pair<ModuleId, std::int64_t>, std::vector<ParamId>> release_cache_;
+  // Indexed by step id; each holds the (rarely more than one) modules released at that step.
+  struct CachedRelease {
+    ModuleId module = kNoModule;
+    std::vector<ParamId> params;
+  };
+  std::vector<std::vector<CachedRelease>> release_cache_;
   std::vector<std::string> invalidations_;
   ReuseIndex reuse_index_[2];                // without and with recursion
   std::vector<std::int64_t> prefetch_mark_;  // per parameter: the fetch that last chose it
