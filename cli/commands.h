@@ -2,9 +2,20 @@
 // work and throws UserError for bad input, which main() reports in one line with exit status 2.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace zp::cli {
+
+// The command did its work, but the run it describes fails (it does not fit its GPUs): main()
+// prints the message in one line and exits with kExitRunFails, after the command's output.
+inline constexpr int kExitRunFails = 3;
+class RunFails : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 void add_inspect_command(CLI::App& app);
 void add_presets_command(CLI::App& app);

@@ -41,9 +41,9 @@ struct Report {
   const RunSpec& run;
   ModelSummary model;
   zero::PartitionSummary zero3;
-  std::vector<std::string> leaves;   // z3 leaf modules, by qualified name
-  std::int64_t hooked_modules = 0;   // modules with ZeRO hooks
-  std::vector<Warning> warnings;     // the run's and the ZeRO model's
+  std::vector<std::string> leaves;  // z3 leaf modules, by qualified name
+  std::int64_t hooked_modules = 0;  // modules with ZeRO hooks
+  std::vector<Warning> warnings;    // the run's and the ZeRO model's
 };
 
 Json provenance_json(const Provenance& settings) {
@@ -208,11 +208,12 @@ void print_report(std::ostream& out, const Report& r) {
                 ? std::string("unlimited")
                 : units::format_count(z.model_persistence_threshold))
         << "\n";
-    out << "  hooks         " << r.hooked_modules << " of " << r.model.modules << " modules, DeepSpeed "
-        << zero::to_string(run.deepspeed_version) << " behaviour\n";
+    out << "  hooks         " << r.hooked_modules << " of " << r.model.modules
+        << " modules, DeepSpeed " << zero::to_string(run.deepspeed_version) << " behaviour\n";
     if (!r.leaves.empty()) {
       std::string list;
-      for (size_t i = 0; i < r.leaves.size() && i < 4; ++i) list += (i ? ", " : "") + r.leaves[i];
+      for (size_t i = 0; i < r.leaves.size() && i < 4; ++i)
+        list += (i ? ", " : "") + r.leaves[i];
       if (r.leaves.size() > 4) list += ", ... (" + std::to_string(r.leaves.size()) + " in all)";
       out << "  z3 leaves     " << list << "\n";
     }
@@ -244,7 +245,8 @@ void add_inspect_command(CLI::App& app) {
                                                 run.deepspeed.zero.model_persistence_threshold);
     if (run.deepspeed.zero.stage == 3) {
       const zero::ZeroModel zero_model(run.tree, run.zero_settings());
-      for (ModuleId m : zero_model.leaves()) report.leaves.push_back(run.tree.qualified_name(m));
+      for (ModuleId m : zero_model.leaves())
+        report.leaves.push_back(run.tree.qualified_name(m));
       for (size_t m = 0; m < run.tree.modules().size(); ++m) {
         if (zero_model.is_hooked(static_cast<ModuleId>(m))) ++report.hooked_modules;
       }
@@ -252,7 +254,8 @@ void add_inspect_command(CLI::App& app) {
                              zero_model.warnings().end());
     }
     if (*json) {
-      for (const Warning& w : report.warnings) std::cerr << "zeroplan: warning: " << w.str() << "\n";
+      for (const Warning& w : report.warnings)
+        std::cerr << "zeroplan: warning: " << w.str() << "\n";
       std::cout << report_json(report).dump(2) << "\n";
     } else {
       print_report(std::cout, report);

@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
   } catch (const zp::UserError& e) {
     std::cerr << "zeroplan: error: " << e.what() << "\n";
     return kExitUserError;
+  } catch (const zp::cli::RunFails& e) {
+    std::cerr << "zeroplan: " << e.what() << "\n";
+    return zp::cli::kExitRunFails;
   } catch (const zp::InternalError& e) {
     std::cerr << "zeroplan: " << e.what() << "\nThis is a bug in zeroplan; please report it.\n";
     return kExitInternalError;

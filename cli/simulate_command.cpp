@@ -213,6 +213,14 @@ void add_simulate_command(CLI::App& app) {
       if (!a->trace.empty()) std::cout << "Trace written to " << a->trace << "\n";
       if (!a->chrome.empty()) std::cout << "Chrome trace written to " << a->chrome << "\n";
     }
+    std::cout.flush();
+    for (const RankReport& rank : result.ranks) {
+      const std::int64_t need = std::max(rank.peak.allocated, rank.peak_reserved);
+      if (need > run.cluster.gpu_memory) {
+        throw RunFails("the run does not fit: " + rank.label + " needs " + bytes(need) +
+                       " of its " + bytes(run.cluster.gpu_memory) + " GPUs (see the summary)");
+      }
+    }
   });
 }
 

@@ -163,6 +163,23 @@ TEST(ZeroplanCli, SimulateWritesJsonAndBothTraces) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ZeroplanCli, ARunThatDoesNotFitPrintsItsSummaryAndExitsThree) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("zeroplan_cli_oom." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  // GPT-2 on GPUs of 1 GiB: its activations alone need several.
+  std::ofstream(dir / "run.yaml")
+      << "model: gpt2\ncluster: {preset: dgx-a100-80g, gpu_memory: 1GiB}\n"
+         "training: {sequence_length: 1024, micro_batch: 8, dtype: bf16}\n"
+         "deepspeed: {bf16: {enabled: true}, zero_optimization: {stage: 3}}\n";
+  const Result r = RunZeroplan("simulate '" + (dir / "run.yaml").string() + "'");
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_NE(r.out.find("over GPU memory"), std::string::npos) << r.out;
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("does not fit"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ZeroplanCli, SimulateBadInputIsOneLineAndExitTwo) {
   for (const std::string& args :
        {std::string("simulate configs/examples/no-such-run.yaml"),
