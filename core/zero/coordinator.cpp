@@ -40,6 +40,8 @@ Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
       state_(model.tree().parameters().size()),
       mode_(v014_ ? TraceMode::kRecord : TraceMode::kInvalid),
       most_recent_fetch_(model.tree().parameters().size(), kNeverFetched),
+      step_ids_of_module_(model.tree().modules().size()),
+      step_ids_taken_(model.tree().modules().size(), 0),
       prefetch_mark_(model.tree().parameters().size(), -1) {}
 
 void Coordinator::deepspeed_fails(const std::string& what) const {
@@ -119,7 +121,7 @@ void Coordinator::clear_trace_structures() {
     index.built = false;
   param_order_.clear();
   std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
-  queue_.clear();
+  queue_head_ = 0;
 }
 
 void Coordinator::record_module(ModuleId module) {
@@ -127,7 +129,7 @@ void Coordinator::record_module(ModuleId module) {
   submodule_order_.push_back(module);
   for (ReuseIndex& index : reuse_index_)
     index.built = false;
-  step_ids_of_module_[module].push_back(step_id_);
+  step_ids_of_module_[static_cast<size_t>(module)].push_back(step_id_);
 }
 
 void Coordinator::reset_step() {
@@ -145,10 +147,10 @@ void Coordinator::reset_step() {
       // construct_parameter_trace_from_module_trace
       param_order_.clear();
       for (ModuleId m : submodule_order_) {
-        std::deque<std::int64_t>& steps = step_ids_of_module_[m];
-        ZP_CHECK(!steps.empty(), "module ", m, " recorded more often than fetched");
-        const std::int64_t step = steps.front();
-        steps.pop_front();
+        const std::vector<std::int64_t>& steps = step_ids_of_module_[static_cast<size_t>(m)];
+        std::size_t& taken = step_ids_taken_[static_cast<size_t>(m)];
+        ZP_CHECK(taken < steps.size(), "module ", m, " recorded more often than fetched");
+        const std::int64_t step = steps[taken++];
         std::vector<ParamId> params = model_.fetch_params(m);
         std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
           return model_.param(a).ds_id < model_.param(b).ds_id;
@@ -161,9 +163,11 @@ void Coordinator::reset_step() {
       mode_ = TraceMode::kRecord;
     }
   }
-  queue_.assign(param_order_.begin(), param_order_.end());
+  queue_head_ = 0;
   std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
-  step_ids_of_module_.clear();
+  for (std::vector<std::int64_t>& steps : step_ids_of_module_)
+    steps.clear();
+  std::fill(step_ids_taken_.begin(), step_ids_taken_.end(), 0);
   step_id_ = 0;
   if (v014_) n_available_ = 0;
 }
@@ -200,9 +204,8 @@ void Coordinator::fetch(ModuleId module, bool forward) {
     not_yet.erase(std::unique(not_yet.begin(), not_yet.end()), not_yet.end());
     std::vector<ParamId>& discarded = scratch_discarded_;
     discarded.clear();
-    while (!queue_.empty() && discarded.size() < not_yet.size()) {
-      const ParamInTrace next = queue_.front();
-      queue_.pop_front();
+    while (!queue_empty() && discarded.size() < not_yet.size()) {
+      const ParamInTrace next = queue_pop();
       most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
       const auto at = std::lower_bound(discarded.begin(), discarded.end(), next.param);
       if (at == discarded.end() || *at != next.param) discarded.insert(at, next.param);
@@ -221,9 +224,8 @@ void Coordinator::fetch(ModuleId module, bool forward) {
       std::int64_t prefetch_numel = 0;
       const std::int64_t mark = fetches_++;
       // Checked before each parameter is added: the last one may overshoot the budget.
-      while (!queue_.empty() && prefetch_numel < budget) {
-        const ParamInTrace next = queue_.front();
-        queue_.pop_front();
+      while (!queue_empty() && prefetch_numel < budget) {
+        const ParamInTrace next = queue_pop();
         const auto p = static_cast<size_t>(next.param);
         const bool take =
             state_[p].status == ParamStatus::kNotAvailable && prefetch_mark_[p] != mark;

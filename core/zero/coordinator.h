@@ -25,8 +25,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
-#include <map>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -156,9 +154,15 @@ class Coordinator {
   std::int64_t n_available_ = 0;
   std::vector<ModuleId> submodule_order_;
   std::vector<ParamInTrace> param_order_;
-  std::deque<ParamInTrace> queue_;
+  // The parameter trace still to consume this step: param_order_[queue_head_..]. (DeepSpeed copies
+  // the trace into a deque and pops it; the trace does not change while it is consumed.)
+  std::size_t queue_head_ = 0;
+  bool queue_empty() const { return queue_head_ >= param_order_.size(); }
+  ParamInTrace queue_pop() { return param_order_[queue_head_++]; }
   std::vector<std::int64_t> most_recent_fetch_;  // step at which each was last fetched for
-  std::map<ModuleId, std::deque<std::int64_t>> step_ids_of_module_;
+  // Per module, the step ids at which it was recorded, and how many have been taken.
+  std::vector<std::vector<std::int64_t>> step_ids_of_module_;
+  std::vector<std::size_t> step_ids_taken_;
   // DeepSpeed caches __params_to_release per (module, step) with functools.lru_cache, never
   // invalidated: a result computed in one step is reused in every later step.
   // Indexed by step id; each holds the (rarely more than one) modules released at that step.

@@ -67,18 +67,27 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
   leaf_.assign(n, false);
   direct_.resize(n);
   subtree_.resize(n);
+  // A module's whole subtree matters only to z3 leaves (and to the root's parameter order), so
+  // without leaves only the root's is built.
+  all_subtrees_ =
+      !settings.leaf_module_classes.empty() || settings.module_granularity_threshold > 0;
   std::vector<ModuleId> seen(tree.parameters().size(), kNoModule);
   for (size_t m = 0; m < n; ++m) {
     direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
-    subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m), seen);
+    if (all_subtrees_ || m == 0) subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m), seen);
   }
   by_ds_id_ = subtree_[0];
-  // iter_params chains the module's external parameters after its named ones.
-  direct_with_external_ = direct_;
-  subtree_with_external_ = subtree_;
+  // iter_params chains the module's external parameters after its named ones; most modules have
+  // none and share their named lists.
+  with_external_.assign(n, -1);
   for (size_t m = 0; m < n; ++m) {
-    for (ParamId p : tree.module(static_cast<ModuleId>(m)).external_params) {
-      for (auto* list : {&direct_with_external_[m], &subtree_with_external_[m]}) {
+    const std::vector<ParamId>& external = tree.module(static_cast<ModuleId>(m)).external_params;
+    if (external.empty()) continue;
+    with_external_[m] = static_cast<std::int32_t>(direct_with_external_.size());
+    direct_with_external_.push_back(direct_[m]);
+    subtree_with_external_.push_back(subtree_[m]);
+    for (ParamId p : external) {
+      for (auto* list : {&direct_with_external_.back(), &subtree_with_external_.back()}) {
         if (std::find(list->begin(), list->end(), p) == list->end()) list->push_back(p);
       }
     }
@@ -212,11 +221,15 @@ std::vector<ModuleId> ZeroModel::leaves() const {
 }
 
 const std::vector<ParamId>& ZeroModel::params_of(ModuleId m, bool recurse) const {
-  return recurse ? subtree_with_external_[static_cast<size_t>(m)]
-                 : direct_with_external_[static_cast<size_t>(m)];
+  const std::int32_t e = with_external_[static_cast<size_t>(m)];
+  if (e < 0) return named_params(m, recurse);
+  ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
+  return recurse ? subtree_with_external_[static_cast<size_t>(e)]
+                 : direct_with_external_[static_cast<size_t>(e)];
 }
 
 const std::vector<ParamId>& ZeroModel::named_params(ModuleId m, bool recurse) const {
+  ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
   return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
 }
 

@@ -89,7 +89,10 @@ class ZeroModel {
   std::vector<std::int64_t> module_ds_id_;
   std::vector<bool> leaf_;
   std::vector<std::vector<ParamId>> direct_;   // named, recurse=False
-  std::vector<std::vector<ParamId>> subtree_;  // named, recurse=True
+  std::vector<std::vector<ParamId>> subtree_;  // named, recurse=True; the root's alone unless
+  bool all_subtrees_ = false;                  // leaves may exist
+  // Modules with external parameters: their index into the lists below, -1 for the others.
+  std::vector<std::int32_t> with_external_;
   std::vector<std::vector<ParamId>> direct_with_external_;
   std::vector<std::vector<ParamId>> subtree_with_external_;
   std::vector<ZeroParam> params_;
