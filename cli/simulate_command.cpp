@@ -113,7 +113,7 @@ void print_summary(std::ostream& out, const RunSpec& run, const SimulationResult
       << bytes(c.gpu_memory) << "); data " << run.parallel.data << " x pipeline "
       << run.parallel.pipeline << " x tensor " << run.parallel.tensor << ", ZeRO stage "
       << run.deepspeed.zero.stage << "\n";
-  const bool zero3 = run.parallel.pipeline == 1;
+  const bool zero3 = run.parallel.pipeline == 1 && run.deepspeed.zero.stage == 3;
   out << "Reported   "
       << (!r.steady_state ? "steps 0 to " + std::to_string(r.reported_steps.back())
           : zero3         ? std::string("the steady-state step (the first with a complete ZeRO-3 "
@@ -144,9 +144,13 @@ void print_summary(std::ostream& out, const RunSpec& run, const SimulationResult
           trace::MemoryCategory::kMasterWeights, trace::MemoryCategory::kOptimizerStates,
           trace::MemoryCategory::kPersistentParams})
       states += r.ranks.front().peak.bytes[static_cast<std::size_t>(category)];
-    out << "DeepSpeed's estimate_zero3_model_states_mem_needs (largest layer "
-        << units::format_count(e.largest_layer_params) << " parameters): " << bytes(e.gpu_bytes)
-        << " per GPU, " << bytes(e.cpu_bytes)
+    if (e.stage == 3) {
+      out << "DeepSpeed's estimate_zero3_model_states_mem_needs (largest layer "
+          << units::format_count(e.largest_layer_params) << " parameters): ";
+    } else {
+      out << "DeepSpeed's estimate_zero2_model_states_mem_needs: ";
+    }
+    out << bytes(e.gpu_bytes) << " per GPU, " << bytes(e.cpu_bytes)
         << " of host memory per node. Predicted model states at the peak: " << bytes(states)
         << "; the whole peak: " << bytes(r.ranks.front().peak.allocated) << ".\n";
   }

@@ -6,6 +6,7 @@
 
 #include "core/util/units.h"
 #include "sim/report/result_json.h"
+#include "sim/step/data_parallel_step.h"
 #include "sim/step/pipeline_step.h"
 #include "sim/step/zero_step.h"
 
@@ -99,7 +100,9 @@ SimulationResult simulate(const RunSpec& run, const SimOptions& options, trace::
                     "--steps must be >= 0, got " + std::to_string(options.steps));
   }
   SimulationResult result = run.parallel.pipeline > 1 ? simulate_pipeline(run, options, trace)
-                                                      : simulate_zero3(run, options, trace);
+                            : run.deepspeed.zero.stage < 3
+                                ? simulate_data_parallel(run, options, trace)
+                                : simulate_zero3(run, options, trace);
   for (Warning& w : result_warnings(run, result))
     result.warnings.push_back(std::move(w));
   if (trace) {

@@ -1,7 +1,7 @@
 // `zeroplan simulate`'s engine: one training step of a run, predicted. Chooses the simulation the
-// run needs (data-parallel ZeRO-3, or a pipeline), fills the trace's description, and adds the
-// warnings a person should read first (over GPU or host memory, prefetch starved, trace
-// invalidated).
+// run needs (data-parallel ZeRO-3, data-parallel ZeRO stages 0-2, or a pipeline), fills the trace's
+// description, and adds the warnings a person should read first (over GPU or host memory, prefetch
+// starved, trace invalidated).
 #pragma once
 
 #include "core/config/run_spec.h"

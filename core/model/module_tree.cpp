@@ -70,19 +70,9 @@ std::int32_t ModuleTree::add_call(ModuleId module, std::int32_t parent_call,
   return index;
 }
 
-const Module& ModuleTree::module(ModuleId id) const {
-  ZP_CHECK(id >= 0 && static_cast<size_t>(id) < modules_.size(), "no module ", id);
-  return modules_[static_cast<size_t>(id)];
-}
-
 Module& ModuleTree::mutable_module(ModuleId id) {
   ZP_CHECK(id >= 0 && static_cast<size_t>(id) < modules_.size(), "no module ", id);
   return modules_[static_cast<size_t>(id)];
-}
-
-const Parameter& ModuleTree::parameter(ParamId id) const {
-  ZP_CHECK(id >= 0 && static_cast<size_t>(id) < params_.size(), "no parameter ", id);
-  return params_[static_cast<size_t>(id)];
 }
 
 Parameter& ModuleTree::mutable_parameter(ParamId id) {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/model/dtype.h"
+#include "core/util/error.h"
 
 namespace zp {
 
@@ -119,9 +120,15 @@ class ModuleTree {
   const std::vector<Module>& modules() const { return modules_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   const std::vector<ForwardCall>& calls() const { return calls_; }
-  const Module& module(ModuleId id) const;
+  const Module& module(ModuleId id) const {
+    ZP_CHECK(id >= 0 && static_cast<size_t>(id) < modules_.size(), "no module ", id);
+    return modules_[static_cast<size_t>(id)];
+  }
   Module& mutable_module(ModuleId id);
-  const Parameter& parameter(ParamId id) const;
+  const Parameter& parameter(ParamId id) const {
+    ZP_CHECK(id >= 0 && static_cast<size_t>(id) < params_.size(), "no parameter ", id);
+    return params_[static_cast<size_t>(id)];
+  }
   Parameter& mutable_parameter(ParamId id);
   bool empty() const { return modules_.empty(); }
 

@@ -40,9 +40,11 @@ Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
       state_(model.tree().parameters().size()),
       mode_(v014_ ? TraceMode::kRecord : TraceMode::kInvalid),
       most_recent_fetch_(model.tree().parameters().size(), kNeverFetched),
-      step_ids_of_module_(model.tree().modules().size()),
-      step_ids_taken_(model.tree().modules().size(), 0),
-      prefetch_mark_(model.tree().parameters().size(), -1) {}
+      prefetch_mark_(model.tree().parameters().size(), -1) {
+  fetch_of_.reserve(model.tree().modules().size());
+  for (std::size_t m = 0; m < model.tree().modules().size(); ++m)
+    fetch_of_.push_back(&model.fetch_params(static_cast<ModuleId>(m)));
+}
 
 void Coordinator::deepspeed_fails(const std::string& what) const {
   throw UserError(ErrorKind::kUnsupported, {},
@@ -115,8 +117,35 @@ void Coordinator::invalidate_trace(ModuleId, std::string message) {
   if (!v014_) drain_inflight();
 }
 
+void Coordinator::ActiveModules::add(ModuleId m) {
+  for (std::uint8_t i = 0; i < size_; ++i) {
+    if (inline_[i] == m) return;
+  }
+  if (std::find(more_.begin(), more_.end(), m) != more_.end()) return;
+  if (size_ < kInline) {
+    inline_[size_++] = m;
+  } else {
+    more_.push_back(m);
+  }
+}
+
+void Coordinator::ActiveModules::remove(ModuleId m) {
+  more_.erase(std::remove(more_.begin(), more_.end(), m), more_.end());
+  std::uint8_t kept = 0;
+  for (std::uint8_t i = 0; i < size_; ++i) {
+    if (inline_[i] != m) inline_[kept++] = inline_[i];
+  }
+  size_ = kept;
+  // Keep the inline slots full while any spill over, so empty() needs only size_.
+  while (size_ < kInline && !more_.empty()) {
+    inline_[size_++] = more_.back();
+    more_.pop_back();
+  }
+}
+
 void Coordinator::clear_trace_structures() {
   submodule_order_.clear();
+  recorded_step_ids_.clear();
   for (ReuseIndex& index : reuse_index_)
     index.built = false;
   param_order_.clear();
@@ -129,7 +158,7 @@ void Coordinator::record_module(ModuleId module) {
   submodule_order_.push_back(module);
   for (ReuseIndex& index : reuse_index_)
     index.built = false;
-  step_ids_of_module_[static_cast<size_t>(module)].push_back(step_id_);
+  recorded_step_ids_.push_back(step_id_);
 }
 
 void Coordinator::reset_step() {
@@ -146,12 +175,14 @@ void Coordinator::reset_step() {
     if (mode_ == TraceMode::kRecord) {
       // construct_parameter_trace_from_module_trace
       param_order_.clear();
-      for (ModuleId m : submodule_order_) {
-        const std::vector<std::int64_t>& steps = step_ids_of_module_[static_cast<size_t>(m)];
-        std::size_t& taken = step_ids_taken_[static_cast<size_t>(m)];
-        ZP_CHECK(taken < steps.size(), "module ", m, " recorded more often than fetched");
-        const std::int64_t step = steps[taken++];
-        std::vector<ParamId> params = model_.fetch_params(m);
+      ZP_CHECK(recorded_step_ids_.size() == submodule_order_.size(),
+               "modules recorded without their step ids");
+      // A module's k-th entry takes the k-th step id recorded for it: the one recorded with it.
+      for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
+        const ModuleId m = submodule_order_[i];
+        const std::int64_t step = recorded_step_ids_[i];
+        std::vector<ParamId>& params = scratch_sorted_;
+        params.assign(fetch_params(m).begin(), fetch_params(m).end());
         std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
           return model_.param(a).ds_id < model_.param(b).ds_id;
         });
@@ -165,9 +196,7 @@ void Coordinator::reset_step() {
   }
   queue_head_ = 0;
   std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
-  for (std::vector<std::int64_t>& steps : step_ids_of_module_)
-    steps.clear();
-  std::fill(step_ids_taken_.begin(), step_ids_taken_.end(), 0);
+  recorded_step_ids_.clear();
   step_id_ = 0;
   if (v014_) n_available_ = 0;
 }
@@ -175,7 +204,7 @@ void Coordinator::reset_step() {
 // --- Fetch ------------------------------------------------------------------------------------
 
 void Coordinator::fetch(ModuleId module, bool forward) {
-  const std::vector<ParamId>& params = model_.fetch_params(module);
+  const std::vector<ParamId>& params = fetch_params(module);
   bool any_partitioned = false;
   for (ParamId p : params) {
     if (status(p) == ParamStatus::kNotAvailable && model_.param(p).shape.partition_numel > 0)
@@ -185,8 +214,7 @@ void Coordinator::fetch(ModuleId module, bool forward) {
 
   for (ParamId p : params) {
     ParamState& s = state_[static_cast<size_t>(p)];
-    if (std::find(s.active.begin(), s.active.end(), module) == s.active.end())
-      s.active.push_back(module);
+    s.active.add(module);
     wait(p);
     ZP_CHECK(s.status == ParamStatus::kAvailable, "parameter ", model_.param(p).ds_id,
              " is not available after its wait");
@@ -220,7 +248,8 @@ void Coordinator::fetch(ModuleId module, bool forward) {
     if (z.prefetch_bucket_size > 0) {
       const std::int64_t budget =
           std::min(z.max_live_parameters - n_available_, z.prefetch_bucket_size);
-      std::vector<ParamId> prefetch;
+      std::vector<ParamId>& prefetch = scratch_prefetch_;
+      prefetch.clear();
       std::int64_t prefetch_numel = 0;
       const std::int64_t mark = fetches_++;
       // Checked before each parameter is added: the last one may overshoot the budget.
@@ -242,19 +271,27 @@ void Coordinator::fetch(ModuleId module, bool forward) {
   ++step_id_;
 }
 
-void Coordinator::all_gather(const std::vector<ParamId>& params, bool forward, GatherReason reason,
+void Coordinator::all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
                              ModuleId module) {
   GatherRequest request;
   request.reason = reason;
   request.forward = forward;
   request.module = module;
+  if (!spare_params_.empty()) {
+    request.params = std::move(spare_params_.back());
+    spare_params_.pop_back();
+    request.params.clear();
+  }
   for (ParamId p : params) {
     if (status(p) == ParamStatus::kNotAvailable) {
       request.params.push_back(p);
       request.numel += model_.param(p).numel;
     }
   }
-  if (request.params.empty()) return;
+  if (request.params.empty()) {
+    spare_params_.push_back(std::move(request.params));
+    return;
+  }
   if (reason != GatherReason::kOutside) n_available_ += request.numel;
   std::sort(request.params.begin(), request.params.end(),
             [&](ParamId a, ParamId b) { return model_.param(a).ds_id < model_.param(b).ds_id; });
@@ -301,18 +338,19 @@ void Coordinator::land(GatherHandle handle) {
   backend_.wait_gather(handle);
   for (ParamId p : h.params)
     state_[static_cast<size_t>(p)].status = ParamStatus::kAvailable;
+  spare_params_.push_back(std::move(h.params));
   h.params = {};
 }
 
 // --- Release ----------------------------------------------------------------------------------
 
 void Coordinator::release_module(ModuleId module) {
-  const std::vector<ParamId>& params = model_.fetch_params(module);
-  const std::vector<ParamId>& releasable =
-      mode_ == TraceMode::kComplete ? params_to_release(module, step_id_) : params;
+  const std::vector<ParamId>& params = fetch_params(module);
+  const std::span<const ParamId> releasable = mode_ == TraceMode::kComplete
+                                                  ? params_to_release(module, step_id_)
+                                                  : std::span<const ParamId>(params);
   for (ParamId p : params) {
-    std::vector<ModuleId>& active = state_[static_cast<size_t>(p)].active;
-    active.erase(std::remove(active.begin(), active.end(), module), active.end());
+    state_[static_cast<size_t>(p)].active.remove(module);
     if (!model_.param(p).external &&
         std::find(releasable.begin(), releasable.end(), p) != releasable.end()) {
       release_param(p, ReleaseReason::kModule);
@@ -320,24 +358,33 @@ void Coordinator::release_module(ModuleId module) {
   }
 }
 
-const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std::int64_t step_id) {
+std::span<const ParamId> Coordinator::params_to_release(ModuleId module, std::int64_t step_id) {
   ZP_CHECK(step_id >= -1, "step id ", step_id);
   const auto slot = static_cast<std::size_t>(step_id + 1);
-  if (slot < release_cache_.size()) {
-    for (const CachedRelease& c : release_cache_[slot]) {
-      if (c.module == module) return c.params;
+  auto view = [&](const CachedRelease& c) {
+    return std::span<const ParamId>(release_params_.data() + c.begin,
+                                    static_cast<std::size_t>(c.end - c.begin));
+  };
+  if (slot < release_cache_.size() && release_cache_[slot].module != kNoModule) {
+    for (std::int32_t i = -2; i != -1;) {
+      const CachedRelease& c =
+          i == -2 ? release_cache_[slot] : release_overflow_[static_cast<std::size_t>(i)];
+      if (c.module == module) return view(c);
+      i = c.next;
     }
   }
 
-  std::vector<ParamId> candidates;
-  for (ParamId p : model_.fetch_params(module)) {
-    if (!model_.param(p).persistent) candidates.push_back(p);
+  // The candidates are built at the end of release_params_, where the cached list stays.
+  const auto begin = static_cast<std::int32_t>(release_params_.size());
+  for (ParamId p : fetch_params(module)) {
+    if (!model_.param(p).persistent) release_params_.push_back(p);
   }
   auto drop = [&](ParamId p) {
-    candidates.erase(std::remove(candidates.begin(), candidates.end(), p), candidates.end());
+    release_params_.erase(std::remove(release_params_.begin() + begin, release_params_.end(), p),
+                          release_params_.end());
   };
   // A later use of the parameter that a prefetch already covered would otherwise be skipped.
-  for (ParamId p : model_.fetch_params(module)) {
+  for (ParamId p : fetch_params(module)) {
     if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) drop(p);
   }
   // Parameters reused within max_reuse_distance elements of trace stay. DeepSpeed walks the trace
@@ -349,33 +396,65 @@ const std::vector<ParamId>& Coordinator::params_to_release(ModuleId module, std:
   const ReuseIndex& index = reuse_index(recurse);
   const auto from = static_cast<std::size_t>(std::max<std::int64_t>(step_id, 0));
   if (from < submodule_order_.size()) {
-    for (ParamId p : model_.fetch_params(module)) {
-      const std::vector<std::int32_t>& uses = index.uses[static_cast<size_t>(p)];
-      const auto next = std::lower_bound(uses.begin(), uses.end(), static_cast<std::int32_t>(from));
-      if (next == uses.end()) continue;
+    for (ParamId p : fetch_params(module)) {
+      const auto first = index.uses.begin() + index.first_use[static_cast<size_t>(p)];
+      const auto last = index.uses.begin() + index.first_use[static_cast<size_t>(p) + 1];
+      const auto next = std::lower_bound(first, last, static_cast<std::int32_t>(from));
+      if (next == last) continue;
       const std::int64_t between = index.prefix[static_cast<size_t>(*next)] - index.prefix[from];
       if (between < model_.settings().max_reuse_distance) drop(p);
     }
   }
+  CachedRelease entry{module, -1, begin, static_cast<std::int32_t>(release_params_.size())};
   if (slot >= release_cache_.size()) release_cache_.resize(slot + 1);
-  release_cache_[slot].push_back({module, std::move(candidates)});
-  return release_cache_[slot].back().params;
+  CachedRelease* tail = &release_cache_[slot];
+  if (tail->module == kNoModule) {
+    *tail = entry;
+  } else {
+    while (tail->next != -1)
+      tail = &release_overflow_[static_cast<std::size_t>(tail->next)];
+    tail->next = static_cast<std::int32_t>(release_overflow_.size());
+    release_overflow_.push_back(entry);
+  }
+  return view(entry);
 }
 
 const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
   ReuseIndex& index = reuse_index_[recurse ? 1 : 0];
   if (index.built) return index;
+  const std::size_t params = state_.size();
   index.prefix.assign(submodule_order_.size() + 1, 0);
-  index.uses.assign(state_.size(), {});
-  for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
-    std::int64_t numel = 0;
-    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
-      numel += model_.param(p).numel;
-      std::vector<std::int32_t>& uses = index.uses[static_cast<size_t>(p)];
-      if (uses.empty() || uses.back() != static_cast<std::int32_t>(i))
-        uses.push_back(static_cast<std::int32_t>(i));
+  index.first_use.assign(params + 1, 0);
+  std::vector<std::int32_t>& last = scratch_last_use_;
+  // Two passes: count each parameter's uses (a position once), then place them.
+  for (int pass = 0; pass < 2; ++pass) {
+    last.assign(params, -1);
+    for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
+      const auto at = static_cast<std::int32_t>(i);
+      std::int64_t numel = 0;
+      for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
+        const auto q = static_cast<size_t>(p);
+        if (pass == 0) numel += model_.param(p).numel;
+        if (last[q] == at) continue;
+        last[q] = at;
+        if (pass == 0) {
+          ++index.first_use[q + 1];
+        } else {
+          index.uses[static_cast<size_t>(index.first_use[q]++)] = at;
+        }
+      }
+      if (pass == 0) index.prefix[i + 1] = index.prefix[i] + numel;
     }
-    index.prefix[i + 1] = index.prefix[i] + numel;
+    if (pass == 0) {
+      for (std::size_t q = 0; q < params; ++q)
+        index.first_use[q + 1] += index.first_use[q];
+      index.uses.resize(static_cast<std::size_t>(index.first_use[params]));
+    } else {
+      // Placing advanced each start to the next parameter's: shift them back.
+      for (std::size_t q = params; q > 0; --q)
+        index.first_use[q] = index.first_use[q - 1];
+      index.first_use[0] = 0;
+    }
   }
   index.built = true;
   return index;
@@ -428,9 +507,8 @@ void Coordinator::release_and_reset_all() {
 }
 
 void Coordinator::gather_outside(std::span<const ParamId> params) {
-  const std::vector<ParamId> list(params.begin(), params.end());
   const GatherHandle handle = next_handle_;
-  all_gather(list, /*forward=*/false, GatherReason::kOutside, kNoModule);
+  all_gather(params, /*forward=*/false, GatherReason::kOutside, kNoModule);
   if (handle == next_handle_) return;  // nothing needed gathering
   land(handle);  // param.all_gather() waits before returning, then drops the handle
   backend_.drop_gather(handle);

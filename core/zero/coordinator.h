@@ -24,6 +24,7 @@
 // Not thread-safe.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string_view>
@@ -104,10 +105,27 @@ class Coordinator {
     ParamId param;
     std::int64_t step_id_last_used_at;
   };
+  // Modules fetched and not yet released: rarely more than two, so kept inline.
+  class ActiveModules {
+   public:
+    bool empty() const { return size_ == 0; }
+    void add(ModuleId m);  // once
+    void remove(ModuleId m);
+    void clear() {
+      size_ = 0;
+      more_.clear();
+    }
+
+   private:
+    static constexpr std::size_t kInline = 3;
+    std::array<ModuleId, kInline> inline_{};
+    std::uint8_t size_ = 0;  // in inline_
+    std::vector<ModuleId> more_;
+  };
   struct ParamState {
     ParamStatus status = ParamStatus::kNotAvailable;
-    bool registered = false;       // has an entry in the in-flight registry
-    std::vector<ModuleId> active;  // modules fetched and not yet released
+    bool registered = false;  // has an entry in the in-flight registry
+    ActiveModules active;
   };
   // A gather until it is dropped: its parameters until it lands, and its registry entries.
   struct HandleState {
@@ -120,18 +138,21 @@ class Coordinator {
   void record_module(ModuleId module);
   void fetch(ModuleId module, bool forward);
   void release_module(ModuleId module);
-  void all_gather(const std::vector<ParamId>& params, bool forward, GatherReason reason,
+  void all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
                   ModuleId module);
   void wait(ParamId param);
   void land(GatherHandle handle);
   void release_param(ParamId param, ReleaseReason reason);
-  const std::vector<ParamId>& params_to_release(ModuleId module, std::int64_t step_id);
+  // Valid until the next call.
+  std::span<const ParamId> params_to_release(ModuleId module, std::int64_t step_id);
   // For the reuse-distance rule: where in the recorded trace each parameter is used and the
   // elements fetched before each position, with or without recursing into modules.
   struct ReuseIndex {
     bool built = false;
-    std::vector<std::int64_t> prefix;             // elements of trace positions [0, i)
-    std::vector<std::vector<std::int32_t>> uses;  // per parameter, increasing positions
+    std::vector<std::int64_t> prefix;  // elements of trace positions [0, i)
+    // Per parameter p, increasing positions: uses[first_use[p] .. first_use[p + 1]).
+    std::vector<std::int32_t> first_use;
+    std::vector<std::int32_t> uses;
   };
   const ReuseIndex& reuse_index(bool recurse);
   void invalidate_trace(ModuleId module, std::string message);
@@ -139,8 +160,14 @@ class Coordinator {
   void drain_inflight();
   [[noreturn]] void deepspeed_fails(const std::string& what) const;
 
+  // model_.fetch_params(m), looked up once per module: hooks ask for it several times each.
+  const std::vector<ParamId>& fetch_params(ModuleId m) const {
+    return *fetch_of_[static_cast<std::size_t>(m)];
+  }
+
   const ZeroModel& model_;
   CoordinatorBackend& backend_;
+  std::vector<const std::vector<ParamId>*> fetch_of_;
   const bool v014_;
 
   std::vector<ParamState> state_;
@@ -160,21 +187,30 @@ class Coordinator {
   bool queue_empty() const { return queue_head_ >= param_order_.size(); }
   ParamInTrace queue_pop() { return param_order_[queue_head_++]; }
   std::vector<std::int64_t> most_recent_fetch_;  // step at which each was last fetched for
-  // Per module, the step ids at which it was recorded, and how many have been taken.
-  std::vector<std::vector<std::int64_t>> step_ids_of_module_;
-  std::vector<std::size_t> step_ids_taken_;
+  // The step id at which each entry of submodule_order_ was recorded.
+  std::vector<std::int64_t> recorded_step_ids_;
+  std::vector<ParamId> scratch_sorted_;  // reset_step's
   // DeepSpeed caches __params_to_release per (module, step) with functools.lru_cache, never
   // invalidated: a result computed in one step is reused in every later step.
   // Indexed by step id; each holds the (rarely more than one) modules released at that step.
+  // One entry per slot (step id + 1); a second module released at the same step chains into
+  // release_overflow_. The lists live in release_params_.
   struct CachedRelease {
     ModuleId module = kNoModule;
-    std::vector<ParamId> params;
+    std::int32_t next = -1;  // in release_overflow_
+    std::int32_t begin = 0, end = 0;
   };
-  std::vector<std::vector<CachedRelease>> release_cache_;
+  std::vector<CachedRelease> release_cache_;
+  std::vector<CachedRelease> release_overflow_;
+  std::vector<ParamId> release_params_;
   std::vector<std::string> invalidations_;
   ReuseIndex reuse_index_[2];                // without and with recursion
   std::vector<std::int64_t> prefetch_mark_;  // per parameter: the fetch that last chose it
   std::vector<ParamId> scratch_not_yet_, scratch_discarded_;  // fetch's, kept to reuse capacity
+  std::vector<ParamId> scratch_prefetch_;
+  // Parameter lists of landed gathers, kept to reuse their capacity for the next gathers.
+  std::vector<std::vector<ParamId>> spare_params_;
+  std::vector<std::int32_t> scratch_last_use_;  // reuse_index's
   std::int64_t fetches_ = 0;
 };
 

@@ -1,7 +1,6 @@
 #include "core/zero/hook_schedule.h"
 
 #include <algorithm>
-#include <map>
 
 namespace zp::zero {
 
@@ -24,7 +23,7 @@ std::string_view to_string(StepEventKind kind) {
 namespace {
 
 struct CallInfo {
-  std::vector<std::int32_t> children;
+  std::int32_t first_child = 0, end_child = 0;  // in ScheduleBuilder::children_
   bool output_requires_grad = false;
   bool last_of_module = false;
 };
@@ -34,12 +33,25 @@ class ScheduleBuilder {
   explicit ScheduleBuilder(const ZeroModel& model) : model_(model), tree_(model.tree()) {
     const auto& calls = tree_.calls();
     info_.resize(calls.size());
+    // Children grouped by parent, in call order: count, then place.
     for (size_t i = 0; i < calls.size(); ++i) {
       if (calls[i].parent_call != kNoCall) {
-        info_[static_cast<size_t>(calls[i].parent_call)].children.push_back(
-            static_cast<std::int32_t>(i));
+        ++info_[static_cast<size_t>(calls[i].parent_call)].end_child;
       } else {
         roots_.push_back(static_cast<std::int32_t>(i));
+      }
+    }
+    std::int32_t next = 0;
+    for (CallInfo& info : info_) {
+      info.first_child = next;
+      next += info.end_child;
+      info.end_child = info.first_child;
+    }
+    children_.resize(static_cast<size_t>(next));
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (calls[i].parent_call != kNoCall) {
+        CallInfo& parent = info_[static_cast<size_t>(calls[i].parent_call)];
+        children_[static_cast<size_t>(parent.end_child++)] = static_cast<std::int32_t>(i);
       }
     }
     // Output requires grad: the inputs do, or the call (or one inside it) uses a trainable
@@ -68,15 +80,19 @@ class ScheduleBuilder {
       }
     }
     // A leaf's parameters: reduced at the end of the backward of its last forward call.
+    leaf_reduce_call_.assign(tree_.modules().size(), kNoCall);
     for (size_t i = 0; i < calls.size(); ++i) {
       const ModuleId m = calls[i].module;
       if (model_.is_leaf(m) && model_.is_hooked(m) && info_[i].last_of_module)
-        leaf_reduce_call_[m] = static_cast<std::int32_t>(i);
+        leaf_reduce_call_[static_cast<size_t>(m)] = static_cast<std::int32_t>(i);
     }
   }
 
   StepSchedule build() {
     StepSchedule s;
+    // At most two hook events per call, and a gradient per parameter.
+    s.forward.reserve(2 * tree_.calls().size());
+    s.backward.reserve(2 * tree_.calls().size() + tree_.parameters().size());
     for (std::int32_t root : roots_)
       forward(root, s.forward);
     for (auto it = roots_.rbegin(); it != roots_.rend(); ++it)
@@ -102,8 +118,9 @@ class ScheduleBuilder {
                           "DeepSpeed refuses such a leaf module");
     }
     if (hooked(call)) out.push_back({StepEventKind::kPreForward, m, call, -1});
-    for (std::int32_t child : info_[static_cast<size_t>(call)].children)
-      forward(child, out);
+    const CallInfo& info = info_[static_cast<size_t>(call)];
+    for (std::int32_t i = info.first_child; i < info.end_child; ++i)
+      forward(children_[static_cast<size_t>(i)], out);
     if (hooked(call)) out.push_back({StepEventKind::kPostForward, m, call, -1});
   }
 
@@ -123,10 +140,9 @@ class ScheduleBuilder {
         out.push_back({StepEventKind::kGradReady, m, call, *it});
       }
     }
-    for (auto it = info.children.rbegin(); it != info.children.rend(); ++it)
-      backward(*it, out);
-    if (auto leaf = leaf_reduce_call_.find(m);
-        leaf != leaf_reduce_call_.end() && leaf->second == call) {
+    for (std::int32_t i = info.end_child; i-- > info.first_child;)
+      backward(children_[static_cast<size_t>(i)], out);
+    if (leaf_reduce_call_[static_cast<size_t>(m)] == call) {
       std::vector<ParamId> params = model_.named_params(m, true);
       std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
         return model_.param(a).ds_id < model_.param(b).ds_id;
@@ -146,9 +162,10 @@ class ScheduleBuilder {
   const ZeroModel& model_;
   const ModuleTree& tree_;
   std::vector<CallInfo> info_;
+  std::vector<std::int32_t> children_;
   std::vector<std::int32_t> roots_;
   std::vector<std::int32_t> first_use_;
-  std::map<ModuleId, std::int32_t> leaf_reduce_call_;
+  std::vector<std::int32_t> leaf_reduce_call_;  // by module
 };
 
 }  // namespace

@@ -21,18 +21,25 @@ PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size) {
 std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
                                          std::int64_t group_size, bool use_all_reduce) {
   std::vector<GatherBuffer> out;
-  if (group_size == 1 || params.empty()) return out;
+  gather_buffers(tree, params, group_size, use_all_reduce, out);
+  return out;
+}
+
+void gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
+                    std::int64_t group_size, bool use_all_reduce, std::vector<GatherBuffer>& out) {
+  out.clear();
+  if (group_size == 1 || params.empty()) return;
   if (params.size() == 1) {
     const Parameter& p = tree.parameter(params[0]);
     out.push_back({p.dtype, partition_shape(p.numel(), group_size).padded_numel});
-    return out;
+    return;
   }
   if (use_all_reduce) {
     std::int64_t numel = 0;
     for (ParamId id : params)
       numel += partition_shape(tree.parameter(id).numel(), group_size).padded_numel;
     out.push_back({tree.parameter(params[0]).dtype, numel});
-    return out;
+    return;
   }
   for (ParamId id : params) {
     const Parameter& p = tree.parameter(id);
@@ -41,7 +48,6 @@ std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vect
     if (it == out.end()) it = out.insert(out.end(), GatherBuffer{p.dtype, 0});
     it->numel += partition_shape(p.numel(), group_size).partition_numel * group_size;
   }
-  return out;
 }
 
 std::vector<ParamId> named_parameter_order(const ModuleTree& tree) {

@@ -42,6 +42,9 @@ struct GatherBuffer {
 };
 std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
                                          std::int64_t group_size, bool use_all_reduce);
+// The same into `out` (cleared first), for callers that reuse its capacity gather after gather.
+void gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
+                    std::int64_t group_size, bool use_all_reduce, std::vector<GatherBuffer>& out);
 
 // Parameters in named_parameters() order: depth-first over modules, each parameter at its first
 // registration.

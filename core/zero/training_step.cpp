@@ -60,7 +60,7 @@ void TrainingLoop::step(std::int64_t micro_batches) {
   if (observer_) observer_->on_phase(StepPhase::kOptimizerStep, step_);
   coordinator_.release_and_reset_all();
   if (observer_) observer_->on_optimizer_update(step_);
-  const std::vector<ParamId> persistent = model_.persistent_params();
+  const std::vector<ParamId>& persistent = model_.persistent_params();
   if (!persistent.empty()) coordinator_.gather_outside(persistent);
   ++step_;
 }

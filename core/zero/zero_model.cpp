@@ -115,6 +115,10 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     params_[static_cast<size_t>(p)].persistent = true;
   }
 
+  for (ParamId p : by_ds_id_) {
+    if (params_[static_cast<size_t>(p)].persistent) persistent_.push_back(p);
+  }
+
   if (!settings.leaf_module_classes.empty()) mark_leaves_by_class();
   if (settings.module_granularity_threshold > 0) mark_leaves_by_granularity();
   assign_module_ids();
@@ -216,27 +220,6 @@ std::vector<ModuleId> ZeroModel::leaves() const {
   std::vector<ModuleId> out;
   for (ModuleId m : tree_->preorder()) {
     if (is_leaf(m) && is_hooked(m)) out.push_back(m);
-  }
-  return out;
-}
-
-const std::vector<ParamId>& ZeroModel::params_of(ModuleId m, bool recurse) const {
-  const std::int32_t e = with_external_[static_cast<size_t>(m)];
-  if (e < 0) return named_params(m, recurse);
-  ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
-  return recurse ? subtree_with_external_[static_cast<size_t>(e)]
-                 : direct_with_external_[static_cast<size_t>(e)];
-}
-
-const std::vector<ParamId>& ZeroModel::named_params(ModuleId m, bool recurse) const {
-  ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
-  return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
-}
-
-std::vector<ParamId> ZeroModel::persistent_params() const {
-  std::vector<ParamId> out;
-  for (ParamId p : by_ds_id_) {
-    if (param(p).persistent) out.push_back(p);
   }
   return out;
 }

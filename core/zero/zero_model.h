@@ -62,16 +62,25 @@ class ZeroModel {
 
   // iter_params(module, recurse): direct parameters, or the subtree's, then the module's external
   // parameters; DeepSpeed's iteration order.
-  const std::vector<ParamId>& params_of(ModuleId m, bool recurse) const;
+  const std::vector<ParamId>& params_of(ModuleId m, bool recurse) const {
+    const std::int32_t e = with_external_[static_cast<size_t>(m)];
+    if (e < 0) return named_params(m, recurse);
+    ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
+    return recurse ? subtree_with_external_[static_cast<size_t>(e)]
+                   : direct_with_external_[static_cast<size_t>(e)];
+  }
   // named_parameters(recurse) alone, without external parameters.
-  const std::vector<ParamId>& named_params(ModuleId m, bool recurse) const;
+  const std::vector<ParamId>& named_params(ModuleId m, bool recurse) const {
+    ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
+    return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
+  }
   // What a hook on `m` fetches and releases: iter_params(m, recurse=is_leaf(m)).
   const std::vector<ParamId>& fetch_params(ModuleId m) const { return params_of(m, is_leaf(m)); }
 
   const ZeroParam& param(ParamId p) const { return params_[static_cast<size_t>(p)]; }
   // Tree parameter ids in ds_id order.
   const std::vector<ParamId>& params_by_ds_id() const { return by_ds_id_; }
-  std::vector<ParamId> persistent_params() const;
+  const std::vector<ParamId>& persistent_params() const { return persistent_; }
   std::int64_t persistent_numel() const;
 
   // The granularity DeepSpeed computes for each module (INT64_MAX where it cannot be a leaf);
@@ -97,6 +106,7 @@ class ZeroModel {
   std::vector<std::vector<ParamId>> subtree_with_external_;
   std::vector<ZeroParam> params_;
   std::vector<ParamId> by_ds_id_;
+  std::vector<ParamId> persistent_;  // in ds_id order
   std::vector<std::int64_t> granularity_;
   std::vector<Warning> warnings_;
 };

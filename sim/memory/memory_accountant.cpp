@@ -14,6 +14,7 @@ MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std:
   ZP_CHECK(trace::on_device(category), "host category ", trace::to_string(category),
            " allocated on the device");
   ZP_CHECK(bytes >= 0, "negative allocation of ", bytes, " bytes");
+  if (bytes == 0) flush_peaks();  // it may change reserved memory without raising the peak
   LiveBlock b;
   b.category = category;
   b.live = true;
@@ -44,6 +45,7 @@ void MemoryAccountant::free(Block block, TimeNs time) {
   ZP_CHECK(block >= 0 && static_cast<std::size_t>(block) < blocks_.size(), "no block ", block);
   LiveBlock& b = blocks_[static_cast<std::size_t>(block)];
   ZP_CHECK(b.live, "block ", block, " freed twice");
+  flush_peaks();
   b.live = false;
   if (allocator_) allocator_->free(b.allocator_block);
   bytes_[static_cast<std::size_t>(b.category)] -= b.size;
@@ -56,6 +58,7 @@ void MemoryAccountant::free(Block block, TimeNs time) {
 void MemoryAccountant::add_host(MemoryCategory category, std::int64_t delta, TimeNs time) {
   ZP_CHECK(!trace::on_device(category), "device category ", trace::to_string(category),
            " added as host memory");
+  flush_peaks();
   std::int64_t& total = bytes_[static_cast<std::size_t>(category)];
   total += delta;
   ZP_CHECK(total >= 0, trace::to_string(category), " went negative");
@@ -80,12 +83,40 @@ MemorySnapshot MemoryAccountant::snapshot(TimeNs time) const {
 }
 
 void MemoryAccountant::reset_window(TimeNs time) {
+  flush_peaks();
   window_peak_ = snapshot(time);
 }
 
+void MemoryAccountant::flush_peaks() const {
+  if (peak_pending_) {
+    peak_ = snapshot(peak_time_);
+    peak_.running = peak_running_;
+    peak_.step = peak_step_;
+    peak_pending_ = false;
+  }
+  if (window_pending_) {
+    window_peak_ = snapshot(window_time_);
+    window_peak_.running = window_running_;
+    window_peak_.step = window_step_;
+    window_pending_ = false;
+  }
+}
+
 void MemoryAccountant::changed(MemoryCategory category, TimeNs time) {
-  if (allocated_ > peak_.allocated) peak_ = snapshot(time);
-  if (allocated_ > window_peak_.allocated) window_peak_ = snapshot(time);
+  if (allocated_ > peak_.allocated) {
+    peak_.allocated = allocated_;
+    peak_time_ = time;
+    peak_running_ = running_;
+    peak_step_ = step_;
+    peak_pending_ = true;
+  }
+  if (allocated_ > window_peak_.allocated) {
+    window_peak_.allocated = allocated_;
+    window_time_ = time;
+    window_running_ = running_;
+    window_step_ = step_;
+    window_pending_ = true;
+  }
   const std::int64_t reserved_now = reserved();
   peak_reserved_ = std::max(peak_reserved_, reserved_now);
   if (!trace_) return;

@@ -63,7 +63,10 @@ class MemoryAccountant {
     return bytes_[static_cast<std::size_t>(category)];
   }
   // The device peak: the first moment allocated memory reached its maximum.
-  const MemorySnapshot& peak() const { return peak_; }
+  const MemorySnapshot& peak() const {
+    flush_peaks();
+    return peak_;
+  }
   std::int64_t peak_reserved() const { return peak_reserved_; }
   // Host memory's largest total at any moment (offloaded state, cpu_checkpointing), and NVMe's.
   std::int64_t peak_host() const { return peak_host_; }
@@ -72,7 +75,10 @@ class MemoryAccountant {
     return allocator_ ? allocator_->out_of_memory_count() : 0;
   }
   // The peak since the last reset_window(), for per-step figures.
-  const MemorySnapshot& window_peak() const { return window_peak_; }
+  const MemorySnapshot& window_peak() const {
+    flush_peaks();
+    return window_peak_;
+  }
   void reset_window(TimeNs time);
   std::int64_t live_blocks() const {
     return static_cast<std::int64_t>(blocks_.size()) - free_slots_;
@@ -87,6 +93,9 @@ class MemoryAccountant {
   };
   void changed(MemoryCategory category, TimeNs time);
   MemorySnapshot snapshot(TimeNs time) const;
+  // A new peak is copied out lazily: on the ramp up to it every allocation is a new peak, and the
+  // state only needs copying once something other than another allocation is about to change it.
+  void flush_peaks() const;
 
   Options options_;
   trace::Trace* trace_;
@@ -104,8 +113,13 @@ class MemoryAccountant {
   std::int64_t last_reserved_sample_ = 0;  // a trace's reserved curve starts at 0
   std::int32_t running_ = trace::kNone;
   std::int32_t step_ = 0;
-  MemorySnapshot peak_;
-  MemorySnapshot window_peak_;
+  mutable MemorySnapshot peak_;
+  mutable MemorySnapshot window_peak_;
+  mutable bool peak_pending_ = false, window_pending_ = false;
+  // When each pending peak was reached, and what ran then.
+  TimeNs peak_time_ = 0, window_time_ = 0;
+  std::int32_t peak_running_ = trace::kNone, window_running_ = trace::kNone;
+  std::int32_t peak_step_ = 0, window_step_ = 0;
 };
 
 }  // namespace zp::sim

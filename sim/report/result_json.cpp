@@ -107,13 +107,15 @@ Json result_to_json(const SimulationResult& r) {
            {"warnings", warnings}};
   if (r.estimate) {
     const DeepSpeedEstimate& e = *r.estimate;
-    out["deepspeed_estimate"] = Json{{"function", "estimate_zero3_model_states_mem_needs"},
-                                     {"total_params", e.total_params},
-                                     {"largest_layer_params", e.largest_layer_params},
-                                     {"cpu_offload", e.cpu_offload},
-                                     {"cpu_offload_params", e.cpu_offload_params},
-                                     {"gpu_bytes_per_gpu", e.gpu_bytes},
-                                     {"cpu_bytes_per_node", e.cpu_bytes}};
+    out["deepspeed_estimate"] =
+        Json{{"function", e.stage == 3 ? "estimate_zero3_model_states_mem_needs"
+                                       : "estimate_zero2_model_states_mem_needs"},
+             {"total_params", e.total_params},
+             {"largest_layer_params", e.largest_layer_params},
+             {"cpu_offload", e.cpu_offload},
+             {"cpu_offload_params", e.cpu_offload_params},
+             {"gpu_bytes_per_gpu", e.gpu_bytes},
+             {"cpu_bytes_per_node", e.cpu_bytes}};
   }
   return out;
 }

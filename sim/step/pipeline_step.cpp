@@ -19,6 +19,7 @@
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
 #include "sim/step/model_states.h"
+#include "sim/step/optimizer_wrappers.h"
 
 namespace zp::sim {
 namespace {
@@ -29,13 +30,8 @@ using trace::MemoryCategory;
 using trace::OpKind;
 using trace::StreamKind;
 
-// engine.py's MEMORY_OPT_ALLREDUCE_SIZE: elements per all-reduce when buffered_allreduce_fallback
-// reduces the gradients.
-constexpr std::int64_t kMemoryOptAllreduceSize = 500'000'000;
 // engine.py's TENSOR_META_SIZE int32 values: the shape message before the first activation.
 constexpr std::int64_t kTensorMetaBytes = 256 * 4;
-// nccl_start_alignment_factor of the flat bit16 buffers (stage_1_and_2.py, bf16_optimizer.py).
-constexpr std::int64_t kNcclStartAlignmentFactor = 2;
 // Token ids and labels are int64.
 constexpr std::int64_t kTokenBytes = 8;
 // The loss: a scalar all-reduced over data parallel, then [dp_group_loss, agg_loss] in fp32
@@ -49,52 +45,6 @@ constexpr std::int64_t kNormBytes = 4;
 // num_parts, rank and the tp + 1 partition offsets, as int64.
 std::int64_t partition_meta_bytes(std::int64_t tp) {
   return (1 + 3 + 2 + tp + 1) * 8;
-}
-
-std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// The optimizer wrapper DeepSpeed builds around the optimizer with a pipeline
-// (DeepSpeedEngine._do_optimizer_sanity_check).
-enum class Wrapper : std::uint8_t { kNone, kFp16, kBf16, kZero1 };
-
-struct Precision {
-  Wrapper wrapper = Wrapper::kNone;
-  DType model = DType::kFloat32;
-  DType accum = DType::kFloat32;
-};
-
-Precision choose_precision(const RunSpec& run) {
-  const DeepSpeedConfig& c = run.deepspeed;
-  Precision p;
-  p.model = c.compute_dtype();
-  const bool zero = c.zero.stage > 0;
-  // DeepSpeedEngine.get_data_types: bf16 without ZeRO accumulates in fp32 by default.
-  p.accum =
-      c.grad_accum_dtype.value_or(p.model == DType::kBFloat16 && !zero ? DType::kFloat32 : p.model);
-  if (zero) {
-    p.wrapper = p.model == DType::kBFloat16 && p.accum == DType::kFloat32 ? Wrapper::kBf16
-                                                                          : Wrapper::kZero1;
-    return p;
-  }
-  if (p.model == p.accum) {
-    // bf16 accumulating in bf16 is refused without ZeRO, except with a pipeline.
-    p.wrapper = p.model == DType::kBFloat16  ? Wrapper::kBf16
-                : p.model == DType::kFloat16 ? Wrapper::kFp16
-                                             : Wrapper::kNone;
-    return p;
-  }
-  if (p.model == DType::kBFloat16 && p.accum == DType::kFloat32) {
-    p.wrapper = Wrapper::kBf16;
-    return p;
-  }
-  throw UserError(ErrorKind::kUnsupported,
-                  {run.deepspeed_file.string(), 0, 0, "data_types.grad_accum_dtype"},
-                  "a " + std::string(to_string(p.model)) + " model accumulating gradients in " +
-                      std::string(to_string(p.accum)) +
-                      " without ZeRO: DeepSpeed raises NotImplementedError (unsupported mix of "
-                      "model dtype and gradient accumulation type)");
 }
 
 // ---- Groups -------------------------------------------------------------------------------------
@@ -163,11 +113,6 @@ struct LayerWork {
   std::int32_t name = trace::kNone;
 };
 
-struct Chunk {
-  std::int64_t numel = 0;
-  bool copied = false;  // flattened into a new buffer before the collective
-};
-
 struct TiedReduce {
   std::int32_t index = 0;  // into the run's tied groups
   std::int64_t bytes = 0;  // the tied weight's gradient
@@ -193,67 +138,6 @@ struct StagePlan {
   std::vector<Instruction> stream;
   double model_flops_per_micro_batch = 0;
 };
-
-// DeepSpeedEngine.allreduce_no_retain: gradients are added to a bucket until it holds more than
-// `per_bucket` elements; each bucket is flattened (a copy unless it is one tensor) and
-// all-reduced.
-std::vector<Chunk> fallback_chunks(const std::vector<std::int64_t>& numels,
-                                   std::int64_t per_bucket) {
-  std::vector<Chunk> out;
-  std::int64_t numel = 0, count = 0;
-  for (std::int64_t n : numels) {
-    numel += n;
-    ++count;
-    if (numel > per_bucket) {
-      out.push_back({numel, count > 1});
-      numel = count = 0;
-    }
-  }
-  if (count > 0) out.push_back({numel, count > 1});
-  return out;
-}
-
-// DeepSpeedZeroOptimizer.reduce_gradients(pipeline_parallel=True) for stage 1: gradients go into
-// the ipg bucket in order, which is reduced before a gradient that would overflow
-// reduce_bucket_size (a larger gradient is reduced alone). With reduce_scatter, average_tensor cuts
-// the bucket at the partition boundaries of the flat buffer and allreduce_and_scatter all-reduces
-// the slices, flushing once more than reduce_bucket_size elements are collected; without, the
-// bucket is all-reduced in place.
-std::vector<Chunk> zero1_chunks(const std::vector<std::int64_t>& numels, std::int64_t bucket,
-                                std::int64_t partition, bool reduce_scatter) {
-  std::vector<std::pair<std::int64_t, std::int64_t>> ranges;  // offset, length
-  std::int64_t start = 0, elements = 0;
-  for (std::int64_t n : numels) {
-    if (elements + n > bucket && elements > 0) {
-      ranges.emplace_back(start, elements);
-      start += elements;
-      elements = 0;
-    }
-    elements += n;
-  }
-  if (elements > 0) ranges.emplace_back(start, elements);
-  std::vector<Chunk> out;
-  for (const auto& [offset, length] : ranges) {
-    if (!reduce_scatter) {
-      out.push_back({length, false});
-      continue;
-    }
-    std::int64_t pos = offset, cum = 0, pieces = 0;
-    const std::int64_t end = offset + length;
-    while (pos < end) {
-      const std::int64_t piece = std::min(end, (pos / partition + 1) * partition) - pos;
-      cum += piece;
-      ++pieces;
-      pos += piece;
-      if (cum > bucket) {
-        out.push_back({cum, pieces > 1});
-        cum = pieces = 0;
-      }
-    }
-    if (pieces > 0) out.push_back({cum, pieces > 1});
-  }
-  return out;
-}
 
 // ---- Programs ---------------------------------------------------------------------------------
 
@@ -701,7 +585,7 @@ class Builder {
     const std::int64_t elem =
         w == Wrapper::kBf16 ? dtype_size(s_.precision.accum) : dtype_size(s_.precision.model);
     const ZeroConfig& z = s_.run->deepspeed.zero;
-    if (w == Wrapper::kZero1 && z.contiguous_gradients) {
+    if (w == Wrapper::kZero && z.contiguous_gradients) {
       alloc(r_.ipg(), MemoryCategory::kGradBuckets, z.reduce_bucket_size * elem);
     }
     int index = 0;
@@ -715,7 +599,7 @@ class Builder {
       }
       ++index;
     }
-    if (w == Wrapper::kZero1) {
+    if (w == Wrapper::kZero) {
       free(r_.ipg());
       // The partition's gradients (averaged_gradients) until the step; the full ones go.
       alloc(r_.part_grads(), MemoryCategory::kGradPartitions,
@@ -756,7 +640,7 @@ class Builder {
         grad = 4;
         break;
       case Wrapper::kBf16:
-      case Wrapper::kZero1:
+      case Wrapper::kZero:
         numel = partition_numel();
         break;
     }
@@ -769,7 +653,7 @@ class Builder {
       case Wrapper::kFp16:
         free(r_.fp32_grads());
         break;
-      case Wrapper::kZero1:
+      case Wrapper::kZero:
         free(r_.part_grads());
         [[fallthrough]];
       case Wrapper::kBf16:
@@ -1122,25 +1006,6 @@ std::vector<LayerCost> layer_costs(const ModuleTree& tree, const pipe::PipelineL
   return out;
 }
 
-// Parameters of a layer's subtree in registration order (module.parameters()), each once.
-void layer_params(const ModuleTree& tree, ModuleId module, std::vector<ParamId>& out,
-                  std::vector<bool>& seen) {
-  if (module == kNoModule) return;
-  std::vector<ModuleId> stack = {module};
-  while (!stack.empty()) {
-    const ModuleId id = stack.back();
-    stack.pop_back();
-    for (const ParamSlot& slot : tree.module(id).params) {
-      if (seen[static_cast<std::size_t>(slot.param)]) continue;
-      seen[static_cast<std::size_t>(slot.param)] = true;
-      out.push_back(slot.param);
-    }
-    const auto& kids = tree.module(id).children;
-    for (auto it = kids.rbegin(); it != kids.rend(); ++it)
-      stack.push_back(*it);
-  }
-}
-
 std::string running_label(const pipe::PipelineLayers& layers, std::int32_t running,
                           std::int32_t micro_batch) {
   const std::string mb =
@@ -1199,7 +1064,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
   sh.m = std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
   sh.pipe_partitioned = sh.tp > 1 && run.deepspeed.pipeline.pipe_partitioned;
   sh.grad_partitioned = sh.tp > 1 && run.deepspeed.pipeline.grad_partitioned;
-  sh.precision = choose_precision(run);
+  sh.precision = choose_precision(run, /*pipeline=*/true);
   sh.optimizer = optimizer_shape(run.deepspeed);
   sh.activation_elem = dtype_size(tree.shape().dtype);
   sh.token_bytes = tree.shape().tokens() * kTokenBytes;
@@ -1224,7 +1089,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     activity.push_back(ckpt::layer_activity(tree, l));
 
   const Wrapper wrapper = sh.precision.wrapper;
-  const bool partitioned_states = wrapper == Wrapper::kBf16 || wrapper == Wrapper::kZero1;
+  const bool partitioned_states = wrapper == Wrapper::kBf16 || wrapper == Wrapper::kZero;
   pipe::PartitionCosts pcosts;
   {
     std::vector<std::int64_t> time_ns;
@@ -1302,18 +1167,18 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     std::vector<ParamId> order;
     for (std::int64_t i = sp.begin; i < sp.end; ++i) {
       const pipe::Layer& l = layers.layers[static_cast<std::size_t>(i)];
-      if (!l.tied_key.empty()) layer_params(tree, l.module, order, seen);
+      if (!l.tied_key.empty()) parameters_in_order(tree, l.module, order, seen);
     }
     for (std::int64_t i = sp.begin; i < sp.end; ++i) {
       const pipe::Layer& l = layers.layers[static_cast<std::size_t>(i)];
-      if (l.tied_key.empty()) layer_params(tree, l.module, order, seen);
+      if (l.tied_key.empty()) parameters_in_order(tree, l.module, order, seen);
     }
     // The layer whose backward first produces each gradient: the last one holding it.
     std::vector<std::int64_t> grad_layer(tree.parameters().size(), -1);
     for (std::int64_t i = sp.begin; i < sp.end; ++i) {
       std::vector<ParamId> mine;
       std::vector<bool> mine_seen(tree.parameters().size(), false);
-      layer_params(tree, layers.layers[static_cast<std::size_t>(i)].module, mine, mine_seen);
+      parameters_in_order(tree, layers.layers[static_cast<std::size_t>(i)].module, mine, mine_seen);
       for (ParamId p : mine)
         grad_layer[static_cast<std::size_t>(p)] = i - sp.begin;
     }
@@ -1386,7 +1251,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
           sp.reduce_chunks.push_back({ceil_div(sp.trainable_numel, align) * align, false});
         break;
       }
-      case Wrapper::kZero1: {
+      case Wrapper::kZero: {
         const std::int64_t align = kNcclStartAlignmentFactor * sh.dp;
         const std::int64_t padded = ceil_div(sp.trainable_numel, align) * align;
         sp.reduce_chunks = zero1_chunks(sp.grad_numels, run.deepspeed.zero.reduce_bucket_size,
@@ -1560,7 +1425,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
         hold(MemoryCategory::kOptimizerStates, sp.trainable_numel * sh.optimizer.state_bytes);
         break;
       case Wrapper::kBf16:
-      case Wrapper::kZero1:
+      case Wrapper::kZero:
         // The flat bit16 buffer, padded; the fp32 partition and its states.
         hold(MemoryCategory::kParamPartitions, padded * model_elem + sp.frozen_bytes);
         hold(MemoryCategory::kMasterWeights, part * sh.optimizer.master_bytes);

@@ -83,9 +83,11 @@ struct RankReport {
   TimeNs bubble_ns = 0;             // pipeline idle time in the reported step
 };
 
-// DeepSpeed's estimate_zero3_model_states_mem_needs for the run's model and cluster, printed beside
-// the prediction because users know it.
+// DeepSpeed's estimate_zero3_model_states_mem_needs (or, for stages 1 and 2,
+// estimate_zero2_model_states_mem_needs) for the run's model and cluster, printed beside the
+// prediction because users know it.
 struct DeepSpeedEstimate {
+  int stage = 3;  // 3: the ZeRO-3 estimate; 2: the ZeRO-2 one, which has no largest layer
   std::int64_t total_params = 0;
   std::int64_t largest_layer_params = 0;
   std::int64_t gpu_bytes = 0;
@@ -103,7 +105,7 @@ struct SimulationResult {
   bool steady_state = true;                   // reported the steady-state step
   TimeNs step_time_ns = 0;                    // the slowest rank's step
   double mfu = 0;                             // model FLOPs utilisation over the step
-  std::optional<DeepSpeedEstimate> estimate;  // ZeRO-3 runs
+  std::optional<DeepSpeedEstimate> estimate;  // ZeRO-3 runs, and stages 1-2 without a pipeline
   std::vector<Warning> warnings;
 };
 

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/checkpoint/checkpointing.h"
+#include "core/model/tensor_parallel.h"
 #include "core/pipe/layers.h"
 #include "core/pipe/topology.h"
 #include "core/zero/partition.h"
@@ -38,6 +40,13 @@ constexpr std::size_t kMaxParamReduceEvents = 2;
 // Warm-up steps before giving up on a complete trace.
 constexpr std::int64_t kMaxWarmupSteps = 8;
 
+// A tensor-parallel all-reduce that a call issues after its forward or backward work.
+struct TensorAllReduce {
+  std::int64_t bytes = 0;
+  TimeNs time = 0;
+  ModuleId module = kNoModule;  // the module that issues it
+};
+
 // What one hooked forward call costs, with the calls below it that have no hooks of their own.
 struct CallWork {
   TimeNs forward_ns = 0;
@@ -46,6 +55,7 @@ struct CallWork {
   std::int64_t backward_flops = 0;
   std::int64_t activation_bytes = 0;
   bool checkpointed = false;  // inside a checkpointed segment: nothing saved in the first forward
+  std::vector<TensorAllReduce> forward_tensor, backward_tensor;
 };
 
 // What a checkpointed segment does around its calls, keyed by the segment's first call.
@@ -55,6 +65,7 @@ struct SegmentWork {
   std::int64_t to_host_bytes = 0;          // copied out in forward
   std::int64_t from_host_bytes = 0;        // copied back before the recomputation
   std::int64_t extra_recompute_bytes = 0;  // the input in full again while the segment recomputes
+  std::int64_t allgather_bytes = 0;  // received gathering a partitioned input over the tensor group
 };
 
 struct CheckpointWork {
@@ -82,7 +93,9 @@ CheckpointWork checkpoint_work(const RunSpec& run) {
   CheckpointWork out;
   if (run.training.checkpoint_interval <= 0) return out;
   const pipe::PipelineLayers layers = pipe::layers_from_tree(run.tree);
-  ckpt::CheckpointSettings settings = ckpt::CheckpointSettings::from(run.deepspeed, 1);
+  // partition_activations splits each kept input over the tensor-parallel group.
+  ckpt::CheckpointSettings settings =
+      ckpt::CheckpointSettings::from(run.deepspeed, run.parallel.tensor);
   settings.interval = run.training.checkpoint_interval;
   // The first layer receives token ids: integers, kept as they are.
   ckpt::LayerActivity input;
@@ -116,13 +129,19 @@ CheckpointWork checkpoint_work(const RunSpec& run) {
     const ckpt::LayerActivity own =
         ckpt::layer_activity(run.tree, layers.layers[static_cast<std::size_t>(head)]);
     w.extra_recompute_bytes = std::max<std::int64_t>(c.recompute_bytes - own.activation_bytes, 0);
+    w.allgather_bytes = c.allgather_bytes;
     out.segments.emplace(first, w);
   }
   return out;
 }
 
+// `tensor`: the tensor-parallel shard the model was built from, with its collectives costed on a
+// group of `tensor_shape`; null without tensor parallelism.
 std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel& compute,
-                                const CheckpointWork& checkpoints) {
+                                const CheckpointWork& checkpoints,
+                                const TensorParallelModel* tensor = nullptr,
+                                const CollectiveModel* network = nullptr,
+                                const GroupShape& tensor_shape = {}) {
   const ModuleTree& tree = model.tree();
   const auto& calls = tree.calls();
   std::vector<CallWork> work(calls.size());
@@ -149,6 +168,18 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
     w.activation_bytes += m.cost.activation_bytes;
     w.forward_ns += compute.time(m.cost.forward_flops, moved);
     w.backward_ns += compute.time(m.cost.backward_or_default(), 2 * moved);
+    if (tensor) {
+      const ModuleCollectives& mc = tensor->collectives[static_cast<std::size_t>(call.module)];
+      const auto add = [&](const TensorCollective& t, std::vector<TensorAllReduce>& out) {
+        ZP_CHECK(t.kind == TensorCollectiveKind::kAllReduce, "only all-reduces are costed");
+        const TimeNs time = network->cost(CollectiveKind::kAllReduce, tensor_shape, t.bytes).time;
+        out.push_back({t.bytes, time, call.module});
+      };
+      for (const TensorCollective& t : mc.forward)
+        add(t, w.forward_tensor);
+      for (const TensorCollective& t : mc.backward)
+        add(t, w.backward_tensor);
+    }
   }
   return work;
 }
@@ -171,6 +202,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
     const ComputeModel* compute = nullptr;
     const CollectiveModel* network = nullptr;
     GroupShape dp_shape;
+    GroupShape tp_shape;  // the tensor-parallel group (one rank without tensor parallelism)
     std::int64_t dp = 1;
     OptimizerShape optimizer;
     OffloadDevice offload_param = OffloadDevice::kNone;
@@ -197,6 +229,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
 
   MemoryAccountant& memory() { return memory_; }
   zero::TrainingLoop* loop = nullptr;
+  std::int32_t tensor_group = trace::kNone;  // the trace's group for tensor-parallel collectives
 
   // Books what exists before the first simulated step: the model states, the gradient buffers, and
   // the parameters the coordinator holds (the persistent ones after a step).
@@ -286,18 +319,16 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (!active_) return;
     count_gather(r);
     const zero::ZeroModel& model = *s_.model;
-    Gather g;
-    g.params = r.params;
+    Gather& g = new_gather(r.handle);
+    g.params.assign(r.params.begin(), r.params.end());
     for (ParamId p : r.params)
       live_numel_ += model.param(p).numel;
     note_live();
     // A group of one rank does not gather: the partition is the parameter.
-    if (s_.dp == 1) {
-      gathers_.emplace(r.handle, std::move(g));
-      return;
-    }
-    const std::vector<zero::GatherBuffer> buffers =
-        zero::gather_buffers(model.tree(), r.params, s_.dp, z_.use_all_reduce_for_fetch_params);
+    if (s_.dp == 1) return;
+    std::vector<zero::GatherBuffer>& buffers = scratch_buffers_;
+    zero::gather_buffers(model.tree(), r.params, s_.dp, z_.use_all_reduce_for_fetch_params,
+                         buffers);
     std::int64_t buffer_bytes = 0, partition_bytes = 0;
     for (const zero::GatherBuffer& b : buffers)
       buffer_bytes += b.bytes();
@@ -332,12 +363,11 @@ class ZeroRank final : public zero::CoordinatorBackend,
             ? Collective{CollectiveKind::kAllReduce, TransferKind::kAllReduce, OpKind::kAllReduce}
             : Collective{CollectiveKind::kAllGather, TransferKind::kAllGather, OpKind::kAllGather};
     g.end = collective(allgather_stream(), StreamKind::kAllGather, c, ready, buffer_bytes, name);
-    gathers_.emplace(r.handle, std::move(g));
   }
 
   void wait_gather(GatherHandle handle) override {
     if (!active_) return;
-    Gather& g = gathers_.at(handle);
+    Gather& g = gather(handle);
     // DeepSpeed records an event per wait and makes the host wait once more than two are pending.
     while (!fetch_events_.empty() && fetch_events_.front() <= now_)
       fetch_events_.pop_front();
@@ -369,11 +399,13 @@ class ZeroRank final : public zero::CoordinatorBackend,
 
   void drop_gather(GatherHandle handle) override {
     if (!active_) return;
-    auto it = gathers_.find(handle);
-    if (it == gathers_.end()) return;
-    for (MemoryAccountant::Block b : it->second.flat)
+    const auto h = static_cast<std::size_t>(handle);
+    if (h >= slot_of_handle_.size() || slot_of_handle_[h] < 0) return;
+    Gather& g = gather_slots_[static_cast<std::size_t>(slot_of_handle_[h])];
+    for (MemoryAccountant::Block b : g.flat)
       memory_.free(b, now_);
-    gathers_.erase(it);
+    free_slots_.push_back(slot_of_handle_[h]);
+    slot_of_handle_[h] = -1;
   }
 
   void release(ParamId param, zero::ReleaseReason reason) override {
@@ -497,6 +529,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
       }
       run_compute(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns,
                   w.forward_flops, e.module);
+      tensor_all_reduces(w.forward_tensor);
     } else if (e.kind == StepEventKind::kGradReady) {
       grad_block_[static_cast<std::size_t>(e.param)] =
           memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
@@ -512,6 +545,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
       MemoryAccountant::Block& b = activation_block_[static_cast<std::size_t>(e.call)];
       if (b >= 0) memory_.free(b, now_);
       b = -1;
+      tensor_all_reduces(w.backward_tensor);
       // The segment's first call is the last whose backward runs: its input goes then.
       if (auto seg = checkpoints_.segments.find(e.call); seg != checkpoints_.segments.end())
         end_segment(e.call, seg->second);
@@ -536,6 +570,20 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (w.extra_recompute_bytes > 0)
       extra_block_[call] =
           memory_.allocate(MemoryCategory::kRecompute, w.extra_recompute_bytes, now_);
+    if (w.allgather_bytes > 0) {
+      // The partitioned input is gathered whole again over the tensor group, blocking compute.
+      const std::int64_t tp = s_.tp_shape.size;
+      const std::int64_t bytes = w.allgather_bytes * tp / (tp - 1);
+      const TimeNs time = s_.network->cost(CollectiveKind::kAllGather, s_.tp_shape, bytes).time;
+      TransferTotals& t = transfers_[static_cast<std::size_t>(TransferKind::kAllGather)];
+      ++t.count;
+      t.bytes += bytes;
+      t.busy_ns += time;
+      record(StreamKind::kCompute, OpKind::kAllGather, now_, now_ + time,
+             label("gather checkpoint"), bytes, 0, tensor_group);
+      exposed_ns_ += time;
+      now_ += time;
+    }
     if (w.from_host_bytes > 0) {
       const TimeNs end =
           transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
@@ -612,6 +660,34 @@ class ZeroRank final : public zero::CoordinatorBackend,
     bool single = false;
     TimeNs end = 0;
   };
+
+  // A slot for the gather `handle` (slots and their lists are reused: no allocation per gather).
+  Gather& new_gather(GatherHandle handle) {
+    const auto h = static_cast<std::size_t>(handle);
+    if (h >= slot_of_handle_.size()) slot_of_handle_.resize(h + 1, -1);
+    ZP_CHECK(slot_of_handle_[h] < 0, "gather ", handle, " started twice");
+    std::int32_t slot = -1;
+    if (free_slots_.empty()) {
+      slot = static_cast<std::int32_t>(gather_slots_.size());
+      gather_slots_.emplace_back();
+    } else {
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+    }
+    slot_of_handle_[h] = slot;
+    Gather& g = gather_slots_[static_cast<std::size_t>(slot)];
+    g.params.clear();
+    g.flat.clear();
+    g.single = false;
+    g.end = 0;
+    return g;
+  }
+  Gather& gather(GatherHandle handle) {
+    const auto h = static_cast<std::size_t>(handle);
+    ZP_CHECK(h < slot_of_handle_.size() && slot_of_handle_[h] >= 0, "gather ", handle,
+             " waited but never started");
+    return gather_slots_[static_cast<std::size_t>(slot_of_handle_[h])];
+  }
 
   TimeNs& allgather_stream() { return z_.overlap_comm ? allgather_ : now_; }
   TimeNs& reduce_stream() { return z_.overlap_comm ? reduce_ : now_; }
@@ -694,6 +770,24 @@ class ZeroRank final : public zero::CoordinatorBackend,
     compute_ns_ += duration;
   }
 
+  // Megatron's tensor-parallel all-reduces block the compute stream: all of their time is exposed.
+  void tensor_all_reduces(const std::vector<TensorAllReduce>& list) {
+    for (const TensorAllReduce& c : list) {
+      TransferTotals& t = transfers_[static_cast<std::size_t>(TransferKind::kAllReduce)];
+      ++t.count;
+      t.bytes += c.bytes;
+      t.busy_ns += c.time;
+      const std::int32_t name =
+          trace_ ? label(c.module == 0 ? std::string("model")
+                                       : s_.model->tree().qualified_name(c.module))
+                 : -1;
+      record(StreamKind::kCompute, OpKind::kAllReduce, now_, now_ + c.time, name, c.bytes, 0,
+             tensor_group);
+      exposed_ns_ += c.time;
+      now_ += c.time;
+    }
+  }
+
   // A collective on `stream` (shown as `kind`) that may start at `ready`; returns its end. On the
   // compute stream (no overlap_comm) its whole time is exposed.
   TimeNs collective(TimeNs& stream, StreamKind kind, const Collective& c, TimeNs ready,
@@ -750,7 +844,10 @@ class ZeroRank final : public zero::CoordinatorBackend,
   TimeNs allgather_ = 0, reduce_ = 0, h2d_ = 0, d2h_ = 0;
   std::deque<TimeNs> fetch_events_;
   std::deque<TimeNs> reduce_events_;
-  std::map<GatherHandle, Gather> gathers_;
+  std::vector<Gather> gather_slots_;
+  std::vector<std::int32_t> free_slots_;
+  std::vector<std::int32_t> slot_of_handle_;  // by handle; -1 when none
+  std::vector<zero::GatherBuffer> scratch_buffers_;
   std::vector<MemoryAccountant::Block> param_block_;
   std::vector<MemoryAccountant::Block> grad_block_;
   std::vector<MemoryAccountant::Block> activation_block_;
@@ -787,22 +884,34 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
                         std::to_string(run.deepspeed.zero.stage) +
                         " is simulated only with a pipeline (parallel.pipeline > 1)");
   }
-  if (run.parallel.tensor > 1) {
-    throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "parallel.tensor"},
-                    "tensor parallelism is not simulated yet");
+  // With tensor parallelism each rank runs its shard of the model, and ZeRO-3 partitions that
+  // shard over the data-parallel group.
+  const std::int64_t tp = run.parallel.tensor;
+  std::optional<TensorParallelModel> tensor;
+  std::optional<RunSpec> sharded_run;
+  if (tp > 1) {
+    tensor = shard_for_tensor_parallel(run.tree, run.model.config, tp,
+                                       {run.file.string(), 0, 0, "parallel.tensor"});
+    sharded_run = run;
+    sharded_run->tree = tensor->tree;
   }
+  const RunSpec& local = sharded_run ? *sharded_run : run;
 
   const zero::ZeroSettings settings = run.zero_settings();
-  const zero::ZeroModel model(run.tree, settings);
+  const zero::ZeroModel model(local.tree, settings);
   const ComputeModel compute(run.cluster, run.training.dtype);
   const CollectiveModel network(run.cluster);
-  const CheckpointWork checkpoints = checkpoint_work(run);
-  const std::vector<CallWork> work = call_work(model, compute, checkpoints);
+  const CheckpointWork checkpoints = checkpoint_work(local);
   const std::int64_t micro_batches =
       std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
 
   const pipe::PipelineGrid grid(pipe::pipe_model_data_parallel_topology(
       run.parallel.pipeline, run.parallel.tensor, run.parallel.data));
+  // Tensor groups are alike unless the nodes split them unevenly; the work is costed again then.
+  GroupShape tensor_shape;
+  if (tensor) tensor_shape = network.shape(grid.slice_parallel_group(0));
+  std::vector<CallWork> work =
+      call_work(model, compute, checkpoints, tensor ? &*tensor : nullptr, &network, tensor_shape);
   ZeroRank::Setup setup;
   setup.run = &run;
   setup.model = &model;
@@ -840,6 +949,14 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     const std::int64_t rank = ranks.front();
     setup.gpu = rank;
     setup.dp_shape = network.shape(grid.data_parallel_group(rank));
+    setup.tp_shape = network.shape(grid.slice_parallel_group(rank));
+    if (tensor) {
+      const GroupShape shape = network.shape(grid.slice_parallel_group(rank));
+      if (!(shape == tensor_shape)) {
+        tensor_shape = shape;
+        work = call_work(model, compute, checkpoints, &*tensor, &network, tensor_shape);
+      }
+    }
     RankReport report;
     report.ranks = ranks;
     report.label = ranks.size() == 1 ? "rank " + std::to_string(rank)
@@ -852,6 +969,10 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     report.trace_rank = trace_rank;
     ZeroRank sim(setup, work, checkpoints, trace, trace_rank,
                  {run.cluster.gpu_memory, options.model_allocator});
+    if (trace && tensor) {
+      sim.tensor_group = static_cast<std::int32_t>(trace->groups.size());
+      trace->groups.push_back(trace::GroupInfo{"model", tp});
+    }
     zero::TrainingLoop loop(model, sim, sim, &sim, checkpoints.ranges);
     sim.loop = &loop;
     loop.initialize();
@@ -880,7 +1001,10 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     report.peak_nvme = sim.memory().peak_nvme();
     report.out_of_memory = sim.memory().out_of_memory_count();
     report.peak_running = running_label(run.tree, report.peak.running);
-    report.model_flops_per_step = forward_flops * static_cast<double>(micro_batches);
+    // The rank's share of the whole model's work: the replicated modules that every tensor rank
+    // runs again count once.
+    report.model_flops_per_step =
+        forward_flops * static_cast<double>(micro_batches) / static_cast<double>(tp);
     result.ranks.push_back(std::move(report));
   }
   for (const StepReport& s : result.ranks.front().steps)

@@ -28,8 +28,9 @@
 //    when backward reaches it, the input comes back and the segment's forward runs again, its
 //    hooks firing as DeepSpeed's do (core/zero/hook_schedule.h), its activations held as
 //    recompute memory until each call's backward.
-// Not modelled yet (UserError kUnsupported): ZeRO stages 0-2 without a pipeline, tensor
-// parallelism.
+//  - Tensor parallelism (docs/tensor-parallelism.md): the rank runs its Megatron-style shard of
+//    the model, with the tensor group's all-reduces blocking the compute stream.
+// Not modelled yet (UserError kUnsupported): ZeRO stages 0-2 without a pipeline.
 #pragma once
 
 #include "core/config/run_spec.h"

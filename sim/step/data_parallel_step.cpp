@@ -1,0 +1,1118 @@
+#include "sim/step/data_parallel_step.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/checkpoint/checkpointing.h"
+#include "core/pipe/layers.h"
+#include "core/pipe/topology.h"
+#include "sim/hardware/compute_model.h"
+#include "sim/network/collectives.h"
+#include "sim/step/model_states.h"
+#include "sim/step/optimizer_wrappers.h"
+
+namespace zp::sim {
+namespace {
+
+using trace::MemoryCategory;
+using trace::OpKind;
+using trace::StreamKind;
+
+// The global gradient norm, fp32, and fp16's overflow flag (a ByteTensor), all-reduced over the
+// data-parallel group before a partitioned step.
+constexpr std::int64_t kNormBytes = 4;
+constexpr std::int64_t kOverflowBytes = 1;
+
+SourceLocation where(const RunSpec& run, const std::string& key) {
+  return {run.deepspeed_file.empty() ? run.file.string() : run.deepspeed_file.string(), 0, 0, key};
+}
+
+// ---- The plan, shared by every rank ------------------------------------------------------------
+
+struct CallCost {
+  TimeNs forward_ns = 0;
+  TimeNs backward_ns = 0;
+  std::int64_t forward_flops = 0;
+  std::int64_t backward_flops = 0;
+  std::int64_t activation_bytes = 0;
+  std::int32_t segment = -1;  // the checkpointed segment it runs in
+  std::int32_t name = trace::kNone;
+};
+
+// A checkpointed segment: calls [first, end) and what checkpoint() keeps of its input.
+struct SegmentCost {
+  std::int32_t first = 0, end = 0;
+  std::int64_t held_bytes = 0;
+  std::int64_t host_bytes = 0;
+  std::int64_t to_host_bytes = 0;
+  std::int64_t from_host_bytes = 0;
+  std::int64_t extra_recompute_bytes = 0;  // the input in full again while the segment recomputes
+};
+
+struct Plan {
+  std::vector<CallCost> calls;
+  std::vector<SegmentCost> segments;
+  std::int64_t contiguous_checkpoint_bytes = 0;
+  bool contiguous_checkpoint_on_host = false;
+  // Per call: the gradients whose hooks fire at its backward.
+  std::vector<std::vector<ParamId>> ready_at;
+  // Trainable parameters in the flat buffer's order (after round_robin_gradients), their offsets
+  // in it (-1: frozen or unused by the optimizer), and gradient bytes.
+  std::vector<ParamId> order;
+  std::vector<std::int64_t> offset;
+  std::vector<std::int64_t> numel;
+  std::int64_t trainable_numel = 0;
+  std::int64_t trainable_bytes = 0;
+  std::int64_t frozen_bytes = 0;
+  std::int64_t padded = 0;     // the flat buffer (partitioning wrappers)
+  std::int64_t partition = 0;  // padded / dp
+  std::int64_t largest_param = 0;
+  std::int64_t dp = 1;
+  std::int64_t micro_batches = 1;
+  int stage = 0;
+  Precision precision;
+  OptimizerShape optimizer;
+  std::int64_t elem = 4;     // bytes per element of the model's (bit16) tensors
+  bool cpu_offload = false;  // DeepSpeedZeroOptimizer.cpu_offload
+  bool hooks = false;        // gradient hooks reduce during backward
+  double model_flops_per_micro_batch = 0;
+};
+
+// One past the last call nested in `call` (calls are in pre-order).
+std::int32_t end_of_call(const ModuleTree& tree, std::int32_t call) {
+  const auto& calls = tree.calls();
+  std::vector<bool> inside(calls.size(), false);
+  inside[static_cast<std::size_t>(call)] = true;
+  std::size_t i = static_cast<std::size_t>(call) + 1;
+  for (; i < calls.size(); ++i) {
+    const std::int32_t parent = calls[i].parent_call;
+    if (parent == kNoCall || !inside[static_cast<std::size_t>(parent)]) break;
+    inside[i] = true;
+  }
+  return static_cast<std::int32_t>(i);
+}
+
+// training.checkpoint_interval: the model's layers cut into segments, each planned by the core as
+// DeepSpeed's checkpoint() keeps it.
+void plan_checkpoints(const RunSpec& run, Plan& plan) {
+  if (run.training.checkpoint_interval <= 0) return;
+  const pipe::PipelineLayers layers = pipe::layers_from_tree(run.tree);
+  ckpt::CheckpointSettings settings = ckpt::CheckpointSettings::from(run.deepspeed, 1);
+  settings.interval = run.training.checkpoint_interval;
+  // The first layer receives token ids: integers, kept as they are.
+  ckpt::LayerActivity input;
+  input.output_floating = false;
+  input.output_bytes = run.tree.shape().tokens() * dtype_size(DType::kInt64);
+  input.output_numel = run.tree.shape().tokens();
+  const auto count = static_cast<std::int64_t>(layers.layers.size());
+  const ckpt::CheckpointPlan cp =
+      ckpt::plan_checkpointing(run.tree, layers, 0, count, input, 1, settings);
+  plan.contiguous_checkpoint_bytes = cp.contiguous_buffer_bytes;
+  plan.contiguous_checkpoint_on_host = cp.contiguous_buffer_on_host;
+  for (const ckpt::Segment& seg : cp.segments) {
+    if (!seg.checkpointed) continue;
+    std::int32_t first = kNoCall, end = kNoCall;
+    std::int64_t head = -1;
+    for (std::int64_t l = seg.begin; l < seg.end; ++l) {
+      const pipe::Layer& layer = layers.layers[static_cast<std::size_t>(l)];
+      if (layer.call == kNoCall) continue;
+      if (first == kNoCall) {
+        first = layer.call;
+        head = l;
+      }
+      end = end_of_call(run.tree, layer.call);
+    }
+    if (first == kNoCall) continue;
+    const ckpt::LayerCheckpointCost& c = cp.layers[static_cast<std::size_t>(seg.begin)];
+    SegmentCost s;
+    s.first = first;
+    s.end = end;
+    s.held_bytes = c.held_bytes;
+    s.host_bytes = c.host_bytes;
+    s.to_host_bytes = c.to_host_bytes;
+    s.from_host_bytes = c.from_host_bytes;
+    const ckpt::LayerActivity own =
+        ckpt::layer_activity(run.tree, layers.layers[static_cast<std::size_t>(head)]);
+    s.extra_recompute_bytes = std::max<std::int64_t>(c.recompute_bytes - own.activation_bytes, 0);
+    const auto index = static_cast<std::int32_t>(plan.segments.size());
+    for (std::int32_t k = first; k < end; ++k)
+      plan.calls[static_cast<std::size_t>(k)].segment = index;
+    plan.segments.push_back(s);
+  }
+}
+
+void check_run(const RunSpec& run, const Precision& precision) {
+  const ZeroConfig& z = run.deepspeed.zero;
+  if (run.parallel.tensor > 1) {
+    throw UserError(ErrorKind::kUnsupported, {run.file.string(), 0, 0, "parallel.tensor"},
+                    "tensor parallelism is not simulated yet");
+  }
+  if (z.stage > 0 && z.allgather_bucket_size % kNcclStartAlignmentFactor != 0) {
+    throw UserError(ErrorKind::kValue, where(run, "zero_optimization.allgather_bucket_size"),
+                    "allgather_bucket_size is " + std::to_string(z.allgather_bucket_size) +
+                        ": DeepSpeedZeroOptimizer asserts it is a multiple of "
+                        "nccl_start_alignment_factor (2)");
+  }
+  if (precision.wrapper == Wrapper::kZero && z.stage == 1 && precision.accum != precision.model) {
+    throw UserError(ErrorKind::kUnsupported, where(run, "data_types.grad_accum_dtype"),
+                    "ZeRO stage 1 accumulating " + std::string(to_string(precision.model)) +
+                        " gradients in " + std::string(to_string(precision.accum)) +
+                        " (DeepSpeedZeroOptimizer's grad_accum attribute) is not simulated");
+  }
+  if (precision.wrapper == Wrapper::kZero && z.reduce_scatter &&
+      !z.use_multi_rank_bucket_allreduce) {
+    throw UserError(ErrorKind::kUnsupported,
+                    where(run, "zero_optimization.use_multi_rank_bucket_allreduce"),
+                    "use_multi_rank_bucket_allreduce false reduces each slice to its rank with "
+                    "dist.reduce, which the network model does not cost; leave it true (the "
+                    "default) or set reduce_scatter false");
+  }
+}
+
+Plan make_plan(const RunSpec& run, const ComputeModel& compute, trace::Trace* trace) {
+  const ModuleTree& tree = run.tree;
+  const auto& calls = tree.calls();
+  Plan plan;
+  plan.stage = run.deepspeed.zero.stage;
+  plan.dp = run.parallel.data;
+  plan.micro_batches = std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
+  plan.precision = choose_precision(run, /*pipeline=*/false);
+  check_run(run, plan.precision);
+  plan.optimizer = optimizer_shape(run.deepspeed);
+  plan.elem = dtype_size(plan.precision.model);
+  const ZeroConfig& z = run.deepspeed.zero;
+  const bool offload = z.offload_optimizer && z.offload_optimizer->device != OffloadDevice::kNone;
+  plan.cpu_offload = plan.precision.wrapper == Wrapper::kZero && offload;
+  plan.hooks = plan.precision.wrapper == Wrapper::kZero && (plan.stage >= 2 || z.overlap_comm);
+
+  plan.calls.resize(calls.size());
+  for (std::size_t c = 0; c < calls.size(); ++c) {
+    const Module& m = tree.module(calls[c].module);
+    std::int64_t param_bytes = 0;
+    for (const ParamSlot& s : m.params)
+      param_bytes += tree.parameter(s.param).bytes();
+    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
+    CallCost& w = plan.calls[c];
+    w.forward_flops = m.cost.forward_flops;
+    w.backward_flops = m.cost.backward_or_default();
+    w.activation_bytes = m.cost.activation_bytes;
+    w.forward_ns = compute.time(m.cost.forward_flops, moved);
+    w.backward_ns = compute.time(m.cost.backward_or_default(), 2 * moved);
+    if (trace) {
+      w.name = trace->intern(calls[c].module == 0 ? std::string("model")
+                                                  : tree.qualified_name(calls[c].module));
+    }
+    plan.model_flops_per_micro_batch +=
+        static_cast<double>(w.forward_flops) + static_cast<double>(w.backward_flops);
+  }
+  plan_checkpoints(run, plan);
+
+  // module.parameters(): the optimizer's parameter group, and the flat buffer's order.
+  const std::size_t params = tree.parameters().size();
+  std::vector<bool> seen(params, false);
+  std::vector<ParamId> all;
+  parameters_in_order(tree, 0, all, seen);
+  std::vector<ParamId> trainable;
+  for (ParamId p : all) {
+    const Parameter& param = tree.parameter(p);
+    if (param.requires_grad) {
+      trainable.push_back(p);
+    } else {
+      plan.frozen_bytes += param.bytes();
+    }
+  }
+  if (plan.precision.wrapper == Wrapper::kZero && z.round_robin_gradients && plan.dp > 1) {
+    // _round_robin_reorder: parameter i goes to list i % dp; the lists are concatenated.
+    std::vector<ParamId> reordered;
+    for (std::int64_t j = 0; j < plan.dp; ++j) {
+      for (std::size_t i = static_cast<std::size_t>(j); i < trainable.size();
+           i += static_cast<std::size_t>(plan.dp))
+        reordered.push_back(trainable[i]);
+    }
+    trainable = std::move(reordered);
+  }
+  plan.order = trainable;
+  plan.offset.assign(params, -1);
+  plan.numel.assign(params, 0);
+  for (ParamId p : plan.order) {
+    const Parameter& param = tree.parameter(p);
+    plan.offset[static_cast<std::size_t>(p)] = plan.trainable_numel;
+    plan.numel[static_cast<std::size_t>(p)] = param.numel();
+    plan.trainable_numel += param.numel();
+    plan.trainable_bytes += param.bytes();
+    plan.largest_param = std::max(plan.largest_param, param.numel());
+  }
+  plan.padded = aligned_flat_numel(plan.trainable_numel, plan.dp);
+  plan.partition = plan.padded / plan.dp;
+
+  // A gradient is complete when the backward of the first call using it has run (autograd sums
+  // every use before AccumulateGrad runs); hooks of one call fire in reverse registration order.
+  std::vector<std::int32_t> first_call(params, kNoCall);
+  plan.ready_at.resize(calls.size());
+  for (std::size_t c = 0; c < calls.size(); ++c) {
+    const Module& m = tree.module(calls[c].module);
+    for (auto it = m.params.rbegin(); it != m.params.rend(); ++it) {
+      const auto p = static_cast<std::size_t>(it->param);
+      if (first_call[p] != kNoCall || plan.offset[p] < 0) continue;
+      first_call[p] = static_cast<std::int32_t>(c);
+      plan.ready_at[c].push_back(it->param);
+    }
+  }
+  return plan;
+}
+
+// get_partition_info: a parameter is in rank `dp_index`'s partition when it starts inside it or
+// straddles its start. Marks them in `in`; returns their elements (grads_in_partition's size).
+std::int64_t partition_members(const Plan& plan, std::int64_t dp_index, std::vector<bool>& in) {
+  const std::int64_t start = plan.partition * dp_index;
+  const std::int64_t end = start + plan.partition;
+  std::int64_t numel = 0;
+  for (ParamId p : plan.order) {
+    const std::int64_t o = plan.offset[static_cast<std::size_t>(p)];
+    const std::int64_t n = plan.numel[static_cast<std::size_t>(p)];
+    if ((start <= o && o < end) || (o < start && start < o + n)) {
+      in[static_cast<std::size_t>(p)] = true;
+      numel += n;
+    }
+  }
+  return numel;
+}
+
+DataParallelModelStates model_states(const Plan& plan, std::int64_t partition_grads_numel) {
+  DataParallelModelStates m;
+  const OptimizerShape& o = plan.optimizer;
+  const std::int64_t accum = dtype_size(plan.precision.accum);
+  switch (plan.precision.wrapper) {
+    case Wrapper::kNone:
+      m.params = plan.trainable_bytes + plan.frozen_bytes;
+      m.gradients = plan.trainable_bytes;
+      m.optimizer = plan.trainable_numel * o.state_bytes;
+      break;
+    case Wrapper::kFp16:
+      m.params = plan.trainable_bytes + plan.frozen_bytes;
+      m.gradients = plan.trainable_numel * 4;
+      m.master = plan.trainable_numel * o.master_bytes;
+      m.optimizer = plan.trainable_numel * o.state_bytes;
+      break;
+    case Wrapper::kBf16:
+      m.params = plan.padded * plan.elem + plan.frozen_bytes;
+      m.gradients = plan.padded * accum + plan.trainable_numel * plan.elem;
+      m.master = plan.partition * o.master_bytes;
+      m.optimizer = plan.partition * o.state_bytes;
+      break;
+    case Wrapper::kZero:
+      m.params = plan.padded * plan.elem + plan.frozen_bytes;
+      if (plan.cpu_offload) {
+        m.host = plan.partition * (o.master_bytes + o.state_bytes + 4) +
+                 (plan.micro_batches > 1 ? partition_grads_numel * plan.elem : 0);
+      } else {
+        m.gradients = partition_grads_numel * plan.elem + plan.partition * 4;
+        m.master = plan.partition * o.master_bytes;
+        m.optimizer = plan.partition * o.state_bytes;
+      }
+      break;
+  }
+  return m;
+}
+
+struct Collective {
+  CollectiveKind kind;
+  TransferKind transfer;
+  OpKind op;
+};
+constexpr Collective kAllReduce{CollectiveKind::kAllReduce, TransferKind::kAllReduce,
+                                OpKind::kAllReduce};
+constexpr Collective kAllGather{CollectiveKind::kAllGather, TransferKind::kAllGather,
+                                OpKind::kAllGather};
+
+// ---- One simulated rank ------------------------------------------------------------------------
+
+class DataParallelRank {
+ public:
+  struct Setup {
+    const RunSpec* run = nullptr;
+    const Plan* plan = nullptr;
+    const ComputeModel* compute = nullptr;
+    const CollectiveModel* network = nullptr;
+    GroupShape dp_shape;
+    std::int64_t dp_index = 0;  // this rank's partition
+    std::int64_t gpu = 0;       // the global rank whose links are costed
+  };
+
+  DataParallelRank(const Setup& setup, trace::Trace* trace, std::int32_t trace_rank,
+                   MemoryAccountant::Options memory)
+      : s_(setup),
+        p_(*setup.plan),
+        z_(setup.run->deepspeed.zero),
+        trace_(trace),
+        trace_rank_(trace_rank),
+        memory_(memory, trace, trace_rank),
+        grad_block_(setup.run->tree.parameters().size(), -1),
+        in_partition_(setup.run->tree.parameters().size(), false),
+        act_block_(p_.calls.size(), -1),
+        held_block_(p_.segments.size(), -1),
+        extra_block_(p_.segments.size(), -1),
+        recomputed_(p_.segments.size(), false),
+        had_grad_(setup.run->tree.parameters().size(), false) {
+    if (trace_) {
+      data_group_ = static_cast<std::int32_t>(trace_->groups.size());
+      trace_->groups.push_back(trace::GroupInfo{"data", p_.dp});
+    }
+    partition_grads_numel_ = partition_members(p_, s_.dp_index, in_partition_);
+  }
+
+  MemoryAccountant& memory() { return memory_; }
+  const std::array<TransferTotals, kTransferKindCount>& transfers() const { return transfers_; }
+
+  // What exists before the first step: the model states and the buffers kept between steps.
+  void begin() {
+    memory_.set_running(kRunningNothing);
+    const DataParallelModelStates m = model_states(p_, partition_grads_numel_);
+    hold(MemoryCategory::kParamPartitions, m.params);
+    hold(MemoryCategory::kMasterWeights, m.master);
+    hold(MemoryCategory::kOptimizerStates, m.optimizer);
+    if (m.host > 0) memory_.add_host(MemoryCategory::kHostOptimizer, m.host, 0);
+    if (p_.precision.wrapper == Wrapper::kBf16) {
+      // fp32_groups_gradients_flat: the whole flat buffer in the accumulation dtype, for good.
+      hold(MemoryCategory::kGradBuckets, p_.padded * dtype_size(p_.precision.accum));
+    }
+    if (p_.cpu_offload) {
+      // temp_grad_buffer_for_gpu_offload: the largest parameter in 16 bits, for good.
+      hold(MemoryCategory::kCommBuffers, p_.largest_param * p_.elem);
+    }
+    if (p_.contiguous_checkpoint_bytes > 0) {
+      if (p_.contiguous_checkpoint_on_host) {
+        memory_.add_host(MemoryCategory::kHostActivations, p_.contiguous_checkpoint_bytes, 0);
+      } else {
+        hold(MemoryCategory::kActivations, p_.contiguous_checkpoint_bytes);
+      }
+    }
+  }
+
+  StepReport run_step(std::int64_t step) {
+    StepReport report;
+    report.step = step;
+    step_ = static_cast<std::int32_t>(step);
+    figures_ = CoordinatorFigures{};
+    compute_ns_ = 0;
+    exposed_ns_ = 0;
+    memory_.set_step(step_);
+    memory_.reset_window(now_);
+    report.start_ns = now_;
+    marker("step " + std::to_string(step_));
+    for (std::int64_t mb = 0; mb < p_.micro_batches; ++mb) {
+      micro_batch_ = static_cast<std::int32_t>(mb);
+      const bool boundary = mb + 1 == p_.micro_batches;
+      forward();
+      backward(boundary);
+      allreduce_gradients(boundary);
+    }
+    micro_batch_ = -1;
+    optimizer_step();
+    wait_until(std::max({reduce_, h2d_, d2h_, host_}));
+    report.end_ns = now_;
+    report.coordinator = figures_;
+    report.peak = memory_.window_peak();
+    report.compute_ns = compute_ns_;
+    report.exposed_comm_ns = exposed_ns_;
+    return report;
+  }
+
+ private:
+  void hold(MemoryCategory c, std::int64_t bytes) {
+    if (bytes > 0) memory_.allocate(c, bytes, now_);
+  }
+  MemoryAccountant::Block alloc(MemoryCategory c, std::int64_t bytes) {
+    return bytes > 0 ? memory_.allocate(c, bytes, now_) : -1;
+  }
+  void release(MemoryAccountant::Block& b) {
+    if (b >= 0) memory_.free(b, now_);
+    b = -1;
+  }
+  std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
+  void marker(const std::string& text) {
+    if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});
+  }
+  std::int32_t calls() const { return static_cast<std::int32_t>(p_.calls.size()); }
+
+  void record(StreamKind stream, OpKind kind, TimeNs start, TimeNs end, std::int32_t name,
+              std::int64_t bytes, std::int64_t flops, std::int32_t group = trace::kNone) {
+    if (!trace_) return;
+    trace::Op op;
+    op.rank = trace_rank_;
+    op.stream = stream;
+    op.kind = kind;
+    op.start = start;
+    op.end = end;
+    op.name = name;
+    op.bytes = bytes;
+    op.flops = flops;
+    op.step = step_;
+    op.micro_batch = micro_batch_ >= 0 ? micro_batch_ : trace::kNone;
+    op.group = group;
+    trace_->ops.push_back(op);
+  }
+
+  // The compute stream (and with it the host) waits until `time`.
+  void wait_until(TimeNs time) {
+    if (time > now_) {
+      exposed_ns_ += time - now_;
+      now_ = time;
+    }
+  }
+
+  void run_compute(OpKind kind, TimeNs duration, std::int64_t flops, std::int32_t name) {
+    if (duration <= 0 && flops <= 0) return;
+    record(StreamKind::kCompute, kind, now_, now_ + duration, name, 0, flops);
+    now_ += duration;
+    compute_ns_ += duration;
+  }
+
+  // A copy kernel of `bytes` on the compute stream, or on the reduction stream with overlap_comm.
+  void copy_on(TimeNs& stream, std::int64_t bytes) {
+    if (bytes <= 0) return;
+    const TimeNs d = s_.compute->copy(bytes);
+    if (&stream == &now_) {
+      now_ += d;
+      compute_ns_ += d;
+    } else {
+      stream = std::max(stream, now_) + d;
+    }
+  }
+
+  // A collective over the data-parallel group on `stream`; returns its end. On the compute stream
+  // its whole time is exposed.
+  TimeNs collective(TimeNs& stream, const Collective& c, std::int64_t bytes, std::int32_t name) {
+    if (p_.dp <= 1 || bytes <= 0) return std::max(stream, now_);
+    const CollectiveCost cost = s_.network->cost(c.kind, s_.dp_shape, bytes);
+    const TimeNs start = std::max(stream, now_);
+    const TimeNs end = start + cost.time;
+    TransferTotals& t = transfers_[static_cast<std::size_t>(c.transfer)];
+    ++t.count;
+    t.bytes += bytes;
+    t.busy_ns += cost.time;
+    StreamKind kind = StreamKind::kReduceScatter;
+    if (&stream == &now_) {
+      kind = StreamKind::kCompute;
+      exposed_ns_ += end - now_;
+    }
+    record(kind, c.op, start, end, name, bytes, 0, data_group_);
+    stream = end;
+    return end;
+  }
+
+  TimeNs transfer(bool to_host, TimeNs ready, std::int64_t bytes, std::int32_t name) {
+    if (bytes <= 0) return ready;
+    TimeNs& stream = to_host ? d2h_ : h2d_;
+    const TimeNs duration = s_.network->host_copy(s_.gpu, bytes);
+    const TimeNs start = std::max({stream, ready, now_});
+    const TimeNs end = start + duration;
+    TransferTotals& t = transfers_[static_cast<std::size_t>(to_host ? TransferKind::kDeviceToHost
+                                                                    : TransferKind::kHostToDevice)];
+    ++t.count;
+    t.bytes += bytes;
+    t.busy_ns += duration;
+    record(to_host ? StreamKind::kDeviceToHost : StreamKind::kHostToDevice,
+           to_host ? OpKind::kCopyToHost : OpKind::kCopyToDevice, start, end, name, bytes, 0);
+    stream = end;
+    return end;
+  }
+
+  TimeNs& reduction_stream() { return z_.overlap_comm ? reduce_ : now_; }
+
+  // ---- Forward and backward ------------------------------------------------------------------
+
+  void forward() {
+    std::fill(recomputed_.begin(), recomputed_.end(), false);
+    for (std::int32_t c = 0; c < calls(); ++c) {
+      const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
+      memory_.set_running(c);
+      if (w.segment >= 0) {
+        const SegmentCost& seg = p_.segments[static_cast<std::size_t>(w.segment)];
+        if (seg.first == c) keep_segment_input(w.segment, seg);
+      } else {
+        act_block_[static_cast<std::size_t>(c)] =
+            alloc(MemoryCategory::kActivations, w.activation_bytes);
+      }
+      run_compute(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
+    }
+  }
+
+  // CheckpointFunction.forward keeps the segment's input (partitioned, on the host, or whole).
+  void keep_segment_input(std::int32_t index, const SegmentCost& seg) {
+    held_block_[static_cast<std::size_t>(index)] =
+        alloc(MemoryCategory::kActivations, seg.held_bytes);
+    if (seg.host_bytes > 0)
+      memory_.add_host(MemoryCategory::kHostActivations, seg.host_bytes, now_);
+    transfer(true, now_, seg.to_host_bytes, label("checkpoint input"));
+  }
+
+  // CheckpointFunction.backward: the input comes back and the segment's forward runs again.
+  void recompute(std::int32_t index) {
+    const SegmentCost& seg = p_.segments[static_cast<std::size_t>(index)];
+    recomputed_[static_cast<std::size_t>(index)] = true;
+    extra_block_[static_cast<std::size_t>(index)] =
+        alloc(MemoryCategory::kRecompute, seg.extra_recompute_bytes);
+    if (seg.from_host_bytes > 0)
+      wait_until(transfer(false, now_, seg.from_host_bytes, label("checkpoint input")));
+    for (std::int32_t c = seg.first; c < seg.end; ++c) {
+      const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
+      memory_.set_running(2 * calls() + c);
+      act_block_[static_cast<std::size_t>(c)] =
+          alloc(MemoryCategory::kRecompute, w.activation_bytes);
+      run_compute(OpKind::kRecompute, w.forward_ns, w.forward_flops, w.name);
+    }
+  }
+
+  void end_segment(std::int32_t index) {
+    const SegmentCost& seg = p_.segments[static_cast<std::size_t>(index)];
+    release(held_block_[static_cast<std::size_t>(index)]);
+    release(extra_block_[static_cast<std::size_t>(index)]);
+    if (seg.host_bytes > 0)
+      memory_.add_host(MemoryCategory::kHostActivations, -seg.host_bytes, now_);
+  }
+
+  void backward(bool boundary) {
+    const Wrapper w = p_.precision.wrapper;
+    if (w == Wrapper::kBf16) {
+      // BF16_Optimizer.backward clears the 16-bit gradients first.
+      for (MemoryAccountant::Block& b : grad_block_)
+        release(b);
+    }
+    // What backward allocates first belongs to the first call it runs.
+    if (calls() > 0) memory_.set_running(2 * calls() - 1);
+    if (w == Wrapper::kZero && z_.contiguous_gradients) {
+      // DeepSpeedZeroOptimizer.backward replaces the ipg buffers: two with overlap_comm.
+      for (MemoryAccountant::Block& b : ipg_)
+        release(b);
+      ipg_.clear();
+      const int count = z_.overlap_comm ? 2 : 1;
+      for (int i = 0; i < count; ++i)
+        ipg_.push_back(alloc(MemoryCategory::kGradBuckets, z_.reduce_bucket_size * p_.elem));
+    }
+    for (std::int32_t c = calls() - 1; c >= 0; --c) {
+      const CallCost& cost = p_.calls[static_cast<std::size_t>(c)];
+      if (cost.segment >= 0 && !recomputed_[static_cast<std::size_t>(cost.segment)])
+        recompute(cost.segment);
+      memory_.set_running(calls() + c);
+      run_compute(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
+      release(act_block_[static_cast<std::size_t>(c)]);
+      if (cost.segment >= 0 && p_.segments[static_cast<std::size_t>(cost.segment)].first == c)
+        end_segment(cost.segment);
+      for (ParamId p : p_.ready_at[static_cast<std::size_t>(c)])
+        grad_ready(p, boundary);
+    }
+  }
+
+  // AccumulateGrad: a new gradient unless one is held (autograd then adds in place); the hook.
+  void grad_ready(ParamId p, bool boundary) {
+    MemoryAccountant::Block& b = grad_block_[static_cast<std::size_t>(p)];
+    if (b < 0) b = alloc(MemoryCategory::kGradBuckets, grad_bytes(p));
+    had_grad_[static_cast<std::size_t>(p)] = true;
+    if (p_.hooks && (p_.stage >= 2 || boundary)) add_to_bucket(p);
+  }
+
+  std::int64_t grad_bytes(ParamId p) const {
+    return p_.numel[static_cast<std::size_t>(p)] * p_.elem;
+  }
+
+  // engine.allreduce_gradients after each backward.
+  void allreduce_gradients(bool boundary) {
+    const Wrapper w = p_.precision.wrapper;
+    if (w == Wrapper::kBf16) {
+      // update_hp_grads: the 16-bit gradients are added into the fp32 accumulation buffer.
+      const std::int64_t accum = dtype_size(p_.precision.accum);
+      run_compute(OpKind::kBackward,
+                  s_.compute->time(0, p_.trainable_numel * (p_.elem + 2 * accum)), 0,
+                  label("update_hp_grads"));
+    }
+    if (w == Wrapper::kZero) {
+      if (p_.stage >= 2) {
+        epilogue();
+      } else if (boundary) {
+        memory_.set_running(kRunningReduceGradients);
+        if (!z_.overlap_comm) {
+          // reduce_gradients: every gradient, in the flat buffer's order.
+          for (ParamId p : p_.order) {
+            if (had_grad_[static_cast<std::size_t>(p)]) add_to_bucket(p);
+          }
+        }
+        epilogue();
+      }
+      return;
+    }
+    if (!boundary) return;
+    memory_.set_running(kRunningReduceGradients);
+    // buffered_allreduce_fallback on the compute stream.
+    std::vector<Chunk> chunks;
+    std::int64_t elem = p_.elem;
+    if (w == Wrapper::kBf16) {
+      elem = dtype_size(p_.precision.accum);
+      if (p_.trainable_numel > 0) chunks.push_back({p_.padded, false});
+    } else {
+      std::vector<std::int64_t> numels;
+      for (ParamId p : p_.order)
+        numels.push_back(p_.numel[static_cast<std::size_t>(p)]);
+      chunks = fallback_chunks(numels, kMemoryOptAllreduceSize);
+    }
+    int index = 0;
+    for (const Chunk& c : chunks) {
+      const std::int64_t bytes = c.numel * elem;
+      if (p_.dp > 1) {
+        MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
+        collective(now_, kAllReduce, bytes, label("bucket " + std::to_string(index)));
+        ++figures_.reduce_calls;
+        figures_.reduce_elements += c.numel;
+        release(flat);
+      }
+      ++index;
+    }
+  }
+
+  // ---- DeepSpeedZeroOptimizer's reducer ------------------------------------------------------
+
+  // reduce_independent_p_g_buckets_and_remove_grads.
+  void add_to_bucket(ParamId p) {
+    const std::int64_t n = p_.numel[static_cast<std::size_t>(p)];
+    if (bucket_elements_ + n > z_.reduce_bucket_size) {
+      reduce_ipg_grads();
+    }
+    // The gradient is copied into the contiguous buffer and becomes a view of it; a larger one is
+    // reduced alone from where autograd put it.
+    if (z_.contiguous_gradients && n <= z_.reduce_bucket_size) {
+      copy_on(now_, grad_bytes(p));
+      release(grad_block_[static_cast<std::size_t>(p)]);
+    }
+    bucket_elements_ += n;
+    bucket_.push_back(p);
+  }
+
+  // reduce_ipg_grads: average_tensor (or buffered_reduce_fallback without contiguous_gradients),
+  // then each gradient goes where the stage keeps it.
+  void reduce_ipg_grads() {
+    TimeNs& stream = reduction_stream();
+    const std::int32_t name = label("bucket " + std::to_string(bucket_index_++));
+    std::vector<Chunk> chunks;
+    if (z_.contiguous_gradients) {
+      // average_tensor: with overlap_comm the two streams wait for each other first.
+      if (z_.overlap_comm) {
+        wait_until(reduce_);
+        reduce_ = std::max(reduce_, now_);
+      }
+      std::vector<FlatRange> ranges;
+      for (ParamId p : bucket_)
+        ranges.push_back(
+            {p_.offset[static_cast<std::size_t>(p)], p_.numel[static_cast<std::size_t>(p)]});
+      chunks = ipg_bucket_chunks(ranges, p_.partition, z_.reduce_bucket_size, z_.reduce_scatter);
+    } else if (!bucket_.empty()) {
+      // allreduce_no_retain over the bucket: one flattened all-reduce; with overlap_comm the host
+      // synchronises the device first, and the other ranks' gradients held since the previous
+      // reduction go.
+      if (z_.overlap_comm) {
+        wait_until(std::max({reduce_, h2d_, d2h_}));
+        clear_previous_reduced();
+      }
+      chunks.push_back({bucket_elements_, bucket_.size() > 1});
+    }
+    for (const Chunk& c : chunks) {
+      const std::int64_t bytes = c.numel * p_.elem;
+      MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
+      if (c.copied) copy_on(stream, bytes);
+      collective(stream, kAllReduce, bytes, name);
+      if (c.copied) copy_on(stream, bytes);  // unflattened back
+      release(flat);
+      ++figures_.reduce_calls;
+      figures_.reduce_elements += c.numel;
+    }
+    for (ParamId p : bucket_) {
+      const auto i = static_cast<std::size_t>(p);
+      if (p_.stage >= 2 && !in_partition_[i]) {
+        if (z_.overlap_comm && !z_.contiguous_gradients) {
+          previous_reduced_.push_back(p);
+        } else {
+          release(grad_block_[i]);
+        }
+      } else if (in_partition_[i] && z_.contiguous_gradients) {
+        copy_grads_in_partition(p, stream);
+      }
+    }
+    bucket_.clear();
+    bucket_elements_ = 0;
+  }
+
+  void clear_previous_reduced() {
+    for (ParamId p : previous_reduced_)
+      release(grad_block_[static_cast<std::size_t>(p)]);
+    previous_reduced_.clear();
+  }
+
+  // copy_grads_in_partition: into grads_in_partition (every parameter touching the partition,
+  // whole), or to the host's fp32 partition with cpu_offload.
+  void copy_grads_in_partition(ParamId p, TimeNs& stream) {
+    const auto i = static_cast<std::size_t>(p);
+    const std::int64_t n = p_.numel[i];
+    if (p_.cpu_offload) {
+      const std::int32_t name = label("gradients to host");
+      if (p_.micro_batches > 1) {
+        // async_accumulate_grad_in_cpu_via_gpu: the accumulated gradient comes up, is added to,
+        // and goes back (the first micro-batch only copies out).
+        const TimeNs up = micro_batch_ > 0 ? transfer(false, stream, n * p_.elem, name) : stream;
+        transfer(true, up, n * p_.elem, name);
+      }
+      if (micro_batch_ + 1 == p_.micro_batches) {
+        // async_inplace_copy_grad_to_fp32_buffer_from_gpu: this rank's slice, as fp32.
+        const std::int64_t o = p_.offset[i];
+        const std::int64_t lo = std::max(o, p_.partition * s_.dp_index);
+        const std::int64_t hi = std::min(o + n, p_.partition * (s_.dp_index + 1));
+        transfer(true, stream, std::max<std::int64_t>(hi - lo, 0) * 4, name);
+      }
+      release(grad_block_[i]);
+      return;
+    }
+    if (grads_in_partition_ < 0)
+      grads_in_partition_ =
+          alloc(MemoryCategory::kGradPartitions, partition_grads_numel_ * p_.elem);
+    copy_on(stream, n * p_.elem);
+    release(grad_block_[i]);
+  }
+
+  // independent_gradient_partition_epilogue.
+  void epilogue() {
+    memory_.set_running(kRunningReduceGradients);
+    reduce_ipg_grads();
+    if (z_.overlap_comm) {
+      wait_until(std::max({reduce_, h2d_, d2h_}));
+      clear_previous_reduced();
+    }
+    if (!p_.cpu_offload) {
+      // averaged_gradients: the first micro-batch's partition gradients are kept as they are;
+      // later ones are added into them.
+      std::vector<ParamId> partition_grads;
+      for (ParamId p : p_.order) {
+        if (in_partition_[static_cast<std::size_t>(p)] &&
+            grad_block_[static_cast<std::size_t>(p)] >= 0)
+          partition_grads.push_back(p);
+      }
+      if (averaged_.empty()) {
+        if (grads_in_partition_ >= 0) averaged_.push_back(std::exchange(grads_in_partition_, -1));
+        for (ParamId p : partition_grads)
+          averaged_.push_back(std::exchange(grad_block_[static_cast<std::size_t>(p)], -1));
+        if (averaged_.empty()) averaged_.push_back(-1);  // nothing produced yet: zeros at the step
+      } else {
+        run_compute(OpKind::kBackward, s_.compute->time(0, 3 * p_.partition * p_.elem), 0,
+                    label("accumulate gradients"));
+      }
+    }
+    // _release_ipg_buffers, then zero_grad(set_to_none=True).
+    for (MemoryAccountant::Block& b : ipg_)
+      release(b);
+    ipg_.clear();
+    release(grads_in_partition_);
+    for (MemoryAccountant::Block& b : grad_block_)
+      release(b);
+  }
+
+  // ---- The optimizer step --------------------------------------------------------------------
+
+  void optimizer_step() {
+    memory_.set_running(kRunningOptimizer);
+    const std::int32_t name = label("optimizer step");
+    const Wrapper w = p_.precision.wrapper;
+    const OptimizerShape& o = p_.optimizer;
+    const std::int64_t accum = dtype_size(p_.precision.accum);
+    switch (w) {
+      case Wrapper::kNone:
+        // No master copy: the fp32 parameters are read and written as the master would be.
+        run_compute(OpKind::kOptimizerStep,
+                    s_.compute->time(0, p_.trainable_numel * (4 + 2 * 4 + 2 * o.state_bytes)), 0,
+                    name);
+        for (MemoryAccountant::Block& b : grad_block_)
+          release(b);  // zero_grad
+        break;
+      case Wrapper::kFp16: {
+        // FP16_Optimizer flattens the gradients into fp32 and drops the fp16 ones.
+        MemoryAccountant::Block fp32 = alloc(MemoryCategory::kGradBuckets, p_.trainable_numel * 4);
+        for (MemoryAccountant::Block& b : grad_block_)
+          release(b);
+        run_compute(OpKind::kOptimizerStep,
+                    s_.compute->time(0, p_.trainable_numel * o.step_bytes(4, p_.elem)), 0, name);
+        release(fp32);
+        break;
+      }
+      case Wrapper::kBf16:
+        run_compute(OpKind::kOptimizerStep,
+                    s_.compute->time(0, p_.partition * o.step_bytes(static_cast<int>(accum),
+                                                                    static_cast<int>(p_.elem))),
+                    0, name);
+        for (MemoryAccountant::Block& b : grad_block_)
+          release(b);  // zero_grad clears the 16-bit gradients
+        gather_parameters();
+        break;
+      case Wrapper::kZero:
+        zero_step(name);
+        break;
+    }
+    std::fill(had_grad_.begin(), had_grad_.end(), false);
+  }
+
+  void zero_step(std::int32_t name) {
+    const OptimizerShape& o = p_.optimizer;
+    if (p_.precision.model == DType::kFloat16)
+      collective(now_, kAllReduce, kOverflowBytes, label("overflow check"));
+    collective(now_, kAllReduce, kNormBytes, label("grad norm"));
+    if (p_.cpu_offload) {
+      // The CPU optimizer on the host's partition; the node's rate is shared by its GPUs.
+      const RunSpec& run = *s_.run;
+      const double rate = run.cluster.host_optimizer_rate /
+                          static_cast<double>(std::max<std::int64_t>(run.cluster.gpus_per_node, 1));
+      const TimeNs t = std::max({now_, d2h_});
+      const TimeNs host =
+          static_cast<TimeNs>(std::ceil(static_cast<double>(p_.partition) / rate * 1e9));
+      record(StreamKind::kHost, OpKind::kOptimizerStep, t, t + host, name, 0, 0);
+      host_ = t + host;
+      wait_until(host_);
+      // bit16_partitions[id].copy_(fp32_partition.to(device)): the fp32 partition comes up.
+      MemoryAccountant::Block up = alloc(MemoryCategory::kCommBuffers, p_.partition * 4);
+      wait_until(transfer(false, now_, p_.partition * 4, name));
+      copy_on(now_, p_.partition * (4 + p_.elem) / 2);
+      release(up);
+    } else {
+      // The partition's gradients flattened, then cast to fp32 (the cast is the same tensor for
+      // an fp32 model); the 16-bit ones go with averaged_gradients.
+      MemoryAccountant::Block flat = alloc(MemoryCategory::kGradPartitions, p_.partition * p_.elem);
+      copy_on(now_, p_.partition * p_.elem);
+      MemoryAccountant::Block fp32 = -1;
+      if (p_.elem != 4) {
+        fp32 = alloc(MemoryCategory::kGradPartitions, p_.partition * 4);
+        copy_on(now_, p_.partition * (4 + p_.elem) / 2);
+        release(flat);
+      } else {
+        fp32 = std::exchange(flat, -1);
+      }
+      for (MemoryAccountant::Block& b : averaged_)
+        release(b);
+      run_compute(OpKind::kOptimizerStep,
+                  s_.compute->time(0, p_.partition * o.step_bytes(4, static_cast<int>(p_.elem))), 0,
+                  name);
+      release(fp32);
+    }
+    averaged_.clear();
+    gather_parameters();
+  }
+
+  // all_gather_dp_groups with all_gather_into_tensor: the flat buffer, whole.
+  void gather_parameters() {
+    memory_.set_running(kRunningGatherParameters);
+    collective(now_, kAllGather, p_.padded * p_.elem, label("gather parameters"));
+  }
+
+  const Setup s_;
+  const Plan& p_;
+  const ZeroConfig& z_;
+  trace::Trace* trace_;
+  std::int32_t trace_rank_;
+  MemoryAccountant memory_;
+  std::int32_t data_group_ = trace::kNone;
+
+  TimeNs now_ = 0;  // the host and the compute stream
+  TimeNs reduce_ = 0, h2d_ = 0, d2h_ = 0, host_ = 0;
+
+  std::vector<MemoryAccountant::Block> grad_block_;
+  std::vector<bool> in_partition_;
+  std::int64_t partition_grads_numel_ = 0;
+  std::vector<MemoryAccountant::Block> act_block_;
+  std::vector<MemoryAccountant::Block> held_block_;
+  std::vector<MemoryAccountant::Block> extra_block_;
+  std::vector<bool> recomputed_;
+  std::vector<bool> had_grad_;  // produced a gradient since the last step
+
+  std::vector<MemoryAccountant::Block> ipg_;
+  std::vector<ParamId> bucket_;
+  std::int64_t bucket_elements_ = 0;
+  std::int64_t bucket_index_ = 0;
+  std::vector<ParamId> previous_reduced_;
+  MemoryAccountant::Block grads_in_partition_ = -1;
+  std::vector<MemoryAccountant::Block> averaged_;
+
+  std::int32_t step_ = 0;
+  std::int32_t micro_batch_ = -1;
+  CoordinatorFigures figures_;
+  TimeNs compute_ns_ = 0;
+  TimeNs exposed_ns_ = 0;
+  std::array<TransferTotals, kTransferKindCount> transfers_{};
+};
+
+std::string running_label(const ModuleTree& tree, std::int32_t running) {
+  if (running == kRunningOptimizer) return "optimizer step";
+  if (running == kRunningReduceGradients) return "reducing gradients";
+  if (running == kRunningGatherParameters) return "gathering the updated parameters";
+  const auto total = static_cast<std::int32_t>(tree.calls().size());
+  if (running < 0 || total == 0 || running >= 3 * total) return "setup";
+  static const char* const kPhase[] = {"forward of ", "backward of ", "recompute of "};
+  const ModuleId m = tree.calls()[static_cast<std::size_t>(running % total)].module;
+  return kPhase[running / total] + (m == 0 ? std::string("model") : tree.qualified_name(m));
+}
+
+}  // namespace
+
+DataParallelModelStates data_parallel_model_states(const RunSpec& run, std::int64_t dp_index) {
+  const ComputeModel compute(run.cluster, run.training.dtype);
+  const Plan plan = make_plan(run, compute, nullptr);
+  std::vector<bool> in(run.tree.parameters().size(), false);
+  return model_states(plan, partition_members(plan, dp_index, in));
+}
+
+DeepSpeedEstimate deepspeed_zero2_estimate(std::int64_t total_params, std::int64_t gpus_per_node,
+                                           std::int64_t nodes, bool cpu_offload) {
+  // The formula as DeepSpeed writes it, in doubles and truncated at the end as Python's int().
+  const double total = static_cast<double>(total_params);
+  const std::int64_t total_gpus = gpus_per_node * nodes;
+  const double buffer_factor = 1.5;
+  double gpu = 0, cpu = 0;
+  if (cpu_offload) {
+    gpu = 2 * total;
+    cpu = total * static_cast<double>(std::max<std::int64_t>(4 * total_gpus, 16)) * buffer_factor;
+  } else {
+    gpu = 2 * total + static_cast<double>(static_cast<std::int64_t>(
+                          18 * total / static_cast<double>(std::max<std::int64_t>(total_gpus, 1))));
+    cpu = total * 4 * static_cast<double>(gpus_per_node) * buffer_factor;
+  }
+  DeepSpeedEstimate e;
+  e.stage = 2;
+  e.total_params = total_params;
+  e.gpu_bytes = static_cast<std::int64_t>(gpu);
+  e.cpu_bytes = static_cast<std::int64_t>(cpu);
+  e.cpu_offload = cpu_offload;
+  return e;
+}
+
+SimulationResult simulate_data_parallel(const RunSpec& run, const SimOptions& options,
+                                        trace::Trace* trace) {
+  ZP_CHECK(run.deepspeed.zero.stage < 3 && run.parallel.pipeline <= 1,
+           "the data-parallel simulation is for ZeRO stages 0-2 without a pipeline");
+  const ComputeModel compute(run.cluster, run.training.dtype);
+  const CollectiveModel network(run.cluster);
+  const Plan plan = make_plan(run, compute, trace);
+  const pipe::PipelineGrid grid(pipe::pipe_model_data_parallel_topology(
+      run.parallel.pipeline, run.parallel.tensor, run.parallel.data));
+
+  SimulationResult result;
+  result.run_name = run.name;
+  result.world_size = run.parallel.world();
+  result.gpu_memory = run.cluster.gpu_memory;
+  result.steady_state = options.steps == 0;
+
+  std::vector<std::vector<std::int64_t>> classes;
+  if (options.all_ranks) {
+    for (std::int64_t r = 0; r < run.parallel.world(); ++r)
+      classes.push_back({r});
+  } else {
+    // The ranks differ only in grads_in_partition, which holds every parameter touching the
+    // rank's partition whole: the class is simulated as the rank holding the most (the first such).
+    std::vector<std::int64_t> all(static_cast<std::size_t>(run.parallel.world()));
+    std::int64_t worst = 0, most = -1;
+    for (std::int64_t r = 0; r < run.parallel.world(); ++r) {
+      all[static_cast<std::size_t>(r)] = r;
+      std::vector<bool> in(run.tree.parameters().size(), false);
+      const std::int64_t numel = partition_members(plan, grid.data_parallel_id(r), in);
+      if (numel > most) {
+        most = numel;
+        worst = r;
+      }
+    }
+    std::swap(all[0], all[static_cast<std::size_t>(worst)]);
+    std::sort(all.begin() + 1, all.end());
+    classes.push_back(std::move(all));
+  }
+
+  for (const std::vector<std::int64_t>& ranks : classes) {
+    const std::int64_t rank = ranks.front();
+    DataParallelRank::Setup setup;
+    setup.run = &run;
+    setup.plan = &plan;
+    setup.compute = &compute;
+    setup.network = &network;
+    setup.dp_shape = network.shape(grid.data_parallel_group(rank));
+    setup.dp_index = grid.data_parallel_id(rank);
+    setup.gpu = rank;
+    RankReport report;
+    report.ranks = ranks;
+    std::sort(report.ranks.begin(), report.ranks.end());
+    report.label = ranks.size() == 1 ? "rank " + std::to_string(rank)
+                                     : "all " + std::to_string(ranks.size()) + " ranks";
+    std::int32_t trace_rank = 0;
+    if (trace) {
+      trace_rank = static_cast<std::int32_t>(trace->ranks.size());
+      trace->ranks.push_back(trace::RankInfo{report.label, report.ranks, 0});
+    }
+    report.trace_rank = trace_rank;
+    DataParallelRank sim(setup, trace, trace_rank,
+                         {run.cluster.gpu_memory, options.model_allocator});
+    sim.begin();
+    // The steady state is the second step: what the first leaves allocated is there from the
+    // start (optimizer states are booked from the start either way).
+    if (options.steps == 0) {
+      report.steps.push_back(sim.run_step(1));
+    } else {
+      for (std::int64_t s = 0; s < options.steps; ++s)
+        report.steps.push_back(sim.run_step(s));
+    }
+    report.transfers = sim.transfers();
+    report.peak = sim.memory().peak();
+    report.peak_reserved = sim.memory().peak_reserved();
+    report.peak_host = sim.memory().peak_host();
+    report.peak_nvme = sim.memory().peak_nvme();
+    report.out_of_memory = sim.memory().out_of_memory_count();
+    report.peak_running = running_label(run.tree, report.peak.running);
+    report.model_flops_per_step =
+        plan.model_flops_per_micro_batch * static_cast<double>(plan.micro_batches);
+    result.ranks.push_back(std::move(report));
+  }
+  for (const StepReport& s : result.ranks.front().steps)
+    result.reported_steps.push_back(s.step);
+  for (const RankReport& r : result.ranks) {
+    if (!r.steps.empty())
+      result.step_time_ns = std::max(result.step_time_ns, r.steps.back().time_ns());
+  }
+  if (result.step_time_ns > 0) {
+    result.mfu = result.ranks.front().model_flops_per_step /
+                 (static_cast<double>(result.step_time_ns) * 1e-9 * compute.peak_flops());
+  }
+
+  const ZeroConfig& z = run.deepspeed.zero;
+  if (z.offload_param && z.offload_param->device != OffloadDevice::kNone) {
+    result.warnings.push_back({where(run, "zero_optimization.offload_param"),
+                               "offloads parameters only with ZeRO stage 3; DeepSpeed ignores it "
+                               "at stage " +
+                                   std::to_string(z.stage)});
+  }
+  if (z.offload_optimizer && z.offload_optimizer->device != OffloadDevice::kNone) {
+    if (z.stage == 0) {
+      result.warnings.push_back({where(run, "zero_optimization.offload_optimizer"),
+                                 "needs ZeRO (stage 1 or more); DeepSpeed ignores it at stage 0"});
+    } else if (z.offload_optimizer->device == OffloadDevice::kNvme) {
+      result.warnings.push_back(
+          {where(run, "zero_optimization.offload_optimizer.device"),
+           "nvme: stages 1 and 2 keep the optimizer in host memory (DeepSpeedZeroOptimizer "
+           "treats any offload device as cpu); NVMe is used only by stage 3"});
+    }
+  }
+  if (run.deepspeed.pipeline.activation_checkpoint_interval > 0) {
+    result.warnings.push_back(
+        {where(run, "pipeline.activation_checkpoint_interval"),
+         "applies only to a PipelineModule, which this run (no pipeline) does not use; "
+         "training.checkpoint_interval says what the training script checkpoints"});
+  }
+  if (z.stage == 1 || z.stage == 2) {
+    result.estimate =
+        deepspeed_zero2_estimate(run.tree.total_parameters(), run.cluster.gpus_per_node,
+                                 run.cluster.nodes, plan.cpu_offload);
+  }
+  return result;
+}
+
+}  // namespace zp::sim
