@@ -17,6 +17,7 @@ class RunFails : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+void add_exec_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_presets_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);

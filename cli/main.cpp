@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("zeroplan ") + ZEROPLAN_VERSION);
   app.require_subcommand(1);
   app.footer("Run 'zeroplan COMMAND --help' for a command's options.");
+  zp::cli::add_exec_command(app);
   zp::cli::add_inspect_command(app);
   zp::cli::add_presets_command(app);
   zp::cli::add_simulate_command(app);

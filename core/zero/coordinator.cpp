@@ -198,6 +198,15 @@ void Coordinator::reset_step() {
   std::fill(most_recent_fetch_.begin(), most_recent_fetch_.end(), kNeverFetched);
   recorded_step_ids_.clear();
   step_id_ = 0;
+  // Gathers that have landed and left the registry are done with: forget them, so that the
+  // handles kept do not grow with the steps.
+  const bool all_done = std::all_of(handles_.begin(), handles_.end(), [](const HandleState& h) {
+    return !h.pending && h.registry_entries == 0;
+  });
+  if (all_done) {
+    handle_base_ = next_handle_;
+    handles_.clear();
+  }
   if (v014_) n_available_ = 0;
 }
 
@@ -309,7 +318,8 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     }
   }
   handles_.push_back(std::move(h));
-  ZP_CHECK(static_cast<GatherHandle>(handles_.size()) == next_handle_, "handles out of step");
+  ZP_CHECK(handle_base_ + static_cast<GatherHandle>(handles_.size()) == next_handle_,
+           "handles out of step");
   backend_.start_gather(request);
   handles_.back().params = std::move(request.params);
 }
@@ -324,7 +334,7 @@ void Coordinator::wait(ParamId param) {
   const GatherHandle handle = it->second;
   inflight_.erase(it);
   st.registered = false;
-  HandleState& h = handles_[static_cast<size_t>(handle)];
+  HandleState& h = handle_state(handle);
   --h.registry_entries;
   land(handle);
   if (h.registry_entries == 0) backend_.drop_gather(handle);
@@ -332,7 +342,7 @@ void Coordinator::wait(ParamId param) {
 
 // A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
 void Coordinator::land(GatherHandle handle) {
-  HandleState& h = handles_[static_cast<size_t>(handle)];
+  HandleState& h = handle_state(handle);
   if (!h.pending) return;
   h.pending = false;
   backend_.wait_gather(handle);
@@ -474,7 +484,7 @@ void Coordinator::drain_inflight() {
   registry.swap(inflight_);
   for (const auto& [param, handle] : registry) {
     state_[static_cast<size_t>(param)].registered = false;
-    handles_[static_cast<size_t>(handle)].registry_entries = 0;
+    handle_state(handle).registry_entries = 0;
     land(handle);
     release_param(param, ReleaseReason::kDrain);
   }

@@ -173,7 +173,13 @@ class Coordinator {
   std::vector<ParamState> state_;
   // In-flight registry: parameter -> handle, in insertion order (DeepSpeed drains it in order).
   std::vector<std::pair<ParamId, GatherHandle>> inflight_;
-  std::vector<HandleState> handles_;  // by handle
+  std::vector<HandleState> handles_;  // by handle - handle_base_
+  GatherHandle handle_base_ = 0;
+  HandleState& handle_state(GatherHandle h) {
+    ZP_CHECK(h >= handle_base_ && h - handle_base_ < static_cast<GatherHandle>(handles_.size()),
+             "gather ", h, " is not tracked");
+    return handles_[static_cast<std::size_t>(h - handle_base_)];
+  }
   GatherHandle next_handle_ = 0;
 
   TraceMode mode_;

@@ -20,7 +20,11 @@ CudaInfo cuda_info() {
   }
   int devices = 0;
   // Without a driver this fails; that only means no GPU is visible.
-  if (cudaGetDeviceCount(&devices) == cudaSuccess) info.visible_gpus = devices;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status == cudaSuccess)
+    info.visible_gpus = devices;
+  else
+    info.device_error = cudaGetErrorString(status);
   return info;
 }
 

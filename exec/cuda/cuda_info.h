@@ -10,6 +10,7 @@ struct CudaInfo {
   std::string runtime_version;
   std::string nccl_version;
   int visible_gpus = 0;
+  std::string device_error;  // why no GPU is visible, when CUDA says
 };
 
 CudaInfo cuda_info();

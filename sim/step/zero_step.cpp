@@ -346,7 +346,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
                                           AllocStream::kAllGather));
     }
     TimeNs ready = now_;
-    const std::int32_t name = label("gather " + std::to_string(r.handle));
+    const std::int32_t name = numbered_label("gather ", r.handle);
     if (s_.offload_param != OffloadDevice::kNone) {
       // Partitions come up from the host (and from NVMe first) before the collective.
       if (s_.offload_param == OffloadDevice::kNvme) {
@@ -444,7 +444,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
     }
     const int elem = dtype_size(z_.compute_dtype);
     const std::int64_t bytes = bucket.reduced_numel * elem;
-    const std::int32_t name = label("bucket " + std::to_string(bucket.index));
+    const std::int32_t name = numbered_label("bucket ", bucket.index);
     TimeNs end = 0;
     if (s_.dp == 1) {
       end = std::max(reduce_stream(), now_);
@@ -664,7 +664,8 @@ class ZeroRank final : public zero::CoordinatorBackend,
   // A slot for the gather `handle` (slots and their lists are reused: no allocation per gather).
   Gather& new_gather(GatherHandle handle) {
     const auto h = static_cast<std::size_t>(handle);
-    if (h >= slot_of_handle_.size()) slot_of_handle_.resize(h + 1, -1);
+    if (h >= slot_of_handle_.size())
+      slot_of_handle_.resize(std::max(h + 1, 2 * slot_of_handle_.size()), -1);
     ZP_CHECK(slot_of_handle_[h] < 0, "gather ", handle, " started twice");
     std::int32_t slot = -1;
     if (free_slots_.empty()) {
@@ -727,6 +728,10 @@ class ZeroRank final : public zero::CoordinatorBackend,
   }
 
   std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
+  // "gather 12": formatted only when there is a trace to name it in.
+  std::int32_t numbered_label(const char* prefix, std::int64_t n) {
+    return trace_ ? trace_->intern(prefix + std::to_string(n)) : -1;
+  }
 
   void marker(const std::string& text) {
     if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});

@@ -1,0 +1,54 @@
+// zeroplan-exec's command line, and its exit statuses.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace zp::exec::launch {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitInternal = 1;    // a bug, or a self-test result that is wrong
+inline constexpr int kExitUserError = 2;   // bad flags, environment, run spec, or device request
+inline constexpr int kExitCommFailed = 4;  // a peer died, hung, or never joined
+
+struct ExecOptions {
+  std::string run_spec;  // RUN.yaml
+  int nproc = 0;         // 0: run one rank from the environment
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;  // 0: a free port
+  double timeout_s = 300;
+  double grace_s = 5;
+  std::string device = "cpu";
+  std::string backend;  // empty: gloo on cpu, nccl on cuda
+  bool selftest = false;
+  std::int64_t selftest_numel = 1000003;
+  int selftest_iterations = 2;
+  std::string selftest_fault;  // "exit@R" or "hang@R"
+  int local_rank_flag = -1;    // DeepSpeed's launcher passes --local_rank; LOCAL_RANK rules
+};
+
+// Parses the command line into `options` (CLI11, confined to options.cpp: its header alone costs
+// seconds per file). nullopt to go on; otherwise the status to exit with, after --help printed
+// to `out` or a parse error to `err`.
+std::optional<int> parse_command_line(int argc, char** argv, ExecOptions& options,
+                                      std::ostream& out, std::ostream& err);
+
+// Checks what CLI11 cannot: UserError naming the flag, the value and the rule.
+void validate(ExecOptions& options);
+
+struct Fault {
+  enum class Kind { kNone, kExit, kHang } kind = Kind::kNone;
+  int rank = -1;
+};
+Fault parse_fault(const std::string& text);
+
+// The arguments a rank started by --nproc gets: this process's arguments without --nproc.
+std::vector<std::string> rank_arguments(const std::vector<std::string>& args);
+
+// What --help prints after the options: environment, faults and exit statuses.
+std::string help_footer();
+
+}  // namespace zp::exec::launch

@@ -1,0 +1,253 @@
+// zeroplan-exec end to end: real processes, real sockets. Timeouts are generous; nothing here
+// asserts on speed, only that faults end the job.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Outcome {
+  int status = -1;  // exit status, or 128 + signal
+  std::string out;
+  std::string err;
+  double seconds = 0;
+};
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Runs `program args...` with this process's environment minus the rank variables, plus `env`.
+Outcome run(const std::string& program, const std::vector<std::string>& args,
+            const std::map<std::string, std::string>& env = {}) {
+  const fs::path dir =
+      fs::temp_directory_path() /
+      ("zeroplan-exec-test-" + std::to_string(::getpid()) + "-" +
+       std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  fs::create_directories(dir);
+  const std::string out_path = (dir / "out").string(), err_path = (dir / "err").string();
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&files, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+  std::vector<std::string> argv_s{program};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string name = entry.substr(0, entry.find('='));
+    if (name == "RANK" || name == "WORLD_SIZE" || name == "LOCAL_RANK" || name == "MASTER_ADDR" ||
+        name == "MASTER_PORT" || name.rfind("SLURM_", 0) == 0 || name.rfind("TORCHELASTIC", 0) == 0)
+      continue;
+    env_s.push_back(entry);
+  }
+  for (const auto& [k, v] : env)
+    env_s.push_back(k + "=" + v);
+  std::vector<char*> argv, envp;
+  for (std::string& s : argv_s)
+    argv.push_back(s.data());
+  argv.push_back(nullptr);
+  for (std::string& s : env_s)
+    envp.push_back(s.data());
+  envp.push_back(nullptr);
+
+  Outcome r;
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = 0;
+  if (posix_spawn(&pid, program.c_str(), &files, nullptr, argv.data(), envp.data()) != 0) {
+    ADD_FAILURE() << "could not start " << program;
+    return r;
+  }
+  posix_spawn_file_actions_destroy(&files);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out_path);
+  r.err = slurp(err_path);
+  fs::remove_all(dir);
+  return r;
+}
+
+const std::string kExec = std::string(ZEROPLAN_BINARY_DIR) + "/zeroplan-exec";
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+int lines(const std::string& text) {
+  return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+}
+
+// Processes whose command line has `marker` as one of its arguments.
+int processes_with_argument(const std::string& marker) {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string arg;
+    while (std::getline(in, arg, '\0'))
+      if (arg == marker) ++n;
+  }
+  return n;
+}
+
+// A listening socket on a port the kernel picked.
+class BusyPort {
+ public:
+  BusyPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 1);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~BusyPort() { ::close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+TEST(ExecLauncher, TwoRanksRunTheSelftest) {
+  const Outcome r = run(kExec, {"--nproc", "2", "--selftest", "--selftest-numel", "1001",
+                                "--selftest-iterations", "1", "--timeout", "120"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "2 rank(s), gloo, 1001 elements (fp32) padded to 1002")) << r.out;
+  for (const char* op : {"all_gather", "reduce_scatter", "all_reduce", "broadcast", "send", "recv"})
+    EXPECT_TRUE(contains(r.out, op)) << op << "\n" << r.out;
+  EXPECT_TRUE(contains(r.out, "self-test passed"));
+}
+
+TEST(ExecLauncher, ARankThatExitsEarlyMakesTheOthersFailAndEndsTheJob) {
+  const std::string marker = "--selftest-numel=1231";
+  const Outcome r = run(kExec, {"--nproc", "2", "--selftest", marker, "--selftest-fault", "exit@1",
+                                "--timeout", "120", "--grace", "60"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "rank 1: exiting early")) << r.err;
+  EXPECT_TRUE(contains(r.err, "zeroplan-exec: rank 1 exited with status 1")) << r.err;
+  // Rank 0 notices through Gloo long before the timeout or the grace period end.
+  EXPECT_TRUE(contains(r.err, "error: rank 0: reduce_scatter 'bucket 0' failed")) << r.err;
+  EXPECT_LT(r.seconds, 60) << r.err;
+  EXPECT_EQ(processes_with_argument(marker), 0);
+}
+
+TEST(ExecLauncher, AHangingRankMakesTheOthersTimeOutAndIsStopped) {
+  // The timeout also bounds the rendezvous, so it leaves room for a slow start on a busy machine.
+  const std::string marker = "--selftest-numel=1233";
+  const Outcome r = run(kExec, {"--nproc", "2", "--selftest", marker, "--selftest-fault", "hang@1",
+                                "--timeout", "8", "--grace", "1"});
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 0: reduce_scatter 'bucket 0' failed")) << r.err;
+  EXPECT_TRUE(contains(r.err, "rank 1 was stopped")) << r.err;
+  EXPECT_LT(r.seconds, 120);
+  EXPECT_EQ(processes_with_argument(marker), 0);
+}
+
+TEST(ExecLauncher, APortInUseIsOneLineAndStatusTwo) {
+  const BusyPort busy;
+  const Outcome r =
+      run(kExec, {"--nproc", "2", "--selftest", "--master-port", std::to_string(busy.port())});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err, "zeroplan-exec: error: --master-port: " + std::to_string(busy.port()) +
+                       " is already in use on this host; choose a free port (or 0 for any)\n");
+}
+
+TEST(ExecLauncher, RankZeroOnAPortInUseNamesMasterPort) {
+  const BusyPort busy;
+  const Outcome r = run(kExec, {"--selftest"},
+                        {{"RANK", "0"},
+                         {"WORLD_SIZE", "2"},
+                         {"MASTER_ADDR", "127.0.0.1"},
+                         {"MASTER_PORT", std::to_string(busy.port())}});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "MASTER_PORT: " + std::to_string(busy.port()))) << r.err;
+}
+
+TEST(ExecLauncher, AMissingPeerEndsInOneLineAfterTheTimeout) {
+  int port = 0;
+  {
+    const BusyPort probe;  // a free port once it closes
+    port = probe.port();
+  }
+  const Outcome r = run(kExec, {"--selftest", "--timeout", "2"},
+                        {{"RANK", "0"},
+                         {"WORLD_SIZE", "2"},
+                         {"MASTER_ADDR", "127.0.0.1"},
+                         {"MASTER_PORT", std::to_string(port)}});
+  EXPECT_EQ(r.status, 4);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "the 2 ranks of group 'world' did not all join within 2 s")) << r.err;
+}
+
+TEST(ExecLauncher, OneRankFromTheDeepSpeedLaunchersEnvironmentHostsItsOwnStore) {
+  int port = 0;
+  {
+    const BusyPort probe;
+    port = probe.port();
+  }
+  // DeepSpeed's launcher also appends --local_rank.
+  const Outcome r = run(kExec, {"--selftest", "--selftest-numel", "17", "--local_rank=0"},
+                        {{"RANK", "0"},
+                         {"WORLD_SIZE", "1"},
+                         {"LOCAL_RANK", "0"},
+                         {"MASTER_ADDR", "127.0.0.1"},
+                         {"MASTER_PORT", std::to_string(port)}});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "1 rank(s), gloo, 17 elements")) << r.out;
+}
+
+TEST(ExecLauncher, BadEnvironmentIsOneLineAndStatusTwo) {
+  const Outcome r = run(kExec, {"--selftest"}, {{"RANK", "x"}, {"WORLD_SIZE", "2"}});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.err, "zeroplan-exec: error: environment variable RANK: 'x' is not an integer\n");
+}
+
+TEST(ExecLauncher, AGpuWhereNoneIsVisibleIsOneLineAndStatusTwo) {
+  const Outcome r = run(kExec, {"--nproc", "2", "--selftest", "--device", "cuda"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "zeroplan-exec: error: --device: cuda: ")) << r.err;
+}
+
+TEST(ExecLauncher, ZeroplanExecForwardsItsArguments) {
+  const Outcome r = run(std::string(ZEROPLAN_BINARY_DIR) + "/zeroplan", {"exec", "--help"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "Usage: zeroplan-exec")) << r.out;
+  const Outcome bad = run(std::string(ZEROPLAN_BINARY_DIR) + "/zeroplan", {"exec", "--nproc", "x"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_TRUE(contains(bad.err, "zeroplan-exec: error: ")) << bad.err;
+}
+
+}  // namespace
