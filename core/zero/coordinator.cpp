@@ -163,9 +163,9 @@ void Coordinator::record_module(ModuleId module) {
 
 void Coordinator::reset_step() {
   if (v014_) {
-    if (!inflight_.empty()) {
+    if (inflight_live_ > 0) {
       deepspeed_fails(
-          "reset_step found " + std::to_string(inflight_.size()) +
+          "reset_step found " + std::to_string(inflight_live_) +
           " parameter(s) still in flight (the trace prefetched parameters this step never used)");
     }
   } else {
@@ -313,7 +313,9 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     if (reason != GatherReason::kOutside) {
       ZP_CHECK(!st.registered, "parameter ", model_.param(p).ds_id, " registered twice");
       st.registered = true;
+      st.registry_slot = static_cast<std::int32_t>(inflight_.size());
       inflight_.emplace_back(p, request.handle);
+      ++inflight_live_;
       ++h.registry_entries;
     }
   }
@@ -328,11 +330,13 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
 void Coordinator::wait(ParamId param) {
   ParamState& st = state_[static_cast<size_t>(param)];
   if (!st.registered) return;
-  auto it = std::find_if(inflight_.begin(), inflight_.end(),
-                         [&](const auto& e) { return e.first == param; });
-  ZP_CHECK(it != inflight_.end(), "registered parameter missing from the registry");
-  const GatherHandle handle = it->second;
-  inflight_.erase(it);
+  ZP_CHECK(st.registry_slot >= 0 && static_cast<std::size_t>(st.registry_slot) < inflight_.size() &&
+               inflight_[static_cast<std::size_t>(st.registry_slot)].first == param,
+           "registered parameter missing from the registry");
+  const GatherHandle handle = inflight_[static_cast<std::size_t>(st.registry_slot)].second;
+  inflight_[static_cast<std::size_t>(st.registry_slot)].first = kNoParam;
+  st.registry_slot = -1;
+  if (--inflight_live_ == 0) inflight_.clear();
   st.registered = false;
   HandleState& h = handle_state(handle);
   --h.registry_entries;
@@ -482,8 +486,11 @@ void Coordinator::drain_inflight() {
   // _clean_inflight_param_registry: wait on each and release it if nothing holds it.
   std::vector<std::pair<ParamId, GatherHandle>> registry;
   registry.swap(inflight_);
+  inflight_live_ = 0;
+  std::erase_if(registry, [](const auto& entry) { return entry.first == kNoParam; });
   for (const auto& [param, handle] : registry) {
     state_[static_cast<size_t>(param)].registered = false;
+    state_[static_cast<size_t>(param)].registry_slot = -1;
     handle_state(handle).registry_entries = 0;
     land(handle);
     release_param(param, ReleaseReason::kDrain);

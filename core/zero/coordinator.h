@@ -124,7 +124,8 @@ class Coordinator {
   };
   struct ParamState {
     ParamStatus status = ParamStatus::kNotAvailable;
-    bool registered = false;  // has an entry in the in-flight registry
+    bool registered = false;          // has an entry in the in-flight registry
+    std::int32_t registry_slot = -1;  // where, in inflight_
     ActiveModules active;
   };
   // A gather until it is dropped: its parameters until it lands, and its registry entries.
@@ -172,7 +173,11 @@ class Coordinator {
 
   std::vector<ParamState> state_;
   // In-flight registry: parameter -> handle, in insertion order (DeepSpeed drains it in order).
+  // A waited entry leaves a hole (kNoParam) rather than shifting the rest; the vector is emptied
+  // when the last live entry goes.
+  static constexpr ParamId kNoParam = -1;
   std::vector<std::pair<ParamId, GatherHandle>> inflight_;
+  std::int64_t inflight_live_ = 0;
   std::vector<HandleState> handles_;  // by handle - handle_base_
   GatherHandle handle_base_ = 0;
   HandleState& handle_state(GatherHandle h) {
