@@ -5,12 +5,14 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "core/checkpoint/checkpointing.h"
+#include "core/model/tensor_parallel.h"
 #include "core/pipe/layers.h"
 #include "core/pipe/partition.h"
 #include "core/pipe/schedule.h"
@@ -102,6 +104,12 @@ class Groups {
 
 // ---- What each stage does ---------------------------------------------------------------------
 
+// A tensor-parallel all-reduce issued on the slice group after a module's forward or backward.
+struct TensorReduce {
+  std::int64_t bytes = 0;
+  std::string name;  // the module that issues it
+};
+
 struct LayerWork {
   std::int64_t index = 0;  // in the pipeline's layer list
   TimeNs forward_ns = 0;
@@ -111,6 +119,7 @@ struct LayerWork {
   ckpt::LayerCheckpointCost ckpt;  // this rank's share
   std::int64_t grad_bytes = 0;     // gradients this layer's backward creates first on the stage
   std::int32_t name = trace::kNone;
+  std::vector<TensorReduce> forward_reduces, backward_reduces;  // in the order they run
 };
 
 struct TiedReduce {
@@ -123,6 +132,9 @@ struct StagePlan {
   std::int64_t gpu = 0;             // a rank of the stage, for host copies
   std::int64_t begin = 0, end = 0;  // layers [begin, end)
   std::vector<LayerWork> layers;
+  // The last stage's all-reduces of calls outside every layer (the vocab-parallel cross entropy,
+  // which the loss runs there).
+  std::vector<TensorReduce> loss_forward_reduces, loss_backward_reduces;
   std::vector<ckpt::Segment> segments;
   std::int64_t contiguous_bytes = 0;
   bool contiguous_on_host = false;
@@ -391,6 +403,11 @@ class Builder {
     op.bytes = bytes;
     op.name = label(what);
   }
+  // Megatron's tensor-parallel all-reduces block the compute stream, over the slice group.
+  void tensor_reduces(const std::vector<TensorReduce>& list) {
+    for (const TensorReduce& t : list)
+      collective(CollectiveKind::kAllReduce, kSlice, kTagLocal, t.bytes, t.name);
+  }
   std::int32_t layer_code(std::int64_t k, int phase) const {
     const auto total = static_cast<std::int64_t>(s_.layers->layers.size());
     return static_cast<std::int32_t>(phase * total + plan_.layers[static_cast<size_t>(k)].index);
@@ -453,7 +470,9 @@ class Builder {
       if (l.ckpt.host_bytes > 0) host(MemoryCategory::kHostActivations, l.ckpt.host_bytes);
       if (l.ckpt.to_host_bytes > 0) host_copy(true, l.ckpt.to_host_bytes, l.name);
       compute(OpKind::kForward, l.forward_ns, l.forward_flops, l.name);
+      tensor_reduces(l.forward_reduces);
     }
+    if (last_) tensor_reduces(plan_.loss_forward_reduces);
     if (part_ && !last_) {
       alloc(r_.tmp(), MemoryCategory::kPipeBuffers, plan_.out_bytes);
       alloc(r_.out(b), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.out_bytes));
@@ -515,6 +534,7 @@ class Builder {
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.out_bytes, "gather grad");
       alloc(r_.grad_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
     }
+    if (last_) tensor_reduces(plan_.loss_backward_reduces);
     for (auto seg = plan_.segments.rbegin(); seg != plan_.segments.rend(); ++seg) {
       const std::int64_t first = seg->begin - plan_.begin;
       const std::int64_t end = seg->end - plan_.begin;
@@ -534,12 +554,14 @@ class Builder {
           const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
           running(layer_code(k, 2));
           compute(OpKind::kRecompute, l.forward_ns, l.ckpt.extra_forward_flops, l.name);
+          tensor_reduces(l.forward_reduces);
         }
       }
       for (std::int64_t k = end - 1; k >= first; --k) {
         const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
         running(layer_code(k, 1));
         compute(OpKind::kBackward, l.backward_ns, l.backward_flops, l.name);
+        tensor_reduces(l.backward_reduces);
         // Autograd creates a parameter's .grad at its first backward of the step.
         alloc(r_.grad(k), MemoryCategory::kGradBuckets, l.grad_bytes, /*once=*/true);
         if (!seg->checkpointed || k != first) free(r_.act(b, k));
@@ -976,28 +998,52 @@ std::vector<std::int32_t> call_owners(const ModuleTree& tree, const pipe::Pipeli
   return owner;
 }
 
-// Per layer: its forward and backward time and FLOPs on one tensor-parallel rank.
+// Per layer: its forward and backward time and FLOPs on one rank holding `tree`, and, when
+// `tree` is the shard `tensor`, the all-reduces its modules issue on the slice group.
 struct LayerCost {
   TimeNs forward_ns = 0, backward_ns = 0;
   std::int64_t forward_flops = 0, backward_flops = 0;
+  std::vector<TensorReduce> forward_reduces, backward_reduces;
 };
 
-std::vector<LayerCost> layer_costs(const ModuleTree& tree, const pipe::PipelineLayers& layers,
-                                   const ComputeModel& compute, std::int64_t tp) {
+struct LayerCosts {
+  std::vector<LayerCost> layers;
+  // Calls outside every layer run on no stage; only their all-reduces are kept (for the loss).
+  LayerCost outside;
+};
+
+LayerCosts layer_costs(const ModuleTree& tree, const pipe::PipelineLayers& layers,
+                       const ComputeModel& compute, const TensorParallelModel* tensor) {
   const std::vector<std::int32_t> owner = call_owners(tree, layers);
-  std::vector<LayerCost> out(layers.layers.size());
+  LayerCosts out;
+  out.layers.resize(layers.layers.size());
   const auto& calls = tree.calls();
   for (std::size_t c = 0; c < calls.size(); ++c) {
+    LayerCost& l = owner[c] < 0 ? out.outside : out.layers[static_cast<std::size_t>(owner[c])];
+    const ModuleCollectives* mc =
+        tensor ? &tensor->collectives[static_cast<std::size_t>(calls[c].module)] : nullptr;
+    if (mc && !(mc->forward.empty() && mc->backward.empty())) {
+      // Only leaves (the dense and embedding layers) and the root (the loss) issue all-reduces,
+      // so call order is the order their forwards end in, and its reverse that of backward.
+      const ModuleId id = calls[c].module;
+      const std::string name = id == 0 ? std::string("model") : tree.qualified_name(id);
+      for (const TensorCollective& t : mc->forward) {
+        ZP_CHECK(t.kind == TensorCollectiveKind::kAllReduce, "only all-reduces are simulated");
+        l.forward_reduces.push_back({t.bytes, name});
+      }
+      for (const TensorCollective& t : mc->backward) {
+        ZP_CHECK(t.kind == TensorCollectiveKind::kAllReduce, "only all-reduces are simulated");
+        l.backward_reduces.insert(l.backward_reduces.begin(), {t.bytes, name});
+      }
+    }
     if (owner[c] < 0) continue;
     const Module& m = tree.module(calls[c].module);
     std::int64_t param_bytes = 0;
     for (const ParamSlot& s : m.params)
       param_bytes += tree.parameter(s.param).bytes();
-    const std::int64_t moved =
-        ceil_div(param_bytes + m.cost.activation_bytes + m.cost.output_bytes, tp);
-    const std::int64_t forward = ceil_div(m.cost.forward_flops, tp);
-    const std::int64_t backward = ceil_div(m.cost.backward_or_default(), tp);
-    LayerCost& l = out[static_cast<std::size_t>(owner[c])];
+    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
+    const std::int64_t forward = m.cost.forward_flops;
+    const std::int64_t backward = m.cost.backward_or_default();
     l.forward_flops += forward;
     l.backward_flops += backward;
     l.forward_ns += compute.time(forward, moved);
@@ -1044,7 +1090,14 @@ std::string running_label(const pipe::PipelineLayers& layers, std::int32_t runni
 SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options,
                                    trace::Trace* trace) {
   check_run(run);
-  const ModuleTree& tree = run.tree;
+  // With tensor parallelism every rank builds its shard of each layer (Megatron's column- and
+  // row-parallel layers, replicated norms and biases) and issues the shard's all-reduces.
+  std::optional<TensorParallelModel> tensor;
+  if (run.parallel.tensor > 1) {
+    tensor = shard_for_tensor_parallel(run.tree, run.model.config, run.parallel.tensor,
+                                       where(run, "parallel.tensor"));
+  }
+  const ModuleTree& tree = tensor ? tensor->tree : run.tree;
   const pipe::PipelineLayers layers = pipe::layers_from_tree(tree);
   const ComputeModel compute(run.cluster, run.training.dtype);
   const CollectiveModel network(run.cluster);
@@ -1081,8 +1134,13 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
   result.gpu_memory = run.cluster.gpu_memory;
   result.steady_state = options.steps == 0;
 
-  // Per-layer costs, the partition, and what checkpointing keeps.
-  const std::vector<LayerCost> costs = layer_costs(tree, layers, compute, sh.tp);
+  // Per-layer costs, the partition, and what checkpointing keeps, all of one rank's shard.
+  const LayerCosts shard_costs = layer_costs(tree, layers, compute, tensor ? &*tensor : nullptr);
+  const std::vector<LayerCost>& costs = shard_costs.layers;
+  // The whole model's FLOPs per layer, which model_flops_per_step shares over the slice.
+  std::optional<LayerCosts> whole_costs;
+  if (tensor) whole_costs = layer_costs(run.tree, layers, compute, nullptr);
+  const std::vector<LayerCost>& whole = whole_costs ? whole_costs->layers : costs;
   std::vector<ckpt::LayerActivity> activity;
   activity.reserve(layers.layers.size());
   for (const pipe::Layer& l : layers.layers)
@@ -1102,12 +1160,12 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     for (std::size_t i = 0; i < layers.layers.size(); ++i) {
       const pipe::Layer& l = layers.layers[i];
       time_ns.push_back(costs[i].forward_ns + costs[i].backward_ns);
-      const std::int64_t numel = ceil_div(l.parameter_numel, sh.tp);
-      const std::int64_t trainable = ceil_div(l.trainable_parameters, sh.tp);
+      const std::int64_t numel = l.parameter_numel;
+      const std::int64_t trainable = l.trainable_parameters;
       memory.static_bytes.push_back(
           numel * model_elem + trainable * grad_elem +
           (partitioned_states ? ceil_div(trainable * state_elem, sh.dp) : trainable * state_elem));
-      memory.activation_bytes.push_back(ceil_div(activity[i].activation_bytes, sh.tp));
+      memory.activation_bytes.push_back(activity[i].activation_bytes);
     }
     for (std::int64_t s = 0; s < sh.p; ++s)
       memory.in_flight.push_back(pipe::peak_in_flight(spec, static_cast<int>(s)));
@@ -1125,13 +1183,6 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
              " pipeline stages: each stage idles for most of the step (bubble " +
              std::to_string(sh.p - 1) + "/" + std::to_string(sh.m + sh.p - 1) +
              " of it); DeepSpeed allows it, but more micro-batches than stages fill the pipeline"});
-  }
-  if (sh.tp > 1) {
-    result.warnings.push_back(
-        {where(run, "parallel.tensor"),
-         "tensor parallelism is approximated: each of the " + std::to_string(sh.tp) +
-             " ranks of a slice holds and computes 1/" + std::to_string(sh.tp) +
-             " of every layer; the all-reduces inside the layers are not simulated"});
   }
   const std::vector<pipe::TiedGroup> tied = pipe::tied_groups(layers, partition.boundaries, grid);
   const ckpt::CheckpointSettings ckpt_settings =
@@ -1185,7 +1236,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     sp.layers.resize(static_cast<std::size_t>(sp.end - sp.begin));
     for (ParamId p : order) {
       const Parameter& param = tree.parameter(p);
-      const std::int64_t numel = ceil_div(param.numel(), sh.tp);
+      const std::int64_t numel = param.numel();
       if (!param.requires_grad) {
         sp.frozen_bytes += numel * dtype_size(param.dtype);
         continue;
@@ -1206,20 +1257,19 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       w.backward_ns = c.backward_ns;
       w.forward_flops = c.forward_flops;
       w.backward_flops = c.backward_flops;
+      w.forward_reduces = c.forward_reduces;
+      w.backward_reduces = c.backward_reduces;
       w.ckpt = plan.layers[static_cast<std::size_t>(k)];
-      // A rank of a tensor-parallel slice keeps its share of a layer's own tensors; a segment's
-      // input (the previous layer's output) is whole, as checkpointing computes it.
-      const std::int64_t act = activity[static_cast<std::size_t>(i)].activation_bytes;
-      if (!w.ckpt.checkpointed) {
-        w.ckpt.held_bytes = ceil_div(w.ckpt.held_bytes, sh.tp);
-      } else {
-        w.ckpt.recompute_bytes = ceil_div(act, sh.tp) + (w.ckpt.recompute_bytes - act);
-        w.ckpt.extra_forward_flops = ceil_div(w.ckpt.extra_forward_flops, sh.tp);
-      }
       w.name =
           trace ? trace->intern(layers.layers[static_cast<std::size_t>(i)].name) : trace::kNone;
+      const LayerCost& all = whole[static_cast<std::size_t>(i)];
       sp.model_flops_per_micro_batch +=
-          static_cast<double>(c.forward_flops) + static_cast<double>(c.backward_flops);
+          static_cast<double>(all.forward_flops) + static_cast<double>(all.backward_flops);
+    }
+    if (s == sh.p - 1) {
+      // The loss runs on the last stage (_exec_forward_pass calls loss_fn there).
+      sp.loss_forward_reduces = shard_costs.outside.forward_reduces;
+      sp.loss_backward_reduces = shard_costs.outside.backward_reduces;
     }
     if (sp.end > sp.begin) {
       input = activity[static_cast<std::size_t>(sp.end - 1)];
@@ -1237,8 +1287,8 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       if (tied[t].stages.size() < 2) continue;  // a one-rank all-reduce moves nothing
       const auto it = param_by_name.find(tied[t].key);
       ZP_CHECK(it != param_by_name.end(), "tied key ", tied[t].key, " names no parameter");
-      sp.tied.push_back({static_cast<std::int32_t>(t),
-                         ceil_div(tree.parameter(it->second).numel(), sh.tp) * grad_elem});
+      sp.tied.push_back(
+          {static_cast<std::int32_t>(t), tree.parameter(it->second).numel() * grad_elem});
     }
     switch (wrapper) {
       case Wrapper::kNone:
@@ -1500,7 +1550,10 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     report.transfers = pr.transfers;
     report.steps = pr.steps;
     report.peak_running = running_label(layers, report.peak.running, pr.peak_micro_batch);
-    report.model_flops_per_step = sp.model_flops_per_micro_batch * static_cast<double>(sh.m);
+    // The whole model's work shared over the slice: replicated modules, which every slice rank
+    // runs, count once.
+    report.model_flops_per_step =
+        sp.model_flops_per_micro_batch * static_cast<double>(sh.m) / static_cast<double>(sh.tp);
     report.bubble_ns = pr.bubble_ns;
     flops += report.model_flops_per_step * static_cast<double>(pr.ranks.size());
     result.step_time_ns = std::max(result.step_time_ns, pr.steps.back().time_ns());

@@ -387,34 +387,6 @@ TEST(PipelineStep, TiedWeightsAllReduceTheirGradientAcrossStages) {
   EXPECT_EQ(Transfers(untied.ranks[0], TransferKind::kAllReduce).count, 0);
 }
 
-// With tensor slicing, pipe_partitioned sends 1/tp of the activation (after a meta message)
-// and the receiver all-gathers it over the slice; grad_partitioned does the same backwards.
-TEST(PipelineStep, PipePartitionedSendsASliceAndGathersIt) {
-  const int m = 3;
-  RunSpec run =
-      MakeRun(Chain(2, 1000, {1'000'000, 10'000, 2'000}), {1, 2, 2}, m, TestCluster(1, 4));
-  const SimulationResult r = simulate_pipeline(run, Exact(), nullptr);
-  const std::int64_t meta = (1 + 3 + 2 + 2 + 1) * 8;  // ndims, shape, parts, rank, offsets
-  const RankReport& s0 = r.ranks[0];
-  const RankReport& s1 = r.ranks[1];
-  // 2000 bytes of fp32 output, 250 elements per slice rank.
-  EXPECT_EQ(Transfers(s0, TransferKind::kSendRecv).count, 4 * m);
-  EXPECT_EQ(Transfers(s0, TransferKind::kSendRecv).bytes, m * 2 * (meta + 1000));
-  EXPECT_EQ(Transfers(s1, TransferKind::kAllGather).count, m);  // the input, in forward
-  EXPECT_EQ(Transfers(s1, TransferKind::kAllGather).bytes, m * 2000);
-  EXPECT_EQ(Transfers(s0, TransferKind::kAllGather).count, 2 * m);  // output and grad, backward
-  EXPECT_EQ(Transfers(s0, TransferKind::kAllGather).bytes, 2 * m * 2000);
-  EXPECT_EQ(Bytes(s0.peak, MemoryCategory::kParamPartitions), 500 * 4);  // 1/tp of the weight
-  EXPECT_FALSE(r.warnings.empty());  // tensor parallelism is approximated
-
-  run.deepspeed.pipeline.pipe_partitioned = false;
-  run.deepspeed.pipeline.grad_partitioned = false;
-  const SimulationResult whole = simulate_pipeline(run, Exact(), nullptr);
-  EXPECT_EQ(Transfers(whole.ranks[0], TransferKind::kSendRecv).bytes, m * 2 * 2000);
-  EXPECT_EQ(Transfers(whole.ranks[0], TransferKind::kAllGather).count, 0);
-  EXPECT_EQ(Transfers(whole.ranks[1], TransferKind::kAllGather).count, 0);
-}
-
 TEST(PipelineStep, StepsReportEachStepAndTheFirstSendsTheShape) {
   SimOptions o = Exact();
   o.steps = 3;
