@@ -1,0 +1,106 @@
+#include "exec/memory/memory_ledger.h"
+
+#include <mutex>
+#include <numeric>
+
+#include "core/util/error.h"
+#include "exec/comm/op_log.h"
+
+namespace zp::exec::memory {
+namespace {
+
+CategoryTotals totals(const std::array<std::int64_t, kSlotCount>& slots) {
+  CategoryTotals t;
+  for (std::size_t i = 0; i < t.bytes.size(); ++i)
+    t.bytes[i] = slots[i];
+  t.unattributed = slots[kUnattributed];
+  return t;
+}
+
+}  // namespace
+
+std::int64_t CategoryTotals::total() const {
+  return std::accumulate(bytes.begin(), bytes.end(), unattributed);
+}
+
+void MemoryLedger::allocated(Slot slot, std::int64_t bytes) noexcept {
+  const std::lock_guard lock(lock_);
+  std::int64_t& live = live_[slot];
+  live += bytes;
+  total_ += bytes;
+  ++allocations_;
+  if (live > slot_peaks_[slot]) slot_peaks_[slot] = live;
+  const bool new_peak = total_ > peak_;
+  if (!new_peak && !options_.record_samples) return;
+  const std::int64_t now = comm::wall_clock_ns();
+  if (new_peak) {
+    peak_ = total_;
+    peak_pending_ = true;
+    peak_time_ns_ = now;
+  }
+  // Growth of the vector comes from malloc, not from the allocator being counted.
+  if (options_.record_samples) samples_.push_back({now, slot, live});
+}
+
+void MemoryLedger::freed(Slot slot, std::int64_t bytes) noexcept {
+  const std::lock_guard lock(lock_);
+  flush_peak();
+  std::int64_t& live = live_[slot];
+  live -= bytes;
+  total_ -= bytes;
+  ++frees_;
+  if (options_.record_samples) samples_.push_back({comm::wall_clock_ns(), slot, live});
+}
+
+void MemoryLedger::flush_peak() const {
+  if (!peak_pending_) return;
+  at_peak_ = live_;
+  peak_pending_ = false;
+}
+
+MemoryReading MemoryLedger::read() const {
+  const std::lock_guard lock(lock_);
+  flush_peak();
+  MemoryReading r;
+  r.device = "cpu";
+  r.allocated = r.reserved = total_;
+  r.peak_allocated = r.peak_reserved = peak_;
+  r.peak_time_ns = peak_time_ns_;
+  r.allocations = allocations_;
+  r.frees = frees_;
+  r.has_categories = true;
+  r.live = totals(live_);
+  r.at_peak = totals(at_peak_);
+  r.category_peaks = totals(slot_peaks_);
+  ZP_CHECK(r.live.total() == total_ && r.at_peak.total() == peak_,
+           "memory ledger: category totals disagree with the total");
+  return r;
+}
+
+void MemoryLedger::reset_peak() {
+  const std::lock_guard lock(lock_);
+  peak_ = total_;
+  peak_time_ns_ = comm::wall_clock_ns();
+  at_peak_ = live_;
+  slot_peaks_ = live_;
+  peak_pending_ = false;
+}
+
+std::vector<MemoryLedger::Sample> MemoryLedger::take_samples() {
+  std::vector<Sample> out;
+  const std::lock_guard lock(lock_);
+  out.swap(samples_);
+  return out;
+}
+
+void append_to_trace(const std::vector<MemoryLedger::Sample>& samples, std::int32_t rank,
+                     std::int64_t origin_ns, trace::Trace& trace) {
+  for (const MemoryLedger::Sample& s : samples) {
+    if (s.slot == kUnattributed) continue;
+    ZP_CHECK(s.slot < kUnattributed, "memory sample with slot ", int{s.slot});
+    trace.memory.push_back(
+        {rank, s.time_ns - origin_ns, static_cast<trace::MemoryCategory>(s.slot), s.bytes});
+  }
+}
+
+}  // namespace zp::exec::memory
