@@ -1,7 +1,6 @@
 #include "sim/step/data_parallel_step.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -14,6 +13,7 @@
 #include "sim/network/collectives.h"
 #include "sim/step/model_states.h"
 #include "sim/step/optimizer_wrappers.h"
+#include "sim/step/rank_timeline.h"
 
 namespace zp::sim {
 namespace {
@@ -319,19 +319,9 @@ DataParallelModelStates model_states(const Plan& plan, std::int64_t partition_gr
   return m;
 }
 
-struct Collective {
-  CollectiveKind kind;
-  TransferKind transfer;
-  OpKind op;
-};
-constexpr Collective kAllReduce{CollectiveKind::kAllReduce, TransferKind::kAllReduce,
-                                OpKind::kAllReduce};
-constexpr Collective kAllGather{CollectiveKind::kAllGather, TransferKind::kAllGather,
-                                OpKind::kAllGather};
-
 // ---- One simulated rank ------------------------------------------------------------------------
 
-class DataParallelRank {
+class DataParallelRank final : public RankTimeline {
  public:
   struct Setup {
     const RunSpec* run = nullptr;
@@ -345,11 +335,10 @@ class DataParallelRank {
 
   DataParallelRank(const Setup& setup, trace::Trace* trace, std::int32_t trace_rank,
                    MemoryAccountant::Options memory)
-      : s_(setup),
+      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.plan->dp, setup.gpu),
+        s_(setup),
         p_(*setup.plan),
         z_(setup.run->deepspeed.zero),
-        trace_(trace),
-        trace_rank_(trace_rank),
         memory_(memory, trace, trace_rank),
         grad_block_(setup.run->tree.parameters().size(), -1),
         in_partition_(setup.run->tree.parameters().size(), false),
@@ -358,15 +347,10 @@ class DataParallelRank {
         extra_block_(p_.segments.size(), -1),
         recomputed_(p_.segments.size(), false),
         had_grad_(setup.run->tree.parameters().size(), false) {
-    if (trace_) {
-      data_group_ = static_cast<std::int32_t>(trace_->groups.size());
-      trace_->groups.push_back(trace::GroupInfo{"data", p_.dp});
-    }
     partition_grads_numel_ = partition_members(p_, s_.dp_index, in_partition_);
   }
 
   MemoryAccountant& memory() { return memory_; }
-  const std::array<TransferTotals, kTransferKindCount>& transfers() const { return transfers_; }
 
   // What exists before the first step: the model states and the buffers kept between steps.
   void begin() {
@@ -396,14 +380,9 @@ class DataParallelRank {
   StepReport run_step(std::int64_t step) {
     StepReport report;
     report.step = step;
-    step_ = static_cast<std::int32_t>(step);
-    figures_ = CoordinatorFigures{};
-    compute_ns_ = 0;
-    exposed_ns_ = 0;
+    begin_step(report);
     memory_.set_step(step_);
     memory_.reset_window(now_);
-    report.start_ns = now_;
-    marker("step " + std::to_string(step_));
     for (std::int64_t mb = 0; mb < p_.micro_batches; ++mb) {
       micro_batch_ = static_cast<std::int32_t>(mb);
       const bool boundary = mb + 1 == p_.micro_batches;
@@ -413,12 +392,9 @@ class DataParallelRank {
     }
     micro_batch_ = -1;
     optimizer_step();
-    wait_until(std::max({reduce_, h2d_, d2h_, host_}));
-    report.end_ns = now_;
-    report.coordinator = figures_;
+    sync_all();
+    end_step(report);
     report.peak = memory_.window_peak();
-    report.compute_ns = compute_ns_;
-    report.exposed_comm_ns = exposed_ns_;
     return report;
   }
 
@@ -433,43 +409,12 @@ class DataParallelRank {
     if (b >= 0) memory_.free(b, now_);
     b = -1;
   }
-  std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
-  void marker(const std::string& text) {
-    if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});
-  }
   std::int32_t calls() const { return static_cast<std::int32_t>(p_.calls.size()); }
 
-  void record(StreamKind stream, OpKind kind, TimeNs start, TimeNs end, std::int32_t name,
-              std::int64_t bytes, std::int64_t flops, std::int32_t group = trace::kNone) {
-    if (!trace_) return;
-    trace::Op op;
-    op.rank = trace_rank_;
-    op.stream = stream;
-    op.kind = kind;
-    op.start = start;
-    op.end = end;
-    op.name = name;
-    op.bytes = bytes;
-    op.flops = flops;
-    op.step = step_;
-    op.micro_batch = micro_batch_ >= 0 ? micro_batch_ : trace::kNone;
-    op.group = group;
-    trace_->ops.push_back(op);
-  }
-
-  // The compute stream (and with it the host) waits until `time`.
-  void wait_until(TimeNs time) {
-    if (time > now_) {
-      exposed_ns_ += time - now_;
-      now_ = time;
-    }
-  }
-
-  void run_compute(OpKind kind, TimeNs duration, std::int64_t flops, std::int32_t name) {
+  // Work on the compute stream; a call that costs nothing leaves no op in the trace.
+  void run_compute_if_any(OpKind kind, TimeNs duration, std::int64_t flops, std::int32_t name) {
     if (duration <= 0 && flops <= 0) return;
-    record(StreamKind::kCompute, kind, now_, now_ + duration, name, 0, flops);
-    now_ += duration;
-    compute_ns_ += duration;
+    run_compute(kind, duration, flops, name);
   }
 
   // A copy kernel of `bytes` on the compute stream, or on the reduction stream with overlap_comm.
@@ -484,42 +429,21 @@ class DataParallelRank {
     }
   }
 
-  // A collective over the data-parallel group on `stream`; returns its end. On the compute stream
-  // its whole time is exposed.
-  TimeNs collective(TimeNs& stream, const Collective& c, std::int64_t bytes, std::int32_t name) {
+  // A collective over the data-parallel group on `stream` (shown on the reduction stream) once
+  // the host reaches it; returns its end. Nothing to do on a group of one or with no bytes.
+  TimeNs issue_collective(TimeNs& stream, const CollectiveOp& c, std::int64_t bytes,
+                          std::int32_t name) {
     if (p_.dp <= 1 || bytes <= 0) return std::max(stream, now_);
-    const CollectiveCost cost = s_.network->cost(c.kind, s_.dp_shape, bytes);
-    const TimeNs start = std::max(stream, now_);
-    const TimeNs end = start + cost.time;
-    TransferTotals& t = transfers_[static_cast<std::size_t>(c.transfer)];
-    ++t.count;
-    t.bytes += bytes;
-    t.busy_ns += cost.time;
-    StreamKind kind = StreamKind::kReduceScatter;
-    if (&stream == &now_) {
-      kind = StreamKind::kCompute;
-      exposed_ns_ += end - now_;
-    }
-    record(kind, c.op, start, end, name, bytes, 0, data_group_);
-    stream = end;
-    return end;
+    return collective(stream, StreamKind::kReduceScatter, c, now_, bytes, name);
   }
 
-  TimeNs transfer(bool to_host, TimeNs ready, std::int64_t bytes, std::int32_t name) {
+  // A copy between the GPU and the host, after `ready` and once the host reaches it.
+  TimeNs host_transfer(bool to_host, TimeNs ready, std::int64_t bytes, std::int32_t name) {
     if (bytes <= 0) return ready;
-    TimeNs& stream = to_host ? d2h_ : h2d_;
-    const TimeNs duration = s_.network->host_copy(s_.gpu, bytes);
-    const TimeNs start = std::max({stream, ready, now_});
-    const TimeNs end = start + duration;
-    TransferTotals& t = transfers_[static_cast<std::size_t>(to_host ? TransferKind::kDeviceToHost
-                                                                    : TransferKind::kHostToDevice)];
-    ++t.count;
-    t.bytes += bytes;
-    t.busy_ns += duration;
-    record(to_host ? StreamKind::kDeviceToHost : StreamKind::kHostToDevice,
-           to_host ? OpKind::kCopyToHost : OpKind::kCopyToDevice, start, end, name, bytes, 0);
-    stream = end;
-    return end;
+    return transfer(to_host ? StreamKind::kDeviceToHost : StreamKind::kHostToDevice,
+                    to_host ? OpKind::kCopyToHost : OpKind::kCopyToDevice,
+                    to_host ? TransferKind::kDeviceToHost : TransferKind::kHostToDevice,
+                    std::max(ready, now_), host_copy_time(bytes), bytes, name);
   }
 
   TimeNs& reduction_stream() { return z_.overlap_comm ? reduce_ : now_; }
@@ -538,7 +462,7 @@ class DataParallelRank {
         act_block_[static_cast<std::size_t>(c)] =
             alloc(MemoryCategory::kActivations, w.activation_bytes);
       }
-      run_compute(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
+      run_compute_if_any(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
     }
   }
 
@@ -548,7 +472,7 @@ class DataParallelRank {
         alloc(MemoryCategory::kActivations, seg.held_bytes);
     if (seg.host_bytes > 0)
       memory_.add_host(MemoryCategory::kHostActivations, seg.host_bytes, now_);
-    transfer(true, now_, seg.to_host_bytes, label("checkpoint input"));
+    host_transfer(true, now_, seg.to_host_bytes, label("checkpoint input"));
   }
 
   // CheckpointFunction.backward: the input comes back and the segment's forward runs again.
@@ -558,13 +482,13 @@ class DataParallelRank {
     extra_block_[static_cast<std::size_t>(index)] =
         alloc(MemoryCategory::kRecompute, seg.extra_recompute_bytes);
     if (seg.from_host_bytes > 0)
-      wait_until(transfer(false, now_, seg.from_host_bytes, label("checkpoint input")));
+      wait_until(host_transfer(false, now_, seg.from_host_bytes, label("checkpoint input")));
     for (std::int32_t c = seg.first; c < seg.end; ++c) {
       const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
       memory_.set_running(2 * calls() + c);
       act_block_[static_cast<std::size_t>(c)] =
           alloc(MemoryCategory::kRecompute, w.activation_bytes);
-      run_compute(OpKind::kRecompute, w.forward_ns, w.forward_flops, w.name);
+      run_compute_if_any(OpKind::kRecompute, w.forward_ns, w.forward_flops, w.name);
     }
   }
 
@@ -599,7 +523,7 @@ class DataParallelRank {
       if (cost.segment >= 0 && !recomputed_[static_cast<std::size_t>(cost.segment)])
         recompute(cost.segment);
       memory_.set_running(calls() + c);
-      run_compute(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
+      run_compute_if_any(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
       release(act_block_[static_cast<std::size_t>(c)]);
       if (cost.segment >= 0 && p_.segments[static_cast<std::size_t>(cost.segment)].first == c)
         end_segment(cost.segment);
@@ -626,9 +550,9 @@ class DataParallelRank {
     if (w == Wrapper::kBf16) {
       // update_hp_grads: the 16-bit gradients are added into the fp32 accumulation buffer.
       const std::int64_t accum = dtype_size(p_.precision.accum);
-      run_compute(OpKind::kBackward,
-                  s_.compute->time(0, p_.trainable_numel * (p_.elem + 2 * accum)), 0,
-                  label("update_hp_grads"));
+      run_compute_if_any(OpKind::kBackward,
+                         s_.compute->time(0, p_.trainable_numel * (p_.elem + 2 * accum)), 0,
+                         label("update_hp_grads"));
     }
     if (w == Wrapper::kZero) {
       if (p_.stage >= 2) {
@@ -664,7 +588,7 @@ class DataParallelRank {
       const std::int64_t bytes = c.numel * elem;
       if (p_.dp > 1) {
         MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
-        collective(now_, kAllReduce, bytes, label("bucket " + std::to_string(index)));
+        issue_collective(now_, kAllReduceOp, bytes, numbered_label("bucket ", index));
         ++figures_.reduce_calls;
         figures_.reduce_elements += c.numel;
         release(flat);
@@ -695,7 +619,7 @@ class DataParallelRank {
   // then each gradient goes where the stage keeps it.
   void reduce_ipg_grads() {
     TimeNs& stream = reduction_stream();
-    const std::int32_t name = label("bucket " + std::to_string(bucket_index_++));
+    const std::int32_t name = numbered_label("bucket ", bucket_index_++);
     std::vector<Chunk> chunks;
     if (z_.contiguous_gradients) {
       // average_tensor: with overlap_comm the two streams wait for each other first.
@@ -722,7 +646,7 @@ class DataParallelRank {
       const std::int64_t bytes = c.numel * p_.elem;
       MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
       if (c.copied) copy_on(stream, bytes);
-      collective(stream, kAllReduce, bytes, name);
+      issue_collective(stream, kAllReduceOp, bytes, name);
       if (c.copied) copy_on(stream, bytes);  // unflattened back
       release(flat);
       ++figures_.reduce_calls;
@@ -760,15 +684,16 @@ class DataParallelRank {
       if (p_.micro_batches > 1) {
         // async_accumulate_grad_in_cpu_via_gpu: the accumulated gradient comes up, is added to,
         // and goes back (the first micro-batch only copies out).
-        const TimeNs up = micro_batch_ > 0 ? transfer(false, stream, n * p_.elem, name) : stream;
-        transfer(true, up, n * p_.elem, name);
+        const TimeNs up =
+            micro_batch_ > 0 ? host_transfer(false, stream, n * p_.elem, name) : stream;
+        host_transfer(true, up, n * p_.elem, name);
       }
       if (micro_batch_ + 1 == p_.micro_batches) {
         // async_inplace_copy_grad_to_fp32_buffer_from_gpu: this rank's slice, as fp32.
         const std::int64_t o = p_.offset[i];
         const std::int64_t lo = std::max(o, p_.partition * s_.dp_index);
         const std::int64_t hi = std::min(o + n, p_.partition * (s_.dp_index + 1));
-        transfer(true, stream, std::max<std::int64_t>(hi - lo, 0) * 4, name);
+        host_transfer(true, stream, std::max<std::int64_t>(hi - lo, 0) * 4, name);
       }
       release(grad_block_[i]);
       return;
@@ -803,8 +728,8 @@ class DataParallelRank {
           averaged_.push_back(std::exchange(grad_block_[static_cast<std::size_t>(p)], -1));
         if (averaged_.empty()) averaged_.push_back(-1);  // nothing produced yet: zeros at the step
       } else {
-        run_compute(OpKind::kBackward, s_.compute->time(0, 3 * p_.partition * p_.elem), 0,
-                    label("accumulate gradients"));
+        run_compute_if_any(OpKind::kBackward, s_.compute->time(0, 3 * p_.partition * p_.elem), 0,
+                           label("accumulate gradients"));
       }
     }
     // _release_ipg_buffers, then zero_grad(set_to_none=True).
@@ -827,9 +752,9 @@ class DataParallelRank {
     switch (w) {
       case Wrapper::kNone:
         // No master copy: the fp32 parameters are read and written as the master would be.
-        run_compute(OpKind::kOptimizerStep,
-                    s_.compute->time(0, p_.trainable_numel * (4 + 2 * 4 + 2 * o.state_bytes)), 0,
-                    name);
+        run_compute_if_any(
+            OpKind::kOptimizerStep,
+            s_.compute->time(0, p_.trainable_numel * (4 + 2 * 4 + 2 * o.state_bytes)), 0, name);
         for (MemoryAccountant::Block& b : grad_block_)
           release(b);  // zero_grad
         break;
@@ -838,16 +763,18 @@ class DataParallelRank {
         MemoryAccountant::Block fp32 = alloc(MemoryCategory::kGradBuckets, p_.trainable_numel * 4);
         for (MemoryAccountant::Block& b : grad_block_)
           release(b);
-        run_compute(OpKind::kOptimizerStep,
-                    s_.compute->time(0, p_.trainable_numel * o.step_bytes(4, p_.elem)), 0, name);
+        run_compute_if_any(OpKind::kOptimizerStep,
+                           s_.compute->time(0, p_.trainable_numel * o.step_bytes(4, p_.elem)), 0,
+                           name);
         release(fp32);
         break;
       }
       case Wrapper::kBf16:
-        run_compute(OpKind::kOptimizerStep,
-                    s_.compute->time(0, p_.partition * o.step_bytes(static_cast<int>(accum),
-                                                                    static_cast<int>(p_.elem))),
-                    0, name);
+        run_compute_if_any(
+            OpKind::kOptimizerStep,
+            s_.compute->time(
+                0, p_.partition * o.step_bytes(static_cast<int>(accum), static_cast<int>(p_.elem))),
+            0, name);
         for (MemoryAccountant::Block& b : grad_block_)
           release(b);  // zero_grad clears the 16-bit gradients
         gather_parameters();
@@ -862,8 +789,8 @@ class DataParallelRank {
   void zero_step(std::int32_t name) {
     const OptimizerShape& o = p_.optimizer;
     if (p_.precision.model == DType::kFloat16)
-      collective(now_, kAllReduce, kOverflowBytes, label("overflow check"));
-    collective(now_, kAllReduce, kNormBytes, label("grad norm"));
+      issue_collective(now_, kAllReduceOp, kOverflowBytes, label("overflow check"));
+    issue_collective(now_, kAllReduceOp, kNormBytes, label("grad norm"));
     if (p_.cpu_offload) {
       // The CPU optimizer on the host's partition; the node's rate is shared by its GPUs.
       const RunSpec& run = *s_.run;
@@ -877,7 +804,7 @@ class DataParallelRank {
       wait_until(host_);
       // bit16_partitions[id].copy_(fp32_partition.to(device)): the fp32 partition comes up.
       MemoryAccountant::Block up = alloc(MemoryCategory::kCommBuffers, p_.partition * 4);
-      wait_until(transfer(false, now_, p_.partition * 4, name));
+      wait_until(host_transfer(false, now_, p_.partition * 4, name));
       copy_on(now_, p_.partition * (4 + p_.elem) / 2);
       release(up);
     } else {
@@ -895,9 +822,9 @@ class DataParallelRank {
       }
       for (MemoryAccountant::Block& b : averaged_)
         release(b);
-      run_compute(OpKind::kOptimizerStep,
-                  s_.compute->time(0, p_.partition * o.step_bytes(4, static_cast<int>(p_.elem))), 0,
-                  name);
+      run_compute_if_any(
+          OpKind::kOptimizerStep,
+          s_.compute->time(0, p_.partition * o.step_bytes(4, static_cast<int>(p_.elem))), 0, name);
       release(fp32);
     }
     averaged_.clear();
@@ -907,19 +834,13 @@ class DataParallelRank {
   // all_gather_dp_groups with all_gather_into_tensor: the flat buffer, whole.
   void gather_parameters() {
     memory_.set_running(kRunningGatherParameters);
-    collective(now_, kAllGather, p_.padded * p_.elem, label("gather parameters"));
+    issue_collective(now_, kAllGatherOp, p_.padded * p_.elem, label("gather parameters"));
   }
 
   const Setup s_;
   const Plan& p_;
   const ZeroConfig& z_;
-  trace::Trace* trace_;
-  std::int32_t trace_rank_;
   MemoryAccountant memory_;
-  std::int32_t data_group_ = trace::kNone;
-
-  TimeNs now_ = 0;  // the host and the compute stream
-  TimeNs reduce_ = 0, h2d_ = 0, d2h_ = 0, host_ = 0;
 
   std::vector<MemoryAccountant::Block> grad_block_;
   std::vector<bool> in_partition_;
@@ -937,13 +858,6 @@ class DataParallelRank {
   std::vector<ParamId> previous_reduced_;
   MemoryAccountant::Block grads_in_partition_ = -1;
   std::vector<MemoryAccountant::Block> averaged_;
-
-  std::int32_t step_ = 0;
-  std::int32_t micro_batch_ = -1;
-  CoordinatorFigures figures_;
-  TimeNs compute_ns_ = 0;
-  TimeNs exposed_ns_ = 0;
-  std::array<TransferTotals, kTransferKindCount> transfers_{};
 };
 
 std::string running_label(const ModuleTree& tree, std::int32_t running) {

@@ -17,6 +17,7 @@
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
 #include "sim/step/model_states.h"
+#include "sim/step/rank_timeline.h"
 
 namespace zp::sim {
 namespace {
@@ -184,15 +185,10 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
   return work;
 }
 
-struct Collective {
-  CollectiveKind kind;
-  TransferKind transfer;
-  OpKind op;
-};
-
 // One simulated rank: carries out the coordinator's and the reducer's decisions in time and
 // memory. Inactive during warm-up steps, which only advance the coordinator's state.
-class ZeroRank final : public zero::CoordinatorBackend,
+class ZeroRank final : public RankTimeline,
+                       public zero::CoordinatorBackend,
                        public zero::GradientReducerBackend,
                        public zero::StepObserver {
  public:
@@ -211,21 +207,15 @@ class ZeroRank final : public zero::CoordinatorBackend,
 
   ZeroRank(const Setup& setup, const std::vector<CallWork>& work, const CheckpointWork& checkpoints,
            trace::Trace* trace, std::int32_t trace_rank, MemoryAccountant::Options memory)
-      : s_(setup),
+      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.dp, setup.gpu),
+        s_(setup),
         z_(setup.model->settings()),
         work_(work),
         checkpoints_(checkpoints),
-        trace_(trace),
-        trace_rank_(trace_rank),
         memory_(memory, trace, trace_rank),
         param_block_(setup.model->tree().parameters().size(), -1),
         grad_block_(setup.model->tree().parameters().size(), -1),
-        activation_block_(work.size(), -1) {
-    if (trace_) {
-      data_group_ = static_cast<std::int32_t>(trace_->groups.size());
-      trace_->groups.push_back(trace::GroupInfo{"data", s_.dp});
-    }
-  }
+        activation_block_(work.size(), -1) {}
 
   MemoryAccountant& memory() { return memory_; }
   zero::TrainingLoop* loop = nullptr;
@@ -288,30 +278,19 @@ class ZeroRank final : public zero::CoordinatorBackend,
     report.trace_mode = std::string(zero::to_string(loop->coordinator().mode()));
     const std::int64_t invalidations_before =
         static_cast<std::int64_t>(loop->coordinator().invalidations().size());
-    step_ = static_cast<std::int32_t>(report.step);
-    figures_ = CoordinatorFigures{};
-    compute_ns_ = 0;
-    exposed_ns_ = 0;
+    begin_step(report);
     exposed_gather_ns_ = 0;
     memory_.set_step(step_);
     memory_.reset_window(now_);
-    report.start_ns = now_;
-    marker("step " + std::to_string(step_));
     loop->step(micro_batches);
     sync_all();
-    report.end_ns = now_;
     figures_.invalidations = static_cast<std::int64_t>(loop->coordinator().invalidations().size()) -
                              invalidations_before;
-    report.coordinator = figures_;
+    end_step(report);
     report.peak = memory_.window_peak();
-    report.compute_ns = compute_ns_;
-    report.exposed_comm_ns = exposed_ns_;
     report.exposed_gather_ns = exposed_gather_ns_;
     return report;
   }
-
-  const std::array<TransferTotals, kTransferKindCount>& transfers() const { return transfers_; }
-  void reset_transfers() { transfers_ = {}; }
 
   // ---- CoordinatorBackend ----------------------------------------------------------------------
 
@@ -350,18 +329,14 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (s_.offload_param != OffloadDevice::kNone) {
       // Partitions come up from the host (and from NVMe first) before the collective.
       if (s_.offload_param == OffloadDevice::kNvme) {
-        ready =
-            transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme, ready,
-                     s_.network->nvme_copy(s_.gpu, partition_bytes), partition_bytes, name);
+        ready = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme,
+                         ready, nvme_copy_time(partition_bytes), partition_bytes, name);
       }
       ready =
           transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
-                   ready, s_.network->host_copy(s_.gpu, partition_bytes), partition_bytes, name);
+                   ready, host_copy_time(partition_bytes), partition_bytes, name);
     }
-    const Collective c =
-        z_.use_all_reduce_for_fetch_params
-            ? Collective{CollectiveKind::kAllReduce, TransferKind::kAllReduce, OpKind::kAllReduce}
-            : Collective{CollectiveKind::kAllGather, TransferKind::kAllGather, OpKind::kAllGather};
+    const CollectiveOp& c = z_.use_all_reduce_for_fetch_params ? kAllReduceOp : kAllGatherOp;
     g.end = collective(allgather_stream(), StreamKind::kAllGather, c, ready, buffer_bytes, name);
   }
 
@@ -455,16 +430,13 @@ class ZeroRank final : public zero::CoordinatorBackend,
           memory_.allocate(MemoryCategory::kCommBuffers, bytes, now_, AllocStream::kReduceScatter);
       const auto out = memory_.allocate(MemoryCategory::kCommBuffers, bytes / s_.dp, now_,
                                         AllocStream::kReduceScatter);
-      end = collective(
-          reduce_stream(), StreamKind::kReduceScatter,
-          {CollectiveKind::kReduceScatter, TransferKind::kReduceScatter, OpKind::kReduceScatter},
-          now_, bytes, name);
+      end = collective(reduce_stream(), StreamKind::kReduceScatter, kReduceScatterOp, now_, bytes,
+                       name);
       memory_.free(out, now_);
       memory_.free(in, now_);
     } else {
-      end = collective(reduce_stream(), StreamKind::kReduceScatter,
-                       {CollectiveKind::kAllReduce, TransferKind::kAllReduce, OpKind::kAllReduce},
-                       now_, bytes, name);
+      end =
+          collective(reduce_stream(), StreamKind::kReduceScatter, kAllReduceOp, now_, bytes, name);
     }
     // The partitions go into the flat gradient buffer; to the host when the optimizer is there.
     std::int64_t partition_bytes = 0;
@@ -475,8 +447,8 @@ class ZeroRank final : public zero::CoordinatorBackend,
     }
     if (z_.offload_optimizer != OffloadDevice::kNone && partition_bytes > 0) {
       end = transfer_on(reduce_stream(), StreamKind::kDeviceToHost, OpKind::kCopyToHost,
-                        TransferKind::kDeviceToHost, end,
-                        s_.network->host_copy(s_.gpu, partition_bytes), partition_bytes, name);
+                        TransferKind::kDeviceToHost, end, host_copy_time(partition_bytes),
+                        partition_bytes, name);
     }
     reduce_events_.push_back(end);
     for (ParamId p : bucket.params) {
@@ -527,8 +499,8 @@ class ZeroRank final : public zero::CoordinatorBackend,
             e.recompute ? MemoryCategory::kRecompute : MemoryCategory::kActivations,
             w.activation_bytes, now_);
       }
-      run_compute(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns,
-                  w.forward_flops, e.module);
+      run_module(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns, w.forward_flops,
+                 e.module);
       tensor_all_reduces(w.forward_tensor);
     } else if (e.kind == StepEventKind::kGradReady) {
       grad_block_[static_cast<std::size_t>(e.param)] =
@@ -541,7 +513,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (e.kind == StepEventKind::kPreBackward) {
       const CallWork& w = work_[static_cast<std::size_t>(e.call)];
       memory_.set_running(e.call);
-      run_compute(OpKind::kBackward, w.backward_ns, w.backward_flops, e.module);
+      run_module(OpKind::kBackward, w.backward_ns, w.backward_flops, e.module);
       MemoryAccountant::Block& b = activation_block_[static_cast<std::size_t>(e.call)];
       if (b >= 0) memory_.free(b, now_);
       b = -1;
@@ -560,8 +532,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (w.host_bytes > 0) memory_.add_host(MemoryCategory::kHostActivations, w.host_bytes, now_);
     if (w.to_host_bytes > 0) {
       transfer(StreamKind::kDeviceToHost, OpKind::kCopyToHost, TransferKind::kDeviceToHost, now_,
-               s_.network->host_copy(s_.gpu, w.to_host_bytes), w.to_host_bytes,
-               label("checkpoint input"));
+               host_copy_time(w.to_host_bytes), w.to_host_bytes, label("checkpoint input"));
     }
   }
 
@@ -575,20 +546,12 @@ class ZeroRank final : public zero::CoordinatorBackend,
       const std::int64_t tp = s_.tp_shape.size;
       const std::int64_t bytes = w.allgather_bytes * tp / (tp - 1);
       const TimeNs time = s_.network->cost(CollectiveKind::kAllGather, s_.tp_shape, bytes).time;
-      TransferTotals& t = transfers_[static_cast<std::size_t>(TransferKind::kAllGather)];
-      ++t.count;
-      t.bytes += bytes;
-      t.busy_ns += time;
-      record(StreamKind::kCompute, OpKind::kAllGather, now_, now_ + time,
-             label("gather checkpoint"), bytes, 0, tensor_group);
-      exposed_ns_ += time;
-      now_ += time;
+      blocking_collective(kAllGatherOp, time, bytes, label("gather checkpoint"), tensor_group);
     }
     if (w.from_host_bytes > 0) {
-      const TimeNs end =
-          transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
-                   now_, s_.network->host_copy(s_.gpu, w.from_host_bytes), w.from_host_bytes,
-                   label("checkpoint input"));
+      const TimeNs end = transfer(
+          StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice, now_,
+          host_copy_time(w.from_host_bytes), w.from_host_bytes, label("checkpoint input"));
       wait_until(end);
     }
   }
@@ -622,14 +585,14 @@ class ZeroRank final : public zero::CoordinatorBackend,
     if (z_.offload_optimizer == OffloadDevice::kNone) {
       const std::int64_t bytes = numel * s_.optimizer.step_bytes(dtype_size(z_.grad_accum_dtype),
                                                                  dtype_size(z_.compute_dtype));
-      run_compute(OpKind::kOptimizerStep, s_.compute->time(0, bytes), 0, kNoModule, name);
+      run_compute(OpKind::kOptimizerStep, s_.compute->time(0, bytes), 0, name);
     } else {
       const RunSpec& run = *s_.run;
       TimeNs t = now_;
       if (z_.offload_optimizer == OffloadDevice::kNvme) {
         const std::int64_t states = numel * (s_.optimizer.master_bytes + s_.optimizer.state_bytes);
         t = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme, t,
-                     s_.network->nvme_copy(s_.gpu, states), states, name);
+                     nvme_copy_time(states), states, name);
       }
       // The node's CPU Adam rate is shared by its GPUs.
       const double rate = run.cluster.host_optimizer_rate /
@@ -640,13 +603,13 @@ class ZeroRank final : public zero::CoordinatorBackend,
       if (z_.offload_optimizer == OffloadDevice::kNvme) {
         const std::int64_t states = numel * (s_.optimizer.master_bytes + s_.optimizer.state_bytes);
         t = transfer(StreamKind::kDeviceToHost, OpKind::kCopyToHost, TransferKind::kNvme, t,
-                     s_.network->nvme_copy(s_.gpu, states), states, name);
+                     nvme_copy_time(states), states, name);
       }
       if (s_.offload_param == OffloadDevice::kNone) {
         // The updated 16-bit partitions go back to the GPU.
         const std::int64_t bytes = numel * dtype_size(z_.compute_dtype);
         t = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kHostToDevice,
-                     t, s_.network->host_copy(s_.gpu, bytes), bytes, name);
+                     t, host_copy_time(bytes), bytes, name);
       }
       wait_until(t, /*exposed=*/false);
     }
@@ -727,126 +690,30 @@ class ZeroRank final : public zero::CoordinatorBackend,
     figures_.peak_available_live = std::max(figures_.peak_available_live, live_numel_);
   }
 
-  std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
-  // "gather 12": formatted only when there is a trace to name it in.
-  std::int32_t numbered_label(const char* prefix, std::int64_t n) {
-    return trace_ ? trace_->intern(prefix + std::to_string(n)) : -1;
+  // The trace's name for `module`'s work.
+  std::int32_t module_label(ModuleId module) {
+    return trace_
+               ? label(module == 0 ? std::string("model") : s_.model->tree().qualified_name(module))
+               : -1;
   }
 
-  void marker(const std::string& text) {
-    if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});
-  }
-
-  void record(StreamKind stream, OpKind kind, TimeNs start, TimeNs end, std::int32_t name,
-              std::int64_t bytes, std::int64_t flops, std::int32_t group = trace::kNone) {
-    if (!trace_) return;
-    trace::Op op;
-    op.rank = trace_rank_;
-    op.stream = stream;
-    op.kind = kind;
-    op.start = start;
-    op.end = end;
-    op.name = name;
-    op.bytes = bytes;
-    op.flops = flops;
-    op.step = step_;
-    op.micro_batch = micro_batch_ >= 0 ? micro_batch_ : trace::kNone;
-    op.group = group;
-    trace_->ops.push_back(op);
-  }
-
-  // The compute stream (and with it the host) waits until `time`.
-  void wait_until(TimeNs time, bool exposed = true) {
-    if (time > now_) {
-      if (exposed) exposed_ns_ += time - now_;
-      now_ = time;
-    }
-  }
-
-  void sync_all() { wait_until(std::max({allgather_, reduce_, h2d_, d2h_}), /*exposed=*/true); }
-
-  void run_compute(OpKind kind, TimeNs duration, std::int64_t flops, ModuleId module,
-                   std::int32_t name = -2) {
-    if (name == -2 && trace_)
-      name = trace_->intern(module == 0 ? std::string("model")
-                                        : s_.model->tree().qualified_name(module));
-    record(StreamKind::kCompute, kind, now_, now_ + duration, name, 0, flops);
-    now_ += duration;
-    compute_ns_ += duration;
+  void run_module(OpKind kind, TimeNs duration, std::int64_t flops, ModuleId module) {
+    run_compute(kind, duration, flops, module_label(module));
   }
 
   // Megatron's tensor-parallel all-reduces block the compute stream: all of their time is exposed.
   void tensor_all_reduces(const std::vector<TensorAllReduce>& list) {
-    for (const TensorAllReduce& c : list) {
-      TransferTotals& t = transfers_[static_cast<std::size_t>(TransferKind::kAllReduce)];
-      ++t.count;
-      t.bytes += c.bytes;
-      t.busy_ns += c.time;
-      const std::int32_t name =
-          trace_ ? label(c.module == 0 ? std::string("model")
-                                       : s_.model->tree().qualified_name(c.module))
-                 : -1;
-      record(StreamKind::kCompute, OpKind::kAllReduce, now_, now_ + c.time, name, c.bytes, 0,
-             tensor_group);
-      exposed_ns_ += c.time;
-      now_ += c.time;
-    }
-  }
-
-  // A collective on `stream` (shown as `kind`) that may start at `ready`; returns its end. On the
-  // compute stream (no overlap_comm) its whole time is exposed.
-  TimeNs collective(TimeNs& stream, StreamKind kind, const Collective& c, TimeNs ready,
-                    std::int64_t bytes, std::int32_t name) {
-    const CollectiveCost cost = s_.network->cost(c.kind, s_.dp_shape, bytes);
-    const TimeNs start = std::max(stream, ready);
-    const TimeNs end = start + cost.time;
-    TransferTotals& t = transfers_[static_cast<std::size_t>(c.transfer)];
-    ++t.count;
-    t.bytes += bytes;
-    t.busy_ns += cost.time;
-    if (&stream == &now_) {
-      kind = StreamKind::kCompute;
-      exposed_ns_ += end - now_;
-    }
-    record(kind, c.op, start, end, name, bytes, 0, data_group_);
-    stream = end;
-    return end;
-  }
-
-  TimeNs transfer(StreamKind stream_kind, OpKind op, TransferKind kind, TimeNs ready,
-                  TimeNs duration, std::int64_t bytes, std::int32_t name) {
-    TimeNs& stream = stream_kind == StreamKind::kHostToDevice ? h2d_ : d2h_;
-    return transfer_on(stream, stream_kind, op, kind, ready, duration, bytes, name);
-  }
-
-  TimeNs transfer_on(TimeNs& stream, StreamKind stream_kind, OpKind op, TransferKind kind,
-                     TimeNs ready, TimeNs duration, std::int64_t bytes, std::int32_t name) {
-    const TimeNs start = std::max(stream, ready);
-    const TimeNs end = start + duration;
-    TransferTotals& t = transfers_[static_cast<std::size_t>(kind)];
-    ++t.count;
-    t.bytes += bytes;
-    t.busy_ns += duration;
-    if (&stream == &now_) {
-      stream_kind = StreamKind::kCompute;
-      exposed_ns_ += end - now_;
-    }
-    record(stream_kind, op, start, end, name, bytes, 0);
-    stream = end;
-    return end;
+    for (const TensorAllReduce& c : list)
+      blocking_collective(kAllReduceOp, c.time, c.bytes, module_label(c.module), tensor_group);
   }
 
   Setup s_;
   const zero::ZeroSettings& z_;
   const std::vector<CallWork>& work_;
   const CheckpointWork& checkpoints_;
-  trace::Trace* trace_;
-  std::int32_t trace_rank_;
   MemoryAccountant memory_;
   bool active_ = false;
 
-  TimeNs now_ = 0;  // the host and the compute stream
-  TimeNs allgather_ = 0, reduce_ = 0, h2d_ = 0, d2h_ = 0;
   std::deque<TimeNs> fetch_events_;
   std::deque<TimeNs> reduce_events_;
   std::vector<Gather> gather_slots_;
@@ -861,14 +728,7 @@ class ZeroRank final : public zero::CoordinatorBackend,
   std::map<std::int32_t, MemoryAccountant::Block> held_block_;
   std::map<std::int32_t, MemoryAccountant::Block> extra_block_;
   std::int64_t live_numel_ = 0;
-  std::int32_t step_ = 0;
-  std::int32_t micro_batch_ = -1;
-  std::int32_t data_group_ = trace::kNone;
-  CoordinatorFigures figures_;
-  TimeNs compute_ns_ = 0;
-  TimeNs exposed_ns_ = 0;
   TimeNs exposed_gather_ns_ = 0;
-  std::array<TransferTotals, kTransferKindCount> transfers_{};
 };
 
 std::string running_label(const ModuleTree& tree, std::int32_t running) {

@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/config/document.h"
 #include "core/config/run_spec.h"
 #include "core/model/model_json.h"
 #include "core/model/module_tree.h"
+#include "core/trace/trace.h"
 #include "core/util/error.h"
+#include "sim/step/step_result.h"
 
 namespace zp::sim::testing {
 
@@ -57,6 +60,41 @@ inline RunSpec MakeRun(const ModuleTree& tree, int gpus, const std::string& zero
   const RunSpec run = parse_run_spec(Document::from_yaml(yaml, "run.yaml"), dir);
   std::filesystem::remove_all(dir);
   return run;
+}
+
+// Net{a: Linear(weight 24), b: Linear(weight 12, bias 2)}, called root -> a -> b. Each module's
+// forward is 1000 FLOPs (1 ns on 1000 FLOP/ns). A flat buffer holds a.weight at [0, 24), b.weight
+// at [24, 36), b.bias at [36, 38); over 4 ranks it is padded to 40 (a multiple of 2 x 4) and each
+// partition is 10 elements.
+inline ModuleTree TwoLayers(DType dtype = DType::kFloat32) {
+  ModuleTree t("two");
+  t.add_module(kNoModule, "", "Net");
+  const ModuleId a = t.add_module(0, "a", "Linear");
+  t.add_parameter(a, "weight", {4, 6}, dtype);
+  const ModuleId b = t.add_module(0, "b", "Linear");
+  t.add_parameter(b, "weight", {6, 2}, dtype);
+  t.add_parameter(b, "bias", {2}, dtype);
+  t.set_cost(a, {1000, 0, 0});
+  t.set_cost(b, {1000, 0, 0});
+  t.set_shape({1, 1, dtype});
+  const auto root = t.add_call(0, kNoCall, false);
+  t.add_call(a, root, false);
+  t.add_call(b, root, true);
+  return t;
+}
+
+// A simulation's result with the trace it recorded.
+struct Simulated {
+  SimulationResult result;
+  trace::Trace trace;
+};
+
+inline std::vector<const trace::Op*> OpsOf(const trace::Trace& t, trace::OpKind kind) {
+  std::vector<const trace::Op*> out;
+  for (const trace::Op& op : t.ops) {
+    if (op.kind == kind) out.push_back(&op);
+  }
+  return out;
 }
 
 }  // namespace zp::sim::testing

@@ -24,30 +24,13 @@ namespace zp::sim {
 namespace {
 
 using testing::ErrorOf;
+using testing::OpsOf;
 using testing::RoundCluster;
+using testing::Simulated;
+using testing::TwoLayers;
 using trace::MemoryCategory;
 using trace::OpKind;
 using trace::StreamKind;
-
-// Net{a: Linear(weight 24), b: Linear(weight 12, bias 2)}, called root -> a -> b. The flat buffer
-// holds a.weight at [0, 24), b.weight at [24, 36), b.bias at [36, 38); over 4 ranks it is padded to
-// 40 (a multiple of 2 x 4) and each partition is 10 elements.
-ModuleTree TwoLayers(DType dtype = DType::kFloat32) {
-  ModuleTree t("two");
-  t.add_module(kNoModule, "", "Net");
-  const ModuleId a = t.add_module(0, "a", "Linear");
-  t.add_parameter(a, "weight", {4, 6}, dtype);
-  const ModuleId b = t.add_module(0, "b", "Linear");
-  t.add_parameter(b, "weight", {6, 2}, dtype);
-  t.add_parameter(b, "bias", {2}, dtype);
-  t.set_cost(a, {1000, 0, 0});
-  t.set_cost(b, {1000, 0, 0});
-  t.set_shape({1, 1, dtype});
-  const auto root = t.add_call(0, kNoCall, false);
-  t.add_call(a, root, false);
-  t.add_call(b, root, true);
-  return t;
-}
 
 // `n` blocks, each one weight of `numel` elements, a forward of `flops` and no activations.
 ModuleTree Chain(int n, std::int64_t numel, std::int64_t flops, DType dtype = DType::kFloat32) {
@@ -87,24 +70,11 @@ RunSpec MakeRun(const ModuleTree& tree, int gpus, const std::string& zero,
   return run;
 }
 
-struct Simulated {
-  SimulationResult result;
-  trace::Trace trace;
-};
-
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
   Simulated s;
   options.model_allocator = false;  // exact byte counts
   s.result = simulate_data_parallel(run, options, &s.trace);
   return s;
-}
-
-std::vector<const trace::Op*> OpsOf(const trace::Trace& t, OpKind kind) {
-  std::vector<const trace::Op*> out;
-  for (const trace::Op& op : t.ops) {
-    if (op.kind == kind) out.push_back(&op);
-  }
-  return out;
 }
 
 // The gradient all-reduces (the norm and overflow flags are named otherwise).

@@ -15,52 +15,23 @@ namespace zp::sim {
 namespace {
 
 using testing::MakeRun;
+using testing::OpsOf;
+using testing::Simulated;
+using testing::TwoLayers;
 using trace::MemoryCategory;
 using trace::OpKind;
 using trace::StreamKind;
-
-// Net{a: Linear(weight 24), b: Linear(weight 12, bias 2)}, fp32, called root -> a -> b. Each
-// module's forward is 1000 FLOPs (1 ns on 1000 FLOP/ns).
-ModuleTree TwoLayers(DType dtype = DType::kFloat32) {
-  ModuleTree t("two");
-  t.add_module(kNoModule, "", "Net");
-  const ModuleId a = t.add_module(0, "a", "Linear");
-  t.add_parameter(a, "weight", {4, 6}, dtype);
-  const ModuleId b = t.add_module(0, "b", "Linear");
-  t.add_parameter(b, "weight", {6, 2}, dtype);
-  t.add_parameter(b, "bias", {2}, dtype);
-  t.set_cost(a, {1000, 0, 0});
-  t.set_cost(b, {1000, 0, 0});
-  t.set_shape({1, 1, dtype});
-  const auto root = t.add_call(0, kNoCall, false);
-  t.add_call(a, root, false);
-  t.add_call(b, root, true);
-  return t;
-}
 
 // Demand-only ZeRO-3: no prefetch, nothing kept for reuse, nothing persistent.
 const char* kDemandOnly =
     ", stage3_prefetch_bucket_size: 0, stage3_max_reuse_distance: 0, "
     "stage3_param_persistence_threshold: 0, reduce_bucket_size: 1000";
 
-struct Simulated {
-  SimulationResult result;
-  trace::Trace trace;
-};
-
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
   Simulated s;
   options.model_allocator = false;  // exact byte counts
   s.result = simulate_zero3(run, options, &s.trace);
   return s;
-}
-
-std::vector<const trace::Op*> OpsOf(const trace::Trace& t, OpKind kind) {
-  std::vector<const trace::Op*> out;
-  for (const trace::Op& op : t.ops) {
-    if (op.kind == kind) out.push_back(&op);
-  }
-  return out;
 }
 
 const trace::Op* ComputeOf(const trace::Trace& t, OpKind kind, const std::string& module) {
