@@ -11,6 +11,7 @@
 #include "core/pipe/topology.h"
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
+#include "sim/step/checkpoint_segments.h"
 #include "sim/step/model_states.h"
 #include "sim/step/optimizer_wrappers.h"
 #include "sim/step/rank_timeline.h"
@@ -44,14 +45,7 @@ struct CallCost {
 };
 
 // A checkpointed segment: calls [first, end) and what checkpoint() keeps of its input.
-struct SegmentCost {
-  std::int32_t first = 0, end = 0;
-  std::int64_t held_bytes = 0;
-  std::int64_t host_bytes = 0;
-  std::int64_t to_host_bytes = 0;
-  std::int64_t from_host_bytes = 0;
-  std::int64_t extra_recompute_bytes = 0;  // the input in full again while the segment recomputes
-};
+using SegmentCost = CheckpointSegment;
 
 struct Plan {
   std::vector<CallCost> calls;
@@ -82,64 +76,14 @@ struct Plan {
   double model_flops_per_micro_batch = 0;
 };
 
-// One past the last call nested in `call` (calls are in pre-order).
-std::int32_t end_of_call(const ModuleTree& tree, std::int32_t call) {
-  const auto& calls = tree.calls();
-  std::vector<bool> inside(calls.size(), false);
-  inside[static_cast<std::size_t>(call)] = true;
-  std::size_t i = static_cast<std::size_t>(call) + 1;
-  for (; i < calls.size(); ++i) {
-    const std::int32_t parent = calls[i].parent_call;
-    if (parent == kNoCall || !inside[static_cast<std::size_t>(parent)]) break;
-    inside[i] = true;
-  }
-  return static_cast<std::int32_t>(i);
-}
-
-// training.checkpoint_interval: the model's layers cut into segments, each planned by the core as
-// DeepSpeed's checkpoint() keeps it.
+// training.checkpoint_interval's segments, and which calls each spans.
 void plan_checkpoints(const RunSpec& run, Plan& plan) {
-  if (run.training.checkpoint_interval <= 0) return;
-  const pipe::PipelineLayers layers = pipe::layers_from_tree(run.tree);
-  ckpt::CheckpointSettings settings = ckpt::CheckpointSettings::from(run.deepspeed, 1);
-  settings.interval = run.training.checkpoint_interval;
-  // The first layer receives token ids: integers, kept as they are.
-  ckpt::LayerActivity input;
-  input.output_floating = false;
-  input.output_bytes = run.tree.shape().tokens() * dtype_size(DType::kInt64);
-  input.output_numel = run.tree.shape().tokens();
-  const auto count = static_cast<std::int64_t>(layers.layers.size());
-  const ckpt::CheckpointPlan cp =
-      ckpt::plan_checkpointing(run.tree, layers, 0, count, input, 1, settings);
-  plan.contiguous_checkpoint_bytes = cp.contiguous_buffer_bytes;
-  plan.contiguous_checkpoint_on_host = cp.contiguous_buffer_on_host;
-  for (const ckpt::Segment& seg : cp.segments) {
-    if (!seg.checkpointed) continue;
-    std::int32_t first = kNoCall, end = kNoCall;
-    std::int64_t head = -1;
-    for (std::int64_t l = seg.begin; l < seg.end; ++l) {
-      const pipe::Layer& layer = layers.layers[static_cast<std::size_t>(l)];
-      if (layer.call == kNoCall) continue;
-      if (first == kNoCall) {
-        first = layer.call;
-        head = l;
-      }
-      end = end_of_call(run.tree, layer.call);
-    }
-    if (first == kNoCall) continue;
-    const ckpt::LayerCheckpointCost& c = cp.layers[static_cast<std::size_t>(seg.begin)];
-    SegmentCost s;
-    s.first = first;
-    s.end = end;
-    s.held_bytes = c.held_bytes;
-    s.host_bytes = c.host_bytes;
-    s.to_host_bytes = c.to_host_bytes;
-    s.from_host_bytes = c.from_host_bytes;
-    const ckpt::LayerActivity own =
-        ckpt::layer_activity(run.tree, layers.layers[static_cast<std::size_t>(head)]);
-    s.extra_recompute_bytes = std::max<std::int64_t>(c.recompute_bytes - own.activation_bytes, 0);
+  const CheckpointSegments cs = checkpoint_segments(run);
+  plan.contiguous_checkpoint_bytes = cs.contiguous_buffer_bytes;
+  plan.contiguous_checkpoint_on_host = cs.contiguous_buffer_on_host;
+  for (const CheckpointSegment& s : cs.segments) {
     const auto index = static_cast<std::int32_t>(plan.segments.size());
-    for (std::int32_t k = first; k < end; ++k)
+    for (std::int32_t k = s.first; k < s.end; ++k)
       plan.calls[static_cast<std::size_t>(k)].segment = index;
     plan.segments.push_back(s);
   }

@@ -16,6 +16,7 @@
 #include "core/zero/training_step.h"
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
+#include "sim/step/checkpoint_segments.h"
 #include "sim/step/model_states.h"
 #include "sim/step/rank_timeline.h"
 
@@ -60,78 +61,18 @@ struct CallWork {
 };
 
 // What a checkpointed segment does around its calls, keyed by the segment's first call.
-struct SegmentWork {
-  std::int64_t held_bytes = 0;             // the input kept on the GPU from forward to backward
-  std::int64_t host_bytes = 0;             // or on the host (cpu_checkpointing)
-  std::int64_t to_host_bytes = 0;          // copied out in forward
-  std::int64_t from_host_bytes = 0;        // copied back before the recomputation
-  std::int64_t extra_recompute_bytes = 0;  // the input in full again while the segment recomputes
-  std::int64_t allgather_bytes = 0;  // received gathering a partitioned input over the tensor group
-};
+using SegmentWork = CheckpointSegment;
 
 struct CheckpointWork {
   std::vector<zero::RecomputeRange> ranges;
   std::map<std::int32_t, SegmentWork> segments;  // by first call
 };
 
-// One past the last call nested in `call` (calls are in pre-order).
-std::int32_t end_of_call(const ModuleTree& tree, std::int32_t call) {
-  const auto& calls = tree.calls();
-  std::vector<bool> inside(calls.size(), false);
-  inside[static_cast<std::size_t>(call)] = true;
-  std::size_t i = static_cast<std::size_t>(call) + 1;
-  for (; i < calls.size(); ++i) {
-    const std::int32_t parent = calls[i].parent_call;
-    if (parent == kNoCall || !inside[static_cast<std::size_t>(parent)]) break;
-    inside[i] = true;
-  }
-  return static_cast<std::int32_t>(i);
-}
-
-// Activation checkpointing without a pipeline: the model's layers cut into segments of
-// training.checkpoint_interval, each planned by the core as DeepSpeed's checkpoint() keeps it.
 CheckpointWork checkpoint_work(const RunSpec& run) {
   CheckpointWork out;
-  if (run.training.checkpoint_interval <= 0) return out;
-  const pipe::PipelineLayers layers = pipe::layers_from_tree(run.tree);
-  // partition_activations splits each kept input over the tensor-parallel group.
-  ckpt::CheckpointSettings settings =
-      ckpt::CheckpointSettings::from(run.deepspeed, run.parallel.tensor);
-  settings.interval = run.training.checkpoint_interval;
-  // The first layer receives token ids: integers, kept as they are.
-  ckpt::LayerActivity input;
-  input.output_floating = false;
-  input.output_bytes = run.tree.shape().tokens() * dtype_size(DType::kInt64);
-  input.output_numel = run.tree.shape().tokens();
-  const auto count = static_cast<std::int64_t>(layers.layers.size());
-  const ckpt::CheckpointPlan plan =
-      ckpt::plan_checkpointing(run.tree, layers, 0, count, input, 1, settings);
-  for (const ckpt::Segment& seg : plan.segments) {
-    if (!seg.checkpointed) continue;
-    std::int32_t first = kNoCall, end = kNoCall;
-    std::int64_t head = -1;
-    for (std::int64_t l = seg.begin; l < seg.end; ++l) {
-      const pipe::Layer& layer = layers.layers[static_cast<std::size_t>(l)];
-      if (layer.call == kNoCall) continue;
-      if (first == kNoCall) {
-        first = layer.call;
-        head = l;
-      }
-      end = end_of_call(run.tree, layer.call);
-    }
-    if (first == kNoCall) continue;
-    out.ranges.push_back({first, end});
-    const ckpt::LayerCheckpointCost& c = plan.layers[static_cast<std::size_t>(seg.begin)];
-    SegmentWork w;
-    w.held_bytes = c.held_bytes;
-    w.host_bytes = c.host_bytes;
-    w.to_host_bytes = c.to_host_bytes;
-    w.from_host_bytes = c.from_host_bytes;
-    const ckpt::LayerActivity own =
-        ckpt::layer_activity(run.tree, layers.layers[static_cast<std::size_t>(head)]);
-    w.extra_recompute_bytes = std::max<std::int64_t>(c.recompute_bytes - own.activation_bytes, 0);
-    w.allgather_bytes = c.allgather_bytes;
-    out.segments.emplace(first, w);
+  for (const CheckpointSegment& s : checkpoint_segments(run).segments) {
+    out.ranges.push_back({s.first, s.end});
+    out.segments.emplace(s.first, s);
   }
   return out;
 }
