@@ -1,0 +1,695 @@
+#include "exec/model/lm_model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/module.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string_view>
+#include <utility>
+
+#include "core/util/error.h"
+
+namespace zp::exec {
+namespace {
+
+using Tensors = std::vector<at::Tensor>;
+
+// transformers' defaults for the epsilons, which ModelConfig does not carry.
+constexpr double kGpt2LayerNormEps = 1e-5;  // GPT2Config.layer_norm_epsilon
+constexpr double kLlamaRmsNormEps = 1e-6;   // LlamaConfig.rms_norm_eps
+constexpr double kInitStd = 0.02;           // initializer_range of both families
+
+// One forward pass: walks tree.calls() as the modules are called, and runs the hooks around each.
+class Pass {
+ public:
+  Pass(const ModuleTree& tree, ModuleHooks* hooks) : calls_(tree.calls()), hooks_(hooks) {}
+
+  // Runs `body` as one call of module `id`, with the hooks around it.
+  Tensors run(ModuleId id, Tensors inputs, const std::function<Tensors(const Tensors&)>& body) {
+    const std::int32_t index = next_++;
+    const std::int32_t parent = stack_.empty() ? kNoCall : stack_.back();
+    // The engine fetches parameters by these indices: a forward that strays from the tree's call
+    // sequence would gather the wrong modules' parameters.
+    ZP_CHECK(static_cast<size_t>(index) < calls_.size(),
+             "forward makes more calls than the tree's ", calls_.size());
+    const ForwardCall& expected = calls_[static_cast<size_t>(index)];
+    ZP_CHECK(expected.module == id && expected.parent_call == parent, "forward call ", index,
+             " is module ", id, " inside call ", parent, "; the tree has module ", expected.module,
+             " inside call ", expected.parent_call);
+    stack_.push_back(index);
+    const ModuleCall call{id, index};
+    if (hooks_ != nullptr) {
+      hooks_->pre_forward(call);
+      hooks_->wrap_inputs(call, inputs);
+    }
+    Tensors outputs = body(inputs);
+    if (hooks_ != nullptr) {
+      hooks_->post_forward(call);
+      hooks_->wrap_outputs(call, outputs);
+    }
+    stack_.pop_back();
+    return outputs;
+  }
+
+  void finish() const {
+    ZP_CHECK(static_cast<size_t>(next_) == calls_.size() && stack_.empty(), "forward made ", next_,
+             " calls; the tree has ", calls_.size());
+  }
+
+ private:
+  const std::vector<ForwardCall>& calls_;
+  ModuleHooks* hooks_;
+  std::int32_t next_ = 0;
+  std::vector<std::int32_t> stack_;
+};
+
+// A module of the tree. Its libtorch name() is the tree's class name; `id` is set once the
+// hierarchy is complete, by matching qualified names.
+class Node : public torch::nn::Module {
+ public:
+  explicit Node(const std::string& type) : torch::nn::Module(type) {}
+  ModuleId id = kNoModule;
+
+ protected:
+  // One call of this module on one tensor.
+  at::Tensor call(Pass& pass, at::Tensor x,
+                  const std::function<at::Tensor(const at::Tensor&)>& body) const {
+    Tensors out = pass.run(id, {std::move(x)}, [&](const Tensors& in) {
+      ZP_CHECK(in.size() == 1, "a hook changed the number of inputs");
+      return Tensors{body(in[0])};
+    });
+    ZP_CHECK(out.size() == 1, "a hook changed the number of outputs");
+    return out[0];
+  }
+  template <class M>
+  std::shared_ptr<M> child(const std::string& name, std::shared_ptr<M> module) {
+    return register_module(name, std::move(module));
+  }
+};
+
+// --- Leaves ----------------------------------------------------------------------------------
+
+class Embedding : public Node {
+ public:
+  Embedding(std::int64_t count, std::int64_t dim) : Node("Embedding") {
+    weight = register_parameter("weight", at::empty({count, dim}));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& ids) const {
+    return call(pass, ids, [&](const at::Tensor& x) { return at::embedding(weight, x); });
+  }
+  at::Tensor weight;
+};
+
+// torch.nn.Linear ([out, in] weight), or transformers' Conv1D ([in, out] weight). A tied Linear
+// has no parameter of its own: it reads the weight of the module it is tied to at each call, so
+// that the tree's parameter is registered once and replacing its data is seen here too.
+class Dense : public Node {
+ public:
+  Dense(std::int64_t in, std::int64_t out, bool has_bias, bool conv1d)
+      : Node(conv1d ? "Conv1D" : "Linear"), conv1d_(conv1d), out_(out) {
+    weight = register_parameter("weight", conv1d ? at::empty({in, out}) : at::empty({out, in}));
+    if (has_bias) bias = register_parameter("bias", at::empty({out}));
+  }
+  explicit Dense(const at::Tensor* tied) : Node("Linear"), tied_(tied) {}
+
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      if (tied_ != nullptr) return at::linear(in, *tied_);
+      if (!conv1d_) return at::linear(in, weight, bias);
+      std::vector<std::int64_t> shape = in.sizes().vec();
+      shape.back() = out_;
+      const at::Tensor flat = in.reshape({-1, in.size(-1)});
+      return (bias.defined() ? at::addmm(bias, flat, weight) : at::mm(flat, weight)).view(shape);
+    });
+  }
+  at::Tensor weight, bias;
+
+ private:
+  bool conv1d_ = false;
+  std::int64_t out_ = 0;
+  const at::Tensor* tied_ = nullptr;
+};
+
+class LayerNorm : public Node {
+ public:
+  explicit LayerNorm(std::int64_t dim) : Node("LayerNorm"), dim_(dim) {
+    weight = register_parameter("weight", at::empty({dim}));
+    bias = register_parameter("bias", at::empty({dim}));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      return at::layer_norm(in, {dim_}, weight, bias, kGpt2LayerNormEps);
+    });
+  }
+  at::Tensor weight, bias;
+
+ private:
+  std::int64_t dim_;
+};
+
+// LlamaRMSNorm: x / sqrt(mean(x^2) + eps), scaled; computed in fp32 as transformers does.
+class RmsNorm : public Node {
+ public:
+  RmsNorm(const std::string& type, std::int64_t dim) : Node(type) {
+    weight = register_parameter("weight", at::empty({dim}));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      const at::Tensor f = in.to(at::kFloat);
+      const at::Tensor variance = f.pow(2).mean({-1}, /*keepdim=*/true);
+      return weight * (f * at::rsqrt(variance + kLlamaRmsNormEps)).to(in.scalar_type());
+    });
+  }
+  at::Tensor weight;
+};
+
+class Dropout : public Node {
+ public:
+  explicit Dropout(double p) : Node("Dropout"), p_(p) {}
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      return p_ > 0.0 ? at::dropout(in, p_, is_training()) : in;
+    });
+  }
+
+ private:
+  double p_;
+};
+
+class Activation : public Node {
+ public:
+  enum class Kind { kGeluTanh, kSilu };
+  Activation(const std::string& type, Kind kind) : Node(type), kind_(kind) {}
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      return kind_ == Kind::kGeluTanh ? at::gelu(in, "tanh") : at::silu(in);
+    });
+  }
+
+ private:
+  Kind kind_;
+};
+
+// A ModuleList: never called itself, it only names its children "0", "1", ...
+template <class M>
+class NodeList : public Node {
+ public:
+  NodeList() : Node("ModuleList") {}
+  void push_back(std::shared_ptr<M> m) {
+    items.push_back(register_module(std::to_string(items.size()), std::move(m)));
+  }
+  std::vector<std::shared_ptr<M>> items;
+};
+
+// Causal attention of q [b, heads, s, d] over k and v [b, heads, s, d], scaled by 1/sqrt(d); the
+// probabilities go through `dropout` before they weight the values. Returns [b, s, heads * d].
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const std::function<at::Tensor(const at::Tensor&)>& dropout) {
+  const std::int64_t b = q.size(0), heads = q.size(1), s = q.size(2), d = q.size(3);
+  const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));
+  const at::Tensor future = at::ones({s, s}, at::TensorOptions().dtype(at::kBool)).triu(1);
+  const at::Tensor masked = scores.masked_fill(future, std::numeric_limits<float>::lowest());
+  const at::Tensor probs = at::softmax(masked, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(dropout(probs), v).transpose(1, 2).reshape({b, s, heads * d});
+}
+
+// [b, s, heads * d] -> [b, heads, s, d]
+at::Tensor split_heads(const at::Tensor& x, std::int64_t heads) {
+  return x.view({x.size(0), x.size(1), heads, -1}).transpose(1, 2);
+}
+
+// --- GPT-2 -----------------------------------------------------------------------------------
+
+class Gpt2Attention : public Node {
+ public:
+  explicit Gpt2Attention(const ModelConfig& c)
+      : Node("GPT2Attention"),
+        heads_(c.num_heads),
+        eager_(c.attention == AttentionImpl::kEager),
+        attention_dropout_(c.attention_dropout) {
+    const std::int64_t h = c.hidden_size;
+    c_attn = child("c_attn", std::make_shared<Dense>(h, 3 * h, true, true));
+    c_proj = child("c_proj", std::make_shared<Dense>(h, h, true, true));
+    attn_dropout = child("attn_dropout", std::make_shared<Dropout>(c.attention_dropout));
+    resid_dropout = child("resid_dropout", std::make_shared<Dropout>(c.dropout));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      const std::vector<at::Tensor> qkv = c_attn->forward(pass, in).split(in.size(-1), -1);
+      const at::Tensor context = causal_attention(
+          split_heads(qkv[0], heads_), split_heads(qkv[1], heads_), split_heads(qkv[2], heads_),
+          [&](const at::Tensor& probs) {
+            // Flash kernels drop out inside; the tree has no call for it then.
+            if (eager_) return attn_dropout->forward(pass, probs);
+            return attention_dropout_ > 0.0 ? at::dropout(probs, attention_dropout_, is_training())
+                                            : probs;
+          });
+      return resid_dropout->forward(pass, c_proj->forward(pass, context));
+    });
+  }
+  std::shared_ptr<Dense> c_attn, c_proj;
+  std::shared_ptr<Dropout> attn_dropout, resid_dropout;
+
+ private:
+  std::int64_t heads_;
+  bool eager_;
+  double attention_dropout_;
+};
+
+class Gpt2Mlp : public Node {
+ public:
+  explicit Gpt2Mlp(const ModelConfig& c) : Node("GPT2MLP") {
+    c_fc = child("c_fc", std::make_shared<Dense>(c.hidden_size, c.ffn_size(), true, true));
+    c_proj = child("c_proj", std::make_shared<Dense>(c.ffn_size(), c.hidden_size, true, true));
+    act = child("act",
+                std::make_shared<Activation>("NewGELUActivation", Activation::Kind::kGeluTanh));
+    dropout = child("dropout", std::make_shared<Dropout>(c.dropout));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      const at::Tensor hidden = act->forward(pass, c_fc->forward(pass, in));
+      return dropout->forward(pass, c_proj->forward(pass, hidden));
+    });
+  }
+  std::shared_ptr<Dense> c_fc, c_proj;
+  std::shared_ptr<Activation> act;
+  std::shared_ptr<Dropout> dropout;
+};
+
+class Gpt2Block : public Node {
+ public:
+  explicit Gpt2Block(const ModelConfig& c) : Node("GPT2Block") {
+    ln_1 = child("ln_1", std::make_shared<LayerNorm>(c.hidden_size));
+    attn = child("attn", std::make_shared<Gpt2Attention>(c));
+    ln_2 = child("ln_2", std::make_shared<LayerNorm>(c.hidden_size));
+    mlp = child("mlp", std::make_shared<Gpt2Mlp>(c));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      const at::Tensor h = in + attn->forward(pass, ln_1->forward(pass, in));
+      return h + mlp->forward(pass, ln_2->forward(pass, h));
+    });
+  }
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<Gpt2Attention> attn;
+  std::shared_ptr<Gpt2Mlp> mlp;
+};
+
+at::Tensor position_ids(const at::Tensor& ids) {
+  return at::arange(ids.size(1), ids.options()).unsqueeze(0).expand({ids.size(0), ids.size(1)});
+}
+
+class Gpt2Model : public Node {
+ public:
+  explicit Gpt2Model(const ModelConfig& c) : Node("GPT2Model") {
+    wte = child("wte", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
+    wpe = child("wpe", std::make_shared<Embedding>(c.max_position_embeddings, c.hidden_size));
+    drop = child("drop", std::make_shared<Dropout>(c.dropout));
+    h = child("h", std::make_shared<NodeList<Gpt2Block>>());
+    for (std::int64_t i = 0; i < c.num_layers; ++i)
+      h->push_back(std::make_shared<Gpt2Block>(c));
+    ln_f = child("ln_f", std::make_shared<LayerNorm>(c.hidden_size));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& ids) const {
+    return call(pass, ids, [&](const at::Tensor& in) {
+      const at::Tensor tokens = wte->forward(pass, in);
+      at::Tensor x = drop->forward(pass, tokens + wpe->forward(pass, position_ids(in)));
+      for (const auto& block : h->items)
+        x = block->forward(pass, x);
+      return ln_f->forward(pass, x);
+    });
+  }
+  std::shared_ptr<Embedding> wte, wpe;
+  std::shared_ptr<Dropout> drop;
+  std::shared_ptr<NodeList<Gpt2Block>> h;
+  std::shared_ptr<LayerNorm> ln_f;
+};
+
+// --- Llama -----------------------------------------------------------------------------------
+
+class LlamaRotary : public Node {
+ public:
+  explicit LlamaRotary(const ModelConfig& c)
+      : Node("LlamaRotaryEmbedding"), head_dim_(c.head_dim()), theta_(c.rope_theta) {}
+  // (hidden states, position ids) -> (cos, sin), each [b, s, head_dim].
+  Tensors forward(Pass& pass, const at::Tensor& hidden, const at::Tensor& positions) const {
+    return pass.run(id, {hidden, positions}, [&](const Tensors& in) {
+      const at::NoGradGuard no_grad;  // tables, as transformers computes them
+      const at::Tensor exponents =
+          at::arange(0, head_dim_, 2, at::TensorOptions().dtype(at::kFloat)) /
+          static_cast<double>(head_dim_);
+      const at::Tensor inv_freq = at::pow(theta_, exponents).reciprocal();
+      const at::Tensor freqs = in[1].to(at::kFloat).unsqueeze(-1) * inv_freq;
+      const at::Tensor angles = at::cat({freqs, freqs}, -1);
+      const auto dtype = in[0].scalar_type();
+      return Tensors{angles.cos().to(dtype), angles.sin().to(dtype)};
+    });
+  }
+
+ private:
+  std::int64_t head_dim_;
+  double theta_;
+};
+
+// x * cos + rotate_half(x) * sin, where rotate_half swaps the halves of the head dimension and
+// negates the new first half. x: [b, heads, s, d]; cos, sin: [b, s, d].
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const std::int64_t half = x.size(-1) / 2;
+  const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
+}
+
+// Grouped-query attention: kv heads repeated to all heads before the products (repeat_kv).
+class LlamaAttention : public Node {
+ public:
+  explicit LlamaAttention(const ModelConfig& c)
+      : Node("LlamaAttention"),
+        heads_(c.num_heads),
+        kv_heads_(c.kv_heads()),
+        attention_dropout_(c.attention_dropout) {
+    const std::int64_t h = c.hidden_size, kv = c.kv_heads() * c.head_dim();
+    q_proj = child("q_proj", std::make_shared<Dense>(h, h, false, false));
+    k_proj = child("k_proj", std::make_shared<Dense>(h, kv, false, false));
+    v_proj = child("v_proj", std::make_shared<Dense>(h, kv, false, false));
+    o_proj = child("o_proj", std::make_shared<Dense>(h, h, false, false));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x, const Tensors& cos_sin) const {
+    Tensors out = pass.run(id, {x, cos_sin[0], cos_sin[1]}, [&](const Tensors& in) {
+      const at::Tensor q = split_heads(q_proj->forward(pass, in[0]), heads_);
+      const at::Tensor k = split_heads(k_proj->forward(pass, in[0]), kv_heads_);
+      const at::Tensor v = split_heads(v_proj->forward(pass, in[0]), kv_heads_);
+      const at::Tensor context = causal_attention(
+          apply_rotary(q, in[1], in[2]), repeat_kv(apply_rotary(k, in[1], in[2])), repeat_kv(v),
+          [&](const at::Tensor& probs) {
+            return attention_dropout_ > 0.0 ? at::dropout(probs, attention_dropout_, is_training())
+                                            : probs;
+          });
+      return Tensors{o_proj->forward(pass, context)};
+    });
+    return out.at(0);
+  }
+  std::shared_ptr<Dense> q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  // [b, kv_heads, s, d] -> [b, heads, s, d], each kv head serving heads / kv_heads query heads.
+  at::Tensor repeat_kv(const at::Tensor& x) const {
+    const std::int64_t groups = heads_ / kv_heads_;
+    if (groups == 1) return x;
+    const std::int64_t b = x.size(0), s = x.size(2), d = x.size(3);
+    return x.unsqueeze(2).expand({b, kv_heads_, groups, s, d}).reshape({b, heads_, s, d});
+  }
+
+  std::int64_t heads_, kv_heads_;
+  double attention_dropout_;
+};
+
+class LlamaMlp : public Node {
+ public:
+  explicit LlamaMlp(const ModelConfig& c) : Node("LlamaMLP") {
+    const std::int64_t h = c.hidden_size, f = c.ffn_size();
+    gate_proj = child("gate_proj", std::make_shared<Dense>(h, f, false, false));
+    up_proj = child("up_proj", std::make_shared<Dense>(h, f, false, false));
+    down_proj = child("down_proj", std::make_shared<Dense>(f, h, false, false));
+    act_fn = child("act_fn", std::make_shared<Activation>("SiLU", Activation::Kind::kSilu));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      // down(act(gate(x)) * up(x)), the left operand first as Python evaluates it.
+      const at::Tensor gated = act_fn->forward(pass, gate_proj->forward(pass, in));
+      return down_proj->forward(pass, gated * up_proj->forward(pass, in));
+    });
+  }
+  std::shared_ptr<Dense> gate_proj, up_proj, down_proj;
+  std::shared_ptr<Activation> act_fn;
+};
+
+class LlamaLayer : public Node {
+ public:
+  explicit LlamaLayer(const ModelConfig& c) : Node("LlamaDecoderLayer") {
+    self_attn = child("self_attn", std::make_shared<LlamaAttention>(c));
+    mlp = child("mlp", std::make_shared<LlamaMlp>(c));
+    input_layernorm =
+        child("input_layernorm", std::make_shared<RmsNorm>("LlamaRMSNorm", c.hidden_size));
+    post_attention_layernorm =
+        child("post_attention_layernorm", std::make_shared<RmsNorm>("LlamaRMSNorm", c.hidden_size));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& x, const Tensors& cos_sin) const {
+    return call(pass, x, [&](const at::Tensor& in) {
+      const at::Tensor h =
+          in + self_attn->forward(pass, input_layernorm->forward(pass, in), cos_sin);
+      return h + mlp->forward(pass, post_attention_layernorm->forward(pass, h));
+    });
+  }
+  std::shared_ptr<LlamaAttention> self_attn;
+  std::shared_ptr<LlamaMlp> mlp;
+  std::shared_ptr<RmsNorm> input_layernorm, post_attention_layernorm;
+};
+
+class LlamaModel : public Node {
+ public:
+  explicit LlamaModel(const ModelConfig& c) : Node("LlamaModel") {
+    embed_tokens = child("embed_tokens", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
+    layers = child("layers", std::make_shared<NodeList<LlamaLayer>>());
+    for (std::int64_t i = 0; i < c.num_layers; ++i)
+      layers->push_back(std::make_shared<LlamaLayer>(c));
+    norm = child("norm", std::make_shared<RmsNorm>("LlamaRMSNorm", c.hidden_size));
+    rotary_emb = child("rotary_emb", std::make_shared<LlamaRotary>(c));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& ids) const {
+    return call(pass, ids, [&](const at::Tensor& in) {
+      at::Tensor x = embed_tokens->forward(pass, in);
+      const Tensors cos_sin = rotary_emb->forward(pass, x, position_ids(in));
+      for (const auto& layer : layers->items)
+        x = layer->forward(pass, x, cos_sin);
+      return norm->forward(pass, x);
+    });
+  }
+  std::shared_ptr<Embedding> embed_tokens;
+  std::shared_ptr<NodeList<LlamaLayer>> layers;
+  std::shared_ptr<RmsNorm> norm;
+  std::shared_ptr<LlamaRotary> rotary_emb;
+};
+
+// --- The root: body, lm_head, loss ---------------------------------------------------------------
+
+class CausalLm : public Node {
+ public:
+  CausalLm(const ModelConfig& c)
+      : Node(c.family == ModelFamily::kGpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM") {
+    const at::Tensor* input_embedding = nullptr;
+    if (c.family == ModelFamily::kGpt2) {
+      gpt2 = child("transformer", std::make_shared<Gpt2Model>(c));
+      input_embedding = &gpt2->wte->weight;
+    } else {
+      llama = child("model", std::make_shared<LlamaModel>(c));
+      input_embedding = &llama->embed_tokens->weight;
+    }
+    lm_head =
+        child("lm_head", c.tie_word_embeddings
+                             ? std::make_shared<Dense>(input_embedding)
+                             : std::make_shared<Dense>(c.hidden_size, c.vocab_size, false, false));
+  }
+  at::Tensor forward(Pass& pass, const at::Tensor& ids) const {
+    return call(pass, ids, [&](const at::Tensor& in) {
+      const at::Tensor hidden = gpt2 ? gpt2->forward(pass, in) : llama->forward(pass, in);
+      const at::Tensor logits = lm_head->forward(pass, hidden);
+      // Position t predicts token t + 1; the mean over every predicted token.
+      const std::int64_t s = in.size(1);
+      const at::Tensor predicted = logits.narrow(1, 0, s - 1).to(at::kFloat);
+      const at::Tensor targets = in.narrow(1, 1, s - 1);
+      return at::cross_entropy_loss(predicted.reshape({-1, predicted.size(-1)}),
+                                    targets.reshape({-1}));
+    });
+  }
+  std::shared_ptr<Gpt2Model> gpt2;
+  std::shared_ptr<LlamaModel> llama;
+  std::shared_ptr<Dense> lm_head;
+};
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+}  // namespace
+
+at::Tensor token_tensor(const TokenBatch& tokens) {
+  ZP_CHECK(static_cast<std::int64_t>(tokens.ids.size()) == tokens.batch * tokens.seq,
+           "token batch of ", tokens.ids.size(), " ids for ", tokens.batch, " x ", tokens.seq);
+  return at::tensor(at::ArrayRef<std::int64_t>(tokens.ids)).view({tokens.batch, tokens.seq});
+}
+
+std::string supported_families() {
+  return "gpt2, llama";
+}
+
+void check_runnable(const std::optional<ModelConfig>& config, const ModuleTree& tree) {
+  SourceLocation model_key;
+  model_key.key_path = "model";
+  if (!config) {
+    throw UserError(ErrorKind::kUnsupported, model_key,
+                    "a model file '" + tree.name() +
+                        "' names no family; exec builds the families " + supported_families() +
+                        " (give the model as a preset or {family: ...})");
+  }
+  if (config->family != ModelFamily::kGpt2 && config->family != ModelFamily::kLlama) {
+    throw UserError(ErrorKind::kUnsupported, model_key,
+                    std::string(to_string(config->family)) + ": exec builds the families " +
+                        supported_families());
+  }
+  bool fp32 = tree.shape().dtype == DType::kFloat32;
+  for (const Parameter& p : tree.parameters())
+    fp32 = fp32 && p.dtype == DType::kFloat32;
+  if (!fp32) {
+    SourceLocation dtype_key;
+    dtype_key.key_path = "training.dtype";
+    throw UserError(
+        ErrorKind::kUnsupported, dtype_key,
+        std::string(to_string(tree.shape().dtype)) + ": exec trains in float32 only for now");
+  }
+}
+
+struct LmModel::Impl {
+  ModelConfig config;
+  ModuleTree tree;
+  std::shared_ptr<CausalLm> root;
+  std::vector<at::Tensor> params;                       // by ParamId
+  std::vector<std::pair<ModuleId, std::string>> owner;  // by ParamId: first module and attribute
+};
+
+LmModel::LmModel(const std::optional<ModelConfig>& config, const ModuleTree& tree,
+                 std::uint64_t seed) {
+  check_runnable(config, tree);
+  impl_ = std::make_unique<Impl>();
+  impl_->config = *config;
+  impl_->tree = tree;
+  impl_->root = std::make_shared<CausalLm>(*config);
+
+  // The hierarchy must be the tree's, module for module, or the hooks would name wrong modules.
+  const std::vector<ModuleId> order = tree.preorder();
+  const auto modules = impl_->root->named_modules();
+  ZP_CHECK(modules.size() == order.size(), "the ", to_string(config->family), " model has ",
+           modules.size(), " modules; the tree ", order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    const auto& item = modules[i];
+    const std::string name = tree.qualified_name(order[i]);
+    ZP_CHECK(item.key() == name && item.value()->name() == tree.module(order[i]).type, "module ", i,
+             " is ", item.key(), " (", item.value()->name(), "); the tree's is ", name, " (",
+             tree.module(order[i]).type, ")");
+    auto* node = dynamic_cast<Node*>(item.value().get());
+    ZP_CHECK(node != nullptr, "module ", name, " is not a tree node");
+    node->id = order[i];
+  }
+
+  const auto named = impl_->root->named_parameters();
+  ZP_CHECK(named.size() == tree.parameters().size(), "the model has ", named.size(),
+           " parameters; the tree ", tree.parameters().size());
+  for (size_t p = 0; p < named.size(); ++p) {
+    const Parameter& expected = tree.parameters()[p];
+    ZP_CHECK(named[p].key() == expected.name && named[p].value().sizes().vec() == expected.shape,
+             "parameter ", p, " is ", named[p].key(), " ", named[p].value().sizes(),
+             "; the tree's is ", expected.name);
+    impl_->params.push_back(named[p].value());
+  }
+  impl_->owner.assign(tree.parameters().size(), {kNoModule, ""});
+  for (const ModuleId m : order) {
+    for (const ParamSlot& slot : tree.module(m).params) {
+      auto& owner = impl_->owner[static_cast<size_t>(slot.param)];
+      if (owner.first == kNoModule) owner = {m, slot.attr};
+    }
+  }
+  initialize(seed);
+}
+
+LmModel::~LmModel() = default;
+LmModel::LmModel(LmModel&&) noexcept = default;
+LmModel& LmModel::operator=(LmModel&&) noexcept = default;
+
+const ModuleTree& LmModel::tree() const {
+  return impl_->tree;
+}
+const ModelConfig& LmModel::config() const {
+  return impl_->config;
+}
+torch::nn::Module& LmModel::module() {
+  return *impl_->root;
+}
+const std::vector<at::Tensor>& LmModel::parameters() const {
+  return impl_->params;
+}
+
+void LmModel::initialize(std::uint64_t seed) {
+  const at::NoGradGuard no_grad;
+  const ModelConfig& c = impl_->config;
+  for (size_t p = 0; p < impl_->params.size(); ++p) {
+    at::Tensor& param = impl_->params[p];
+    const auto& [module_id, attr] = impl_->owner[p];
+    const Module& m = impl_->tree.module(module_id);
+    if (m.type == "LayerNorm" || ends_with(m.type, "RMSNorm")) {
+      param.fill_(attr == "weight" ? 1.0 : 0.0);
+    } else if (attr == "bias") {
+      param.zero_();
+    } else {
+      // GPT-2 scales the projections that write into the residual stream (attn.c_proj and
+      // mlp.c_proj), so that its variance does not grow with depth.
+      const bool residual = c.family == ModelFamily::kGpt2 && m.name == "c_proj";
+      const double std =
+          residual ? kInitStd / std::sqrt(2.0 * static_cast<double>(c.num_layers)) : kInitStd;
+      // A generator per parameter: the values depend on (seed, p) alone.
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
+          splitmix64(seed ^ splitmix64(static_cast<std::uint64_t>(p))));
+      at::Tensor value = at::empty(param.sizes(), param.options().device(at::kCPU));
+      value.normal_(0.0, std, gen);
+      param.copy_(value);
+    }
+  }
+}
+
+void LmModel::train(bool on) {
+  impl_->root->train(on);
+}
+
+at::Tensor LmModel::loss(const at::Tensor& tokens, ModuleHooks* hooks) {
+  ZP_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2 && tokens.scalar_type() == at::kLong,
+           "token ids must be int64 [batch, seq >= 2], got ", tokens.sizes());
+  Pass pass(impl_->tree, hooks);
+  at::Tensor loss = impl_->root->forward(pass, tokens);
+  pass.finish();
+  return loss;
+}
+
+double LmModel::loss(const TokenBatch& tokens, ModuleHooks* hooks) {
+  return loss(token_tensor(tokens), hooks).item<double>();
+}
+
+std::vector<NamedShape> LmModel::named_parameters() const {
+  std::vector<NamedShape> out;
+  for (const auto& item : impl_->root->named_parameters())
+    out.push_back({item.key(), item.value().sizes().vec()});
+  return out;
+}
+
+std::vector<NamedType> LmModel::named_modules() const {
+  std::vector<NamedType> out;
+  for (const auto& item : impl_->root->named_modules())
+    out.push_back({item.key(), item.value()->name()});
+  return out;
+}
+
+std::vector<float> LmModel::parameter_values(ParamId id) const {
+  ZP_CHECK(id >= 0 && static_cast<size_t>(id) < impl_->params.size(), "no parameter ", id);
+  const at::Tensor t = impl_->params[static_cast<size_t>(id)].detach().to(at::kCPU).contiguous();
+  const float* data = t.data_ptr<float>();
+  return std::vector<float>(data, data + t.numel());
+}
+
+}  // namespace zp::exec
