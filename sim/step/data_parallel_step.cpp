@@ -858,11 +858,7 @@ SimulationResult simulate_data_parallel(const RunSpec& run, const SimOptions& op
   const pipe::PipelineGrid grid(pipe::pipe_model_data_parallel_topology(
       run.parallel.pipeline, run.parallel.tensor, run.parallel.data));
 
-  SimulationResult result;
-  result.run_name = run.name;
-  result.world_size = run.parallel.world();
-  result.gpu_memory = run.cluster.gpu_memory;
-  result.steady_state = options.steps == 0;
+  SimulationResult result = result_for(run, options);
 
   std::vector<std::vector<std::int64_t>> classes;
   if (options.all_ranks) {

@@ -1128,11 +1128,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
   const pipe::ScheduleSpec spec{pipe::ScheduleKind::kTrain, static_cast<int>(sh.m),
                                 static_cast<int>(sh.p), 1};
 
-  SimulationResult result;
-  result.run_name = run.name;
-  result.world_size = run.parallel.world();
-  result.gpu_memory = run.cluster.gpu_memory;
-  result.steady_state = options.steps == 0;
+  SimulationResult result = result_for(run, options);
 
   // Per-layer costs, the partition, and what checkpointing keeps, all of one rank's shard.
   const LayerCosts shard_costs = layer_costs(tree, layers, compute, tensor ? &*tensor : nullptr);

@@ -7,9 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "core/config/run_spec.h"
 #include "core/trace/trace.h"
 #include "core/util/error.h"
 #include "sim/memory/memory_accountant.h"
+#include "sim/step/sim_options.h"
 
 namespace zp::sim {
 
@@ -108,5 +110,15 @@ struct SimulationResult {
   std::optional<DeepSpeedEstimate> estimate;  // ZeRO-3 runs, and stages 1-2 without a pipeline
   std::vector<Warning> warnings;
 };
+
+// A result with what every step simulation reports of the run itself filled in.
+inline SimulationResult result_for(const RunSpec& run, const SimOptions& options) {
+  SimulationResult r;
+  r.run_name = run.name;
+  r.world_size = run.parallel.world();
+  r.gpu_memory = run.cluster.gpu_memory;
+  r.steady_state = options.steps == 0;
+  return r;
+}
 
 }  // namespace zp::sim

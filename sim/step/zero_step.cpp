@@ -728,11 +728,7 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
   setup.offload_param = run.deepspeed.zero.offload_param ? run.deepspeed.zero.offload_param->device
                                                          : OffloadDevice::kNone;
 
-  SimulationResult result;
-  result.run_name = run.name;
-  result.world_size = run.parallel.world();
-  result.gpu_memory = run.cluster.gpu_memory;
-  result.steady_state = options.steps == 0;
+  SimulationResult result = result_for(run, options);
 
   std::vector<std::vector<std::int64_t>> classes;
   if (options.all_ranks) {
