@@ -22,7 +22,8 @@ void TrainingLoop::initialize() {
 }
 
 void TrainingLoop::run(const StepEvent& e) {
-  if (observer_) observer_->before_event(e);
+  StepObserver* const observer = decisions_only_ ? nullptr : observer_;
+  if (observer) observer->before_event(e);
   switch (e.kind) {
     case StepEventKind::kPreForward:
       coordinator_.pre_forward(e.module);
@@ -37,29 +38,30 @@ void TrainingLoop::run(const StepEvent& e) {
       coordinator_.post_backward(e.module);
       break;
     case StepEventKind::kGradReady:
-      reducer_.grad_ready(e.param);
+      if (!decisions_only_) reducer_.grad_ready(e.param);
       break;
   }
-  if (observer_) observer_->on_event(e);
+  if (observer) observer->on_event(e);
 }
 
 void TrainingLoop::step(std::int64_t micro_batches) {
   ZP_CHECK(micro_batches >= 1, "micro_batches ", micro_batches);
+  StepObserver* const observer = decisions_only_ ? nullptr : observer_;
   for (std::int64_t micro = 0; micro < micro_batches; ++micro) {
-    if (observer_) observer_->on_phase(StepPhase::kForward, step_);
+    if (observer) observer->on_phase(StepPhase::kForward, step_);
     coordinator_.start_of_forward();
     for (const StepEvent& e : schedule_.forward)
       run(e);
-    if (observer_) observer_->on_phase(StepPhase::kBackward, step_);
+    if (observer) observer->on_phase(StepPhase::kBackward, step_);
     for (const StepEvent& e : schedule_.backward)
       run(e);
     coordinator_.reset_step();
-    if (observer_) observer_->on_reset_step();
+    if (observer) observer->on_reset_step();
     reducer_.epilogue();
   }
-  if (observer_) observer_->on_phase(StepPhase::kOptimizerStep, step_);
+  if (observer) observer->on_phase(StepPhase::kOptimizerStep, step_);
   coordinator_.release_and_reset_all();
-  if (observer_) observer_->on_optimizer_update(step_);
+  if (observer) observer->on_optimizer_update(step_);
   const std::vector<ParamId>& persistent = model_.persistent_params();
   if (!persistent.empty()) coordinator_.gather_outside(persistent);
   ++step_;

@@ -44,6 +44,10 @@ class TrainingLoop {
   void initialize();
   // One optimizer step over `micro_batches` forward/backward passes.
   void step(std::int64_t micro_batches = 1);
+  // Decisions only: the coordinator decides as always, but the observer is not told and no
+  // gradient is bucketed (a simulator's warm-up steps, whose costs nobody records). The reducer
+  // ends every micro-step empty, so the steps after are the same either way.
+  void set_decisions_only(bool on) { decisions_only_ = on; }
 
   Coordinator& coordinator() { return coordinator_; }
   const Coordinator& coordinator() const { return coordinator_; }
@@ -60,6 +64,7 @@ class TrainingLoop {
   GradientReducer reducer_;
   StepObserver* observer_;
   std::int64_t step_ = 0;
+  bool decisions_only_ = false;
 };
 
 }  // namespace zp::zero

@@ -779,10 +779,13 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     sim.loop = &loop;
     loop.initialize();
     if (options.steps == 0) {
+      // Warm-up steps only advance the coordinator: nothing of them is reported.
+      loop.set_decisions_only(true);
       while (loop.coordinator().mode() != zero::TraceMode::kComplete &&
              loop.steps_done() < kMaxWarmupSteps) {
         loop.step(micro_batches);
       }
+      loop.set_decisions_only(false);
       if (loop.coordinator().mode() != zero::TraceMode::kComplete) {
         result.warnings.push_back({{},
                                    "the ZeRO-3 trace never completed in " +

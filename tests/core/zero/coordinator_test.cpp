@@ -332,6 +332,35 @@ TEST(TrainingLoop, ObserversSeeEachEventBeforeAndAfterTheCoordinatorActs) {
   EXPECT_EQ(probe.seen, (std::vector<std::string>{"before live", "after gone"}));
 }
 
+TEST(TrainingLoop, DecisionsOnlyStepsDecideTheSameAndReportNothing) {
+  ZeroSettings s = Settings();
+  s.prefetch_bucket_size = 150;
+  const ModuleTree tree = Chain({100, 200, 300});
+  // Two steps as usual, and two with the first in decisions-only mode: the first step gathers the
+  // same but reports no bucket and no hook, and the second (the first with a complete trace) is
+  // the same in full.
+  Harness full(tree, s);
+  full.loop.step();
+  const std::vector<GatherRequest> first_gathers = full.rec.gathers;
+  ASSERT_FALSE(full.rec.buckets.empty());
+  full.rec.clear();
+  full.loop.step();
+
+  Harness quiet(tree, s);
+  quiet.loop.set_decisions_only(true);
+  quiet.loop.step();
+  ASSERT_EQ(quiet.rec.gathers.size(), first_gathers.size());
+  for (std::size_t i = 0; i < first_gathers.size(); ++i)
+    EXPECT_EQ(quiet.rec.gathers[i].params, first_gathers[i].params);
+  EXPECT_TRUE(quiet.rec.buckets.empty());
+  EXPECT_EQ(std::count(quiet.rec.lines.begin(), quiet.rec.lines.end(), "reset_step"), 0);
+  quiet.loop.set_decisions_only(false);
+  quiet.rec.clear();
+  quiet.loop.step();
+  EXPECT_EQ(quiet.rec.lines, full.rec.lines);
+  EXPECT_FALSE(quiet.rec.buckets.empty());
+}
+
 TEST(Coordinator, DrainingTheRegistryDropsWhatItHeld) {
   ZeroSettings s = Settings();
   s.prefetch_bucket_size = 1000;
