@@ -916,11 +916,7 @@ SimulationResult simulate_data_parallel(const RunSpec& run, const SimOptions& op
         report.steps.push_back(sim.run_step(s));
     }
     report.transfers = sim.transfers();
-    report.peak = sim.memory().peak();
-    report.peak_reserved = sim.memory().peak_reserved();
-    report.peak_host = sim.memory().peak_host();
-    report.peak_nvme = sim.memory().peak_nvme();
-    report.out_of_memory = sim.memory().out_of_memory_count();
+    take_memory_peaks(sim.memory(), report);
     report.peak_running = running_label(run.tree, report.peak.running);
     report.model_flops_per_step =
         plan.model_flops_per_micro_batch * static_cast<double>(plan.micro_batches);

@@ -1538,11 +1538,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     report.trace_rank = pr.trace_rank;
     report.label = pr.label;
     report.ranks = pr.ranks;
-    report.peak = pr.memory->peak();
-    report.peak_reserved = pr.memory->peak_reserved();
-    report.peak_host = pr.memory->peak_host();
-    report.peak_nvme = pr.memory->peak_nvme();
-    report.out_of_memory = pr.memory->out_of_memory_count();
+    take_memory_peaks(*pr.memory, report);
     report.transfers = pr.transfers;
     report.steps = pr.steps;
     report.peak_running = running_label(layers, report.peak.running, pr.peak_micro_batch);

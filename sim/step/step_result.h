@@ -111,6 +111,15 @@ struct SimulationResult {
   std::vector<Warning> warnings;
 };
 
+// The accountant's peaks, as a rank's report carries them.
+inline void take_memory_peaks(const MemoryAccountant& memory, RankReport& report) {
+  report.peak = memory.peak();
+  report.peak_reserved = memory.peak_reserved();
+  report.peak_host = memory.peak_host();
+  report.peak_nvme = memory.peak_nvme();
+  report.out_of_memory = memory.out_of_memory_count();
+}
+
 // A result with what every step simulation reports of the run itself filled in.
 inline SimulationResult result_for(const RunSpec& run, const SimOptions& options) {
   SimulationResult r;

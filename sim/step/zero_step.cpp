@@ -800,11 +800,7 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
         report.steps.push_back(sim.run_step(micro_batches));
     }
     report.transfers = sim.transfers();
-    report.peak = sim.memory().peak();
-    report.peak_reserved = sim.memory().peak_reserved();
-    report.peak_host = sim.memory().peak_host();
-    report.peak_nvme = sim.memory().peak_nvme();
-    report.out_of_memory = sim.memory().out_of_memory_count();
+    take_memory_peaks(sim.memory(), report);
     report.peak_running = running_label(run.tree, report.peak.running);
     // The rank's share of the whole model's work: the replicated modules that every tensor rank
     // runs again count once.
