@@ -21,7 +21,8 @@
 
 namespace zp::sim::testing {
 
-// The UserError `call` throws; a test failure (and a placeholder) when it throws none.
+// The UserError `call` throws. If it throws none the test fails, and the error returned is an
+// empty one ("none") so the caller's own checks fail too.
 inline UserError ErrorOf(const std::function<void()>& call) {
   try {
     call();
