@@ -2,11 +2,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <string_view>
 #include <utility>
 
@@ -25,7 +29,28 @@ constexpr double kInitStd = 0.02;           // initializer_range of both familie
 // One forward pass: walks tree.calls() as the modules are called, and runs the hooks around each.
 class Pass {
  public:
-  Pass(const ModuleTree& tree, ModuleHooks* hooks) : calls_(tree.calls()), hooks_(hooks) {}
+  // Where a pass stands in the call sequence: a checkpointed segment's recomputation resumes there.
+  struct Position {
+    std::int32_t next = 0;
+    std::vector<std::int32_t> stack;
+  };
+
+  Pass(const ModuleTree& tree, ModuleHooks* hooks, std::int64_t checkpoint_interval)
+      : tree_(&tree),
+        calls_(tree.calls()),
+        hooks_(hooks),
+        checkpoint_interval_(checkpoint_interval) {}
+  Pass(const ModuleTree& tree, ModuleHooks* hooks, Position at)
+      : tree_(&tree),
+        calls_(tree.calls()),
+        hooks_(hooks),
+        next_(at.next),
+        stack_(std::move(at.stack)) {}
+
+  Position position() const { return {next_, stack_}; }
+  const ModuleTree& tree() const { return *tree_; }
+  ModuleHooks* hooks() const { return hooks_; }
+  std::int64_t checkpoint_interval() const { return checkpoint_interval_; }
 
   // Runs `body` as one call of module `id`, with the hooks around it.
   Tensors run(ModuleId id, Tensors inputs, const std::function<Tensors(const Tensors&)>& body) {
@@ -60,11 +85,140 @@ class Pass {
   }
 
  private:
+  const ModuleTree* tree_;
   const std::vector<ForwardCall>& calls_;
   ModuleHooks* hooks_;
+  std::int64_t checkpoint_interval_ = 0;
   std::int32_t next_ = 0;
   std::vector<std::int32_t> stack_;
 };
+
+// --- Checkpointed segments
+// ------------------------------------------------------------------------
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What recomputing one checkpointed segment needs once backward reaches it.
+struct Segment : torch::CustomClassHolder {
+  Segment(const ModuleTree* tree_in, ModuleHooks* hooks_in,
+          std::function<at::Tensor(Pass&, const at::Tensor&)> body_in)
+      : tree(tree_in), hooks(hooks_in), body(std::move(body_in)) {}
+  const ModuleTree* tree;
+  ModuleHooks* hooks;
+  std::function<at::Tensor(Pass&, const at::Tensor&)> body;
+  Pass::Position start;
+  std::int32_t end = 0;
+  at::Tensor rng_state;  // the CPU generator's, as the forward found it
+};
+
+at::Tensor cpu_rng_state() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_cpu_rng_state(const at::Tensor& state) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+// deepspeed.checkpointing.checkpoint: the segment's forward runs without a graph and keeps only
+// its input; backward runs it again with grad, from the same random state, and differentiates
+// that. The hooks fire again during the recomputation, so ZeRO-3 gathers the segment's
+// parameters a second time, as it does in DeepSpeed.
+struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, Pass* pass,
+                               const c10::intrusive_ptr<Segment>& segment) {
+    segment->start = pass->position();
+    segment->rng_state = cpu_rng_state();
+    at::Tensor out;
+    {
+      at::NoGradGuard no_grad;
+      out = segment->body(*pass, x);
+    }
+    segment->end = pass->position().next;
+    ctx->save_for_backward({x});
+    ctx->saved_data["segment"] = c10::IValue::make_capsule(segment);
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto segment =
+        c10::static_intrusive_pointer_cast<Segment>(ctx->saved_data["segment"].toCapsule());
+    const at::Tensor input = ctx->get_saved_variables().at(0).detach().requires_grad_(true);
+    // Recompute from the forward's random state, and leave the generator where backward had it.
+    const at::Tensor backward_rng = cpu_rng_state();
+    set_cpu_rng_state(segment->rng_state);
+    Pass pass(*segment->tree, segment->hooks, segment->start);
+    at::Tensor out;
+    {
+      at::AutoGradMode grad(true);
+      out = segment->body(pass, input);
+    }
+    set_cpu_rng_state(backward_rng);
+    ZP_CHECK(pass.position().next == segment->end, "recomputation made calls up to ",
+             pass.position().next, "; the forward up to ", segment->end);
+    torch::autograd::backward({out}, {grads.at(0)});
+    return {input.grad(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Runs `count` layers over x, layer(pass, i, x) each; with a checkpoint interval (and grad on),
+// every `interval` consecutive layers form one checkpointed segment. `layer` must hold what it
+// needs by value: a segment calls it again during backward.
+at::Tensor run_layers(
+    Pass& pass, std::size_t count, at::Tensor x,
+    const std::function<at::Tensor(Pass&, std::size_t, const at::Tensor&)>& layer) {
+  const auto interval = static_cast<std::size_t>(pass.checkpoint_interval());
+  if (interval == 0 || !at::GradMode::is_enabled()) {
+    for (std::size_t i = 0; i < count; ++i)
+      x = layer(pass, i, x);
+    return x;
+  }
+  for (std::size_t first = 0; first < count; first += interval) {
+    const std::size_t end = std::min(count, first + interval);
+    auto segment = c10::make_intrusive<Segment>(&pass.tree(), pass.hooks(),
+                                                [layer, first, end](Pass& p, const at::Tensor& in) {
+                                                  at::Tensor h = in;
+                                                  for (std::size_t i = first; i < end; ++i)
+                                                    h = layer(p, i, h);
+                                                  return h;
+                                                });
+    x = CheckpointFunction::apply(x, &pass, segment).at(0);
+  }
+  return x;
+}
+
+// x @ weight^T, as DeepSpeed's LinearFunctionForZeroStage3 computes it: the weight itself is
+// saved for backward, not a transposed view of it, so that releasing a ZeRO-3 parameter after its
+// module frees the gathered storage (a view would keep it alive until backward). The bias is
+// added outside, since a custom function cannot take an undefined tensor.
+struct LinearFunction : torch::autograd::Function<LinearFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& weight) {
+    ctx->save_for_backward({x, weight});
+    return {at::matmul(x, weight.t())};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1];
+    const at::Tensor& grad = grads.at(0);
+    at::Tensor grad_x, grad_weight;
+    if (ctx->needs_input_grad(0)) grad_x = at::matmul(grad, weight);
+    if (ctx->needs_input_grad(1)) {
+      grad_weight = grad.reshape({-1, grad.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
+    }
+    return {grad_x, grad_weight};
+  }
+};
+
+at::Tensor zero3_linear(const at::Tensor& x, const at::Tensor& weight,
+                        const at::Tensor& bias = {}) {
+  at::Tensor out = LinearFunction::apply(x, weight).at(0);
+  return bias.defined() ? out + bias : out;
+}
 
 // A module of the tree. Its libtorch name() is the tree's class name; `id` is set once the
 // hierarchy is complete, by matching qualified names.
@@ -117,8 +271,8 @@ class Dense : public Node {
 
   at::Tensor forward(Pass& pass, const at::Tensor& x) const {
     return call(pass, x, [&](const at::Tensor& in) {
-      if (tied_ != nullptr) return at::linear(in, *tied_);
-      if (!conv1d_) return at::linear(in, weight, bias);
+      if (tied_ != nullptr) return zero3_linear(in, *tied_);
+      if (!conv1d_) return zero3_linear(in, weight, bias);
       std::vector<std::int64_t> shape = in.sizes().vec();
       shape.back() = out_;
       const at::Tensor flat = in.reshape({-1, in.size(-1)});
@@ -317,8 +471,10 @@ class Gpt2Model : public Node {
     return call(pass, ids, [&](const at::Tensor& in) {
       const at::Tensor tokens = wte->forward(pass, in);
       at::Tensor x = drop->forward(pass, tokens + wpe->forward(pass, position_ids(in)));
-      for (const auto& block : h->items)
-        x = block->forward(pass, x);
+      x = run_layers(pass, h->items.size(), x,
+                     [blocks = h](Pass& p, std::size_t i, const at::Tensor& hidden) {
+                       return blocks->items[i]->forward(p, hidden);
+                     });
       return ln_f->forward(pass, x);
     });
   }
@@ -462,8 +618,10 @@ class LlamaModel : public Node {
     return call(pass, ids, [&](const at::Tensor& in) {
       at::Tensor x = embed_tokens->forward(pass, in);
       const Tensors cos_sin = rotary_emb->forward(pass, x, position_ids(in));
-      for (const auto& layer : layers->items)
-        x = layer->forward(pass, x, cos_sin);
+      x = run_layers(pass, layers->items.size(), x,
+                     [list = layers, cos_sin](Pass& p, std::size_t i, const at::Tensor& hidden) {
+                       return list->items[i]->forward(p, hidden, cos_sin);
+                     });
       return norm->forward(pass, x);
     });
   }
@@ -564,6 +722,7 @@ struct LmModel::Impl {
   std::shared_ptr<CausalLm> root;
   std::vector<at::Tensor> params;                       // by ParamId
   std::vector<std::pair<ModuleId, std::string>> owner;  // by ParamId: first module and attribute
+  std::int64_t checkpoint_interval = 0;
 };
 
 LmModel::LmModel(const std::optional<ModelConfig>& config, const ModuleTree& tree,
@@ -654,6 +813,11 @@ void LmModel::initialize(std::uint64_t seed) {
   }
 }
 
+void LmModel::set_checkpoint_interval(std::int64_t layers) {
+  ZP_CHECK(layers >= 0, "checkpoint interval ", layers);
+  impl_->checkpoint_interval = layers;
+}
+
 void LmModel::train(bool on) {
   impl_->root->train(on);
 }
@@ -661,7 +825,7 @@ void LmModel::train(bool on) {
 at::Tensor LmModel::loss(const at::Tensor& tokens, ModuleHooks* hooks) {
   ZP_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2 && tokens.scalar_type() == at::kLong,
            "token ids must be int64 [batch, seq >= 2], got ", tokens.sizes());
-  Pass pass(impl_->tree, hooks);
+  Pass pass(impl_->tree, hooks, impl_->checkpoint_interval);
   at::Tensor loss = impl_->root->forward(pass, tokens);
   pass.finish();
   return loss;

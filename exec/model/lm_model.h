@@ -115,6 +115,11 @@ class LmModel {
   void initialize(std::uint64_t seed);
   // Dropout acts only in training mode (the default).
   void train(bool on);
+  // Activation checkpointing (deepspeed.checkpointing.checkpoint around every `layers`
+  // consecutive transformer blocks, as training.checkpoint_interval says); 0, the default, keeps
+  // every activation. A checkpointed segment saves only its input, and in backward runs its
+  // forward again, hooks included, from the random state its forward started from.
+  void set_checkpoint_interval(std::int64_t layers);
 
   // Mean next-token cross entropy of int64 token ids [batch, seq], seq >= 2.
   at::Tensor loss(const at::Tensor& tokens, ModuleHooks* hooks = nullptr);

@@ -1,0 +1,581 @@
+#include "exec/zero/zero3_engine.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include <algorithm>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "core/util/error.h"
+#include "core/zero/grad_reducer.h"
+#include "core/zero/partition.h"
+#include "exec/memory/memory_scope.h"
+
+namespace zp::exec {
+
+namespace {
+
+using memory::MemoryCategory;
+using memory::MemoryScope;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+comm::Buffer buffer_of(const at::Tensor& t) {
+  ZP_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, "a collective needs a contiguous ",
+           "fp32 tensor, got ", t.scalar_type());
+  comm::Buffer b = comm::host_buffer(t.data_ptr<float>(), t.numel());
+  if (t.is_cuda()) {
+    b.device = comm::DeviceKind::kCuda;
+    b.device_index = t.get_device();
+  }
+  return b;
+}
+
+// What the backward hooks call back into.
+class BackwardHooks {
+ public:
+  virtual ~BackwardHooks() = default;
+  virtual void output_wrapped(ModuleId module) = 0;
+  virtual void output_backward(ModuleId module) = 0;
+  virtual void input_wrapped(ModuleId module) = 0;
+  virtual void input_backward(ModuleId module) = 0;
+};
+
+struct HookTarget : torch::CustomClassHolder {
+  HookTarget(BackwardHooks* hooks_in, ModuleId module_in) : hooks(hooks_in), module(module_in) {}
+  BackwardHooks* hooks;
+  ModuleId module;
+};
+
+c10::intrusive_ptr<HookTarget> target_of(AutogradContext* ctx) {
+  return c10::static_intrusive_pointer_cast<HookTarget>(ctx->saved_data["target"].toCapsule());
+}
+
+// Wraps a module's output: its backward runs before the module's own backward (DeepSpeed's
+// PreBackwardFunctionForModule).
+struct PreBackwardFunction : torch::autograd::Function<PreBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& output,
+                               const c10::intrusive_ptr<HookTarget>& target) {
+    ctx->saved_data["target"] = c10::IValue::make_capsule(target);
+    target->hooks->output_wrapped(target->module);
+    return {output};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto target = target_of(ctx);
+    target->hooks->output_backward(target->module);
+    return {grads.at(0), at::Tensor()};
+  }
+};
+
+// Wraps a module's input: its backward runs once the gradient of that input is known, i.e. after
+// the module's backward (DeepSpeed's PostBackwardFunctionForModule).
+struct PostBackwardFunction : torch::autograd::Function<PostBackwardFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
+                               const c10::intrusive_ptr<HookTarget>& target) {
+    ctx->saved_data["target"] = c10::IValue::make_capsule(target);
+    target->hooks->input_wrapped(target->module);
+    return {input};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto target = target_of(ctx);
+    target->hooks->input_backward(target->module);
+    return {grads.at(0), at::Tensor()};
+  }
+};
+
+// Runs after a parameter's gradient accumulator: the gradient is in param.grad().
+class GradReadyHook : public torch::autograd::FunctionPostHook {
+ public:
+  GradReadyHook(std::function<void(ParamId)> ready, ParamId param)
+      : ready_(std::move(ready)), param_(param) {}
+  variable_list operator()(const variable_list& outputs, const variable_list& /*inputs*/) override {
+    ready_(param_);
+    return outputs;
+  }
+
+ private:
+  std::function<void(ParamId)> ready_;
+  ParamId param_;
+};
+
+}  // namespace
+
+struct Zero3Engine::Impl final : zero::CoordinatorBackend,
+                                 zero::GradientReducerBackend,
+                                 ModuleHooks,
+                                 BackwardHooks {
+  Impl(LmModel& model, const zero::ZeroModel& zero_model, comm::Communicator& group,
+       const Zero3Options& options);
+
+  // --- CoordinatorBackend ---
+  void start_gather(const zero::GatherRequest& request) override;
+  void wait_gather(zero::GatherHandle handle) override;
+  void release(ParamId param, zero::ReleaseReason reason) override;
+  void drop_gather(zero::GatherHandle handle) override;
+
+  // --- GradientReducerBackend ---
+  void reduce(const zero::GradBucket& bucket) override;
+  void grad_added(ParamId param, bool contiguous) override;
+
+  // --- ModuleHooks ---
+  void pre_forward(const ModuleCall& call) override;
+  void post_forward(const ModuleCall& call) override;
+  void wrap_inputs(const ModuleCall& call, std::vector<at::Tensor>& inputs) override;
+  void wrap_outputs(const ModuleCall& call, std::vector<at::Tensor>& outputs) override;
+
+  // --- BackwardHooks ---
+  void output_wrapped(ModuleId module) override { ++modules[idx(module)].pre_backward_refs; }
+  void output_backward(ModuleId module) override;
+  void input_wrapped(ModuleId module) override { ++modules[idx(module)].grads_remaining; }
+  void input_backward(ModuleId module) override;
+
+  void grad_ready(ParamId p);
+  Zero3StepStats step(const std::vector<TokenBatch>& micro_batches);
+  void log(std::string line) {
+    if (log_decisions) decisions.push_back(std::move(line));
+  }
+  static std::size_t idx(std::int64_t i) { return static_cast<std::size_t>(i); }
+
+  struct ModuleState {
+    std::int32_t grads_remaining = 0;    // wrapped inputs whose gradient has not arrived
+    std::int32_t pre_backward_refs = 0;  // wrapped outputs not yet reached by backward
+  };
+  struct Gather {
+    comm::WorkPtr work;
+    at::Tensor input;  // this rank's partitions, side by side
+    at::Tensor flat;   // [world, sum of partitions]: rank r's partitions in row r
+    std::vector<ParamId> params;
+  };
+
+  LmModel& model;
+  const zero::ZeroModel& zm;
+  comm::Communicator& group;
+  const std::int64_t world;
+  const std::int64_t rank;
+  const std::vector<at::Tensor>& params;  // the model's tensors, by ParamId
+
+  // Partitions: one flat buffer, each parameter's partition a view at its offset (ds_id order).
+  std::vector<std::int64_t> offset;  // by ParamId
+  at::Tensor partition_flat;
+  std::vector<at::Tensor> partition;
+  // Gradient partitions, summed over micro-steps; and the fp32 master copy the optimizer steps.
+  at::Tensor grad_flat;
+  std::vector<at::Tensor> grad_partition;
+  at::Tensor master;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+
+  zero::Coordinator coordinator;
+  zero::GradientReducer reducer;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // by ParamId: kept alive
+  std::vector<ModuleState> modules;
+  std::unordered_map<zero::GatherHandle, Gather> gathers;
+  std::vector<c10::intrusive_ptr<HookTarget>> targets;  // by ModuleId
+
+  // The reduce bucket: gradients waiting for their bucket's reduction, as tensors of their own or
+  // as views of the contiguous buffer.
+  at::Tensor contiguous;
+  std::int64_t contiguous_fill = 0;
+  std::vector<at::Tensor> bucket_grad;  // by ParamId
+  // Gradients of z3 leaves' parameters wait for the leaf's post-backward.
+  std::vector<std::vector<ParamId>> leaf_ready;  // by ModuleId
+
+  Zero3StepStats stats;
+  bool log_decisions = false;
+  std::vector<std::string> decisions;
+};
+
+Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
+                        comm::Communicator& group_in, const Zero3Options& options)
+    : model(model_in),
+      zm(zero_model),
+      group(group_in),
+      world(group_in.size()),
+      rank(group_in.rank()),
+      params(model_in.parameters()),
+      coordinator(zero_model, *this),
+      reducer(zero_model, *this) {
+  ZP_CHECK(zm.settings().data_parallel_size == world, "the ZeRO model is partitioned over ",
+           zm.settings().data_parallel_size, " ranks; the group has ", world);
+  ZP_CHECK(params.size() == zm.tree().parameters().size(), "the model has ", params.size(),
+           " parameters; the tree ", zm.tree().parameters().size());
+  const std::size_t n = params.size();
+  modules.resize(zm.tree().modules().size());
+  leaf_ready.resize(modules.size());
+  for (ModuleId m = 0; m < static_cast<ModuleId>(modules.size()); ++m)
+    targets.push_back(c10::make_intrusive<HookTarget>(this, m));
+  bucket_grad.resize(n);
+
+  // This rank's partitions, cut from the full initial values every rank holds.
+  offset.assign(n, 0);
+  std::int64_t total = 0;
+  for (ParamId p : zm.params_by_ds_id()) {
+    offset[idx(p)] = total;
+    total += zm.param(p).shape.partition_numel;
+  }
+  {
+    MemoryScope scope(MemoryCategory::kParamPartitions);
+    partition_flat = at::zeros({total}, params.front().options().requires_grad(false));
+  }
+  partition.resize(n);
+  for (ParamId p = 0; p < static_cast<ParamId>(n); ++p) {
+    const zero::PartitionShape& shape = zm.param(p).shape;
+    partition[idx(p)] = partition_flat.narrow(0, offset[idx(p)], shape.partition_numel);
+    const std::int64_t begin = rank * shape.partition_numel;
+    const std::int64_t valid = shape.valid_numel(rank);
+    if (valid > 0) {
+      partition[idx(p)]
+          .narrow(0, 0, valid)
+          .copy_(params[idx(p)].detach().reshape(-1).narrow(0, begin, valid));
+    }
+  }
+  {
+    MemoryScope scope(MemoryCategory::kGradPartitions);
+    grad_flat = at::zeros({total}, partition_flat.options());
+  }
+  grad_partition.resize(n);
+  for (ParamId p = 0; p < static_cast<ParamId>(n); ++p)
+    grad_partition[idx(p)] = grad_flat.narrow(0, offset[idx(p)], zm.param(p).shape.partition_numel);
+  {
+    MemoryScope scope(MemoryCategory::kMasterWeights);
+    master = partition_flat.clone();
+  }
+  const OptimizerSpec& o = options.optimizer;
+  if (o.kind == OptimizerKind::kSgd) {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        std::vector<at::Tensor>{master},
+        torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::AdamW>(std::vector<at::Tensor>{master},
+                                                      torch::optim::AdamWOptions(o.lr)
+                                                          .betas(std::make_tuple(o.beta1, o.beta2))
+                                                          .eps(o.eps)
+                                                          .weight_decay(o.weight_decay));
+  }
+
+  // The gradient accumulators are made while the parameters have their full shape: autograd
+  // checks each gradient against the shape its accumulator was made for. DeepSpeed keeps them
+  // alive for the same reason.
+  accumulators.resize(n);
+  for (ParamId p = 0; p < static_cast<ParamId>(n); ++p) {
+    if (!zm.param(p).requires_grad) continue;
+    accumulators[idx(p)] = torch::autograd::impl::grad_accumulator(params[idx(p)]);
+    ZP_CHECK(accumulators[idx(p)] != nullptr, "parameter ", p, " has no gradient accumulator");
+    accumulators[idx(p)]->add_post_hook(
+        std::make_unique<GradReadyHook>([this](ParamId q) { grad_ready(q); }, p));
+  }
+  // Partitioned: every module's tensor gives its storage up.
+  for (ParamId p = 0; p < static_cast<ParamId>(n); ++p)
+    params[idx(p)].set_data(at::empty({0}, params[idx(p)].options()));
+  // deepspeed.initialize gathers each trainable parameter once and partitions it again.
+  for (ParamId p : zm.params_by_ds_id()) {
+    if (!zm.param(p).requires_grad) continue;
+    const ParamId one[] = {p};
+    coordinator.gather_outside(one);
+    coordinator.release_outside(p);
+  }
+}
+
+// --- Gathers
+// --------------------------------------------------------------------------------------
+
+void Zero3Engine::Impl::start_gather(const zero::GatherRequest& request) {
+  Gather g;
+  g.params = request.params;
+  std::int64_t sum = 0;
+  for (ParamId p : g.params)
+    sum += zm.param(p).shape.partition_numel;
+  {
+    MemoryScope scope(MemoryCategory::kGatheredParams);
+    std::vector<at::Tensor> parts;
+    parts.reserve(g.params.size());
+    for (ParamId p : g.params)
+      parts.push_back(partition[idx(p)]);
+    g.input = parts.size() == 1 ? parts.front() : at::cat(parts);
+    g.flat = at::empty({world, sum}, partition_flat.options());
+  }
+  if (world > 1) {
+    g.work = group.all_gather(buffer_of(g.input), buffer_of(g.flat),
+                              "gather " + std::to_string(request.handle));
+  } else {
+    g.flat.copy_(g.input.view({1, sum}));
+  }
+  ++stats.gathers;
+  stats.gathered_numel += request.numel;
+  if (log_decisions) {
+    std::ostringstream line;
+    line << "gather " << request.handle << " [";
+    for (std::size_t i = 0; i < g.params.size(); ++i)
+      line << (i ? " " : "") << g.params[i];
+    line << "] " << to_string(request.reason);
+    log(line.str());
+  }
+  gathers.emplace(request.handle, std::move(g));
+}
+
+void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
+  const auto it = gathers.find(handle);
+  ZP_CHECK(it != gathers.end(), "gather ", handle, " was never started");
+  Gather& g = it->second;
+  if (g.work) {
+    g.work->wait();
+    g.work.reset();
+  }
+  g.input = at::Tensor();
+  // Each parameter from its slice of every rank's row, the padding cut off.
+  MemoryScope scope(MemoryCategory::kGatheredParams);
+  std::int64_t column = 0;
+  for (ParamId p : g.params) {
+    const zero::ZeroParam& zp = zm.param(p);
+    const at::Tensor full =
+        g.flat.narrow(1, column, zp.shape.partition_numel).reshape(-1).narrow(0, 0, zp.numel);
+    params[idx(p)].set_data(full.clone().view(zm.tree().parameter(p).shape));
+    column += zp.shape.partition_numel;
+  }
+  log("wait " + std::to_string(handle));
+}
+
+void Zero3Engine::Impl::drop_gather(zero::GatherHandle handle) {
+  gathers.erase(handle);
+}
+
+void Zero3Engine::Impl::release(ParamId param, zero::ReleaseReason /*reason*/) {
+  params[idx(param)].set_data(at::empty({0}, partition_flat.options()));
+  ++stats.releases;
+  log("release " + std::to_string(param));
+}
+
+// --- Hooks
+// ----------------------------------------------------------------------------------------
+
+void Zero3Engine::Impl::pre_forward(const ModuleCall& call) {
+  if (!zm.is_hooked(call.module)) return;
+  log("pre_forward " + std::to_string(call.module));
+  coordinator.pre_forward(call.module);
+}
+
+void Zero3Engine::Impl::wrap_inputs(const ModuleCall& call, std::vector<at::Tensor>& inputs) {
+  if (!zm.is_hooked(call.module) || !at::GradMode::is_enabled()) return;
+  // DeepSpeed counts anew at each forward call, so only the last call's inputs reach zero.
+  modules[idx(call.module)].grads_remaining = 0;
+  for (at::Tensor& t : inputs) {
+    if (t.defined() && t.requires_grad())
+      t = PostBackwardFunction::apply(t, targets[idx(call.module)]).at(0);
+  }
+}
+
+void Zero3Engine::Impl::post_forward(const ModuleCall& call) {
+  if (!zm.is_hooked(call.module)) return;
+  log("post_forward " + std::to_string(call.module));
+  coordinator.post_forward(call.module);
+}
+
+void Zero3Engine::Impl::wrap_outputs(const ModuleCall& call, std::vector<at::Tensor>& outputs) {
+  if (!zm.is_hooked(call.module) || !at::GradMode::is_enabled()) return;
+  for (at::Tensor& t : outputs) {
+    if (t.defined() && t.requires_grad())
+      t = PreBackwardFunction::apply(t, targets[idx(call.module)]).at(0);
+  }
+}
+
+void Zero3Engine::Impl::output_backward(ModuleId module) {
+  ModuleState& s = modules[idx(module)];
+  if (s.pre_backward_refs <= 0) return;
+  --s.pre_backward_refs;
+  log("pre_backward " + std::to_string(module));
+  coordinator.pre_backward(module);
+}
+
+void Zero3Engine::Impl::input_backward(ModuleId module) {
+  ModuleState& s = modules[idx(module)];
+  if (--s.grads_remaining != 0) return;
+  log("post_backward " + std::to_string(module));
+  coordinator.post_backward(module);
+  // A z3 leaf reduces its subtree's gradients once its backward is done, in id order.
+  std::vector<ParamId>& ready = leaf_ready[idx(module)];
+  std::sort(ready.begin(), ready.end());
+  for (ParamId p : ready)
+    reducer.grad_ready(p);
+  ready.clear();
+}
+
+// --- Gradients
+// ------------------------------------------------------------------------------------
+
+void Zero3Engine::Impl::grad_ready(ParamId p) {
+  const ModuleId leaf = zm.param(p).leaf;
+  log("grad " + std::to_string(p));
+  if (leaf != kNoModule) {
+    leaf_ready[idx(leaf)].push_back(p);
+    return;
+  }
+  reducer.grad_ready(p);
+}
+
+void Zero3Engine::Impl::grad_added(ParamId param, bool in_contiguous) {
+  at::Tensor& grad = params[idx(param)].mutable_grad();
+  ZP_CHECK(grad.defined(), "parameter ", param, " is ready but has no gradient");
+  if (in_contiguous) {
+    if (!contiguous.defined()) {
+      MemoryScope scope(MemoryCategory::kGradBuckets);
+      contiguous = at::empty({zero::gradient_buffers(zm).bucket_numel}, partition_flat.options());
+    }
+    const std::int64_t numel = grad.numel();
+    at::Tensor slot = contiguous.narrow(0, contiguous_fill, numel);
+    slot.copy_(grad.reshape(-1));
+    bucket_grad[idx(param)] = slot;
+    contiguous_fill += numel;
+  } else {
+    bucket_grad[idx(param)] = grad.reshape(-1);
+  }
+  grad = at::Tensor();
+}
+
+void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
+  MemoryScope scope(MemoryCategory::kCommBuffers);
+  const std::string label = "bucket " + std::to_string(bucket.index);
+  if (bucket.path == zero::ReducePath::kContiguousAllReduce) {
+    std::vector<at::Tensor> grads;
+    for (ParamId p : bucket.params)
+      grads.push_back(bucket_grad[idx(p)]);
+    at::Tensor flat = at::cat(grads);
+    flat.div_(static_cast<double>(world));
+    if (world > 1) group.all_reduce(buffer_of(flat), comm::ReduceOp::kSum, label)->wait();
+    std::int64_t at = 0;
+    for (ParamId p : bucket.params) {
+      const zero::ZeroParam& zp = zm.param(p);
+      const std::int64_t valid = zp.shape.valid_numel(rank);
+      if (valid > 0) {
+        grad_partition[idx(p)]
+            .narrow(0, 0, valid)
+            .add_(flat.narrow(0, at + rank * zp.shape.partition_numel, valid));
+      }
+      at += zp.numel;
+    }
+  } else {
+    // Each gradient padded and cut into one chunk per rank; row r of the input holds every
+    // gradient's chunk r, which the reduce-scatter leaves, summed, on rank r.
+    std::vector<at::Tensor> chunks;
+    std::int64_t sum = 0;
+    for (ParamId p : bucket.params) {
+      const zero::PartitionShape& shape = zm.param(p).shape;
+      const at::Tensor& g = bucket_grad[idx(p)];
+      chunks.push_back(at::constant_pad_nd(g, {0, shape.padded_numel - shape.numel})
+                           .view({world, shape.partition_numel}));
+      sum += shape.partition_numel;
+    }
+    at::Tensor input = at::cat(chunks, 1);
+    input.div_(static_cast<double>(world));
+    at::Tensor output = at::empty({sum}, input.options());
+    if (world > 1) {
+      group.reduce_scatter(buffer_of(input), buffer_of(output), comm::ReduceOp::kSum, label)
+          ->wait();
+    } else {
+      output.copy_(input.view({sum}));
+    }
+    std::int64_t at = 0;
+    for (ParamId p : bucket.params) {
+      const std::int64_t part = zm.param(p).shape.partition_numel;
+      grad_partition[idx(p)].add_(output.narrow(0, at, part));
+      at += part;
+    }
+  }
+  for (ParamId p : bucket.params)
+    bucket_grad[idx(p)] = at::Tensor();
+  contiguous_fill = 0;
+  ++stats.buckets;
+  stats.reduced_numel += bucket.numel;
+  log(label);
+}
+
+// --- The step
+// -------------------------------------------------------------------------------------
+
+Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batches) {
+  ZP_CHECK(!micro_batches.empty(), "a step needs at least one micro-batch");
+  stats = Zero3StepStats{};
+  grad_flat.zero_();
+  const auto scale = 1.0 / static_cast<double>(micro_batches.size());
+  double loss_sum = 0.0;
+  for (const TokenBatch& batch : micro_batches) {
+    const at::Tensor tokens = token_tensor(batch);
+    coordinator.start_of_forward();
+    at::Tensor loss;
+    {
+      MemoryScope scope(MemoryCategory::kActivations);
+      loss = model.loss(tokens, this);
+      loss_sum += loss.item<double>();
+      // DeepSpeed's engine scales the loss by the accumulation steps before backward.
+      (loss * scale).backward();
+    }
+    // Gradients of leaves whose post-backward never fired (their inputs needed no gradient).
+    for (std::vector<ParamId>& ready : leaf_ready) {
+      std::sort(ready.begin(), ready.end());
+      for (ParamId p : ready)
+        reducer.grad_ready(p);
+      ready.clear();
+    }
+    coordinator.reset_step();
+    reducer.epilogue();
+  }
+  coordinator.release_and_reset_all();
+  {
+    MemoryScope scope(MemoryCategory::kOptimizerStates);
+    master.mutable_grad() = grad_flat;
+    optimizer->step();
+    master.mutable_grad() = at::Tensor();
+    partition_flat.copy_(master);
+  }
+  const std::vector<ParamId>& persistent = zm.persistent_params();
+  if (!persistent.empty()) coordinator.gather_outside(persistent);
+  stats.loss = loss_sum * scale;
+  return stats;
+}
+
+// --- Zero3Engine
+// ----------------------------------------------------------------------------------
+
+Zero3Engine::Zero3Engine(LmModel& model, const zero::ZeroModel& zero_model,
+                         comm::Communicator& group, const Zero3Options& options)
+    : impl_(std::make_unique<Impl>(model, zero_model, group, options)) {}
+
+Zero3Engine::~Zero3Engine() = default;
+
+Zero3StepStats Zero3Engine::step(const std::vector<TokenBatch>& micro_batches) {
+  return impl_->step(micro_batches);
+}
+
+std::vector<float> Zero3Engine::gathered_parameter(ParamId p) {
+  ZP_CHECK(p >= 0 && static_cast<std::size_t>(p) < impl_->params.size(), "no parameter ", p);
+  const zero::PartitionShape& shape = impl_->zm.param(p).shape;
+  at::Tensor part = impl_->partition[Impl::idx(p)].contiguous();
+  at::Tensor flat = at::empty({shape.padded_numel}, part.options());
+  if (impl_->world > 1) {
+    impl_->group.all_gather(buffer_of(part), buffer_of(flat), "check " + std::to_string(p))->wait();
+  } else {
+    flat.copy_(part);
+  }
+  const float* data = flat.data_ptr<float>();
+  return std::vector<float>(data, data + shape.numel);
+}
+
+const zero::Coordinator& Zero3Engine::coordinator() const {
+  return impl_->coordinator;
+}
+
+const std::vector<std::string>& Zero3Engine::decision_log() const {
+  return impl_->decisions;
+}
+
+void Zero3Engine::set_decision_logging(bool on) {
+  impl_->log_decisions = on;
+}
+
+}  // namespace zp::exec

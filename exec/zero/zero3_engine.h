@@ -1,0 +1,79 @@
+// ZeRO-3 for real: an LmModel trained with its parameters partitioned over a data-parallel group,
+// the core's Coordinator deciding every gather and release and the core's GradientReducer every
+// gradient bucket, as DeepSpeed's stage 3 engine does.
+//
+//  - Each parameter lives as this rank's partition of its padded flat form (core/zero/partition);
+//    the module's tensor holds an empty storage until the coordinator gathers it. Gathers are
+//    coalesced all-gathers into one flat buffer (the gather's), each parameter then assembled from
+//    its slices; the buffer is freed when the coordinator drops the gather.
+//  - Hooks, through LmModel's ModuleHooks, in DeepSpeed's order: pre-forward fetches, the inputs
+//    wrapped in a function whose backward counts down to the module's post-backward, post-forward
+//    releases, the outputs wrapped in a function whose backward runs the pre-backward fetch.
+//  - Gradients: a post-hook on each parameter's gradient accumulator hands the gradient to the
+//    reducer as soon as autograd has it (a z3 leaf's at its post-backward, in id order); buckets
+//    are averaged over the group and reduce-scattered (or all-reduced from the contiguous buffer,
+//    as the reducer says) into fp32 gradient partitions, accumulated over micro-steps.
+//  - The optimizer (torch::optim's SGD or AdamW) steps on an fp32 master copy of the partitions,
+//    which is then copied back; persistent parameters are gathered again after the step.
+//  - Activation checkpointing is LmModel's; its recomputation fires the hooks again.
+//
+// Every allocation the engine makes is charged to its memory category (exec/memory's scopes).
+//
+// Every rank of the group must call the same methods in the same order. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/zero/coordinator.h"
+#include "core/zero/zero_model.h"
+#include "exec/comm/communicator.h"
+#include "exec/model/lm_model.h"
+#include "exec/train/reference_trainer.h"
+
+namespace zp::exec {
+
+struct Zero3Options {
+  OptimizerSpec optimizer;
+};
+
+// What the engine did in one step, for reports and tests.
+struct Zero3StepStats {
+  double loss = 0.0;  // mean over this rank's micro-batches
+  std::int64_t gathers = 0;
+  std::int64_t gathered_numel = 0;
+  std::int64_t releases = 0;
+  std::int64_t buckets = 0;
+  std::int64_t reduced_numel = 0;
+};
+
+class Zero3Engine {
+ public:
+  // `model` must hold the same initial values on every rank (LmModel's seeded initialisation);
+  // the engine keeps this rank's partitions and frees the rest. `zero_model` must be built from
+  // model.tree() with data_parallel_size = group.size(). Both must outlive the engine.
+  Zero3Engine(LmModel& model, const zero::ZeroModel& zero_model, comm::Communicator& group,
+              const Zero3Options& options);
+  ~Zero3Engine();
+  Zero3Engine(const Zero3Engine&) = delete;
+  Zero3Engine& operator=(const Zero3Engine&) = delete;
+
+  // One optimizer step over this rank's micro-batches (gradient accumulation over all of them).
+  Zero3StepStats step(const std::vector<TokenBatch>& micro_batches);
+
+  // Parameter p's full value, gathered from the group (a collective: every rank calls it).
+  std::vector<float> gathered_parameter(ParamId p);
+
+  const zero::Coordinator& coordinator() const;
+  // Every coordinator decision and hook so far, one line each ("pre_forward 3", "gather 2 [5 7]
+  // prefetch", "release 5"), for comparing with the simulator's decisions.
+  const std::vector<std::string>& decision_log() const;
+  void set_decision_logging(bool on);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace zp::exec
