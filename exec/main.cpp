@@ -14,6 +14,7 @@
 #include "exec/launch/options.h"
 #include "exec/launch/rank.h"
 #include "exec/runtime/backend_info.h"
+#include "exec/train/training_run.h"
 
 namespace {
 
@@ -21,11 +22,11 @@ using namespace zp::exec::launch;
 
 int run(int argc, char** argv, ExecOptions& options) {
   validate(options);
-  if (!options.run_spec.empty()) zp::load_run_spec(options.run_spec);
-  if (!options.selftest) {
-    throw zp::UserError(zp::ErrorKind::kUnsupported, zp::SourceLocation{options.run_spec, 0, 0, ""},
-                        "training on zeroplan-exec is not implemented yet; --selftest runs the "
-                        "communication self-test");
+  if (!options.run_spec.empty()) {
+    zp::RunSpec spec = zp::load_run_spec(options.run_spec);
+    // Checked before any rank starts, so that a run exec cannot train fails once, here.
+    if (!options.selftest && options.nproc > 0)
+      zp::exec::plan_training(std::move(spec), options.nproc, training_options(options));
   }
   if (options.nproc > 0) {
     check_device(options, options.nproc - 1);

@@ -39,10 +39,6 @@ std::string_view name_of(const std::array<std::string_view, N>& names, Enum valu
 
 }  // namespace
 
-bool on_device(MemoryCategory category) {
-  return category < MemoryCategory::kHostParams;
-}
-
 std::string_view to_string(StreamKind stream) {
   return name_of(kStreamNames, stream);
 }
@@ -103,6 +99,39 @@ bool Trace::operator==(const Trace& other) const {
   return source == other.source && metadata == other.metadata && strings == other.strings &&
          ranks == other.ranks && groups == other.groups && ops == other.ops &&
          memory == other.memory && reserved == other.reserved && markers == other.markers;
+}
+
+void append_ranks(Trace& into, const Trace& from) {
+  const auto rank_offset = static_cast<std::int32_t>(into.ranks.size());
+  into.ranks.insert(into.ranks.end(), from.ranks.begin(), from.ranks.end());
+  const auto text = [&](std::int32_t index) {
+    return index == kNone ? kNone : into.intern(from.string(index));
+  };
+  std::vector<std::int32_t> group_of;
+  for (const GroupInfo& g : from.groups) {
+    auto it = std::find(into.groups.begin(), into.groups.end(), g);
+    if (it == into.groups.end()) it = into.groups.insert(into.groups.end(), g);
+    group_of.push_back(static_cast<std::int32_t>(it - into.groups.begin()));
+  }
+  for (Op op : from.ops) {
+    op.rank += rank_offset;
+    op.name = text(op.name);
+    if (op.group != kNone) op.group = group_of[static_cast<std::size_t>(op.group)];
+    into.ops.push_back(op);
+  }
+  for (MemorySample m : from.memory) {
+    m.rank += rank_offset;
+    into.memory.push_back(m);
+  }
+  for (ReservedSample r : from.reserved) {
+    r.rank += rank_offset;
+    into.reserved.push_back(r);
+  }
+  for (Marker m : from.markers) {
+    if (m.rank != kNone) m.rank += rank_offset;
+    m.name = text(m.name);
+    into.markers.push_back(m);
+  }
 }
 
 }  // namespace zp::trace

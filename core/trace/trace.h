@@ -82,7 +82,9 @@ enum class MemoryCategory : std::uint8_t {
 inline constexpr std::size_t kMemoryCategoryCount =
     static_cast<std::size_t>(MemoryCategory::kCount);
 
-bool on_device(MemoryCategory category);
+constexpr bool on_device(MemoryCategory category) {
+  return category < MemoryCategory::kHostParams;
+}
 
 // Stable lower-case names used in files and in the summary: "compute", "allgather",
 // "param_partitions", "forward", ...
@@ -173,5 +175,10 @@ struct Trace {
  private:
   std::unordered_map<std::string, std::int32_t> index_;
 };
+
+// Appends `from`'s ranks, with their ops, memory samples and markers, to `into`: the traces that
+// the ranks of one measured run write each become one. Strings are interned again and groups
+// matched by axis and size; markers for every rank stay so. Metadata is `into`'s.
+void append_ranks(Trace& into, const Trace& from);
 
 }  // namespace zp::trace

@@ -17,7 +17,13 @@ UserError flag_error(const std::string& flag, const std::string& message) {
 
 void add_options(CLI::App& app, ExecOptions& o) {
   app.add_option("RUN.yaml", o.run_spec,
-                 "Run spec; checked now, trained once the exec engine lands");
+                 "Run spec: its model is trained with ZeRO-3 on synthetic data");
+  app.add_option("--steps", o.steps, "Training steps")->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed of the initial weights and the synthetic data")
+      ->capture_default_str();
+  app.add_option("--trace", o.trace,
+                 "Write every rank's measured trace here (sim's format, for 'zeroplan view')");
+  app.add_flag("--json", o.json, "Print one JSON object (for scripts) instead of the report");
   app.add_option("--nproc", o.nproc,
                  "Start this many local ranks (one process each); without it, run one rank from "
                  "the environment");
@@ -130,6 +136,7 @@ void validate(ExecOptions& o) {
     throw flag_error("--selftest-fault", "rank " + std::to_string(fault.rank) +
                                              " does not exist with --nproc " +
                                              std::to_string(o.nproc));
+  if (o.steps < 1) throw flag_error("--steps", std::to_string(o.steps) + " must be at least 1");
   if (!o.selftest && o.run_spec.empty())
     throw UserError(ErrorKind::kMissing, SourceLocation{"", 0, 0, "RUN.yaml"},
                     "nothing to run: give a run spec, or --selftest for the communication test");

@@ -28,6 +28,11 @@ struct ExecOptions {
   int selftest_iterations = 2;
   std::string selftest_fault;  // "exit@R" or "hang@R"
   int local_rank_flag = -1;    // DeepSpeed's launcher passes --local_rank; LOCAL_RANK rules
+  // Training.
+  std::int64_t steps = 3;
+  std::uint64_t seed = 0;
+  std::string trace;  // the native trace, written by rank 0
+  bool json = false;
 };
 
 // Parses the command line into `options` (CLI11, confined to options.cpp: its header alone costs

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "core/config/run_spec.h"
 #include "core/util/error.h"
 #include "exec/comm/gloo_communicator.h"
 #include "exec/comm/selftest.h"
@@ -61,8 +62,26 @@ void check_device(const ExecOptions& options, int local_rank) {
 #endif
 }
 
+TrainingOptions training_options(const ExecOptions& options) {
+  TrainingOptions t;
+  t.steps = options.steps;
+  t.seed = options.seed;
+  t.trace = options.trace;
+  t.json = options.json;
+  return t;
+}
+
 int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostream& out) {
   check_device(options, env.local_rank);
+  std::optional<TrainingPlan> plan;
+  if (!options.selftest) {
+    if (options.device == "cuda") {
+      throw UserError(ErrorKind::kUnsupported, SourceLocation{"", 0, 0, "--device"},
+                      "cuda: training runs on CPU ranks for now (--selftest runs NCCL on CUDA)");
+    }
+    plan =
+        plan_training(load_run_spec(options.run_spec), env.world_size, training_options(options));
+  }
   const auto timeout = std::chrono::milliseconds(static_cast<long long>(options.timeout_s * 1000));
 
   comm::Store::Options store_options;
@@ -96,10 +115,7 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   }
   ZP_CHECK(communicator != nullptr, "no communicator for backend ", options.backend);
 
-  if (!options.selftest) {
-    throw UserError(ErrorKind::kUnsupported, SourceLocation{"", 0, 0, options.run_spec},
-                    "training is not implemented yet; run --selftest for the communicators");
-  }
+  if (plan) return run_training(*plan, *communicator, out);
   comm::SelftestOptions selftest;
   selftest.numel = options.selftest_numel;
   selftest.iterations = options.selftest_iterations;

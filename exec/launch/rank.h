@@ -1,13 +1,19 @@
-// One rank of a job: joins the rendezvous, builds the world communicator, and runs the work
-// (for now the communication self-test).
+// One rank of a job: joins the rendezvous, builds the world communicator, and runs the work: the
+// training run, or the communication self-test.
 #pragma once
 
 #include <iosfwd>
 
 #include "exec/launch/environment.h"
 #include "exec/launch/options.h"
+#include "exec/train/training_run.h"
 
 namespace zp::exec::launch {
+
+using exec::TrainingOptions;
+
+// The training flags of `options`.
+TrainingOptions training_options(const ExecOptions& options);
 
 // UserError when --device cuda asks for a GPU that this build or this machine does not have.
 void check_device(const ExecOptions& options, int local_rank);

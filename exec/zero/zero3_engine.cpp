@@ -139,6 +139,23 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
 
   void grad_ready(ParamId p);
   Zero3StepStats step(const std::vector<TokenBatch>& micro_batches);
+
+  // Timing: the time between hooks is the model's compute, charged to the module running then;
+  // the time inside them is the engine's.
+  void enter_hook();
+  void leave_hook();
+  std::int32_t module_label(ModuleId m);
+  // Brackets a hook for the timing.
+  class HookTimer {
+   public:
+    explicit HookTimer(Impl& impl) : impl_(impl) { impl_.enter_hook(); }
+    ~HookTimer() { impl_.leave_hook(); }
+    HookTimer(const HookTimer&) = delete;
+    HookTimer& operator=(const HookTimer&) = delete;
+
+   private:
+    Impl& impl_;
+  };
   void log(std::string line) {
     if (log_decisions) decisions.push_back(std::move(line));
   }
@@ -187,6 +204,20 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   // Gradients of z3 leaves' parameters wait for the leaf's post-backward.
   std::vector<std::vector<ParamId>> leaf_ready;  // by ModuleId
 
+  enum class Phase : std::uint8_t { kIdle, kForward, kBackward };
+  Phase phase = Phase::kIdle;
+  std::vector<ModuleId> forward_stack;   // calls running in forward (or recomputation)
+  ModuleId backward_module = kNoModule;  // the module whose pre-backward came last
+  std::int64_t resume_ns = 0;            // when the last hook returned
+  std::int64_t hook_start_ns = 0;
+  int hook_depth = 0;
+  trace::Trace* trace = nullptr;
+  std::int32_t trace_rank = 0;
+  std::int64_t origin_ns = 0;
+  std::int32_t step_index = 0;
+  std::int32_t micro_index = 0;
+  std::vector<std::int32_t> labels;  // by ModuleId: the interned name, -1 until needed
+
   Zero3StepStats stats;
   bool log_decisions = false;
   std::vector<std::string> decisions;
@@ -212,6 +243,7 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
   for (ModuleId m = 0; m < static_cast<ModuleId>(modules.size()); ++m)
     targets.push_back(c10::make_intrusive<HookTarget>(this, m));
   bucket_grad.resize(n);
+  labels.assign(modules.size(), -1);
 
   // This rank's partitions, cut from the full initial values every rank holds.
   offset.assign(n, 0);
@@ -325,15 +357,18 @@ void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
   ZP_CHECK(it != gathers.end(), "gather ", handle, " was never started");
   Gather& g = it->second;
   if (g.work) {
+    const std::int64_t begin = comm::wall_clock_ns();
     g.work->wait();
     g.work.reset();
+    stats.comm_wait_ns += comm::wall_clock_ns() - begin;
   }
   g.input = at::Tensor();
   // Each parameter from its slice of every rank's row, the padding cut off.
-  MemoryScope scope(MemoryCategory::kGatheredParams);
   std::int64_t column = 0;
   for (ParamId p : g.params) {
     const zero::ZeroParam& zp = zm.param(p);
+    MemoryScope scope(zp.persistent ? MemoryCategory::kPersistentParams
+                                    : MemoryCategory::kGatheredParams);
     const at::Tensor full =
         g.flat.narrow(1, column, zp.shape.partition_numel).reshape(-1).narrow(0, 0, zp.numel);
     params[idx(p)].set_data(full.clone().view(zm.tree().parameter(p).shape));
@@ -355,7 +390,47 @@ void Zero3Engine::Impl::release(ParamId param, zero::ReleaseReason /*reason*/) {
 // --- Hooks
 // ----------------------------------------------------------------------------------------
 
+std::int32_t Zero3Engine::Impl::module_label(ModuleId m) {
+  std::int32_t& label = labels[idx(m)];
+  if (label < 0) {
+    const std::string name = zm.tree().qualified_name(m);
+    label = trace->intern(name.empty() ? zm.tree().module(m).type : name);
+  }
+  return label;
+}
+
+void Zero3Engine::Impl::enter_hook() {
+  if (hook_depth++ > 0) return;
+  const std::int64_t now = comm::wall_clock_ns();
+  hook_start_ns = now;
+  if (phase == Phase::kIdle || resume_ns == 0) return;
+  stats.compute_ns += now - resume_ns;
+  const ModuleId running = !forward_stack.empty() ? forward_stack.back() : backward_module;
+  if (trace == nullptr || running == kNoModule) return;
+  trace::Op op;
+  op.rank = trace_rank;
+  op.stream = trace::StreamKind::kCompute;
+  op.kind = phase == Phase::kForward ? trace::OpKind::kForward
+            : !forward_stack.empty() ? trace::OpKind::kRecompute
+                                     : trace::OpKind::kBackward;
+  op.start = resume_ns - origin_ns;
+  op.end = now - origin_ns;
+  op.name = module_label(running);
+  op.step = step_index;
+  op.micro_batch = micro_index;
+  trace->ops.push_back(op);
+}
+
+void Zero3Engine::Impl::leave_hook() {
+  if (--hook_depth > 0) return;
+  const std::int64_t now = comm::wall_clock_ns();
+  stats.hook_ns += now - hook_start_ns;
+  resume_ns = now;
+}
+
 void Zero3Engine::Impl::pre_forward(const ModuleCall& call) {
+  HookTimer timer(*this);
+  forward_stack.push_back(call.module);
   if (!zm.is_hooked(call.module)) return;
   log("pre_forward " + std::to_string(call.module));
   coordinator.pre_forward(call.module);
@@ -363,6 +438,7 @@ void Zero3Engine::Impl::pre_forward(const ModuleCall& call) {
 
 void Zero3Engine::Impl::wrap_inputs(const ModuleCall& call, std::vector<at::Tensor>& inputs) {
   if (!zm.is_hooked(call.module) || !at::GradMode::is_enabled()) return;
+  HookTimer timer(*this);
   // DeepSpeed counts anew at each forward call, so only the last call's inputs reach zero.
   modules[idx(call.module)].grads_remaining = 0;
   for (at::Tensor& t : inputs) {
@@ -372,6 +448,10 @@ void Zero3Engine::Impl::wrap_inputs(const ModuleCall& call, std::vector<at::Tens
 }
 
 void Zero3Engine::Impl::post_forward(const ModuleCall& call) {
+  HookTimer timer(*this);
+  ZP_CHECK(!forward_stack.empty() && forward_stack.back() == call.module, "module ", call.module,
+           " returned but was not the innermost call");
+  forward_stack.pop_back();
   if (!zm.is_hooked(call.module)) return;
   log("post_forward " + std::to_string(call.module));
   coordinator.post_forward(call.module);
@@ -379,6 +459,7 @@ void Zero3Engine::Impl::post_forward(const ModuleCall& call) {
 
 void Zero3Engine::Impl::wrap_outputs(const ModuleCall& call, std::vector<at::Tensor>& outputs) {
   if (!zm.is_hooked(call.module) || !at::GradMode::is_enabled()) return;
+  HookTimer timer(*this);
   for (at::Tensor& t : outputs) {
     if (t.defined() && t.requires_grad())
       t = PreBackwardFunction::apply(t, targets[idx(call.module)]).at(0);
@@ -386,6 +467,8 @@ void Zero3Engine::Impl::wrap_outputs(const ModuleCall& call, std::vector<at::Ten
 }
 
 void Zero3Engine::Impl::output_backward(ModuleId module) {
+  HookTimer timer(*this);
+  backward_module = module;
   ModuleState& s = modules[idx(module)];
   if (s.pre_backward_refs <= 0) return;
   --s.pre_backward_refs;
@@ -394,6 +477,7 @@ void Zero3Engine::Impl::output_backward(ModuleId module) {
 }
 
 void Zero3Engine::Impl::input_backward(ModuleId module) {
+  HookTimer timer(*this);
   ModuleState& s = modules[idx(module)];
   if (--s.grads_remaining != 0) return;
   log("post_backward " + std::to_string(module));
@@ -410,6 +494,7 @@ void Zero3Engine::Impl::input_backward(ModuleId module) {
 // ------------------------------------------------------------------------------------
 
 void Zero3Engine::Impl::grad_ready(ParamId p) {
+  HookTimer timer(*this);
   const ModuleId leaf = zm.param(p).leaf;
   log("grad " + std::to_string(p));
   if (leaf != kNoModule) {
@@ -447,7 +532,11 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
       grads.push_back(bucket_grad[idx(p)]);
     at::Tensor flat = at::cat(grads);
     flat.div_(static_cast<double>(world));
-    if (world > 1) group.all_reduce(buffer_of(flat), comm::ReduceOp::kSum, label)->wait();
+    if (world > 1) {
+      const std::int64_t begin = comm::wall_clock_ns();
+      group.all_reduce(buffer_of(flat), comm::ReduceOp::kSum, label)->wait();
+      stats.comm_wait_ns += comm::wall_clock_ns() - begin;
+    }
     std::int64_t at = 0;
     for (ParamId p : bucket.params) {
       const zero::ZeroParam& zp = zm.param(p);
@@ -475,8 +564,10 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
     input.div_(static_cast<double>(world));
     at::Tensor output = at::empty({sum}, input.options());
     if (world > 1) {
+      const std::int64_t begin = comm::wall_clock_ns();
       group.reduce_scatter(buffer_of(input), buffer_of(output), comm::ReduceOp::kSum, label)
           ->wait();
+      stats.comm_wait_ns += comm::wall_clock_ns() - begin;
     } else {
       output.copy_(input.view({sum}));
     }
@@ -501,19 +592,32 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
 Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batches) {
   ZP_CHECK(!micro_batches.empty(), "a step needs at least one micro-batch");
   stats = Zero3StepStats{};
+  const std::int64_t step_start = comm::wall_clock_ns();
+  if (trace != nullptr) {
+    trace->markers.push_back(trace::Marker{trace_rank, step_start - origin_ns,
+                                           trace->intern("step " + std::to_string(step_index))});
+  }
   grad_flat.zero_();
   const auto scale = 1.0 / static_cast<double>(micro_batches.size());
   double loss_sum = 0.0;
+  micro_index = 0;
   for (const TokenBatch& batch : micro_batches) {
     const at::Tensor tokens = token_tensor(batch);
     coordinator.start_of_forward();
     at::Tensor loss;
     {
       MemoryScope scope(MemoryCategory::kActivations);
+      phase = Phase::kForward;
+      resume_ns = comm::wall_clock_ns();
       loss = model.loss(tokens, this);
       loss_sum += loss.item<double>();
+      phase = Phase::kBackward;
+      backward_module = kNoModule;
       // DeepSpeed's engine scales the loss by the accumulation steps before backward.
       (loss * scale).backward();
+      enter_hook();  // closes the last backward interval
+      leave_hook();
+      phase = Phase::kIdle;
     }
     // Gradients of leaves whose post-backward never fired (their inputs needed no gradient).
     for (std::vector<ParamId>& ready : leaf_ready) {
@@ -522,10 +626,18 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
         reducer.grad_ready(p);
       ready.clear();
     }
-    coordinator.reset_step();
-    reducer.epilogue();
+    {
+      HookTimer timer(*this);
+      coordinator.reset_step();
+      reducer.epilogue();
+    }
+    ++micro_index;
   }
-  coordinator.release_and_reset_all();
+  {
+    HookTimer timer(*this);
+    coordinator.release_and_reset_all();
+  }
+  const std::int64_t optimizer_start = comm::wall_clock_ns();
   {
     MemoryScope scope(MemoryCategory::kOptimizerStates);
     master.mutable_grad() = grad_flat;
@@ -533,9 +645,26 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
     master.mutable_grad() = at::Tensor();
     partition_flat.copy_(master);
   }
+  const std::int64_t optimizer_end = comm::wall_clock_ns();
+  stats.optimizer_ns = optimizer_end - optimizer_start;
+  if (trace != nullptr) {
+    trace::Op op;
+    op.rank = trace_rank;
+    op.kind = trace::OpKind::kOptimizerStep;
+    op.start = optimizer_start - origin_ns;
+    op.end = optimizer_end - origin_ns;
+    op.name = trace->intern("optimizer");
+    op.step = step_index;
+    trace->ops.push_back(op);
+  }
   const std::vector<ParamId>& persistent = zm.persistent_params();
-  if (!persistent.empty()) coordinator.gather_outside(persistent);
+  if (!persistent.empty()) {
+    HookTimer timer(*this);
+    coordinator.gather_outside(persistent);
+  }
   stats.loss = loss_sum * scale;
+  stats.step_ns = comm::wall_clock_ns() - step_start;
+  ++step_index;
   return stats;
 }
 
@@ -564,6 +693,13 @@ std::vector<float> Zero3Engine::gathered_parameter(ParamId p) {
   }
   const float* data = flat.data_ptr<float>();
   return std::vector<float>(data, data + shape.numel);
+}
+
+void Zero3Engine::record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns) {
+  impl_->trace = trace;
+  impl_->trace_rank = rank;
+  impl_->origin_ns = origin_ns;
+  impl_->labels.assign(impl_->modules.size(), -1);
 }
 
 const zero::Coordinator& Zero3Engine::coordinator() const {

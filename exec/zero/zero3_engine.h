@@ -26,6 +26,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/trace/trace.h"
 #include "core/zero/coordinator.h"
 #include "core/zero/zero_model.h"
 #include "exec/comm/communicator.h"
@@ -38,7 +39,7 @@ struct Zero3Options {
   OptimizerSpec optimizer;
 };
 
-// What the engine did in one step, for reports and tests.
+// What the engine did in one step, for reports and tests. Times are wall-clock nanoseconds.
 struct Zero3StepStats {
   double loss = 0.0;  // mean over this rank's micro-batches
   std::int64_t gathers = 0;
@@ -46,6 +47,16 @@ struct Zero3StepStats {
   std::int64_t releases = 0;
   std::int64_t buckets = 0;
   std::int64_t reduced_numel = 0;
+  std::int64_t step_ns = 0;
+  // Between hooks: the model's own forward, backward and recomputation.
+  std::int64_t compute_ns = 0;
+  // Inside hooks: the coordinator and reducer deciding, assembling gathered parameters, packing
+  // buckets, and waiting for collectives (comm_wait_ns of it).
+  std::int64_t hook_ns = 0;
+  std::int64_t comm_wait_ns = 0;
+  std::int64_t optimizer_ns = 0;
+  // The engine's own overhead: hook time that is not waiting for communication.
+  std::int64_t overhead_ns() const { return hook_ns - comm_wait_ns; }
 };
 
 class Zero3Engine {
@@ -64,6 +75,12 @@ class Zero3Engine {
 
   // Parameter p's full value, gathered from the group (a collective: every rank calls it).
   std::vector<float> gathered_parameter(ParamId p);
+
+  // Records the compute stream into `trace` as rank `rank` (an index into trace->ranks), times
+  // relative to the wall-clock `origin_ns`: one op per interval between hooks, named after the
+  // module running then (forward, backward or recompute), and a marker at each step's start.
+  // Collectives and memory are the caller's to add (their logs have them). nullptr: stop.
+  void record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns);
 
   const zero::Coordinator& coordinator() const;
   // Every coordinator decision and hook so far, one line each ("pre_forward 3", "gather 2 [5 7]

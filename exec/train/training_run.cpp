@@ -1,0 +1,373 @@
+#include "exec/train/training_run.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "core/model/summary.h"
+#include "core/trace/native_format.h"
+#include "core/util/error.h"
+#include "core/util/units.h"
+#include "core/zero/zero_model.h"
+#include "exec/comm/trace_records.h"
+#include "exec/memory/counting_allocator.h"
+#include "exec/model/lm_model.h"
+#include "exec/zero/zero3_engine.h"
+
+namespace zp::exec {
+
+namespace {
+
+using trace::MemoryCategory;
+
+SourceLocation spec_key(const RunSpec& spec, const std::string& key) {
+  return SourceLocation{spec.file.string(), 0, 0, key};
+}
+
+// A key of the DeepSpeed config: in its own file, or under `deepspeed` in the run spec.
+SourceLocation ds_key(const RunSpec& spec, const std::string& key) {
+  if (!spec.deepspeed_file.empty()) return SourceLocation{spec.deepspeed_file.string(), 0, 0, key};
+  return spec_key(spec, "deepspeed." + key);
+}
+
+double number_at(const RunSpec& spec, const Json& params, const std::string& name,
+                 double fallback) {
+  if (!params.contains(name)) return fallback;
+  const Json& v = params.at(name);
+  if (!v.is_number()) {
+    throw UserError(ErrorKind::kType, ds_key(spec, "optimizer.params." + name),
+                    "must be a number, not " + v.dump());
+  }
+  return v.get<double>();
+}
+
+// The DeepSpeed config's optimizer, as torch::optim runs it. DeepSpeed's Adam is AdamW unless
+// adam_w_mode is false; exec runs the decoupled form only.
+OptimizerSpec read_optimizer(const RunSpec& spec, bool& is_default) {
+  OptimizerSpec o;
+  o.kind = OptimizerKind::kAdamW;
+  o.lr = 1e-3;
+  const Json& root = spec.deepspeed.original;
+  is_default = !root.is_object() || !root.contains("optimizer");
+  if (is_default) return o;
+  const Json& section = root.at("optimizer");
+  std::string type = section.is_object() && section.contains("type") && section["type"].is_string()
+                         ? section["type"].get<std::string>()
+                         : "";
+  std::string lower = type;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const Json params =
+      section.is_object() && section.contains("params") ? section["params"] : Json::object();
+  if (lower == "sgd") {
+    o.kind = OptimizerKind::kSgd;
+    o.momentum = number_at(spec, params, "momentum", 0.0);
+  } else if (lower == "adam" || lower == "adamw") {
+    if (lower == "adam" && params.contains("adam_w_mode") && params["adam_w_mode"].is_boolean() &&
+        !params["adam_w_mode"].get<bool>()) {
+      throw UserError(ErrorKind::kUnsupported, ds_key(spec, "optimizer.params.adam_w_mode"),
+                      "exec runs Adam in its decoupled-weight-decay form (AdamW) only");
+    }
+    if (params.contains("betas")) {
+      const Json& betas = params["betas"];
+      if (!betas.is_array() || betas.size() != 2 || !betas[0].is_number() ||
+          !betas[1].is_number()) {
+        throw UserError(ErrorKind::kType, ds_key(spec, "optimizer.params.betas"),
+                        "must be two numbers, not " + betas.dump());
+      }
+      o.beta1 = betas[0].get<double>();
+      o.beta2 = betas[1].get<double>();
+    }
+    o.eps = number_at(spec, params, "eps", o.eps);
+  } else {
+    throw UserError(ErrorKind::kUnsupported, ds_key(spec, "optimizer.type"),
+                    "exec trains with SGD, Adam or AdamW, not '" + type + "'");
+  }
+  o.lr = number_at(spec, params, "lr", o.lr);
+  o.weight_decay = number_at(spec, params, "weight_decay", 0.0);
+  if (o.lr <= 0) {
+    throw UserError(ErrorKind::kValue, ds_key(spec, "optimizer.params.lr"),
+                    "must be positive, not " + std::to_string(o.lr));
+  }
+  return o;
+}
+
+std::string optimizer_text(const TrainingPlan& plan) {
+  const OptimizerSpec& o = plan.optimizer;
+  char text[160];
+  if (o.kind == OptimizerKind::kSgd) {
+    std::snprintf(text, sizeof text, "SGD lr %g momentum %g weight decay %g", o.lr, o.momentum,
+                  o.weight_decay);
+  } else {
+    std::snprintf(text, sizeof text, "AdamW lr %g betas (%g, %g) eps %g weight decay %g", o.lr,
+                  o.beta1, o.beta2, o.eps, o.weight_decay);
+  }
+  return std::string(text) +
+         (plan.default_optimizer ? " (the DeepSpeed config names no optimizer)" : "");
+}
+
+// One rank's figures, exchanged as int64 so that rank 0 can report every rank.
+struct RankFigures {
+  static constexpr std::size_t kCategories = trace::kMemoryCategoryCount;
+  // peak, the categories at the peak, unattributed at the peak, then per step: step, compute,
+  // hook, comm wait, optimizer ns.
+  static std::size_t size(std::int64_t steps) { return 2 + kCategories + 5 * steps; }
+};
+
+std::vector<std::int64_t> gather_int64(comm::Communicator& world, std::vector<std::int64_t> mine) {
+  std::vector<std::int64_t> all(mine.size() * static_cast<std::size_t>(world.size()));
+  world
+      .all_gather(comm::host_buffer(mine.data(), static_cast<std::int64_t>(mine.size())),
+                  comm::host_buffer(all.data(), static_cast<std::int64_t>(all.size())), "report")
+      ->wait();
+  return all;
+}
+
+// Every rank's trace to rank 0, merged there.
+void collect_trace(comm::Communicator& world, const trace::Trace& mine, trace::Trace& merged) {
+  const std::string text = trace::to_native_json(mine).dump();
+  const std::vector<std::int64_t> sizes =
+      gather_int64(world, {static_cast<std::int64_t>(text.size())});
+  if (world.rank() != 0) {
+    std::vector<std::uint8_t> bytes(text.begin(), text.end());
+    world
+        .send(comm::host_buffer(bytes.data(), static_cast<std::int64_t>(bytes.size())), 0, 1,
+              "trace")
+        ->wait();
+    return;
+  }
+  merged = mine;
+  for (int r = 1; r < world.size(); ++r) {
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
+    world
+        .recv(comm::host_buffer(bytes.data(), static_cast<std::int64_t>(bytes.size())), r, 1,
+              "trace")
+        ->wait();
+    const std::string theirs(bytes.begin(), bytes.end());
+    trace::append_ranks(
+        merged, trace::from_native_json(trace::parse_json(theirs, "rank " + std::to_string(r)),
+                                        "rank " + std::to_string(r)));
+  }
+}
+
+std::string ms(std::int64_t ns) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f ms", static_cast<double>(ns) / 1e6);
+  return text;
+}
+
+}  // namespace
+
+TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptions& options) {
+  TrainingPlan plan;
+  plan.options = options;
+  plan.world = world;
+  if (options.steps < 1) {
+    throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--steps"},
+                    "must be at least 1, not " + std::to_string(options.steps));
+  }
+  const ZeroConfig& zero = spec.deepspeed.zero;
+  if (zero.stage != 3) {
+    throw UserError(ErrorKind::kUnsupported, ds_key(spec, "zero_optimization.stage"),
+                    "exec trains ZeRO stage 3; this run uses stage " + std::to_string(zero.stage) +
+                        " ('zeroplan simulate' predicts it)");
+  }
+  if (spec.parallel.pipeline > 1 || spec.parallel.tensor > 1) {
+    throw UserError(
+        ErrorKind::kUnsupported,
+        spec_key(spec, spec.parallel.pipeline > 1 ? "parallel.pipeline" : "parallel.tensor"),
+        "exec trains data parallelism only for now; pipeline and tensor parallelism "
+        "are simulated ('zeroplan simulate')");
+  }
+  if (spec.parallel.world() != world) {
+    throw UserError(ErrorKind::kConflict, spec_key(spec, "parallel.data"),
+                    "the run spec lays out " + std::to_string(spec.parallel.world()) +
+                        " rank(s) but " + std::to_string(world) +
+                        " are running (--nproc or WORLD_SIZE)");
+  }
+  if ((zero.offload_optimizer && zero.offload_optimizer->device != OffloadDevice::kNone) ||
+      (zero.offload_param && zero.offload_param->device != OffloadDevice::kNone)) {
+    throw UserError(
+        ErrorKind::kUnsupported,
+        ds_key(spec, zero.offload_param && zero.offload_param->device != OffloadDevice::kNone
+                         ? "zero_optimization.offload_param"
+                         : "zero_optimization.offload_optimizer"),
+        "exec does not offload yet; 'zeroplan simulate' predicts offloaded runs");
+  }
+  check_runnable(spec.model.config, spec.tree);
+  if (spec.training.sequence_length > spec.model.config->max_position_embeddings) {
+    throw UserError(ErrorKind::kConflict, spec_key(spec, "training.sequence_length"),
+                    std::to_string(spec.training.sequence_length) + " is longer than the model's " +
+                        std::to_string(spec.model.config->max_position_embeddings) + " positions");
+  }
+  plan.accumulation = std::max<std::int64_t>(1, spec.deepspeed.batch.gradient_accumulation_steps);
+  plan.optimizer = read_optimizer(spec, plan.default_optimizer);
+  plan.spec = std::move(spec);
+  return plan;
+}
+
+int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostream& out) {
+  const RunSpec& spec = plan.spec;
+  const int rank = world.rank();
+  ZP_CHECK(world.size() == plan.world, "planned for ", plan.world, " ranks, running on ",
+           world.size());
+
+  // Every rank's times relative to one origin: rank 0's clock when training starts.
+  std::int64_t origin = comm::wall_clock_ns();
+  world.broadcast(comm::host_buffer(&origin, 1), 0, "origin")->wait();
+
+  memory::CountingAllocator allocator(
+      memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
+  LmModel model(spec.model.config, spec.tree, plan.options.seed);
+  model.set_checkpoint_interval(spec.training.checkpoint_interval);
+  const zero::ZeroModel zero_model(spec.tree, spec.zero_settings());
+  Zero3Engine engine(model, zero_model, world, Zero3Options{plan.optimizer});
+
+  trace::Trace trace;
+  trace.source = trace::Source::kMeasured;
+  trace.ranks.push_back(trace::RankInfo{"rank " + std::to_string(rank), {rank}, 0});
+  if (!plan.options.trace.empty()) engine.record_into(&trace, 0, origin);
+  world.log().clear();
+
+  const SyntheticData data{
+      .seed = plan.options.seed,
+      .global_batch = spec.training.micro_batch * plan.world * plan.accumulation,
+      .seq = spec.training.sequence_length,
+      .vocab = spec.model.config->vocab_size};
+  if (rank == 0 && !plan.options.json) {
+    out << spec.name << ": " << spec.model.label << " ("
+        << units::format_count(spec.tree.total_parameters()) << " parameters), ZeRO-3 over "
+        << plan.world << " rank(s) (" << world.backend() << "), " << spec.training.micro_batch
+        << " x " << spec.training.sequence_length << " tokens per micro-batch, "
+        << plan.accumulation << " micro-batch(es) per step"
+        << (spec.training.checkpoint_interval > 0
+                ? ", checkpointing every " + std::to_string(spec.training.checkpoint_interval) +
+                      " layer(s)"
+                : std::string())
+        << "\n"
+        << optimizer_text(plan) << "; synthetic data, seed " << plan.options.seed << "\n\n";
+  }
+  std::vector<Zero3StepStats> steps;
+  for (std::int64_t step = 0; step < plan.options.steps; ++step) {
+    const TokenBatch global = synthetic_batch(data, step);
+    std::vector<TokenBatch> micro;
+    for (std::int64_t m = 0; m < plan.accumulation; ++m) {
+      micro.push_back(micro_batch(global, rank, static_cast<int>(plan.world), static_cast<int>(m),
+                                  static_cast<int>(plan.accumulation)));
+    }
+    steps.push_back(engine.step(micro));
+    if (rank == 0 && !plan.options.json) {
+      const Zero3StepStats& s = steps.back();
+      char line[200];
+      std::snprintf(
+          line, sizeof line,
+          "step %lld  loss %.4f  %s  (compute %s, engine %s, comm wait %s, optimizer %s)\n",
+          static_cast<long long>(step), s.loss, ms(s.step_ns).c_str(), ms(s.compute_ns).c_str(),
+          ms(s.overhead_ns()).c_str(), ms(s.comm_wait_ns).c_str(), ms(s.optimizer_ns).c_str());
+      out << line << std::flush;
+    }
+  }
+  const std::vector<comm::OpRecord> records = world.log().records();
+  const memory::MemoryReading reading = allocator.read();
+
+  // The report's figures from every rank.
+  std::vector<std::int64_t> mine;
+  mine.push_back(reading.peak_allocated);
+  for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c)
+    mine.push_back(reading.at_peak.bytes[c]);
+  mine.push_back(reading.at_peak.unattributed);
+  for (const Zero3StepStats& s : steps) {
+    mine.insert(mine.end(), {s.step_ns, s.compute_ns, s.hook_ns, s.comm_wait_ns, s.optimizer_ns});
+  }
+  ZP_CHECK(mine.size() == RankFigures::size(plan.options.steps), "figures");
+  const std::vector<std::int64_t> all = gather_int64(world, mine);
+
+  if (!plan.options.trace.empty()) {
+    comm::append_to_trace(records, comm::TraceTarget{0, "data", plan.world, origin, 0}, trace);
+    memory::append_to_trace(allocator.take_samples(), 0, origin, trace);
+    trace::Trace merged;
+    collect_trace(world, trace, merged);
+    if (rank == 0) {
+      merged.metadata["run"] = spec.name;
+      merged.metadata["model"] = spec.model.label;
+      merged.metadata["steps"] = plan.options.steps;
+      trace::write_native(merged, plan.options.trace);
+    }
+  }
+  if (rank != 0) return 0;
+
+  const std::size_t stride = RankFigures::size(plan.options.steps);
+  if (plan.options.json) {
+    Json j;
+    j["run"] = spec.name;
+    j["world"] = plan.world;
+    j["losses"] = Json::array();
+    for (const Zero3StepStats& s : steps)
+      j["losses"].push_back(s.loss);
+    for (int r = 0; r < world.size(); ++r) {
+      const std::int64_t* f = all.data() + static_cast<std::size_t>(r) * stride;
+      Json rj;
+      rj["peak_bytes"] = f[0];
+      for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c) {
+        if (f[1 + c] != 0)
+          rj["at_peak"][std::string(to_string(static_cast<MemoryCategory>(c)))] = f[1 + c];
+      }
+      rj["at_peak"]["unattributed"] = f[1 + trace::kMemoryCategoryCount];
+      for (std::int64_t s = 0; s < plan.options.steps; ++s) {
+        const std::int64_t* t = f + 2 + trace::kMemoryCategoryCount + 5 * s;
+        rj["steps"].push_back(Json{{"step_ns", t[0]},
+                                   {"compute_ns", t[1]},
+                                   {"hook_ns", t[2]},
+                                   {"comm_wait_ns", t[3]},
+                                   {"optimizer_ns", t[4]}});
+      }
+      j["ranks"].push_back(rj);
+    }
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+
+  out << "\nPeak memory (counting allocator):\n";
+  for (int r = 0; r < world.size(); ++r) {
+    const std::int64_t* f = all.data() + static_cast<std::size_t>(r) * stride;
+    out << "  rank " << r << ": " << units::format_bytes(static_cast<double>(f[0])) << " =";
+    bool first = true;
+    for (std::size_t c = 0; c <= trace::kMemoryCategoryCount; ++c) {
+      if (f[1 + c] == 0) continue;
+      out << (first ? " " : " + ")
+          << (c < trace::kMemoryCategoryCount
+                  ? std::string(to_string(static_cast<MemoryCategory>(c)))
+                  : std::string("unattributed"))
+          << " " << units::format_bytes(static_cast<double>(f[1 + c]));
+      first = false;
+    }
+    out << "\n";
+  }
+  out << "\nCollectives on rank 0, " << plan.options.steps << " step(s):\n";
+  struct Total {
+    std::int64_t count = 0, bytes = 0, ns = 0;
+  };
+  std::vector<std::pair<std::string, Total>> totals;
+  for (const comm::OpRecord& r : records) {
+    const std::string kind(to_string(r.kind));
+    auto it =
+        std::find_if(totals.begin(), totals.end(), [&](const auto& t) { return t.first == kind; });
+    if (it == totals.end()) it = totals.insert(totals.end(), {kind, Total{}});
+    ++it->second.count;
+    it->second.bytes += r.bytes;
+    it->second.ns += r.end_ns - r.start_ns;
+  }
+  for (const auto& [kind, t] : totals) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-15s %6lld  %12s  %s\n", kind.c_str(),
+                  static_cast<long long>(t.count),
+                  units::format_bytes(static_cast<double>(t.bytes)).c_str(), ms(t.ns).c_str());
+    out << line;
+  }
+  if (!plan.options.trace.empty()) out << "\nTrace: " << plan.options.trace << "\n";
+  return 0;
+}
+
+}  // namespace zp::exec
