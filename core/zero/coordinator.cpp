@@ -31,6 +31,15 @@ std::string_view to_string(GatherReason reason) {
 namespace {
 // DeepSpeed's default for a parameter never fetched: int(-1e10).
 constexpr std::int64_t kNeverFetched = -10'000'000'000;
+
+// In ds_id order, as DeepSpeed coalesces them. Lists mostly come in that order already.
+void sort_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
+  const auto by_ds_id = [&](ParamId a, ParamId b) {
+    return model.param(a).ds_id < model.param(b).ds_id;
+  };
+  if (!std::is_sorted(params.begin(), params.end(), by_ds_id))
+    std::sort(params.begin(), params.end(), by_ds_id);
+}
 }  // namespace
 
 Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
@@ -183,9 +192,7 @@ void Coordinator::reset_step() {
         const std::int64_t step = recorded_step_ids_[i];
         std::vector<ParamId>& params = scratch_sorted_;
         params.assign(fetch_params(m).begin(), fetch_params(m).end());
-        std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
-          return model_.param(a).ds_id < model_.param(b).ds_id;
-        });
+        sort_by_ds_id(model_, params);
         for (ParamId p : params)
           param_order_.push_back({p, step});
       }
@@ -302,8 +309,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     return;
   }
   if (reason != GatherReason::kOutside) n_available_ += request.numel;
-  std::sort(request.params.begin(), request.params.end(),
-            [&](ParamId a, ParamId b) { return model_.param(a).ds_id < model_.param(b).ds_id; });
+  sort_by_ds_id(model_, request.params);
   request.handle = next_handle_++;
   HandleState h;
   h.pending = true;
@@ -360,6 +366,7 @@ void Coordinator::land(GatherHandle handle) {
 
 void Coordinator::release_module(ModuleId module) {
   const std::vector<ParamId>& params = fetch_params(module);
+  if (params.empty()) return;  // nothing to release (and the cached list would be empty)
   const std::span<const ParamId> releasable = mode_ == TraceMode::kComplete
                                                   ? params_to_release(module, step_id_)
                                                   : std::span<const ParamId>(params);
@@ -388,39 +395,35 @@ std::span<const ParamId> Coordinator::params_to_release(ModuleId module, std::in
     }
   }
 
-  // The candidates are built at the end of release_params_, where the cached list stays.
+  // The list is built at the end of release_params_, where it stays cached: the module's
+  // non-persistent parameters, less those a later use keeps.
   const auto begin = static_cast<std::int32_t>(release_params_.size());
-  for (ParamId p : fetch_params(module)) {
-    if (!model_.param(p).persistent) release_params_.push_back(p);
-  }
-  auto drop = [&](ParamId p) {
-    release_params_.erase(std::remove(release_params_.begin() + begin, release_params_.end(), p),
-                          release_params_.end());
-  };
-  // A later use of the parameter that a prefetch already covered would otherwise be skipped.
-  for (ParamId p : fetch_params(module)) {
-    if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) drop(p);
-  }
   // Parameters reused within max_reuse_distance elements of trace stay. DeepSpeed walks the trace
   // from the current step, adding up each module's parameters (as deep as the module being
   // released is a leaf) until the walk reaches the distance; a parameter met before that stays.
   // It is met first at its next use, so it stays exactly when the elements between here and its
   // next use are below the distance: the same answer without the walk.
-  const bool recurse = model_.is_leaf(module);
-  const ReuseIndex& index = reuse_index(recurse);
   const auto from = static_cast<std::size_t>(std::max<std::int64_t>(step_id, 0));
-  if (from < submodule_order_.size()) {
-    for (ParamId p : fetch_params(module)) {
-      const auto first = index.uses.begin() + index.first_use[static_cast<size_t>(p)];
-      const auto last = index.uses.begin() + index.first_use[static_cast<size_t>(p) + 1];
-      const auto next = std::lower_bound(first, last, static_cast<std::int32_t>(from));
-      if (next == last) continue;
-      const std::int64_t between = index.prefix[static_cast<size_t>(*next)] - index.prefix[from];
-      if (between < model_.settings().max_reuse_distance) drop(p);
-    }
+  const ReuseIndex* index =
+      from < submodule_order_.size() ? &reuse_index(model_.is_leaf(module)) : nullptr;
+  auto reused_soon = [&](ParamId p) {
+    const auto first = index->uses.begin() + index->first_use[static_cast<size_t>(p)];
+    const auto last = index->uses.begin() + index->first_use[static_cast<size_t>(p) + 1];
+    const auto next = std::lower_bound(first, last, static_cast<std::int32_t>(from));
+    return next != last && index->prefix[static_cast<size_t>(*next)] - index->prefix[from] <
+                               model_.settings().max_reuse_distance;
+  };
+  for (ParamId p : fetch_params(module)) {
+    if (model_.param(p).persistent) continue;
+    // A later use of the parameter that a prefetch already covered would otherwise be skipped.
+    if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) continue;
+    if (index && reused_soon(p)) continue;
+    release_params_.push_back(p);
   }
   CachedRelease entry{module, -1, begin, static_cast<std::int32_t>(release_params_.size())};
-  if (slot >= release_cache_.size()) release_cache_.resize(slot + 1);
+  // Room for a whole trace at once: one slot per step.
+  if (slot >= release_cache_.size())
+    release_cache_.resize(std::max(slot, submodule_order_.size()) + 1);
   CachedRelease* tail = &release_cache_[slot];
   if (tail->module == kNoModule) {
     *tail = entry;

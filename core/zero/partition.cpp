@@ -66,9 +66,15 @@ std::vector<ParamId> named_parameter_order(const ModuleTree& tree) {
 
 std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::int64_t param_threshold,
                                            std::int64_t model_threshold) {
+  return persistent_parameters(tree, named_parameter_order(tree), param_threshold, model_threshold);
+}
+
+std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::span<const ParamId> order,
+                                           std::int64_t param_threshold,
+                                           std::int64_t model_threshold) {
   std::vector<ParamId> persistent;
   std::int64_t total = 0;
-  for (ParamId id : named_parameter_order(tree)) {
+  for (ParamId id : order) {
     const std::int64_t n = tree.parameter(id).numel();
     // Compared as DeepSpeed does; written to avoid overflow near INT64_MAX (sys.maxsize).
     if (n > model_threshold - total) continue;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/model/module_tree.h"
@@ -52,6 +53,10 @@ std::vector<ParamId> named_parameter_order(const ModuleTree& tree);
 
 // The parameters mark_persistent_parameters() would mark, in named_parameters() order.
 std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::int64_t param_threshold,
+                                           std::int64_t model_threshold);
+// The same for a caller that already has named_parameter_order(tree) (`order`).
+std::vector<ParamId> persistent_parameters(const ModuleTree& tree, std::span<const ParamId> order,
+                                           std::int64_t param_threshold,
                                            std::int64_t model_threshold);
 
 }  // namespace zp::zero

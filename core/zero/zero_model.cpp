@@ -110,7 +110,8 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     for (ParamId p : m.external_params)
       params_[static_cast<size_t>(p)].external = true;
   }
-  for (ParamId p : persistent_parameters(tree, settings.param_persistence_threshold,
+  // by_ds_id_ is named_parameters() order already.
+  for (ParamId p : persistent_parameters(tree, by_ds_id_, settings.param_persistence_threshold,
                                          settings.model_persistence_threshold)) {
     params_[static_cast<size_t>(p)].persistent = true;
   }

@@ -87,7 +87,7 @@ void MemoryAccountant::reset_window(TimeNs time) {
   window_peak_ = snapshot(time);
 }
 
-void MemoryAccountant::flush_peaks() const {
+void MemoryAccountant::copy_pending_peaks() const {
   if (peak_pending_) {
     peak_ = snapshot(peak_time_);
     peak_.running = peak_running_;
@@ -102,24 +102,7 @@ void MemoryAccountant::flush_peaks() const {
   }
 }
 
-void MemoryAccountant::changed(MemoryCategory category, TimeNs time) {
-  if (allocated_ > peak_.allocated) {
-    peak_.allocated = allocated_;
-    peak_time_ = time;
-    peak_running_ = running_;
-    peak_step_ = step_;
-    peak_pending_ = true;
-  }
-  if (allocated_ > window_peak_.allocated) {
-    window_peak_.allocated = allocated_;
-    window_time_ = time;
-    window_running_ = running_;
-    window_step_ = step_;
-    window_pending_ = true;
-  }
-  const std::int64_t reserved_now = reserved();
-  peak_reserved_ = std::max(peak_reserved_, reserved_now);
-  if (!trace_) return;
+void MemoryAccountant::sample(MemoryCategory category, TimeNs time, std::int64_t reserved_now) {
   trace_->memory.push_back(
       trace::MemorySample{trace_rank_, time, category, bytes_[static_cast<std::size_t>(category)]});
   if (allocator_ && reserved_now != last_reserved_sample_) {

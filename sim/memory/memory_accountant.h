@@ -10,6 +10,7 @@
 // O(log n) per operation with the allocator, O(1) without. Not thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -91,11 +92,35 @@ class MemoryAccountant {
     CachingAllocator::BlockId allocator_block = -1;
     bool live = false;
   };
-  void changed(MemoryCategory category, TimeNs time);
+  // After every change: the peaks, and the trace's samples. Inline, as allocate() and free() run
+  // per simulated tensor.
+  void changed(MemoryCategory category, TimeNs time) {
+    if (allocated_ > peak_.allocated) {
+      peak_.allocated = allocated_;
+      peak_time_ = time;
+      peak_running_ = running_;
+      peak_step_ = step_;
+      peak_pending_ = true;
+    }
+    if (allocated_ > window_peak_.allocated) {
+      window_peak_.allocated = allocated_;
+      window_time_ = time;
+      window_running_ = running_;
+      window_step_ = step_;
+      window_pending_ = true;
+    }
+    const std::int64_t reserved_now = reserved();
+    peak_reserved_ = std::max(peak_reserved_, reserved_now);
+    if (trace_) sample(category, time, reserved_now);
+  }
+  void sample(MemoryCategory category, TimeNs time, std::int64_t reserved_now);
   MemorySnapshot snapshot(TimeNs time) const;
   // A new peak is copied out lazily: on the ramp up to it every allocation is a new peak, and the
   // state only needs copying once something other than another allocation is about to change it.
-  void flush_peaks() const;
+  void flush_peaks() const {
+    if (peak_pending_ || window_pending_) copy_pending_peaks();
+  }
+  void copy_pending_peaks() const;
 
   Options options_;
   trace::Trace* trace_;

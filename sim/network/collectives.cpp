@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/util/error.h"
@@ -92,14 +94,36 @@ ClusterSpec representative(ClusterSpec cluster) {
   cluster.nodes = std::min<std::int64_t>(cluster.nodes, 2);
   return cluster;
 }
+
+// The graph of `cluster`'s representative part. Building it and searching its routes costs as much
+// as a fifth of a small simulation, and the planner builds a model per simulation, nearly always
+// for the same cluster: the graphs are immutable, so the last few built are shared.
+std::shared_ptr<const ClusterGraph> shared_graph(const ClusterSpec& cluster) {
+  constexpr std::size_t kKept = 8;
+  static std::mutex mutex;
+  // Most recently used first.
+  static std::vector<std::pair<ClusterSpec, std::shared_ptr<const ClusterGraph>>> recent;
+  ClusterSpec key = representative(cluster);
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto hit = std::find_if(recent.begin(), recent.end(),
+                                [&](const auto& entry) { return entry.first == key; });
+  if (hit != recent.end()) {
+    std::rotate(recent.begin(), hit, hit + 1);
+  } else {
+    auto graph = std::make_shared<const ClusterGraph>(key);
+    if (recent.size() == kKept) recent.pop_back();
+    recent.emplace(recent.begin(), std::move(key), std::move(graph));
+  }
+  return recent.front().second;
+}
 }  // namespace
 
 CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
-    : graph_(representative(cluster)),
+    : graph_(shared_graph(cluster)),
       nodes_(cluster.nodes),
       gpus_(cluster.nodes * cluster.gpus_per_node) {
-  if (graph_.gpus_per_node() > 1) intra_ = graph_.gpu_to_gpu(0, 1);
-  if (graph_.nodes() > 1) inter_ = graph_.gpu_to_gpu(0, graph_.gpus_per_node());
+  if (graph_->gpus_per_node() > 1) intra_ = graph_->gpu_to_gpu(0, 1);
+  if (graph_->nodes() > 1) inter_ = graph_->gpu_to_gpu(0, graph_->gpus_per_node());
 }
 
 std::int64_t CollectiveModel::local_gpu(std::int64_t gpu) const {
@@ -108,7 +132,7 @@ std::int64_t CollectiveModel::local_gpu(std::int64_t gpu) const {
                     detail::concat("GPU ", gpu, " is not in the cluster's ", gpus_,
                                    " GPUs (cluster.nodes x cluster.gpus_per_node)"));
   }
-  return gpu % graph_.gpus_per_node();
+  return gpu % graph_->gpus_per_node();
 }
 
 GroupShape CollectiveModel::shape(std::span<const std::int64_t> group) const {
@@ -125,7 +149,7 @@ GroupShape CollectiveModel::shape(std::span<const std::int64_t> group) const {
     }
     if (i > 0 && group[i] <= group[i - 1]) increasing = false;
   }
-  if (increasing) return count_runs(group, graph_.gpus_per_node());
+  if (increasing) return count_runs(group, graph_->gpus_per_node());
   std::vector<std::int64_t> sorted(group.begin(), group.end());
   std::sort(sorted.begin(), sorted.end());
   const auto repeated = std::adjacent_find(sorted.begin(), sorted.end());
@@ -133,7 +157,7 @@ GroupShape CollectiveModel::shape(std::span<const std::int64_t> group) const {
     throw UserError(ErrorKind::kValue, {},
                     detail::concat("rank ", *repeated, " appears twice in a communicator"));
   }
-  return count_runs(sorted, graph_.gpus_per_node());
+  return count_runs(sorted, graph_->gpus_per_node());
 }
 
 CollectiveCost CollectiveModel::cost(CollectiveKind kind, std::span<const std::int64_t> group,
@@ -144,7 +168,7 @@ CollectiveCost CollectiveModel::cost(CollectiveKind kind, std::span<const std::i
 CollectiveCost CollectiveModel::cost(CollectiveKind kind, const GroupShape& s, std::int64_t bytes,
                                      std::optional<Algorithm> algorithm) const {
   ZP_CHECK(s.size >= 1 && s.nodes >= 1 && s.nodes <= nodes_ && s.min_per_node >= 1 &&
-               s.min_per_node <= s.max_per_node && s.max_per_node <= graph_.gpus_per_node() &&
+               s.min_per_node <= s.max_per_node && s.max_per_node <= graph_->gpus_per_node() &&
                s.min_per_node * s.nodes <= s.size && s.size <= s.max_per_node * s.nodes,
            "inconsistent group shape: ", s.size, " ranks on ", s.nodes, " nodes, ", s.min_per_node,
            " to ", s.max_per_node, " per node");
@@ -264,7 +288,7 @@ CollectiveCost CollectiveModel::tree(CollectiveKind kind, const GroupShape& s,
 }
 
 TimeNs CollectiveModel::host_copy(std::int64_t gpu, std::int64_t bytes) const {
-  const PathCost path = graph_.gpu_to_host(local_gpu(gpu));
+  const PathCost path = graph_->gpu_to_host(local_gpu(gpu));
   check_bytes(bytes, "a host copy");
   if (bytes == 0) return 0;
   return round_up_ns(static_cast<double>(path.latency_ns) +
@@ -272,7 +296,7 @@ TimeNs CollectiveModel::host_copy(std::int64_t gpu, std::int64_t bytes) const {
 }
 
 TimeNs CollectiveModel::nvme_copy(std::int64_t gpu, std::int64_t bytes) const {
-  const PathCost path = graph_.gpu_to_nvme(local_gpu(gpu));
+  const PathCost path = graph_->gpu_to_nvme(local_gpu(gpu));
   check_bytes(bytes, "an NVMe copy");
   if (bytes == 0) return 0;
   return round_up_ns(static_cast<double>(path.latency_ns) +

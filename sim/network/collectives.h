@@ -33,10 +33,12 @@
 //
 // Complexity: shape() is O(n) and allocates only for a group whose ranks are not increasing;
 // cost(kind, shape, ...) is O(1). cost(kind, group, ...) is shape() then that. Nothing is cached
-// and nothing grows per call; const access is safe from many threads.
+// and nothing grows per call; const access is safe from many threads. The constructor shares the
+// graph with the models of recent alike clusters (a small process-wide cache, behind a mutex).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -102,7 +104,7 @@ class CollectiveModel {
 
   // The graph of a representative part of the cluster: its first two nodes (all nodes are
   // alike). Costs for any GPUs of the whole cluster come from it.
-  const ClusterGraph& graph() const { return graph_; }
+  const ClusterGraph& graph() const { return *graph_; }
 
  private:
   CollectiveCost ring(CollectiveKind kind, const GroupShape& shape, std::int64_t bytes) const;
@@ -110,7 +112,7 @@ class CollectiveModel {
 
   std::int64_t local_gpu(std::int64_t gpu) const;  // its place in the representative graph
 
-  ClusterGraph graph_;
+  std::shared_ptr<const ClusterGraph> graph_;  // shared by the models of alike clusters
   std::int64_t nodes_ = 1;
   std::int64_t gpus_ = 1;
   PathCost intra_;  // between two GPUs of a node (bandwidth 0 with one GPU per node)

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 
 #include "core/trace/trace.h"
 #include "sim/network/collectives.h"
@@ -98,7 +99,7 @@ class RankTimeline {
   // `ready`; returns its end. On the compute stream its whole time is exposed.
   TimeNs collective(TimeNs& stream, trace::StreamKind kind, const CollectiveOp& c, TimeNs ready,
                     std::int64_t bytes, std::int32_t name) {
-    const CollectiveCost cost = network_->cost(c.kind, data_shape_, bytes);
+    const CollectiveCost cost = data_cost(c.kind, bytes);
     const TimeNs start = std::max(stream, ready);
     const TimeNs end = start + cost.time;
     count(c.transfer, bytes, cost.time);
@@ -171,8 +172,21 @@ class RankTimeline {
     t.busy_ns += busy;
   }
 
+  // The data-parallel group's cost of `bytes`, memoised: a step repeats a few sizes many times.
+  CollectiveCost data_cost(CollectiveKind kind, std::int64_t bytes) {
+    // CollectiveModel rejects sizes outside [0, 2^60], which are not kept (nor fit the key).
+    if (bytes < 0 || bytes > (std::int64_t{1} << 60))
+      return network_->cost(kind, data_shape_, bytes);
+    const std::int64_t key = bytes * 8 + static_cast<std::int64_t>(kind);
+    auto it = data_costs_.find(key);
+    if (it == data_costs_.end())
+      it = data_costs_.emplace(key, network_->cost(kind, data_shape_, bytes)).first;
+    return it->second;
+  }
+
   const CollectiveModel* network_;
   GroupShape data_shape_;
+  std::unordered_map<std::int64_t, CollectiveCost> data_costs_;  // by bytes * 8 + kind
   std::int64_t gpu_;
   std::array<TransferTotals, kTransferKindCount> transfers_{};
 };
