@@ -60,24 +60,25 @@ TokenBatch micro_batch(const TokenBatch& global, int rank, int world, int micro_
   return TokenBatch{rows, global.seq, std::vector<std::int64_t>(begin, begin + rows * global.seq)};
 }
 
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerSpec& o,
+                                                        const std::vector<at::Tensor>& params) {
+  if (o.kind == OptimizerKind::kSgd) {
+    return std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
+  }
+  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(o.lr)
+                                                           .betas(std::make_tuple(o.beta1, o.beta2))
+                                                           .eps(o.eps)
+                                                           .weight_decay(o.weight_decay));
+}
+
 ReferenceResult train_reference(const std::optional<ModelConfig>& config, const ModuleTree& tree,
                                 const ReferenceRun& run) {
   LmModel model(config, tree, run.init_seed);
   ZP_CHECK(run.data.vocab <= model.config().vocab_size, "synthetic vocabulary ", run.data.vocab,
            " exceeds the model's ", model.config().vocab_size);
-  const OptimizerSpec& o = run.optimizer;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  if (o.kind == OptimizerKind::kSgd) {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model.parameters(),
-        torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
-  } else {
-    optimizer = std::make_unique<torch::optim::AdamW>(model.parameters(),
-                                                      torch::optim::AdamWOptions(o.lr)
-                                                          .betas(std::make_tuple(o.beta1, o.beta2))
-                                                          .eps(o.eps)
-                                                          .weight_decay(o.weight_decay));
-  }
+  const std::unique_ptr<torch::optim::Optimizer> optimizer =
+      make_optimizer(run.optimizer, model.parameters());
 
   ReferenceResult result;
   for (std::int64_t step = 0; step < run.steps; ++step) {

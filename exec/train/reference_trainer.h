@@ -13,12 +13,17 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "core/model/model_config.h"
 #include "core/model/module_tree.h"
 #include "exec/model/lm_model.h"
+
+namespace torch::optim {
+class Optimizer;
+}  // namespace torch::optim
 
 namespace zp::exec {
 
@@ -54,6 +59,10 @@ struct OptimizerSpec {
   double beta2 = 0.999;
   double eps = 1e-8;
 };
+
+// torch::optim's optimizer for `spec` over `params`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimizerSpec& spec,
+                                                        const std::vector<at::Tensor>& params);
 
 struct ReferenceRun {
   std::int64_t steps = 1;

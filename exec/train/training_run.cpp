@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -197,11 +198,6 @@ TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptio
         "exec does not offload yet; 'zeroplan simulate' predicts offloaded runs");
   }
   check_runnable(spec.model.config, spec.tree);
-  if (spec.training.sequence_length > spec.model.config->max_position_embeddings) {
-    throw UserError(ErrorKind::kConflict, spec_key(spec, "training.sequence_length"),
-                    std::to_string(spec.training.sequence_length) + " is longer than the model's " +
-                        std::to_string(spec.model.config->max_position_embeddings) + " positions");
-  }
   plan.accumulation = std::max<std::int64_t>(1, spec.deepspeed.batch.gradient_accumulation_steps);
   plan.optimizer = read_optimizer(spec, plan.default_optimizer);
   plan.spec = std::move(spec);
@@ -218,8 +214,11 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   std::int64_t origin = comm::wall_clock_ns();
   world.broadcast(comm::host_buffer(&origin, 1), 0, "origin")->wait();
 
-  memory::CountingAllocator allocator(
-      memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
+  std::optional<memory::CountingAllocator> allocator;
+  if (plan.options.count_memory) {
+    allocator.emplace(
+        memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
+  }
   LmModel model(spec.model.config, spec.tree, plan.options.seed);
   model.set_checkpoint_interval(spec.training.checkpoint_interval);
   const zero::ZeroModel zero_model(spec.tree, spec.zero_settings());
@@ -270,7 +269,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     }
   }
   const std::vector<comm::OpRecord> records = world.log().records();
-  const memory::MemoryReading reading = allocator.read();
+  const memory::MemoryReading reading = allocator ? allocator->read() : memory::MemoryReading{};
 
   // The report's figures from every rank.
   std::vector<std::int64_t> mine;
@@ -286,7 +285,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
 
   if (!plan.options.trace.empty()) {
     comm::append_to_trace(records, comm::TraceTarget{0, "data", plan.world, origin, 0}, trace);
-    memory::append_to_trace(allocator.take_samples(), 0, origin, trace);
+    if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
     trace::Trace merged;
     collect_trace(world, trace, merged);
     if (rank == 0) {
@@ -329,8 +328,8 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     return 0;
   }
 
-  out << "\nPeak memory (counting allocator):\n";
-  for (int r = 0; r < world.size(); ++r) {
+  if (plan.options.count_memory) out << "\nPeak memory (counting allocator):\n";
+  for (int r = 0; r < world.size() && plan.options.count_memory; ++r) {
     const std::int64_t* f = all.data() + static_cast<std::size_t>(r) * stride;
     out << "  rank " << r << ": " << units::format_bytes(static_cast<double>(f[0])) << " =";
     bool first = true;

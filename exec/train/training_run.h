@@ -24,6 +24,9 @@ struct TrainingOptions {
   std::uint64_t seed = 0;  // initialisation and data
   std::string trace;       // the native trace of every rank, written by rank 0; empty: none
   bool json = false;       // one JSON object instead of the report
+  // Install the counting allocator. c10 has one CPU allocator per process, so of ranks that are
+  // threads of one process (tests) none may count; ranks that are processes each count their own.
+  bool count_memory = true;
 };
 
 // A run spec resolved into what one rank needs to train it.

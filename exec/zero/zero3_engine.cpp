@@ -5,8 +5,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
+#include <torch/optim/optimizer.h>
 
 #include <algorithm>
 #include <sstream>
@@ -279,18 +278,7 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     MemoryScope scope(MemoryCategory::kMasterWeights);
     master = partition_flat.clone();
   }
-  const OptimizerSpec& o = options.optimizer;
-  if (o.kind == OptimizerKind::kSgd) {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        std::vector<at::Tensor>{master},
-        torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weight_decay));
-  } else {
-    optimizer = std::make_unique<torch::optim::AdamW>(std::vector<at::Tensor>{master},
-                                                      torch::optim::AdamWOptions(o.lr)
-                                                          .betas(std::make_tuple(o.beta1, o.beta2))
-                                                          .eps(o.eps)
-                                                          .weight_decay(o.weight_decay));
-  }
+  optimizer = make_optimizer(options.optimizer, {master});
 
   // The gradient accumulators are made while the parameters have their full shape: autograd
   // checks each gradient against the shape its accumulator was made for. DeepSpeed keeps them

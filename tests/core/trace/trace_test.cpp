@@ -171,5 +171,48 @@ TEST(Trace, EqualityComparesEveryFieldButNotTheInternIndex) {
   EXPECT_TRUE(differs([](Trace& t) { t.markers.push_back({}); }));
 }
 
+TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
+  Trace a;
+  a.ranks.push_back({"rank 0", {0}, 0});
+  a.groups.push_back({"data", 2});
+  a.ops.push_back(
+      Op{.rank = 0, .kind = OpKind::kForward, .start = 0, .end = 5, .name = a.intern("embed")});
+  a.markers.push_back(Marker{kNone, 0, a.intern("step 0")});
+
+  Trace b;
+  b.ranks.push_back({"rank 1", {1}, 0});
+  b.groups.push_back({"world", 2});
+  b.groups.push_back({"data", 2});
+  b.ops.push_back(Op{.rank = 0,
+                     .stream = StreamKind::kAllGather,
+                     .kind = OpKind::kAllGather,
+                     .start = 1,
+                     .end = 3,
+                     .name = b.intern("gather 0"),
+                     .bytes = 64,
+                     .group = 1});
+  b.ops.push_back(
+      Op{.rank = 0, .kind = OpKind::kForward, .start = 3, .end = 4, .name = b.intern("embed")});
+  b.memory.push_back(MemorySample{0, 2, MemoryCategory::kGatheredParams, 64});
+  b.markers.push_back(Marker{0, 1, b.intern("step 0")});
+
+  append_ranks(a, b);
+  ASSERT_EQ(a.ranks.size(), 2u);
+  EXPECT_EQ(a.ranks[1].label, "rank 1");
+  ASSERT_EQ(a.ops.size(), 3u);
+  EXPECT_EQ(a.ops[1].rank, 1);
+  EXPECT_EQ(a.string(a.ops[1].name), "gather 0");
+  // The same "data" group, and "world" added once.
+  ASSERT_EQ(a.groups.size(), 2u);
+  EXPECT_EQ(a.groups[static_cast<size_t>(a.ops[1].group)].axis, "data");
+  EXPECT_EQ(a.ops[2].name, a.ops[0].name);
+  ASSERT_EQ(a.memory.size(), 1u);
+  EXPECT_EQ(a.memory[0].rank, 1);
+  ASSERT_EQ(a.markers.size(), 2u);
+  EXPECT_EQ(a.markers[0].rank, kNone);
+  EXPECT_EQ(a.markers[1].rank, 1);
+  EXPECT_EQ(a.markers[1].name, a.markers[0].name);
+}
+
 }  // namespace
 }  // namespace zp::trace

@@ -250,4 +250,44 @@ TEST(ExecLauncher, ZeroplanExecForwardsItsArguments) {
   EXPECT_TRUE(contains(bad.err, "zeroplan-exec: error: ")) << bad.err;
 }
 
+TEST(ExecTraining, TwoRankProcessesTrainTheBundledExampleAndCountTheirMemory) {
+  const fs::path trace = fs::temp_directory_path() / "zeroplan_launcher_test.trace.json";
+  const Outcome r =
+      run(kExec, {std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml",
+                  "--nproc", "2", "--steps", "2", "--trace", trace.string(), "--timeout", "120"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "ZeRO-3 over 2 rank(s) (gloo)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "step 1  loss")) << r.out;
+  // Each process counts its own allocations, by category.
+  EXPECT_TRUE(contains(r.out, "rank 0: ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "rank 1: ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "gathered_params")) << r.out;
+  EXPECT_TRUE(contains(r.out, "activations")) << r.out;
+  std::ifstream in(trace);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(contains(text, "\"measured\"")) << text.substr(0, 200);
+  fs::remove(trace);
+}
+
+TEST(ExecTraining, ARunExecCannotTrainIsOneLineAndStatusTwoBeforeAnyRankStarts) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("zeroplan_launcher_test." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ifstream in(std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml");
+  std::string yaml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  yaml.replace(yaml.find("stage: 3"), 8, "stage: 2");
+  std::ofstream(dir / "run.yaml") << yaml;
+  const Outcome stage = run(kExec, {(dir / "run.yaml").string(), "--nproc", "2"});
+  EXPECT_EQ(stage.status, 2);
+  EXPECT_EQ(lines(stage.err), 1) << stage.err;
+  EXPECT_TRUE(contains(stage.err, "zero_optimization.stage")) << stage.err;
+  const Outcome world = run(
+      kExec,
+      {std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml", "--nproc", "3"});
+  EXPECT_EQ(world.status, 2);
+  EXPECT_EQ(lines(world.err), 1) << world.err;
+  EXPECT_TRUE(contains(world.err, "parallel.data")) << world.err;
+  fs::remove_all(dir);
+}
+
 }  // namespace

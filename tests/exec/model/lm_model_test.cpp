@@ -2,9 +2,10 @@
 
 #include <gtest/gtest.h>
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -297,6 +298,74 @@ TEST(LmModel, RefusesTreesThatAreNotFloat32) {
   const ModelConfig c = tiny_gpt2();
   expect_refused(c, build_model(c, BatchShape{2, 8, DType::kBFloat16}), "training.dtype",
                  "float32");
+}
+
+// --- Activation checkpointing
+// ---------------------------------------------------------------------
+
+// Loss and every gradient after one forward and backward, from the same random state.
+std::pair<double, std::vector<at::Tensor>> loss_and_grads(const ModelConfig& c,
+                                                          std::int64_t interval,
+                                                          ModuleHooks* hooks = nullptr) {
+  const ModuleTree tree = tiny_tree(c);
+  LmModel model(c, tree, 4);
+  model.set_checkpoint_interval(interval);
+  at::manual_seed(99);
+  const at::Tensor loss = model.loss(token_tensor(tokens(2, 8)), hooks);
+  loss.backward();
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor& p : model.parameters())
+    grads.push_back(p.grad().clone());
+  return {loss.item<double>(), grads};
+}
+
+TEST(LmModelCheckpointing, RecomputesWithTheForwardsRandomStateSoDropoutMatches) {
+  ModelConfig c = tiny_gpt2();
+  c.dropout = 0.2;
+  c.attention_dropout = 0.2;
+  const auto [plain_loss, plain] = loss_and_grads(c, 0);
+  for (const std::int64_t interval : {1, 2}) {
+    SCOPED_TRACE(interval);
+    const auto [loss, grads] = loss_and_grads(c, interval);
+    EXPECT_DOUBLE_EQ(loss, plain_loss);
+    ASSERT_EQ(grads.size(), plain.size());
+    // A recomputation with other dropout masks would give other gradients.
+    for (std::size_t p = 0; p < grads.size(); ++p)
+      EXPECT_TRUE(at::allclose(grads[p], plain[p], 1e-5, 1e-7)) << "parameter " << p;
+  }
+}
+
+// Counts hook calls, and how many ran while autograd was recording.
+class CallCounter : public ModuleHooks {
+ public:
+  void pre_forward(const ModuleCall& call) override {
+    ++calls[call.index];
+    if (at::GradMode::is_enabled()) ++with_grad;
+  }
+  std::map<std::int32_t, int> calls;
+  int with_grad = 0;
+};
+
+TEST(LmModelCheckpointing, SegmentsRunTheirCallsAgainInBackwardAndOnlyThem) {
+  const ModelConfig c = tiny_llama();
+  const ModuleTree tree = tiny_tree(c);
+  // A call is in a segment when it, or a call it is nested in, is a decoder layer's.
+  std::vector<bool> in_layer(tree.calls().size(), false);
+  for (std::size_t i = 0; i < tree.calls().size(); ++i) {
+    const ForwardCall& call = tree.calls()[i];
+    in_layer[i] = tree.module(call.module).type == "LlamaDecoderLayer" ||
+                  (call.parent_call != kNoCall && in_layer[static_cast<size_t>(call.parent_call)]);
+  }
+  CallCounter counter;
+  loss_and_grads(c, 1, &counter);
+  int recomputed = 0;
+  for (std::size_t i = 0; i < tree.calls().size(); ++i) {
+    EXPECT_EQ(counter.calls[static_cast<std::int32_t>(i)], in_layer[i] ? 2 : 1) << "call " << i;
+    recomputed += in_layer[i];
+  }
+  // The segments' first forward keeps no graph; everything else does.
+  EXPECT_EQ(counter.with_grad, static_cast<int>(tree.calls().size()));
+  EXPECT_GT(recomputed, 0);
 }
 
 }  // namespace

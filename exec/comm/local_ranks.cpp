@@ -1,0 +1,47 @@
+#include "exec/comm/local_ranks.h"
+
+#include <exception>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "exec/comm/gloo_communicator.h"
+
+namespace zp::exec::comm {
+
+void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
+                     std::chrono::milliseconds timeout) {
+  Store::Options host;
+  host.host_store = true;
+  host.port = 0;
+  host.timeout = timeout;
+  const auto server = Store::open(host);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        Store::Options client;
+        client.port = server->port();
+        client.timeout = timeout;
+        const auto store = Store::open(client);
+        GroupSpec group;
+        group.rank = r;
+        group.size = world;
+        group.timeout = timeout;
+        GlooOptions gloo;
+        gloo.hostname = "127.0.0.1";
+        const auto comm = make_gloo_communicator(store, group, gloo);
+        body(*comm);
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& t : threads)
+    t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace zp::exec::comm

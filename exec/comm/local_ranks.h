@@ -1,0 +1,18 @@
+// Runs a body on N ranks, one thread each, joined through one rendezvous store hosted here: for
+// tests and benchmarks, cheaper and steadier on a small loaded machine than N processes, with the
+// same Gloo transport between the ranks.
+#pragma once
+
+#include <chrono>
+#include <functional>
+
+#include "exec/comm/communicator.h"
+
+namespace zp::exec::comm {
+
+// Calls body(comm) on each of `world` ranks (comm: the world group over Gloo on 127.0.0.1) and
+// joins them; rethrows the first rank's exception, if any.
+void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
+                     std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+}  // namespace zp::exec::comm
