@@ -216,9 +216,40 @@ class RecordingBackend : public zero::CoordinatorBackend, public zero::GradientR
   std::vector<std::string> gathers;
 };
 
-TEST(Zero3Engine, GathersAreTheSimulatorsDecisions) {
-  const Case c{
-      .config = tiny_gpt2(), .world = 2, .steps = 3, .optimizer = sgd(), .settings = tight(2)};
+// The calls of each decoder block: the segments that checkpointing every block recomputes.
+std::vector<zero::RecomputeRange> block_ranges(const ModuleTree& tree) {
+  std::vector<zero::RecomputeRange> ranges;
+  const std::vector<ForwardCall>& calls = tree.calls();
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (tree.module(calls[i].module).type != "GPT2Block") continue;
+    std::size_t end = i + 1;
+    const auto inside = [&](std::int32_t c) {
+      for (; c != kNoCall; c = calls[static_cast<std::size_t>(c)].parent_call)
+        if (c == static_cast<std::int32_t>(i)) return true;
+      return false;
+    };
+    while (end < calls.size() && inside(static_cast<std::int32_t>(end)))
+      ++end;
+    ranges.push_back({static_cast<std::int32_t>(i), static_cast<std::int32_t>(end)});
+  }
+  return ranges;
+}
+
+struct DecisionCase {
+  const char* name;
+  zero::ZeroSettings settings;
+  std::int64_t checkpoint_interval = 0;
+};
+
+class Zero3Decisions : public ::testing::TestWithParam<DecisionCase> {};
+
+TEST_P(Zero3Decisions, GathersAreTheSimulatorsDecisions) {
+  const Case c{.config = tiny_gpt2(),
+               .world = 2,
+               .checkpoint_interval = GetParam().checkpoint_interval,
+               .steps = 3,
+               .optimizer = sgd(),
+               .settings = GetParam().settings};
   const Outcome got = train_zero3(c);
   std::vector<std::string> real;
   for (const std::string& d : got.decisions)
@@ -227,12 +258,60 @@ TEST(Zero3Engine, GathersAreTheSimulatorsDecisions) {
   const ModuleTree tree = tiny_tree(c.config);
   const zero::ZeroModel zero_model(tree, c.settings);
   RecordingBackend backend;
-  zero::TrainingLoop loop(zero_model, backend, backend);
+  zero::TrainingLoop loop(
+      zero_model, backend, backend, nullptr,
+      c.checkpoint_interval > 0 ? block_ranges(tree) : std::vector<zero::RecomputeRange>{});
   loop.initialize();
   backend.gathers.clear();  // the engine's log starts after its setup
   for (std::int64_t s = 0; s < c.steps; ++s)
     loop.step();
   EXPECT_EQ(real, backend.gathers);
+  EXPECT_GT(real.size(), 10u);
+}
+
+zero::ZeroSettings with_leaves(std::vector<std::string> classes) {
+  zero::ZeroSettings s = tight(2);
+  s.leaf_module_classes = std::move(classes);
+  return s;
+}
+
+zero::ZeroSettings with_granularity(std::int64_t threshold) {
+  zero::ZeroSettings s = tight(2);
+  s.module_granularity_threshold = threshold;
+  return s;
+}
+
+zero::ZeroSettings prefetch_off() {
+  zero::ZeroSettings s = tight(2);
+  s.prefetch_bucket_size = 0;
+  s.max_reuse_distance = 0;
+  s.param_persistence_threshold = 0;
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(Settings, Zero3Decisions,
+                         ::testing::Values(DecisionCase{"tight", tight(2)},
+                                           DecisionCase{"defaults",
+                                                        [] {
+                                                          zero::ZeroSettings s;
+                                                          s.data_parallel_size = 2;
+                                                          return s;
+                                                        }()},
+                                           DecisionCase{"prefetch_off", prefetch_off()},
+                                           DecisionCase{"checkpointed", tight(2), 1},
+                                           DecisionCase{"mlp_leaves", with_leaves({"GPT2MLP"})},
+                                           DecisionCase{"granularity", with_granularity(1000)}),
+                         [](const ::testing::TestParamInfo<DecisionCase>& p) {
+                           return p.param.name;
+                         });
+
+// z3 leaves gather their whole subtree at once and reduce its gradients together; the mathematics
+// stays the same.
+TEST(Zero3Engine, LeafModulesTrainLikeOneProcess) {
+  expect_same_training(Case{.config = tiny_gpt2(),
+                            .world = 2,
+                            .optimizer = sgd(),
+                            .settings = with_leaves({"GPT2MLP", "GPT2Attention"})});
 }
 
 }  // namespace
