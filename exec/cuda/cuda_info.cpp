@@ -3,6 +3,8 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include "core/util/error.h"
+
 namespace zp::exec {
 
 CudaInfo cuda_info() {
@@ -26,6 +28,13 @@ CudaInfo cuda_info() {
   else
     info.device_error = cudaGetErrorString(status);
   return info;
+}
+
+void cuda_synchronize(int device) {
+  const cudaError_t set = cudaSetDevice(device);
+  const cudaError_t sync = set == cudaSuccess ? cudaDeviceSynchronize() : set;
+  ZP_CHECK(sync == cudaSuccess, "cudaDeviceSynchronize on GPU ", device, ": ",
+           cudaGetErrorString(sync));
 }
 
 }  // namespace zp::exec

@@ -15,4 +15,7 @@ struct CudaInfo {
 
 CudaInfo cuda_info();
 
+// Waits until GPU `device` has finished all its queued work (cudaDeviceSynchronize).
+void cuda_synchronize(int device);
+
 }  // namespace zp::exec

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <utility>
 
+#include "core/pipe/layers.h"
 #include "core/util/error.h"
 
 namespace zp::exec {
@@ -48,6 +49,12 @@ class Pass {
         stack_(std::move(at.stack)) {}
 
   Position position() const { return {next_, stack_}; }
+  // Moves to `at`: a pipeline stage runs only its layers' calls, not those of the wrappers
+  // around them.
+  void seek(Position at) {
+    next_ = at.next;
+    stack_ = std::move(at.stack);
+  }
   const ModuleTree& tree() const { return *tree_; }
   ModuleHooks* hooks() const { return hooks_; }
   std::int64_t checkpoint_interval() const { return checkpoint_interval_; }
@@ -456,6 +463,13 @@ at::Tensor position_ids(const at::Tensor& ids) {
   return at::arange(ids.size(1), ids.options()).unsqueeze(0).expand({ids.size(0), ids.size(1)});
 }
 
+// The positions of x [batch, seq, ...] on a stage that has no token ids: the same values.
+at::Tensor positions_of(const at::Tensor& x) {
+  return at::arange(x.size(1), x.options().dtype(at::kLong))
+      .unsqueeze(0)
+      .expand({x.size(0), x.size(1)});
+}
+
 class Gpt2Model : public Node {
  public:
   explicit Gpt2Model(const ModelConfig& c) : Node("GPT2Model") {
@@ -492,17 +506,21 @@ class LlamaRotary : public Node {
       : Node("LlamaRotaryEmbedding"), head_dim_(c.head_dim()), theta_(c.rope_theta) {}
   // (hidden states, position ids) -> (cos, sin), each [b, s, head_dim].
   Tensors forward(Pass& pass, const at::Tensor& hidden, const at::Tensor& positions) const {
-    return pass.run(id, {hidden, positions}, [&](const Tensors& in) {
-      const at::NoGradGuard no_grad;  // tables, as transformers computes them
-      const at::Tensor exponents =
-          at::arange(0, head_dim_, 2, at::TensorOptions().dtype(at::kFloat)) /
-          static_cast<double>(head_dim_);
-      const at::Tensor inv_freq = at::pow(theta_, exponents).reciprocal();
-      const at::Tensor freqs = in[1].to(at::kFloat).unsqueeze(-1) * inv_freq;
-      const at::Tensor angles = at::cat({freqs, freqs}, -1);
-      const auto dtype = in[0].scalar_type();
-      return Tensors{angles.cos().to(dtype), angles.sin().to(dtype)};
-    });
+    return pass.run(id, {hidden, positions},
+                    [&](const Tensors& in) { return tables(in[0], in[1]); });
+  }
+  // The same outside any call: a pipeline stage whose decoder layers need the tables that the
+  // stage before it computed (they depend on the positions alone).
+  Tensors tables(const at::Tensor& hidden, const at::Tensor& positions) const {
+    const at::NoGradGuard no_grad;  // tables, as transformers computes them
+    const at::Tensor exponents =
+        at::arange(0, head_dim_, 2, at::TensorOptions().dtype(at::kFloat)) /
+        static_cast<double>(head_dim_);
+    const at::Tensor inv_freq = at::pow(theta_, exponents).reciprocal();
+    const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;
+    const at::Tensor angles = at::cat({freqs, freqs}, -1);
+    const auto dtype = hidden.scalar_type();
+    return Tensors{angles.cos().to(dtype), angles.sin().to(dtype)};
   }
 
  private:
@@ -653,14 +671,94 @@ class CausalLm : public Node {
   at::Tensor forward(Pass& pass, const at::Tensor& ids) const {
     return call(pass, ids, [&](const at::Tensor& in) {
       const at::Tensor hidden = gpt2 ? gpt2->forward(pass, in) : llama->forward(pass, in);
-      const at::Tensor logits = lm_head->forward(pass, hidden);
-      // Position t predicts token t + 1; the mean over every predicted token.
-      const std::int64_t s = in.size(1);
-      const at::Tensor predicted = logits.narrow(1, 0, s - 1).to(at::kFloat);
-      const at::Tensor targets = in.narrow(1, 1, s - 1);
-      return at::cross_entropy_loss(predicted.reshape({-1, predicted.size(-1)}),
-                                    targets.reshape({-1}));
+      return next_token_loss(lm_head->forward(pass, hidden), in);
     });
+  }
+
+  // Pipeline layers [first, last) on x (token ids when first is 0), each call at its own place in
+  // the call sequence (`starts`); the loss against `labels` when the range ends with lm_head.
+  at::Tensor forward_layers(Pass& pass, const std::vector<pipe::Layer>& layers,
+                            const std::vector<Pass::Position>& starts,
+                            const std::vector<std::int32_t>& ends, std::size_t first,
+                            std::size_t last, at::Tensor x, const at::Tensor& labels) const {
+    Tensors cos_sin;
+    // A layer must make exactly the calls of its subtree, or the hooks would name wrong calls.
+    const auto check_end = [&](std::size_t layer) {
+      ZP_CHECK(pass.position().next == ends[layer], "pipeline layer ", layer, " (",
+               layers[layer].name, ") ended at call ", pass.position().next, "; its calls end at ",
+               ends[layer]);
+    };
+    for (std::size_t i = first; i < last;) {
+      const ModuleId m = layers[i].module;
+      pass.seek(starts[i]);
+      if (const std::int64_t block = block_index(m); block >= 0) {
+        // Consecutive blocks run together, so that checkpointing segments them as it does the
+        // whole model (DeepSpeed checkpoints a stage's layers in runs of the interval).
+        std::size_t end = i + 1;
+        while (end < last &&
+               block_index(layers[end].module) == block + static_cast<std::int64_t>(end - i))
+          ++end;
+        if (gpt2) {
+          x = run_layers(pass, end - i, x,
+                         [blocks = gpt2->h, block](Pass& p, std::size_t k, const at::Tensor& h) {
+                           return blocks->items[static_cast<std::size_t>(block) + k]->forward(p, h);
+                         });
+        } else {
+          if (cos_sin.empty()) cos_sin = llama->rotary_emb->tables(x, positions_of(x));
+          x = run_layers(
+              pass, end - i, x,
+              [list = llama->layers, block, cos_sin](Pass& p, std::size_t k, const at::Tensor& h) {
+                return list->items[static_cast<std::size_t>(block) + k]->forward(p, h, cos_sin);
+              });
+        }
+        check_end(end - 1);
+        i = end;
+        continue;
+      }
+      if (m == lm_head->id) {
+        ZP_CHECK(i + 1 == layers.size(), "lm_head is layer ", i, " of ", layers.size());
+        ZP_CHECK(labels.defined(), "the last stage needs the labels for its loss");
+        x = next_token_loss(lm_head->forward(pass, x), labels);
+      } else if (gpt2 && m == gpt2->wte->id) {
+        x = gpt2->wte->forward(pass, x);
+      } else if (gpt2 && m == gpt2->wpe->id) {
+        x = x + gpt2->wpe->forward(pass, positions_of(x));
+      } else if (gpt2 && m == gpt2->drop->id) {
+        x = gpt2->drop->forward(pass, x);
+      } else if (gpt2 && m == gpt2->ln_f->id) {
+        x = gpt2->ln_f->forward(pass, x);
+      } else if (llama && m == llama->embed_tokens->id) {
+        x = llama->embed_tokens->forward(pass, x);
+      } else if (llama && m == llama->rotary_emb->id) {
+        cos_sin = llama->rotary_emb->forward(pass, x, positions_of(x));
+      } else if (llama && m == llama->norm->id) {
+        x = llama->norm->forward(pass, x);
+      } else {
+        ZP_CHECK(false, "pipeline layer ", i, " (", layers[i].name, ") is no module of the model");
+      }
+      check_end(i);
+      ++i;
+    }
+    return x;
+  }
+
+  // Position t predicts token t + 1; the mean over every predicted token.
+  static at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& ids) {
+    const std::int64_t s = ids.size(1);
+    const at::Tensor predicted = logits.narrow(1, 0, s - 1).to(at::kFloat);
+    const at::Tensor targets = ids.narrow(1, 1, s - 1);
+    return at::cross_entropy_loss(predicted.reshape({-1, predicted.size(-1)}),
+                                  targets.reshape({-1}));
+  }
+
+  // The index of the transformer block `m`; -1 for another module.
+  std::int64_t block_index(ModuleId m) const {
+    const auto find = [m](const auto& items) -> std::int64_t {
+      for (std::size_t k = 0; k < items.size(); ++k)
+        if (items[k]->id == m) return static_cast<std::int64_t>(k);
+      return -1;
+    };
+    return gpt2 ? find(gpt2->h->items) : find(llama->layers->items);
   }
   std::shared_ptr<Gpt2Model> gpt2;
   std::shared_ptr<LlamaModel> llama;
@@ -723,6 +821,10 @@ struct LmModel::Impl {
   std::vector<at::Tensor> params;                       // by ParamId
   std::vector<std::pair<ModuleId, std::string>> owner;  // by ParamId: first module and attribute
   std::int64_t checkpoint_interval = 0;
+  // The model as a pipeline sees it, and where each layer's calls start and end.
+  pipe::PipelineLayers layers;
+  std::vector<Pass::Position> layer_starts;
+  std::vector<std::int32_t> layer_ends;
 };
 
 LmModel::LmModel(const std::optional<ModelConfig>& config, const ModuleTree& tree,
@@ -765,6 +867,28 @@ LmModel::LmModel(const std::optional<ModelConfig>& config, const ModuleTree& tre
       auto& owner = impl_->owner[static_cast<size_t>(slot.param)];
       if (owner.first == kNoModule) owner = {m, slot.attr};
     }
+  }
+  impl_->layers = pipe::layers_from_tree(tree);
+  const std::vector<ForwardCall>& calls = tree.calls();
+  const auto n = static_cast<std::int32_t>(calls.size());
+  const auto inside = [&](std::int32_t c, std::int32_t ancestor) {
+    for (std::int32_t at = calls[static_cast<size_t>(c)].parent_call; at != kNoCall;
+         at = calls[static_cast<size_t>(at)].parent_call) {
+      if (at == ancestor) return true;
+    }
+    return false;
+  };
+  for (const pipe::Layer& layer : impl_->layers.layers) {
+    Pass::Position start{layer.call, {}};
+    for (std::int32_t at = calls[static_cast<size_t>(layer.call)].parent_call; at != kNoCall;
+         at = calls[static_cast<size_t>(at)].parent_call) {
+      start.stack.insert(start.stack.begin(), at);
+    }
+    impl_->layer_starts.push_back(std::move(start));
+    std::int32_t end = layer.call + 1;
+    while (end < n && inside(end, layer.call))
+      ++end;
+    impl_->layer_ends.push_back(end);
   }
   initialize(seed);
 }
@@ -813,6 +937,10 @@ void LmModel::initialize(std::uint64_t seed) {
   }
 }
 
+void LmModel::to(const std::string& device) {
+  impl_->root->to(at::Device(device));
+}
+
 void LmModel::set_checkpoint_interval(std::int64_t layers) {
   ZP_CHECK(layers >= 0, "checkpoint interval ", layers);
   impl_->checkpoint_interval = layers;
@@ -829,6 +957,67 @@ at::Tensor LmModel::loss(const at::Tensor& tokens, ModuleHooks* hooks) {
   at::Tensor loss = impl_->root->forward(pass, tokens);
   pass.finish();
   return loss;
+}
+
+const pipe::PipelineLayers& LmModel::pipeline_layers() const {
+  return impl_->layers;
+}
+
+at::Tensor LmModel::forward_layers(std::int64_t first, std::int64_t last, const at::Tensor& input,
+                                   const at::Tensor& labels, ModuleHooks* hooks) {
+  const auto count = static_cast<std::int64_t>(impl_->layers.layers.size());
+  ZP_CHECK(0 <= first && first < last && last <= count, "layers [", first, ", ", last, ") of ",
+           count);
+  if (first == 0) {
+    ZP_CHECK(input.dim() == 2 && input.size(1) >= 2 && input.scalar_type() == at::kLong,
+             "the first stage takes int64 token ids [batch, seq >= 2], got ", input.sizes());
+  } else {
+    ZP_CHECK(input.dim() == 3 && input.size(2) == impl_->config.hidden_size,
+             "a later stage takes hidden states [batch, seq, ", impl_->config.hidden_size,
+             "], got ", input.sizes());
+  }
+  if (last == count) {
+    ZP_CHECK(labels.defined() && labels.dim() == 2 && labels.size(0) == input.size(0) &&
+                 labels.size(1) == input.size(1) && labels.scalar_type() == at::kLong,
+             "the last stage takes int64 labels [", input.size(0), ", ", input.size(1), "]");
+  }
+  Pass pass(impl_->tree, hooks, impl_->checkpoint_interval);
+  return impl_->root->forward_layers(pass, impl_->layers.layers, impl_->layer_starts,
+                                     impl_->layer_ends, static_cast<std::size_t>(first),
+                                     static_cast<std::size_t>(last), input, labels);
+}
+
+std::vector<ParamId> LmModel::layer_parameters(std::int64_t first, std::int64_t last) const {
+  const auto count = static_cast<std::int64_t>(impl_->layers.layers.size());
+  ZP_CHECK(0 <= first && first <= last && last <= count, "layers [", first, ", ", last, ") of ",
+           count);
+  std::vector<bool> used(impl_->params.size(), false);
+  for (std::int64_t i = first; i < last; ++i) {
+    std::vector<ModuleId> stack = {impl_->layers.layers[static_cast<size_t>(i)].module};
+    while (!stack.empty()) {
+      const Module& m = impl_->tree.module(stack.back());
+      stack.pop_back();
+      for (const ParamSlot& slot : m.params)
+        used[static_cast<size_t>(slot.param)] = true;
+      stack.insert(stack.end(), m.children.begin(), m.children.end());
+    }
+  }
+  std::vector<ParamId> out;
+  for (size_t p = 0; p < used.size(); ++p)
+    if (used[p]) out.push_back(static_cast<ParamId>(p));
+  return out;
+}
+
+void LmModel::release_parameters_except(const std::vector<ParamId>& keep) {
+  std::vector<bool> kept(impl_->params.size(), false);
+  for (const ParamId p : keep) {
+    ZP_CHECK(p >= 0 && static_cast<size_t>(p) < kept.size(), "no parameter ", p);
+    kept[static_cast<size_t>(p)] = true;
+  }
+  const at::NoGradGuard no_grad;
+  for (size_t p = 0; p < kept.size(); ++p) {
+    if (!kept[p]) impl_->params[p].set_data(at::empty({0}, impl_->params[p].options()));
+  }
 }
 
 double LmModel::loss(const TokenBatch& tokens, ModuleHooks* hooks) {

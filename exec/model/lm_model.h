@@ -35,6 +35,7 @@
 
 #include "core/model/model_config.h"
 #include "core/model/module_tree.h"
+#include "core/pipe/layers.h"
 
 namespace torch::nn {
 class Module;
@@ -113,6 +114,8 @@ class LmModel {
   // initialisation for its kind (normal(0, 0.02) for projections and embeddings, GPT-2's residual
   // projections scaled by 1/sqrt(2 * layers), ones and zeros for norms and biases).
   void initialize(std::uint64_t seed);
+  // Moves every parameter to `device` ("cpu", "cuda:0"); the tensors stay the same objects.
+  void to(const std::string& device);
   // Dropout acts only in training mode (the default).
   void train(bool on);
   // Activation checkpointing (deepspeed.checkpointing.checkpoint around every `layers`
@@ -123,6 +126,28 @@ class LmModel {
 
   // Mean next-token cross entropy of int64 token ids [batch, seq], seq >= 2.
   at::Tensor loss(const at::Tensor& tokens, ModuleHooks* hooks = nullptr);
+
+  // ---- Pipeline stages: the model as DeepSpeed's PipelineModule lists it
+  // (pipe::layers_from_tree(tree())), one contiguous range of layers per stage.
+
+  const pipe::PipelineLayers& pipeline_layers() const;
+  // Runs layers [first, last) on `input`: int64 token ids [batch, seq] when first is 0, else the
+  // hidden states [batch, seq, hidden] the layer before `first` produced. Returns the hidden
+  // states after layer last - 1, or, when the range ends with the last layer (lm_head), the loss
+  // against `labels` (the micro-batch's token ids), exactly as loss() computes it; `labels` is
+  // unused otherwise (pass an undefined tensor). Each layer's calls go through `hooks` with their
+  // indices in tree.calls(); the wrappers around the layers (the root, GPT2Model, LlamaModel) are
+  // not called. A Llama stage whose decoder layers come after rotary_emb's stage computes the
+  // rotary tables itself, outside any call. A tied layer (GPT-2's lm_head) reads this model's own
+  // copy of the tied weight.
+  at::Tensor forward_layers(std::int64_t first, std::int64_t last, const at::Tensor& input,
+                            const at::Tensor& labels, ModuleHooks* hooks = nullptr);
+  // The parameters that layers [first, last) use, in ParamId order; a tied weight belongs to every
+  // range holding one of its layers.
+  std::vector<ParamId> layer_parameters(std::int64_t first, std::int64_t last) const;
+  // Gives up the storage of every parameter not in `keep`: its tensor then holds no elements, so a
+  // stage pays only for its own layers. Such a parameter must not be used again.
+  void release_parameters_except(const std::vector<ParamId>& keep);
 
   // The same without tensors in the caller.
   double loss(const TokenBatch& tokens, ModuleHooks* hooks = nullptr);

@@ -4,6 +4,7 @@
 #include <torch/optim/optimizer.h>
 
 #include "core/util/error.h"
+#include "exec/runtime/tensor_buffer.h"
 
 namespace zp::exec {
 
@@ -27,7 +28,8 @@ DataParallelStats DataParallelTrainer::step(const std::vector<TokenBatch>& micro
   impl_->optimizer->zero_grad();
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
   for (const TokenBatch& batch : micro_batches) {
-    const at::Tensor loss = impl_->model.loss(token_tensor(batch));
+    const at::Tensor loss =
+        impl_->model.loss(token_tensor(batch).to(impl_->model.parameters().front().device()));
     stats.loss += loss.item<double>() * scale;
     (loss * scale).backward();
   }
@@ -38,10 +40,7 @@ DataParallelStats DataParallelTrainer::step(const std::vector<TokenBatch>& micro
   flat.div_(static_cast<double>(impl_->group.size()));
   if (impl_->group.size() > 1) {
     const std::int64_t begin = comm::wall_clock_ns();
-    impl_->group
-        .all_reduce(comm::host_buffer(flat.data_ptr<float>(), flat.numel()), comm::ReduceOp::kSum,
-                    "gradients")
-        ->wait();
+    impl_->group.all_reduce(buffer_of(flat), comm::ReduceOp::kSum, "gradients")->wait();
     stats.comm_wait_ns = comm::wall_clock_ns() - begin;
   }
   std::int64_t at = 0;

@@ -1,5 +1,7 @@
 #include "exec/train/training_run.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <optional>
@@ -14,6 +16,11 @@
 #include "core/zero/zero_model.h"
 #include "exec/comm/trace_records.h"
 #include "exec/memory/counting_allocator.h"
+#include "exec/runtime/tensor_buffer.h"
+#ifdef ZEROPLAN_HAVE_CUDA
+#include "exec/cuda/cuda_info.h"
+#include "exec/memory/cuda_memory_meter.h"
+#endif
 #include "exec/model/lm_model.h"
 #include "exec/zero/zero3_engine.h"
 
@@ -110,43 +117,51 @@ std::string optimizer_text(const TrainingPlan& plan) {
 }
 
 // One rank's figures, exchanged as int64 so that rank 0 can report every rank.
+// One rank's figures, exchanged as int64 so that rank 0 can report every rank.
 struct RankFigures {
-  static constexpr std::size_t kCategories = trace::kMemoryCategoryCount;
-  // peak, the categories at the peak, unattributed at the peak, then per step: step, compute,
-  // hook, comm wait, optimizer ns.
-  static std::size_t size(std::int64_t steps) { return 2 + kCategories + 5 * steps; }
+  static constexpr std::size_t kPeak = 0;      // allocated
+  static constexpr std::size_t kReserved = 1;  // peak reserved
+  static constexpr std::size_t kAtPeak = 2;    // each category at the peak, then unattributed
+  static constexpr std::size_t kSteps = kAtPeak + trace::kMemoryCategoryCount + 1;
+  static constexpr std::size_t kPerStep = 5;  // step, compute, hook, comm wait, optimizer ns
+  static std::size_t size(std::int64_t steps) {
+    return kSteps + kPerStep * static_cast<std::size_t>(steps);
+  }
 };
 
-std::vector<std::int64_t> gather_int64(comm::Communicator& world, std::vector<std::int64_t> mine) {
-  std::vector<std::int64_t> all(mine.size() * static_cast<std::size_t>(world.size()));
-  world
-      .all_gather(comm::host_buffer(mine.data(), static_cast<std::int64_t>(mine.size())),
-                  comm::host_buffer(all.data(), static_cast<std::int64_t>(all.size())), "report")
-      ->wait();
-  return all;
+// Small exchanges of the report go through the training device (NCCL moves device memory only).
+std::vector<std::int64_t> gather_int64(comm::Communicator& world, const at::Device& device,
+                                       const std::vector<std::int64_t>& mine) {
+  const auto n = static_cast<std::int64_t>(mine.size());
+  const at::Tensor in = at::tensor(at::ArrayRef<std::int64_t>(mine), at::kLong).to(device);
+  const at::Tensor all = at::empty({n * world.size()}, in.options());
+  world.all_gather(buffer_of(in), buffer_of(all), "report")->wait();
+  const at::Tensor host = all.cpu();
+  return std::vector<std::int64_t>(host.data_ptr<std::int64_t>(),
+                                   host.data_ptr<std::int64_t>() + host.numel());
 }
 
 // Every rank's trace to rank 0, merged there.
-void collect_trace(comm::Communicator& world, const trace::Trace& mine, trace::Trace& merged) {
+void collect_trace(comm::Communicator& world, const at::Device& device, const trace::Trace& mine,
+                   trace::Trace& merged) {
   const std::string text = trace::to_native_json(mine).dump();
   const std::vector<std::int64_t> sizes =
-      gather_int64(world, {static_cast<std::int64_t>(text.size())});
+      gather_int64(world, device, {static_cast<std::int64_t>(text.size())});
   if (world.rank() != 0) {
-    std::vector<std::uint8_t> bytes(text.begin(), text.end());
-    world
-        .send(comm::host_buffer(bytes.data(), static_cast<std::int64_t>(bytes.size())), 0, 1,
-              "trace")
-        ->wait();
+    const at::Tensor bytes = at::from_blob(const_cast<char*>(text.data()),
+                                           {static_cast<std::int64_t>(text.size())}, at::kByte)
+                                 .to(device, /*non_blocking=*/false, /*copy=*/true);
+    world.send(buffer_of(bytes), 0, 1, "trace")->wait();
     return;
   }
   merged = mine;
   for (int r = 1; r < world.size(); ++r) {
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]));
-    world
-        .recv(comm::host_buffer(bytes.data(), static_cast<std::int64_t>(bytes.size())), r, 1,
-              "trace")
-        ->wait();
-    const std::string theirs(bytes.begin(), bytes.end());
+    const at::Tensor bytes = at::empty({sizes[static_cast<std::size_t>(r)]},
+                                       at::TensorOptions(at::kByte).device(device));
+    world.recv(buffer_of(bytes), r, 1, "trace")->wait();
+    const at::Tensor host = bytes.cpu();
+    const auto* data = host.data_ptr<std::uint8_t>();
+    const std::string theirs(data, data + host.numel());
     trace::append_ranks(
         merged, trace::from_native_json(trace::parse_json(theirs, "rank " + std::to_string(r)),
                                         "rank " + std::to_string(r)));
@@ -168,6 +183,10 @@ TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptio
   if (options.steps < 1) {
     throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--steps"},
                     "must be at least 1, not " + std::to_string(options.steps));
+  }
+  if (options.device.rfind("cuda", 0) == 0 && !at::hasCUDA()) {
+    throw UserError(ErrorKind::kUnsupported, SourceLocation{"", 0, 0, "--device"},
+                    "cuda: this libtorch is a CPU build; training on GPUs needs a CUDA libtorch");
   }
   const ZeroConfig& zero = spec.deepspeed.zero;
   if (zero.stage != 3) {
@@ -210,19 +229,28 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   ZP_CHECK(world.size() == plan.world, "planned for ", plan.world, " ranks, running on ",
            world.size());
 
+  const at::Device device(plan.options.device);
   // Every rank's times relative to one origin: rank 0's clock when training starts.
-  std::int64_t origin = comm::wall_clock_ns();
-  world.broadcast(comm::host_buffer(&origin, 1), 0, "origin")->wait();
+  const std::int64_t origin = gather_int64(world, device, {comm::wall_clock_ns()}).front();
 
+  // The counting allocator on the CPU (every category); the caching allocator's totals on CUDA.
   std::optional<memory::CountingAllocator> allocator;
-  if (plan.options.count_memory) {
+  std::unique_ptr<memory::MemoryMeter> cuda_meter;
+  Zero3Options engine_options{plan.optimizer, {}};
+  if (device.is_cuda()) {
+#ifdef ZEROPLAN_HAVE_CUDA
+    if (plan.options.count_memory) cuda_meter = memory::make_cuda_memory_meter(device.index());
+    engine_options.synchronize = [index = device.index()] { cuda_synchronize(index); };
+#endif
+  } else if (plan.options.count_memory) {
     allocator.emplace(
         memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
   }
   LmModel model(spec.model.config, spec.tree, plan.options.seed);
+  model.to(plan.options.device);
   model.set_checkpoint_interval(spec.training.checkpoint_interval);
   const zero::ZeroModel zero_model(spec.tree, spec.zero_settings());
-  Zero3Engine engine(model, zero_model, world, Zero3Options{plan.optimizer});
+  Zero3Engine engine(model, zero_model, world, engine_options);
 
   trace::Trace trace;
   trace.source = trace::Source::kMeasured;
@@ -269,11 +297,14 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     }
   }
   const std::vector<comm::OpRecord> records = world.log().records();
-  const memory::MemoryReading reading = allocator ? allocator->read() : memory::MemoryReading{};
+  const memory::MemoryReading reading = allocator    ? allocator->read()
+                                        : cuda_meter ? cuda_meter->read()
+                                                     : memory::MemoryReading{};
 
   // The report's figures from every rank.
   std::vector<std::int64_t> mine;
   mine.push_back(reading.peak_allocated);
+  mine.push_back(reading.peak_reserved);
   for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c)
     mine.push_back(reading.at_peak.bytes[c]);
   mine.push_back(reading.at_peak.unattributed);
@@ -281,13 +312,13 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     mine.insert(mine.end(), {s.step_ns, s.compute_ns, s.hook_ns, s.comm_wait_ns, s.optimizer_ns});
   }
   ZP_CHECK(mine.size() == RankFigures::size(plan.options.steps), "figures");
-  const std::vector<std::int64_t> all = gather_int64(world, mine);
+  const std::vector<std::int64_t> all = gather_int64(world, device, mine);
 
   if (!plan.options.trace.empty()) {
     comm::append_to_trace(records, comm::TraceTarget{0, "data", plan.world, origin, 0}, trace);
     if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
     trace::Trace merged;
-    collect_trace(world, trace, merged);
+    collect_trace(world, device, trace, merged);
     if (rank == 0) {
       merged.metadata["run"] = spec.name;
       merged.metadata["model"] = spec.model.label;
@@ -297,25 +328,30 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   }
   if (rank != 0) return 0;
 
-  const std::size_t stride = RankFigures::size(plan.options.steps);
+  using F = RankFigures;
+  const std::size_t stride = F::size(plan.options.steps);
+  const auto category_name = [](std::size_t c) {
+    return c < trace::kMemoryCategoryCount ? std::string(to_string(static_cast<MemoryCategory>(c)))
+                                           : std::string("unattributed");
+  };
   if (plan.options.json) {
     Json j;
     j["run"] = spec.name;
     j["world"] = plan.world;
+    j["device"] = plan.options.device;
     j["losses"] = Json::array();
     for (const Zero3StepStats& s : steps)
       j["losses"].push_back(s.loss);
     for (int r = 0; r < world.size(); ++r) {
       const std::int64_t* f = all.data() + static_cast<std::size_t>(r) * stride;
       Json rj;
-      rj["peak_bytes"] = f[0];
-      for (std::size_t c = 0; c < trace::kMemoryCategoryCount; ++c) {
-        if (f[1 + c] != 0)
-          rj["at_peak"][std::string(to_string(static_cast<MemoryCategory>(c)))] = f[1 + c];
-      }
-      rj["at_peak"]["unattributed"] = f[1 + trace::kMemoryCategoryCount];
-      for (std::int64_t s = 0; s < plan.options.steps; ++s) {
-        const std::int64_t* t = f + 2 + trace::kMemoryCategoryCount + 5 * s;
+      rj["peak_allocated_bytes"] = f[F::kPeak];
+      rj["peak_reserved_bytes"] = f[F::kReserved];
+      rj["at_peak"] = Json::object();
+      for (std::size_t c = 0; c <= trace::kMemoryCategoryCount; ++c)
+        if (f[F::kAtPeak + c] != 0) rj["at_peak"][category_name(c)] = f[F::kAtPeak + c];
+      for (std::size_t s = 0; s < static_cast<std::size_t>(plan.options.steps); ++s) {
+        const std::int64_t* t = f + F::kSteps + F::kPerStep * s;
         rj["steps"].push_back(Json{{"step_ns", t[0]},
                                    {"compute_ns", t[1]},
                                    {"hook_ns", t[2]},
@@ -328,19 +364,24 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     return 0;
   }
 
-  if (plan.options.count_memory) out << "\nPeak memory (counting allocator):\n";
+  if (plan.options.count_memory) {
+    out << "\nPeak memory ("
+        << (device.is_cuda() ? "the CUDA caching allocator" : "counting allocator") << "):\n";
+  }
   for (int r = 0; r < world.size() && plan.options.count_memory; ++r) {
     const std::int64_t* f = all.data() + static_cast<std::size_t>(r) * stride;
-    out << "  rank " << r << ": " << units::format_bytes(static_cast<double>(f[0])) << " =";
-    bool first = true;
+    out << "  rank " << r << ": " << units::format_bytes(static_cast<double>(f[F::kPeak]));
+    if (device.is_cuda()) {
+      out << " allocated, " << units::format_bytes(static_cast<double>(f[F::kReserved]))
+          << " reserved\n";
+      continue;
+    }
+    const char* sep = " = ";
     for (std::size_t c = 0; c <= trace::kMemoryCategoryCount; ++c) {
-      if (f[1 + c] == 0) continue;
-      out << (first ? " " : " + ")
-          << (c < trace::kMemoryCategoryCount
-                  ? std::string(to_string(static_cast<MemoryCategory>(c)))
-                  : std::string("unattributed"))
-          << " " << units::format_bytes(static_cast<double>(f[1 + c]));
-      first = false;
+      if (f[F::kAtPeak + c] == 0) continue;
+      out << sep << category_name(c) << " "
+          << units::format_bytes(static_cast<double>(f[F::kAtPeak + c]));
+      sep = " + ";
     }
     out << "\n";
   }

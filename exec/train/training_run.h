@@ -21,9 +21,10 @@ namespace zp::exec {
 
 struct TrainingOptions {
   std::int64_t steps = 3;
-  std::uint64_t seed = 0;  // initialisation and data
-  std::string trace;       // the native trace of every rank, written by rank 0; empty: none
-  bool json = false;       // one JSON object instead of the report
+  std::uint64_t seed = 0;      // initialisation and data
+  std::string trace;           // the native trace of every rank, written by rank 0; empty: none
+  bool json = false;           // one JSON object instead of the report
+  std::string device = "cpu";  // "cuda:N": the model and every collective buffer on GPU N
   // Install the counting allocator. c10 has one CPU allocator per process, so of ranks that are
   // threads of one process (tests) none may count; ranks that are processes each count their own.
   bool count_memory = true;

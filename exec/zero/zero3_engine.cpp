@@ -17,6 +17,7 @@
 #include "core/zero/grad_reducer.h"
 #include "core/zero/partition.h"
 #include "exec/memory/memory_scope.h"
+#include "exec/runtime/tensor_buffer.h"
 
 namespace zp::exec {
 
@@ -26,17 +27,6 @@ using memory::MemoryCategory;
 using memory::MemoryScope;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-comm::Buffer buffer_of(const at::Tensor& t) {
-  ZP_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, "a collective needs a contiguous ",
-           "fp32 tensor, got ", t.scalar_type());
-  comm::Buffer b = comm::host_buffer(t.data_ptr<float>(), t.numel());
-  if (t.is_cuda()) {
-    b.device = comm::DeviceKind::kCuda;
-    b.device_index = t.get_device();
-  }
-  return b;
-}
 
 // What the backward hooks call back into.
 class BackwardHooks {
@@ -217,6 +207,8 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   std::int32_t micro_index = 0;
   std::vector<std::int32_t> labels;  // by ModuleId: the interned name, -1 until needed
 
+  std::function<void()> synchronize;  // Zero3Options::synchronize
+
   Zero3StepStats stats;
   bool log_decisions = false;
   std::vector<std::string> decisions;
@@ -231,7 +223,8 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
       rank(group_in.rank()),
       params(model_in.parameters()),
       coordinator(zero_model, *this),
-      reducer(zero_model, *this) {
+      reducer(zero_model, *this),
+      synchronize(options.synchronize) {
   ZP_CHECK(zm.settings().data_parallel_size == world, "the ZeRO model is partitioned over ",
            zm.settings().data_parallel_size, " ranks; the group has ", world);
   ZP_CHECK(params.size() == zm.tree().parameters().size(), "the model has ", params.size(),
@@ -389,6 +382,7 @@ std::int32_t Zero3Engine::Impl::module_label(ModuleId m) {
 
 void Zero3Engine::Impl::enter_hook() {
   if (hook_depth++ > 0) return;
+  if (synchronize) synchronize();  // the device's queued compute belongs to the interval ending
   const std::int64_t now = comm::wall_clock_ns();
   hook_start_ns = now;
   if (phase == Phase::kIdle || resume_ns == 0) return;
@@ -411,6 +405,7 @@ void Zero3Engine::Impl::enter_hook() {
 
 void Zero3Engine::Impl::leave_hook() {
   if (--hook_depth > 0) return;
+  if (synchronize) synchronize();
   const std::int64_t now = comm::wall_clock_ns();
   stats.hook_ns += now - hook_start_ns;
   resume_ns = now;
@@ -590,7 +585,7 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
   double loss_sum = 0.0;
   micro_index = 0;
   for (const TokenBatch& batch : micro_batches) {
-    const at::Tensor tokens = token_tensor(batch);
+    const at::Tensor tokens = token_tensor(batch).to(partition_flat.device());
     coordinator.start_of_forward();
     at::Tensor loss;
     {
@@ -679,7 +674,8 @@ std::vector<float> Zero3Engine::gathered_parameter(ParamId p) {
   } else {
     flat.copy_(part);
   }
-  const float* data = flat.data_ptr<float>();
+  const at::Tensor host = flat.cpu();
+  const float* data = host.data_ptr<float>();
   return std::vector<float>(data, data + shape.numel);
 }
 

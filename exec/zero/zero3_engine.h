@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,9 @@ namespace zp::exec {
 
 struct Zero3Options {
   OptimizerSpec optimizer;
+  // Waits for the device's queued work; called at each hook's entry and exit so that the time
+  // between hooks is the device's compute, not its launch (CUDA). Empty on the CPU.
+  std::function<void()> synchronize = {};
 };
 
 // What the engine did in one step, for reports and tests. Times are wall-clock nanoseconds.
