@@ -440,39 +440,35 @@ const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
   ReuseIndex& index = reuse_index_[recurse ? 1 : 0];
   if (index.built) return index;
   const std::size_t params = state_.size();
-  index.prefix.assign(submodule_order_.size() + 1, 0);
+  index.prefix.resize(submodule_order_.size() + 1);
+  index.prefix[0] = 0;
   index.first_use.assign(params + 1, 0);
+  // One walk of the trace collects the (parameter, position) uses, a position once per parameter,
+  // and counts them per parameter; a counting sort then places them, positions increasing.
   std::vector<std::int32_t>& last = scratch_last_use_;
-  // Two passes: count each parameter's uses (a position once), then place them.
-  for (int pass = 0; pass < 2; ++pass) {
-    last.assign(params, -1);
-    for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
-      const auto at = static_cast<std::int32_t>(i);
-      std::int64_t numel = 0;
-      for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
-        const auto q = static_cast<size_t>(p);
-        if (pass == 0) numel += model_.param(p).numel;
-        if (last[q] == at) continue;
-        last[q] = at;
-        if (pass == 0) {
-          ++index.first_use[q + 1];
-        } else {
-          index.uses[static_cast<size_t>(index.first_use[q]++)] = at;
-        }
-      }
-      if (pass == 0) index.prefix[i + 1] = index.prefix[i] + numel;
+  last.assign(params, -1);
+  std::vector<std::pair<ParamId, std::int32_t>>& found = scratch_uses_;
+  found.clear();
+  for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
+    const auto at = static_cast<std::int32_t>(i);
+    std::int64_t numel = 0;
+    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
+      const auto q = static_cast<size_t>(p);
+      numel += model_.param(p).numel;
+      if (last[q] == at) continue;
+      last[q] = at;
+      ++index.first_use[q + 1];
+      found.emplace_back(p, at);
     }
-    if (pass == 0) {
-      for (std::size_t q = 0; q < params; ++q)
-        index.first_use[q + 1] += index.first_use[q];
-      index.uses.resize(static_cast<std::size_t>(index.first_use[params]));
-    } else {
-      // Placing advanced each start to the next parameter's: shift them back.
-      for (std::size_t q = params; q > 0; --q)
-        index.first_use[q] = index.first_use[q - 1];
-      index.first_use[0] = 0;
-    }
+    index.prefix[i + 1] = index.prefix[i] + numel;
   }
+  for (std::size_t q = 0; q < params; ++q)
+    index.first_use[q + 1] += index.first_use[q];
+  index.uses.resize(found.size());
+  // `last` becomes each parameter's next free slot.
+  std::copy(index.first_use.begin(), index.first_use.end() - 1, last.begin());
+  for (const auto& [p, at] : found)
+    index.uses[static_cast<std::size_t>(last[static_cast<std::size_t>(p)]++)] = at;
   index.built = true;
   return index;
 }

@@ -221,7 +221,8 @@ class Coordinator {
   std::vector<ParamId> scratch_prefetch_;
   // Parameter lists of landed gathers, kept to reuse their capacity for the next gathers.
   std::vector<std::vector<ParamId>> spare_params_;
-  std::vector<std::int32_t> scratch_last_use_;  // reuse_index's
+  std::vector<std::int32_t> scratch_last_use_;                  // reuse_index's
+  std::vector<std::pair<ParamId, std::int32_t>> scratch_uses_;  // reuse_index's (param, position)
   std::int64_t fetches_ = 0;
 };
 

@@ -90,22 +90,34 @@ class ScheduleBuilder {
 
   StepSchedule build() {
     StepSchedule s;
-    // At most two hook events per call, and a gradient per parameter.
-    s.forward.reserve(2 * tree_.calls().size());
-    s.backward.reserve(2 * tree_.calls().size() + tree_.parameters().size());
+    // At most two hook events per call, and a gradient per parameter. The events are written into
+    // lists sized for that and cut to length after: cheaper than a push_back per event.
+    s.forward.resize(2 * tree_.calls().size());
+    s.backward.resize(2 * tree_.calls().size() + tree_.parameters().size());
+    out_ = s.forward.data();
+    end_ = out_ + s.forward.size();
     for (std::int32_t root : roots_)
-      forward(root, s.forward);
+      forward(root);
+    s.forward.resize(static_cast<std::size_t>(out_ - s.forward.data()));
+    out_ = s.backward.data();
+    end_ = out_ + s.backward.size();
     for (auto it = roots_.rbegin(); it != roots_.rend(); ++it)
-      backward(*it, s.backward);
+      backward(*it);
+    s.backward.resize(static_cast<std::size_t>(out_ - s.backward.data()));
     return s;
   }
 
  private:
+  void emit(StepEventKind kind, ModuleId m, std::int32_t call, ParamId param = -1) {
+    ZP_CHECK(out_ != end_, "more step events than the bound");
+    *out_++ = StepEvent{kind, m, call, param};
+  }
+
   bool hooked(std::int32_t call) const {
     return model_.is_hooked(tree_.calls()[static_cast<size_t>(call)].module);
   }
 
-  void forward(std::int32_t call, std::vector<StepEvent>& out) {
+  void forward(std::int32_t call) {
     const ForwardCall& c = tree_.calls()[static_cast<size_t>(call)];
     const ModuleId m = c.module;
     // DeepSpeed's leaf post-forward hook raises for such a call, since its gradient reduction hook
@@ -117,19 +129,19 @@ class ScheduleBuilder {
                           ") is called with no input that requires grad but returns one that does; "
                           "DeepSpeed refuses such a leaf module");
     }
-    if (hooked(call)) out.push_back({StepEventKind::kPreForward, m, call, -1});
+    if (hooked(call)) emit(StepEventKind::kPreForward, m, call);
     const CallInfo& info = info_[static_cast<size_t>(call)];
     for (std::int32_t i = info.first_child; i < info.end_child; ++i)
-      forward(children_[static_cast<size_t>(i)], out);
-    if (hooked(call)) out.push_back({StepEventKind::kPostForward, m, call, -1});
+      forward(children_[static_cast<size_t>(i)]);
+    if (hooked(call)) emit(StepEventKind::kPostForward, m, call);
   }
 
-  void backward(std::int32_t call, std::vector<StepEvent>& out) {
+  void backward(std::int32_t call) {
     const ForwardCall& c = tree_.calls()[static_cast<size_t>(call)];
     const CallInfo& info = info_[static_cast<size_t>(call)];
     if (!info.output_requires_grad) return;  // autograd never reaches it
     const ModuleId m = c.module;
-    if (hooked(call)) out.push_back({StepEventKind::kPreBackward, m, call, -1});
+    if (hooked(call)) emit(StepEventKind::kPreBackward, m, call);
     // Gradients of this module's own parameters (non-leaf parameters only: leaf parameters wait
     // for the leaf's own hook).
     const auto& own = model_.named_params(m, false);
@@ -137,11 +149,11 @@ class ScheduleBuilder {
       const ZeroParam& zp = model_.param(*it);
       if (zp.requires_grad && zp.leaf == kNoModule &&
           first_use_[static_cast<size_t>(*it)] == call) {
-        out.push_back({StepEventKind::kGradReady, m, call, *it});
+        emit(StepEventKind::kGradReady, m, call, *it);
       }
     }
     for (std::int32_t i = info.end_child; i-- > info.first_child;)
-      backward(children_[static_cast<size_t>(i)], out);
+      backward(children_[static_cast<size_t>(i)]);
     if (leaf_reduce_call_[static_cast<size_t>(m)] == call) {
       std::vector<ParamId> params = model_.named_params(m, true);
       std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
@@ -150,12 +162,12 @@ class ScheduleBuilder {
       for (ParamId p : params) {
         // A parameter under two leaves (a tied weight) belongs to the one registered last.
         if (model_.param(p).requires_grad && model_.param(p).leaf == m) {
-          out.push_back({StepEventKind::kGradReady, m, call, p});
+          emit(StepEventKind::kGradReady, m, call, p);
         }
       }
     }
     if (hooked(call) && info.last_of_module && c.inputs_require_grad) {
-      out.push_back({StepEventKind::kPostBackward, m, call, -1});
+      emit(StepEventKind::kPostBackward, m, call);
     }
   }
 
@@ -166,6 +178,8 @@ class ScheduleBuilder {
   std::vector<std::int32_t> roots_;
   std::vector<std::int32_t> first_use_;
   std::vector<std::int32_t> leaf_reduce_call_;  // by module
+  StepEvent* out_ = nullptr;                    // the next event of the list being built
+  StepEvent* end_ = nullptr;                    // and its end
 };
 
 }  // namespace

@@ -10,14 +10,6 @@ std::int64_t PartitionShape::valid_numel(std::int64_t rank) const {
   return std::clamp<std::int64_t>(numel - rank * partition_numel, 0, partition_numel);
 }
 
-PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size) {
-  ZP_CHECK(group_size >= 1, "group size ", group_size);
-  ZP_CHECK(numel >= 0, "numel ", numel);
-  const std::int64_t remainder = numel % group_size;
-  const std::int64_t padded = remainder == 0 ? numel : numel + (group_size - remainder);
-  return PartitionShape{numel, padded, padded / group_size};
-}
-
 std::vector<GatherBuffer> gather_buffers(const ModuleTree& tree, const std::vector<ParamId>& params,
                                          std::int64_t group_size, bool use_all_reduce) {
   std::vector<GatherBuffer> out;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/model/module_tree.h"
+#include "core/util/error.h"
 
 namespace zp::zero {
 
@@ -26,7 +27,14 @@ struct PartitionShape {
   std::int64_t valid_numel(std::int64_t rank) const;
 };
 
-PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size);
+// Inline: ZeroModel calls it for every parameter of every model it builds.
+inline PartitionShape partition_shape(std::int64_t numel, std::int64_t group_size) {
+  ZP_CHECK(group_size >= 1, "group size ", group_size);
+  ZP_CHECK(numel >= 0, "numel ", numel);
+  const std::int64_t remainder = numel % group_size;
+  const std::int64_t padded = remainder == 0 ? numel : numel + (group_size - remainder);
+  return PartitionShape{numel, padded, padded / group_size};
+}
 
 // The flat buffer a gather allocates until it has been waited on and split into parameters, as
 // partition_parameters.py's all_gather_coalesced sizes it, for parameters already sorted by id:

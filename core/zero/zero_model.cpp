@@ -66,11 +66,11 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
   const size_t n = tree.modules().size();
   leaf_.assign(n, false);
   direct_.resize(n);
-  subtree_.resize(n);
   // A module's whole subtree matters only to z3 leaves (and to the root's parameter order), so
-  // without leaves only the root's is built.
+  // without leaves only the root's is built (and the list holds only the root's).
   all_subtrees_ =
       !settings.leaf_module_classes.empty() || settings.module_granularity_threshold > 0;
+  subtree_.resize(all_subtrees_ ? n : 1);
   std::vector<ModuleId> seen(tree.parameters().size(), kNoModule);
   for (size_t m = 0; m < n; ++m) {
     direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
@@ -85,7 +85,7 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     if (external.empty()) continue;
     with_external_[m] = static_cast<std::int32_t>(direct_with_external_.size());
     direct_with_external_.push_back(direct_[m]);
-    subtree_with_external_.push_back(subtree_[m]);
+    subtree_with_external_.push_back(m < subtree_.size() ? subtree_[m] : std::vector<ParamId>{});
     for (ParamId p : external) {
       for (auto* list : {&direct_with_external_.back(), &subtree_with_external_.back()}) {
         if (std::find(list->begin(), list->end(), p) == list->end()) list->push_back(p);
@@ -201,20 +201,46 @@ void ZeroModel::mark_leaves_by_granularity() {
 void ZeroModel::assign_module_ids() {
   const ModuleTree& tree = *tree_;
   module_ds_id_.assign(tree.modules().size(), kNoDsId);
+  // Preorder numbering, without recursion: a module's id is one more than the last handed out.
   std::int64_t count = 0;
-  auto visit = [&](auto&& self, ModuleId m) -> void {
-    module_ds_id_[static_cast<size_t>(m)] = count;
+  std::vector<ModuleId> stack = {0};
+  while (!stack.empty()) {
+    const ModuleId m = stack.back();
+    stack.pop_back();
+    module_ds_id_[static_cast<size_t>(m)] = count++;
     if (is_leaf(m)) {
       for (ParamId p : subtree_[static_cast<size_t>(m)])
         params_[static_cast<size_t>(p)].leaf = m;
-      return;
+      continue;
     }
-    for (ModuleId c : tree.module(m).children) {
-      ++count;
-      self(self, c);
-    }
-  };
-  visit(visit, 0);
+    const auto& children = tree.module(m).children;
+    stack.insert(stack.end(), children.rbegin(), children.rend());
+  }
+}
+
+void gather_buffers(const ZeroModel& model, std::span<const ParamId> params, bool use_all_reduce,
+                    std::vector<GatherBuffer>& out) {
+  out.clear();
+  if (model.settings().data_parallel_size == 1 || params.empty()) return;
+  if (params.size() == 1) {
+    const ZeroParam& p = model.param(params[0]);
+    out.push_back({p.dtype, p.shape.padded_numel});
+    return;
+  }
+  if (use_all_reduce) {
+    std::int64_t numel = 0;
+    for (ParamId id : params)
+      numel += model.param(id).shape.padded_numel;
+    out.push_back({model.param(params[0]).dtype, numel});
+    return;
+  }
+  for (ParamId id : params) {
+    const ZeroParam& p = model.param(id);
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const GatherBuffer& b) { return b.dtype == p.dtype; });
+    if (it == out.end()) it = out.insert(out.end(), GatherBuffer{p.dtype, 0});
+    it->numel += p.shape.padded_numel;  // the partition times the group size
+  }
 }
 
 std::vector<ModuleId> ZeroModel::leaves() const {

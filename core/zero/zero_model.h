@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,11 @@ class ZeroModel {
   std::vector<std::int64_t> granularity_;
   std::vector<Warning> warnings_;
 };
+
+// gather_buffers (partition.h) for the model's own data-parallel group, from the partition shapes
+// it already holds rather than from the tree's parameter shapes. `out` is cleared first.
+void gather_buffers(const ZeroModel& model, std::span<const ParamId> params, bool use_all_reduce,
+                    std::vector<GatherBuffer>& out);
 
 // The modules of `tree` whose class is listed, in preorder (set_z3_leaf_modules' matches).
 std::vector<ModuleId> modules_of_classes(const ModuleTree& tree,

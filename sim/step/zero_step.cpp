@@ -247,13 +247,10 @@ class ZeroRank final : public RankTimeline,
     // A group of one rank does not gather: the partition is the parameter.
     if (s_.dp == 1) return;
     std::vector<zero::GatherBuffer>& buffers = scratch_buffers_;
-    zero::gather_buffers(model.tree(), r.params, s_.dp, z_.use_all_reduce_for_fetch_params,
-                         buffers);
-    std::int64_t buffer_bytes = 0, partition_bytes = 0;
+    zero::gather_buffers(model, r.params, z_.use_all_reduce_for_fetch_params, buffers);
+    std::int64_t buffer_bytes = 0;
     for (const zero::GatherBuffer& b : buffers)
       buffer_bytes += b.bytes();
-    for (ParamId p : r.params)
-      partition_bytes += model.param(p).shape.partition_numel * dtype_size(model.param(p).dtype);
     g.single = r.params.size() == 1;
     if (g.single) {
       // The parameter's data is a view of the padded buffer until it is released.
@@ -269,6 +266,9 @@ class ZeroRank final : public RankTimeline,
     const std::int32_t name = numbered_label("gather ", r.handle);
     if (s_.offload_param != OffloadDevice::kNone) {
       // Partitions come up from the host (and from NVMe first) before the collective.
+      std::int64_t partition_bytes = 0;
+      for (ParamId p : r.params)
+        partition_bytes += model.param(p).shape.partition_numel * dtype_size(model.param(p).dtype);
       if (s_.offload_param == OffloadDevice::kNvme) {
         ready = transfer(StreamKind::kHostToDevice, OpKind::kCopyToDevice, TransferKind::kNvme,
                          ready, nvme_copy_time(partition_bytes), partition_bytes, name);

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/zero/zero_model.h"
 #include "zero_test_util.h"
 
 namespace zp::zero {
@@ -81,6 +82,31 @@ TEST(GatherBuffers, SizedAsDeepSpeedCoalescesThem) {
   EXPECT_EQ(gather_buffers(t, {0, 1}, 4, true).at(0).numel, 12 + 8);
   // A group of one rank gathers nothing.
   EXPECT_TRUE(gather_buffers(t, {0, 1}, 1, false).empty());
+}
+
+// The simulator sizes gathers from the model's partition shapes: the same buffers as the tree's.
+TEST(GatherBuffers, FromTheModelAsFromTheTree) {
+  testing::TreeBuilder b;
+  b.add(0, "a", "Linear", {10});
+  b.add(0, "c", "Linear", {7});
+  const ModuleId h = b.add(0, "h", "Linear");
+  b.tree().add_parameter(h, "weight", {5}, DType::kBFloat16);
+  for (std::int64_t dp : {1, 3, 4}) {
+    const ZeroModel model(b.tree(), testing::Settings(dp));
+    for (bool all_reduce : {false, true}) {
+      for (const std::vector<ParamId>& params :
+           {std::vector<ParamId>{}, {0}, {2}, {0, 1}, {0, 1, 2}}) {
+        std::vector<GatherBuffer> out = {{DType::kFloat32, 99}};
+        gather_buffers(model, params, all_reduce, out);
+        const auto expected = gather_buffers(b.tree(), params, dp, all_reduce);
+        ASSERT_EQ(out.size(), expected.size()) << dp << " " << all_reduce;
+        for (std::size_t i = 0; i < out.size(); ++i) {
+          EXPECT_EQ(out[i].dtype, expected[i].dtype);
+          EXPECT_EQ(out[i].numel, expected[i].numel);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
