@@ -8,9 +8,32 @@
 #include <utility>
 
 #include "core/util/error.h"
+#include "exec/memory/memory_scope.h"
 
 namespace zp::exec {
 namespace {
+
+// Where what an instruction allocates is charged (the counting allocator's categories).
+trace::MemoryCategory category_of(pipe::InstructionKind kind) {
+  using K = pipe::InstructionKind;
+  switch (kind) {
+    case K::kSendActivation:
+    case K::kRecvActivation:
+    case K::kSendGrad:
+    case K::kRecvGrad:
+      return trace::MemoryCategory::kPipeBuffers;
+    case K::kReduceTiedGrads:
+    case K::kReduceGrads:
+      return trace::MemoryCategory::kCommBuffers;
+    case K::kOptimizerStep:
+      return trace::MemoryCategory::kOptimizerStates;
+    case K::kLoadMicroBatch:
+    case K::kForwardPass:
+    case K::kBackwardPass:
+      return trace::MemoryCategory::kActivations;
+  }
+  return trace::MemoryCategory::kActivations;
+}
 
 using pipe::Instruction;
 using K = pipe::InstructionKind;
@@ -137,6 +160,7 @@ struct PipelineEngine::Impl {
   }
 
   void execute(const Instruction& in) {
+    memory::MemoryScope scope(category_of(in.kind));
     if (logging) log.push_back(in);
     switch (in.kind) {
       case K::kLoadMicroBatch: {

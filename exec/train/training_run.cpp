@@ -16,12 +16,14 @@
 #include "core/zero/zero_model.h"
 #include "exec/comm/trace_records.h"
 #include "exec/memory/counting_allocator.h"
+#include "exec/memory/memory_scope.h"
 #include "exec/runtime/tensor_buffer.h"
 #ifdef ZEROPLAN_HAVE_CUDA
 #include "exec/cuda/cuda_info.h"
 #include "exec/memory/cuda_memory_meter.h"
 #endif
 #include "exec/model/lm_model.h"
+#include "exec/pipe/pipeline_engine.h"
 #include "exec/zero/zero3_engine.h"
 
 namespace zp::exec {
@@ -189,17 +191,25 @@ TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptio
                     "cuda: this libtorch is a CPU build; training on GPUs needs a CUDA libtorch");
   }
   const ZeroConfig& zero = spec.deepspeed.zero;
-  if (zero.stage != 3) {
-    throw UserError(ErrorKind::kUnsupported, ds_key(spec, "zero_optimization.stage"),
-                    "exec trains ZeRO stage 3; this run uses stage " + std::to_string(zero.stage) +
-                        " ('zeroplan simulate' predicts it)");
+  if (spec.parallel.tensor > 1) {
+    throw UserError(ErrorKind::kUnsupported, spec_key(spec, "parallel.tensor"),
+                    "exec does not run tensor parallelism yet; 'zeroplan simulate' predicts it");
   }
-  if (spec.parallel.pipeline > 1 || spec.parallel.tensor > 1) {
-    throw UserError(
-        ErrorKind::kUnsupported,
-        spec_key(spec, spec.parallel.pipeline > 1 ? "parallel.pipeline" : "parallel.tensor"),
-        "exec trains data parallelism only for now; pipeline and tensor parallelism "
-        "are simulated ('zeroplan simulate')");
+  if (spec.parallel.pipeline > 1) {
+    // DeepSpeed's pipeline engine takes ZeRO stages 0 and 1; exec's runs stage 0.
+    if (zero.stage != 0) {
+      throw UserError(ErrorKind::kUnsupported, ds_key(spec, "zero_optimization.stage"),
+                      "exec runs pipelines with ZeRO stage 0; this run uses stage " +
+                          std::to_string(zero.stage) + " ('zeroplan simulate' predicts it)");
+    }
+    if (options.device != "cpu") {
+      throw UserError(ErrorKind::kUnsupported, SourceLocation{"", 0, 0, "--device"},
+                      "exec runs pipelines on CPU ranks only for now");
+    }
+  } else if (zero.stage != 3) {
+    throw UserError(ErrorKind::kUnsupported, ds_key(spec, "zero_optimization.stage"),
+                    "exec trains ZeRO stage 3 without a pipeline; this run uses stage " +
+                        std::to_string(zero.stage) + " ('zeroplan simulate' predicts it)");
   }
   if (spec.parallel.world() != world) {
     throw UserError(ErrorKind::kConflict, spec_key(spec, "parallel.data"),
@@ -246,29 +256,54 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     allocator.emplace(
         memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
   }
+  const bool pipeline = spec.parallel.pipeline > 1;
+  // Whole parameters until the engine partitions them (ZeRO-3) or keeps its stage's (pipeline).
+  std::optional<memory::MemoryScope> building(trace::MemoryCategory::kParamPartitions);
   LmModel model(spec.model.config, spec.tree, plan.options.seed);
   model.to(plan.options.device);
-  model.set_checkpoint_interval(spec.training.checkpoint_interval);
+  model.set_checkpoint_interval(pipeline ? spec.deepspeed.pipeline.activation_checkpoint_interval
+                                         : spec.training.checkpoint_interval);
   const zero::ZeroModel zero_model(spec.tree, spec.zero_settings());
-  Zero3Engine engine(model, zero_model, world, engine_options);
+  std::optional<Zero3Engine> zero3;
+  std::optional<PipelineEngine> pipe_engine;
+  if (pipeline) {
+    pipe_engine.emplace(
+        model, world,
+        PipelineOptions{
+            static_cast<int>(spec.parallel.pipeline), static_cast<int>(plan.accumulation),
+            pipe::parse_partition_method(spec.deepspeed.pipeline.partition), plan.optimizer});
+  } else {
+    zero3.emplace(model, zero_model, world, engine_options);
+  }
+
+  building.reset();
 
   trace::Trace trace;
   trace.source = trace::Source::kMeasured;
-  trace.ranks.push_back(trace::RankInfo{"rank " + std::to_string(rank), {rank}, 0});
-  if (!plan.options.trace.empty()) engine.record_into(&trace, 0, origin);
+  trace.ranks.push_back(
+      trace::RankInfo{"rank " + std::to_string(rank),
+                      {rank},
+                      pipe_engine ? static_cast<std::int32_t>(pipe_engine->stage()) : 0});
+  if (!plan.options.trace.empty() && zero3) zero3->record_into(&trace, 0, origin);
   world.log().clear();
 
+  // The data-parallel group: every rank without a pipeline, the pipelines' ranks with one.
+  const std::int64_t data_size = spec.parallel.data;
+  const int data_index = pipe_engine ? pipe_engine->data_index() : rank;
   const SyntheticData data{
       .seed = plan.options.seed,
-      .global_batch = spec.training.micro_batch * plan.world * plan.accumulation,
+      .global_batch = spec.training.micro_batch * data_size * plan.accumulation,
       .seq = spec.training.sequence_length,
       .vocab = spec.model.config->vocab_size};
   if (rank == 0 && !plan.options.json) {
     out << spec.name << ": " << spec.model.label << " ("
-        << units::format_count(spec.tree.total_parameters()) << " parameters), ZeRO-3 over "
-        << plan.world << " rank(s) (" << world.backend() << "), " << spec.training.micro_batch
-        << " x " << spec.training.sequence_length << " tokens per micro-batch, "
-        << plan.accumulation << " micro-batch(es) per step"
+        << units::format_count(spec.tree.total_parameters()) << " parameters), "
+        << (pipeline ? std::to_string(spec.parallel.pipeline) + " pipeline stages x " +
+                           std::to_string(data_size) + " data-parallel"
+                     : std::string("ZeRO-3"))
+        << " over " << plan.world << " rank(s) (" << world.backend() << "), "
+        << spec.training.micro_batch << " x " << spec.training.sequence_length
+        << " tokens per micro-batch, " << plan.accumulation << " micro-batch(es) per step"
         << (spec.training.checkpoint_interval > 0
                 ? ", checkpointing every " + std::to_string(spec.training.checkpoint_interval) +
                       " layer(s)"
@@ -281,18 +316,33 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     const TokenBatch global = synthetic_batch(data, step);
     std::vector<TokenBatch> micro;
     for (std::int64_t m = 0; m < plan.accumulation; ++m) {
-      micro.push_back(micro_batch(global, rank, static_cast<int>(plan.world), static_cast<int>(m),
-                                  static_cast<int>(plan.accumulation)));
+      micro.push_back(micro_batch(global, data_index, static_cast<int>(data_size),
+                                  static_cast<int>(m), static_cast<int>(plan.accumulation)));
     }
-    steps.push_back(engine.step(micro));
+    if (zero3) {
+      steps.push_back(zero3->step(micro));
+    } else {
+      const PipelineStepStats p = pipe_engine->step(micro);
+      Zero3StepStats s;
+      s.loss = p.loss;
+      s.step_ns = p.step_ns;
+      s.comm_wait_ns = p.comm_wait_ns;
+      steps.push_back(s);
+    }
     if (rank == 0 && !plan.options.json) {
       const Zero3StepStats& s = steps.back();
       char line[200];
-      std::snprintf(
-          line, sizeof line,
-          "step %lld  loss %.4f  %s  (compute %s, engine %s, comm wait %s, optimizer %s)\n",
-          static_cast<long long>(step), s.loss, ms(s.step_ns).c_str(), ms(s.compute_ns).c_str(),
-          ms(s.overhead_ns()).c_str(), ms(s.comm_wait_ns).c_str(), ms(s.optimizer_ns).c_str());
+      if (zero3) {
+        std::snprintf(
+            line, sizeof line,
+            "step %lld  loss %.4f  %s  (compute %s, engine %s, comm wait %s, optimizer %s)\n",
+            static_cast<long long>(step), s.loss, ms(s.step_ns).c_str(), ms(s.compute_ns).c_str(),
+            ms(s.overhead_ns()).c_str(), ms(s.comm_wait_ns).c_str(), ms(s.optimizer_ns).c_str());
+      } else {
+        std::snprintf(line, sizeof line, "step %lld  loss %.4f  %s  (comm wait %s)\n",
+                      static_cast<long long>(step), s.loss, ms(s.step_ns).c_str(),
+                      ms(s.comm_wait_ns).c_str());
+      }
       out << line << std::flush;
     }
   }

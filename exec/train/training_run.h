@@ -3,9 +3,10 @@
 // compute, engine and communication wait; per rank: peak memory by category; collectives by
 // kind), optionally as a trace in sim's format.
 //
-// What exec trains today: ZeRO stage 3 without offload, data parallelism only (pipeline and tensor
-// parallelism are simulated, not yet executed), the GPT-2 and Llama families in fp32, SGD or
-// AdamW from the DeepSpeed config's optimizer section. Anything else is a UserError naming the key
+// What exec trains today: ZeRO stage 3 without offload and data parallelism (zero3_engine.h), or
+// pipelines with ZeRO stage 0 (pipeline_engine.h, CPU ranks); tensor parallelism is simulated
+// only. The GPT-2 and Llama families in fp32, SGD or AdamW from the DeepSpeed config's optimizer
+// section. Anything else is a UserError naming the key
 // before any rank starts.
 #pragma once
 

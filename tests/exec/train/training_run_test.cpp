@@ -127,5 +127,40 @@ TEST(RunTraining, TrainsOnTwoRanksAndWritesOneTraceOfBoth) {
   }
 }
 
+TEST(RunTraining, TrainsTheBundledPipelineExampleOnTwoStages) {
+  const RunSpec spec = load_run_spec(kSource / "configs/examples/tiny-gpt2-pipeline-cpu.yaml");
+  TrainingOptions options;
+  options.steps = 2;
+  options.count_memory = false;  // the ranks are threads of this process
+  const TrainingPlan plan = plan_training(spec, 2, options);
+  EXPECT_EQ(plan.accumulation, 4);
+  std::string report;
+  std::mutex mutex;
+  comm::run_local_ranks(2, [&](comm::Communicator& world) {
+    std::ostringstream out;
+    EXPECT_EQ(run_training(plan, world, out), 0);
+    std::lock_guard<std::mutex> lock(mutex);
+    report += out.str();
+  });
+  EXPECT_NE(report.find("2 pipeline stages x 1 data-parallel over 2 rank(s)"), std::string::npos)
+      << report;
+  EXPECT_NE(report.find("step 1  loss"), std::string::npos) << report;
+  EXPECT_NE(report.find("send"), std::string::npos) << report;
+  EXPECT_NE(report.find("recv"), std::string::npos) << report;
+}
+
+TEST(PlanTraining, APipelineRunsWithZeroStageZeroOnly) {
+  const RunSpec spec = load_run_spec(kSource / "configs/examples/tiny-gpt2-pipeline-cpu.yaml");
+  EXPECT_NO_THROW(plan_training(spec, 2, TrainingOptions{}));
+  std::ifstream in(kSource / "configs/examples/tiny-gpt2-pipeline-cpu.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string yaml = text.str();
+  yaml.replace(yaml.find("stage: 0"), 8, "stage: 1");
+  const RunSpec stage1 =
+      parse_run_spec(Document::from_yaml(yaml, "run.yaml"), kSource / "configs/examples");
+  EXPECT_NE(plan_error(stage1).find("exec runs pipelines with ZeRO stage 0"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace zp::exec
