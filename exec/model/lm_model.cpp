@@ -16,6 +16,7 @@
 
 #include "core/pipe/layers.h"
 #include "core/util/error.h"
+#include "exec/memory/memory_scope.h"
 
 namespace zp::exec {
 namespace {
@@ -58,6 +59,8 @@ class Pass {
   const ModuleTree& tree() const { return *tree_; }
   ModuleHooks* hooks() const { return hooks_; }
   std::int64_t checkpoint_interval() const { return checkpoint_interval_; }
+  bool cpu_checkpointing() const { return cpu_checkpointing_; }
+  void set_cpu_checkpointing(bool on) { cpu_checkpointing_ = on; }
 
   // Runs `body` as one call of module `id`, with the hooks around it.
   Tensors run(ModuleId id, Tensors inputs, const std::function<Tensors(const Tensors&)>& body) {
@@ -96,6 +99,7 @@ class Pass {
   const std::vector<ForwardCall>& calls_;
   ModuleHooks* hooks_;
   std::int64_t checkpoint_interval_ = 0;
+  bool cpu_checkpointing_ = false;
   std::int32_t next_ = 0;
   std::vector<std::int32_t> stack_;
 };
@@ -117,6 +121,8 @@ struct Segment : torch::CustomClassHolder {
   Pass::Position start;
   std::int32_t end = 0;
   at::Tensor rng_state;  // the CPU generator's, as the forward found it
+  bool on_host = false;  // cpu_checkpointing: the input waits in host memory
+  at::Tensor host_input;
 };
 
 at::Tensor cpu_rng_state() {
@@ -146,7 +152,12 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
       out = segment->body(*pass, x);
     }
     segment->end = pass->position().next;
-    ctx->save_for_backward({x});
+    if (segment->on_host) {
+      memory::MemoryScope scope(memory::MemoryCategory::kHostActivations);
+      segment->host_input = x.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    } else {
+      ctx->save_for_backward({x});
+    }
     ctx->saved_data["segment"] = c10::IValue::make_capsule(segment);
     return {out};
   }
@@ -154,7 +165,14 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto segment =
         c10::static_intrusive_pointer_cast<Segment>(ctx->saved_data["segment"].toCapsule());
-    const at::Tensor input = ctx->get_saved_variables().at(0).detach().requires_grad_(true);
+    at::Tensor saved;
+    if (segment->on_host) {
+      saved = segment->host_input.to(grads.at(0).device(), /*non_blocking=*/false, /*copy=*/true);
+      segment->host_input = at::Tensor();
+    } else {
+      saved = ctx->get_saved_variables().at(0);
+    }
+    const at::Tensor input = saved.detach().requires_grad_(true);
     // Recompute from the forward's random state, and leave the generator where backward had it.
     const at::Tensor backward_rng = cpu_rng_state();
     set_cpu_rng_state(segment->rng_state);
@@ -193,6 +211,7 @@ at::Tensor run_layers(
                                                     h = layer(p, i, h);
                                                   return h;
                                                 });
+    segment->on_host = pass.cpu_checkpointing();
     x = CheckpointFunction::apply(x, &pass, segment).at(0);
   }
   return x;
@@ -821,6 +840,7 @@ struct LmModel::Impl {
   std::vector<at::Tensor> params;                       // by ParamId
   std::vector<std::pair<ModuleId, std::string>> owner;  // by ParamId: first module and attribute
   std::int64_t checkpoint_interval = 0;
+  bool cpu_checkpointing = false;
   // The model as a pipeline sees it, and where each layer's calls start and end.
   pipe::PipelineLayers layers;
   std::vector<Pass::Position> layer_starts;
@@ -941,6 +961,10 @@ void LmModel::to(const std::string& device) {
   impl_->root->to(at::Device(device));
 }
 
+void LmModel::set_cpu_checkpointing(bool on) {
+  impl_->cpu_checkpointing = on;
+}
+
 void LmModel::set_checkpoint_interval(std::int64_t layers) {
   ZP_CHECK(layers >= 0, "checkpoint interval ", layers);
   impl_->checkpoint_interval = layers;
@@ -954,6 +978,7 @@ at::Tensor LmModel::loss(const at::Tensor& tokens, ModuleHooks* hooks) {
   ZP_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2 && tokens.scalar_type() == at::kLong,
            "token ids must be int64 [batch, seq >= 2], got ", tokens.sizes());
   Pass pass(impl_->tree, hooks, impl_->checkpoint_interval);
+  pass.set_cpu_checkpointing(impl_->cpu_checkpointing);
   at::Tensor loss = impl_->root->forward(pass, tokens);
   pass.finish();
   return loss;
@@ -982,6 +1007,7 @@ at::Tensor LmModel::forward_layers(std::int64_t first, std::int64_t last, const 
              "the last stage takes int64 labels [", input.size(0), ", ", input.size(1), "]");
   }
   Pass pass(impl_->tree, hooks, impl_->checkpoint_interval);
+  pass.set_cpu_checkpointing(impl_->cpu_checkpointing);
   return impl_->root->forward_layers(pass, impl_->layers.layers, impl_->layer_starts,
                                      impl_->layer_ends, static_cast<std::size_t>(first),
                                      static_cast<std::size_t>(last), input, labels);

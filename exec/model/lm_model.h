@@ -123,6 +123,9 @@ class LmModel {
   // every activation. A checkpointed segment saves only its input, and in backward runs its
   // forward again, hooks included, from the random state its forward started from.
   void set_checkpoint_interval(std::int64_t layers);
+  // activation_checkpointing.cpu_checkpointing: a checkpointed segment's input waits for backward
+  // in host memory (charged to host activations) and is copied back before the recomputation.
+  void set_cpu_checkpointing(bool on);
 
   // Mean next-token cross entropy of int64 token ids [batch, seq], seq >= 2.
   at::Tensor loss(const at::Tensor& tokens, ModuleHooks* hooks = nullptr);

@@ -263,6 +263,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   model.to(plan.options.device);
   model.set_checkpoint_interval(pipeline ? spec.deepspeed.pipeline.activation_checkpoint_interval
                                          : spec.training.checkpoint_interval);
+  model.set_cpu_checkpointing(spec.deepspeed.activation_checkpointing.cpu_checkpointing);
   const zero::ZeroModel zero_model(spec.tree, spec.zero_settings());
   std::optional<Zero3Engine> zero3;
   std::optional<PipelineEngine> pipe_engine;

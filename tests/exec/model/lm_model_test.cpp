@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/util/error.h"
+#include "exec/memory/counting_allocator.h"
 #include "tests/exec/model/tiny_models.h"
 
 namespace zp::exec {
@@ -306,10 +307,12 @@ TEST(LmModel, RefusesTreesThatAreNotFloat32) {
 // Loss and every gradient after one forward and backward, from the same random state.
 std::pair<double, std::vector<at::Tensor>> loss_and_grads(const ModelConfig& c,
                                                           std::int64_t interval,
-                                                          ModuleHooks* hooks = nullptr) {
+                                                          ModuleHooks* hooks = nullptr,
+                                                          bool on_host = false) {
   const ModuleTree tree = tiny_tree(c);
   LmModel model(c, tree, 4);
   model.set_checkpoint_interval(interval);
+  model.set_cpu_checkpointing(on_host);
   at::manual_seed(99);
   const at::Tensor loss = model.loss(token_tensor(tokens(2, 8)), hooks);
   loss.backward();
@@ -333,6 +336,23 @@ TEST(LmModelCheckpointing, RecomputesWithTheForwardsRandomStateSoDropoutMatches)
     for (std::size_t p = 0; p < grads.size(); ++p)
       EXPECT_TRUE(at::allclose(grads[p], plain[p], 1e-5, 1e-7)) << "parameter " << p;
   }
+}
+
+TEST(LmModelCheckpointing, CpuCheckpointingKeepsTheInputsInHostMemoryAndChangesNothingElse) {
+  ModelConfig c = tiny_gpt2();
+  c.dropout = 0.2;
+  const auto [plain_loss, plain] = loss_and_grads(c, 0);
+  const auto host_peak = [&](bool on_host) {
+    memory::CountingAllocator counting;
+    const auto [loss, grads] = loss_and_grads(c, 1, nullptr, on_host);
+    EXPECT_DOUBLE_EQ(loss, plain_loss);
+    for (std::size_t p = 0; p < grads.size(); ++p)
+      EXPECT_TRUE(at::allclose(grads[p], plain[p], 1e-5, 1e-7)) << "parameter " << p;
+    return counting.read().category_peaks[memory::MemoryCategory::kHostActivations];
+  };
+  // Two segments, each keeping one [2, 8, 32] fp32 input.
+  EXPECT_EQ(host_peak(true), 2 * 2 * 8 * 32 * 4);
+  EXPECT_EQ(host_peak(false), 0);
 }
 
 // Counts hook calls, and how many ran while autograd was recording.
