@@ -13,6 +13,7 @@
 
 #include "tests/exec/comm/rank_threads.h"
 #include "tests/exec/model/tiny_models.h"
+#include "tests/exec/train/same_training.h"
 
 namespace zp::exec {
 namespace {
@@ -193,15 +194,6 @@ Outcome train_pipeline(const Case& c) {
   return out;
 }
 
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    diff += std::pow(static_cast<double>(got[i]) - want[i], 2);
-    norm += std::pow(static_cast<double>(want[i]), 2);
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
 void expect_same_training(const Case& c) {
   const ModuleTree tree = tiny_tree(c.config);
   const ReferenceResult want = train_reference(
@@ -209,27 +201,8 @@ void expect_same_training(const Case& c) {
       ReferenceRun{
           .steps = c.steps, .init_seed = 5, .data = data_for(c), .optimizer = c.optimizer});
   const Outcome got = train_pipeline(c);
-
-  ASSERT_EQ(got.losses.size(), want.losses.size());
-  for (std::size_t s = 0; s < want.losses.size(); ++s)
-    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * std::abs(want.losses[s])) << "step " << s;
-  EXPECT_LT(want.losses.back(), want.losses.front());
-
-  ASSERT_EQ(got.parameters.size(), want.parameters.size());
-  for (std::size_t p = 0; p < want.parameters.size(); ++p) {
-    const std::string& name = tree.parameter(static_cast<ParamId>(p)).name;
-    ASSERT_EQ(got.parameters[p].size(), want.parameters[p].size()) << "parameter " << name;
-    std::vector<float> g = got.parameters[p], w = want.parameters[p];
-    // The key bias of GPT-2's attention has a gradient of exactly zero in exact arithmetic, so
-    // what it gets is rounding noise, which AdamW normalises into full-size steps.
-    if (c.optimizer.kind == OptimizerKind::kAdamW && name.ends_with("attn.c_attn.bias")) {
-      const std::size_t h = g.size() / 3;
-      std::fill(g.begin() + h, g.begin() + 2 * h, 0.0f);
-      std::fill(w.begin() + h, w.begin() + 2 * h, 0.0f);
-    }
-    const double tolerance = name.ends_with("attn.c_attn.bias") ? c.attention_bias_tolerance : 1e-5;
-    EXPECT_LT(relative_error(g, w), tolerance) << "parameter " << p << " " << name;
-  }
+  testing::expect_same_training(tree, c.optimizer, want, got.losses, got.parameters,
+                                c.attention_bias_tolerance);
 
   // Every copy (a tied weight on several stages, every pipeline's replica) is the same, bit for
   // bit: each is stepped on the same reduced gradient.
@@ -241,11 +214,10 @@ void expect_same_training(const Case& c) {
 }
 
 OptimizerSpec sgd() {
-  return OptimizerSpec{.kind = OptimizerKind::kSgd, .lr = 0.1, .momentum = 0.9};
+  return testing::test_sgd();
 }
-
 OptimizerSpec adamw() {
-  return OptimizerSpec{.kind = OptimizerKind::kAdamW, .lr = 3e-3, .weight_decay = 0.01};
+  return testing::test_adamw();
 }
 
 TEST(PipelineEngine, TwoStagesGpt2SgdTrainLikeOneProcess) {
@@ -275,7 +247,7 @@ TEST(PipelineEngine, TwoStagesGpt2AdamWTrainLikeOneProcess) {
       std::fill(g.begin() + h, g.begin() + 2 * h, 0.0f);
       std::fill(w.begin() + h, w.begin() + 2 * h, 0.0f);
     }
-    EXPECT_LT(relative_error(g, w), 1e-6) << name;
+    EXPECT_LT(testing::relative_error(g, w), 1e-6) << name;
   }
 }
 

@@ -41,6 +41,20 @@ std::string plan_error(const RunSpec& spec, std::int64_t world = 2) {
   return "";
 }
 
+// Runs `plan` on its ranks as threads of this process; what rank 0 reports (the others write
+// nothing).
+std::string train_on_threads(const TrainingPlan& plan) {
+  std::string report;
+  std::mutex mutex;
+  comm::run_local_ranks(static_cast<int>(plan.world), [&](comm::Communicator& world) {
+    std::ostringstream out;
+    EXPECT_EQ(run_training(plan, world, out), 0);
+    std::lock_guard<std::mutex> lock(mutex);
+    report += out.str();
+  });
+  return report;
+}
+
 TEST(PlanTraining, TheBundledExamplePlansWithDefaults) {
   const TrainingPlan plan = plan_training(example(), 2, TrainingOptions{});
   EXPECT_EQ(plan.world, 2);
@@ -96,14 +110,7 @@ TEST(RunTraining, TrainsOnTwoRanksAndWritesOneTraceOfBoth) {
   options.trace = trace_path.string();
   options.count_memory = false;  // the ranks are threads of this process
   const TrainingPlan plan = plan_training(example(), 2, options);
-  std::string report;
-  std::mutex mutex;
-  comm::run_local_ranks(2, [&](comm::Communicator& world) {
-    std::ostringstream out;
-    EXPECT_EQ(run_training(plan, world, out), 0);
-    std::lock_guard<std::mutex> lock(mutex);
-    report += out.str();  // rank 1 writes nothing
-  });
+  const std::string report = train_on_threads(plan);
   EXPECT_NE(report.find("step 0  loss"), std::string::npos) << report;
   EXPECT_NE(report.find("step 1  loss"), std::string::npos) << report;
   EXPECT_NE(report.find("reduce_scatter"), std::string::npos) << report;
@@ -134,14 +141,7 @@ TEST(RunTraining, TrainsTheBundledPipelineExampleOnTwoStages) {
   options.count_memory = false;  // the ranks are threads of this process
   const TrainingPlan plan = plan_training(spec, 2, options);
   EXPECT_EQ(plan.accumulation, 4);
-  std::string report;
-  std::mutex mutex;
-  comm::run_local_ranks(2, [&](comm::Communicator& world) {
-    std::ostringstream out;
-    EXPECT_EQ(run_training(plan, world, out), 0);
-    std::lock_guard<std::mutex> lock(mutex);
-    report += out.str();
-  });
+  const std::string report = train_on_threads(plan);
   EXPECT_NE(report.find("2 pipeline stages x 1 data-parallel over 2 rank(s)"), std::string::npos)
       << report;
   EXPECT_NE(report.find("step 1  loss"), std::string::npos) << report;

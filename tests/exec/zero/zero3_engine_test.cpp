@@ -11,6 +11,7 @@
 #include "core/zero/training_step.h"
 #include "tests/exec/comm/rank_threads.h"
 #include "tests/exec/model/tiny_models.h"
+#include "tests/exec/train/same_training.h"
 
 namespace zp::exec {
 namespace {
@@ -101,47 +102,17 @@ ReferenceResult train_plain(const Case& c) {
           .steps = c.steps, .init_seed = 5, .data = data_for(c), .optimizer = c.optimizer});
 }
 
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0.0, norm = 0.0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    diff += std::pow(static_cast<double>(got[i]) - want[i], 2);
-    norm += std::pow(static_cast<double>(want[i]), 2);
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
 void expect_same_training(const Case& c) {
-  const ReferenceResult want = train_plain(c);
   const Outcome got = train_zero3(c);
-  ASSERT_EQ(got.losses.size(), want.losses.size());
-  for (std::size_t s = 0; s < want.losses.size(); ++s)
-    EXPECT_NEAR(got.losses[s], want.losses[s], 1e-5 * std::abs(want.losses[s])) << "step " << s;
-  // The model learned something, so equal parameters are not equal initial values.
-  EXPECT_LT(want.losses.back(), want.losses.front());
-  ASSERT_EQ(got.parameters.size(), want.parameters.size());
-  const ModuleTree tree = tiny_tree(c.config);
-  for (std::size_t p = 0; p < want.parameters.size(); ++p) {
-    ASSERT_EQ(got.parameters[p].size(), want.parameters[p].size()) << "parameter " << p;
-    std::vector<float> g = got.parameters[p], w = want.parameters[p];
-    // The key bias of GPT-2's attention has a gradient of exactly zero in exact arithmetic
-    // (softmax ignores a shift shared by every key), so what it gets is rounding noise, which
-    // AdamW normalises into full-size steps: no two summation orders agree on it.
-    const std::string& name = tree.parameter(static_cast<ParamId>(p)).name;
-    if (c.optimizer.kind == OptimizerKind::kAdamW && name.ends_with("attn.c_attn.bias")) {
-      const std::size_t h = g.size() / 3;
-      std::fill(g.begin() + h, g.begin() + 2 * h, 0.0f);
-      std::fill(w.begin() + h, w.begin() + 2 * h, 0.0f);
-    }
-    EXPECT_LT(relative_error(g, w), 1e-5) << "parameter " << p << " " << name;
-  }
+  testing::expect_same_training(tiny_tree(c.config), c.optimizer, train_plain(c), got.losses,
+                                got.parameters);
 }
 
 OptimizerSpec sgd() {
-  return OptimizerSpec{.kind = OptimizerKind::kSgd, .lr = 0.1, .momentum = 0.9};
+  return testing::test_sgd();
 }
-
 OptimizerSpec adamw() {
-  return OptimizerSpec{.kind = OptimizerKind::kAdamW, .lr = 3e-3, .weight_decay = 0.01};
+  return testing::test_adamw();
 }
 
 TEST(Zero3Engine, TwoRanksTrainLikeOneProcess) {
