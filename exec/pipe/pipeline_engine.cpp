@@ -97,6 +97,27 @@ struct PipelineEngine::Impl {
   std::int64_t comm_wait_ns = 0;
   bool logging = false;
   std::vector<Instruction> log;
+  // record_into's target.
+  trace::Trace* trace = nullptr;
+  std::int32_t trace_rank = 0;
+  std::int64_t origin_ns = 0;
+  std::int32_t step_index = 0;
+  std::int32_t stage_label = -1;
+
+  // The compute instructions as trace ops on the compute stream.
+  void record(trace::OpKind kind, std::int64_t start_ns, std::int32_t micro_batch) {
+    if (trace == nullptr) return;
+    if (stage_label < 0) stage_label = trace->intern("stage " + std::to_string(stage));
+    trace::Op op;
+    op.rank = trace_rank;
+    op.kind = kind;
+    op.start = start_ns - origin_ns;
+    op.end = comm::wall_clock_ns() - origin_ns;
+    op.name = stage_label;
+    op.step = step_index;
+    op.micro_batch = micro_batch;
+    trace->ops.push_back(op);
+  }
 
   Impl(LmModel& m, comm::Communicator& w, PipelineOptions o, pipe::PipelineGrid g)
       : model(m), world(w), options(std::move(o)), grid(std::move(g)) {}
@@ -161,6 +182,7 @@ struct PipelineEngine::Impl {
 
   void execute(const Instruction& in) {
     memory::MemoryScope scope(category_of(in.kind));
+    const std::int64_t start_ns = comm::wall_clock_ns();
     if (logging) log.push_back(in);
     switch (in.kind) {
       case K::kLoadMicroBatch: {
@@ -185,6 +207,7 @@ struct PipelineEngine::Impl {
                  in.micro_batch, " on buffer ", in.buffer_id, " holding ", b.micro_batch);
         b.output = model.forward_layers(first, end, b.input, is_last ? b.labels : at::Tensor());
         if (is_last) loss_sum += b.output.item<double>();
+        record(trace::OpKind::kForward, start_ns, in.micro_batch);
         return;
       }
       case K::kSendActivation: {
@@ -219,6 +242,7 @@ struct PipelineEngine::Impl {
         b.grad = at::Tensor();
         b.labels = at::Tensor();
         if (is_first) b.input = at::Tensor();
+        record(trace::OpKind::kBackward, start_ns, in.micro_batch);
         return;
       }
       case K::kSendGrad: {
@@ -254,6 +278,7 @@ struct PipelineEngine::Impl {
       }
       case K::kOptimizerStep:
         optimizer->step();
+        record(trace::OpKind::kOptimizerStep, start_ns, trace::kNone);
         return;
     }
     ZP_CHECK(false, "unknown instruction ", pipe::to_string(in));
@@ -342,6 +367,11 @@ PipelineStepStats PipelineEngine::step(const std::vector<TokenBatch>& micro_batc
   ZP_CHECK(static_cast<int>(micro_batches.size()) == s.options.micro_batches, "a step of ",
            micro_batches.size(), " micro-batches; the engine runs ", s.options.micro_batches);
   const std::int64_t start = comm::wall_clock_ns();
+  if (s.trace != nullptr) {
+    s.trace->markers.push_back(
+        trace::Marker{s.trace_rank, start - s.origin_ns,
+                      s.trace->intern("step " + std::to_string(s.step_index))});
+  }
   s.batches = &micro_batches;
   s.loss_sum = 0.0;
   s.comm_wait_ns = 0;
@@ -373,7 +403,15 @@ PipelineStepStats PipelineEngine::step(const std::vector<TokenBatch>& micro_batc
   stats.loss = loss.item<double>();
   stats.comm_wait_ns = s.comm_wait_ns;
   stats.step_ns = comm::wall_clock_ns() - start;
+  ++s.step_index;
   return stats;
+}
+
+void PipelineEngine::record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns) {
+  impl_->trace = trace;
+  impl_->trace_rank = rank;
+  impl_->origin_ns = origin_ns;
+  impl_->stage_label = -1;
 }
 
 const pipe::PipelineGrid& PipelineEngine::grid() const {

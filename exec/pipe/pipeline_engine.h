@@ -32,6 +32,7 @@
 #include "core/pipe/partition.h"
 #include "core/pipe/schedule.h"
 #include "core/pipe/topology.h"
+#include "core/trace/trace.h"
 #include "exec/comm/communicator.h"
 #include "exec/model/lm_model.h"
 #include "exec/train/reference_trainer.h"
@@ -78,6 +79,12 @@ class PipelineEngine {
   const std::vector<ParamId>& parameters() const;
   // The current values of a parameter this stage holds.
   std::vector<float> parameter_values(ParamId id) const;
+
+  // Records the stage's forward and backward passes and optimizer steps into `trace` as rank
+  // `rank` (an index into trace->ranks), named "stage S", at times relative to the wall-clock
+  // `origin_ns`, and a marker at each step's start. Sends and receives are in the communicator's
+  // log. nullptr: stop.
+  void record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns);
 
   // Records every instruction executed, in order, from now on.
   void set_instruction_logging(bool on);

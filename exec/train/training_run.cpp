@@ -285,7 +285,10 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
       trace::RankInfo{"rank " + std::to_string(rank),
                       {rank},
                       pipe_engine ? static_cast<std::int32_t>(pipe_engine->stage()) : 0});
-  if (!plan.options.trace.empty() && zero3) zero3->record_into(&trace, 0, origin);
+  if (!plan.options.trace.empty()) {
+    if (zero3) zero3->record_into(&trace, 0, origin);
+    if (pipe_engine) pipe_engine->record_into(&trace, 0, origin);
+  }
   world.log().clear();
 
   // The data-parallel group: every rank without a pipeline, the pipelines' ranks with one.
@@ -366,7 +369,8 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   const std::vector<std::int64_t> all = gather_int64(world, device, mine);
 
   if (!plan.options.trace.empty()) {
-    comm::append_to_trace(records, comm::TraceTarget{0, "data", plan.world, origin, 0}, trace);
+    comm::append_to_trace(
+        records, comm::TraceTarget{0, pipeline ? "world" : "data", plan.world, origin, 0}, trace);
     if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
     trace::Trace merged;
     collect_trace(world, device, trace, merged);
