@@ -22,6 +22,7 @@
 #include "core/zero/zero_model.h"
 #include "exec/comm/local_ranks.h"
 #include "exec/model/lm_model.h"
+#include "exec/runtime/backend_info.h"
 #include "exec/train/data_parallel.h"
 #include "exec/zero/zero3_engine.h"
 
@@ -111,4 +112,12 @@ BENCHMARK(BM_Zero3AgainstDataParallel)
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // The figures mean little on the reference BLAS: say which one ran.
+  benchmark::AddCustomContext("backend", zp::exec::describe(zp::exec::backend_info()));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

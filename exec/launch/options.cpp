@@ -23,6 +23,8 @@ void add_options(CLI::App& app, ExecOptions& o) {
       ->capture_default_str();
   app.add_option("--trace", o.trace,
                  "Write every rank's measured trace here (sim's format, for 'zeroplan view')");
+  app.add_option("--chrome-trace", o.chrome_trace,
+                 "Write the same trace as a Chrome trace (Perfetto, chrome://tracing) here");
   app.add_flag("--json", o.json, "Print one JSON object (for scripts) instead of the report");
   app.add_option("--nproc", o.nproc,
                  "Start this many local ranks (one process each); without it, run one rank from "

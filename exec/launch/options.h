@@ -31,7 +31,8 @@ struct ExecOptions {
   // Training.
   std::int64_t steps = 3;
   std::uint64_t seed = 0;
-  std::string trace;  // the native trace, written by rank 0
+  std::string trace;         // the native trace, written by rank 0
+  std::string chrome_trace;  // the same as a Chrome trace (Perfetto)
   bool json = false;
 };
 

@@ -67,6 +67,7 @@ TrainingOptions training_options(const ExecOptions& options) {
   t.steps = options.steps;
   t.seed = options.seed;
   t.trace = options.trace;
+  t.chrome_trace = options.chrome_trace;
   t.json = options.json;
   return t;
 }

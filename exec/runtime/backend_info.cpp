@@ -2,13 +2,38 @@
 
 #include <torch/version.h>
 
+#include <fstream>
+#include <string>
+
 #include "exec/cuda/cuda_info.h"
 
 namespace zp::exec {
 
+std::string loaded_blas() {
+  // Debian's libtorch links libblas.so.3, which the alternatives system points at the reference
+  // BLAS, OpenBLAS or another; the mapped file's path says which one this process runs on.
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const std::string file = path.substr(path.rfind('/') + 1);
+    if (file.rfind("libblas", 0) != 0 && file.rfind("libopenblas", 0) != 0 &&
+        file.rfind("libmkl", 0) != 0) {
+      continue;
+    }
+    if (path.find("openblas") != std::string::npos) return "OpenBLAS (" + path + ")";
+    if (path.find("mkl") != std::string::npos) return "MKL (" + path + ")";
+    return "reference BLAS (" + path + ")";
+  }
+  return "no BLAS library mapped";
+}
+
 BackendInfo backend_info() {
   BackendInfo info;
   info.torch_version = TORCH_VERSION;
+  info.blas = loaded_blas();
 #ifdef USE_C10D_GLOO
   info.gloo = true;
 #endif
@@ -32,6 +57,7 @@ std::string describe(const BackendInfo& info) {
   } else {
     out += "; CPU only";
   }
+  out += "; BLAS: " + info.blas;
   return out;
 }
 

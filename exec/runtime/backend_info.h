@@ -1,5 +1,6 @@
 // What the real-execution backend was built with: the libtorch version, whether c10d's Gloo is
-// there, and, when compiled in, the CUDA runtime and NCCL versions and the GPUs visible now.
+// there, and, when compiled in, the CUDA runtime and NCCL versions and the GPUs visible now; and
+// the BLAS the process runs on (matrix products are ~10x slower on the reference BLAS).
 #pragma once
 
 #include <string>
@@ -13,11 +14,13 @@ struct BackendInfo {
   std::string cuda_runtime_version;  // "13.0" when compiled in
   std::string nccl_version;          // "2.28.3" when compiled in
   int visible_gpus = 0;              // 0 without a driver or device
+  std::string blas;                  // the BLAS library this process has mapped, and its file
 };
 
 BackendInfo backend_info();
 
-// One line: "libtorch 1.13.0 with Gloo; CUDA 13.0 and NCCL 2.28.3 compiled in, no GPU visible".
+// One line: "libtorch 1.13.0 with Gloo; CUDA 13.0 and NCCL 2.28.3 compiled in, no GPU visible;
+// BLAS: OpenBLAS (its library file)".
 std::string describe(const BackendInfo& info);
 
 }  // namespace zp::exec

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/model/summary.h"
+#include "core/trace/chrome_trace.h"
 #include "core/trace/native_format.h"
 #include "core/util/error.h"
 #include "core/util/units.h"
@@ -253,8 +254,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     engine_options.synchronize = [index = device.index()] { cuda_synchronize(index); };
 #endif
   } else if (plan.options.count_memory) {
-    allocator.emplace(
-        memory::CountingAllocator::Options{.record_samples = !plan.options.trace.empty()});
+    allocator.emplace(memory::CountingAllocator::Options{.record_samples = plan.wants_trace()});
   }
   const bool pipeline = spec.parallel.pipeline > 1;
   // Whole parameters until the engine partitions them (ZeRO-3) or keeps its stage's (pipeline).
@@ -285,7 +285,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
       trace::RankInfo{"rank " + std::to_string(rank),
                       {rank},
                       pipe_engine ? static_cast<std::int32_t>(pipe_engine->stage()) : 0});
-  if (!plan.options.trace.empty()) {
+  if (plan.wants_trace()) {
     if (zero3) zero3->record_into(&trace, 0, origin);
     if (pipe_engine) pipe_engine->record_into(&trace, 0, origin);
   }
@@ -368,7 +368,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   ZP_CHECK(mine.size() == RankFigures::size(plan.options.steps), "figures");
   const std::vector<std::int64_t> all = gather_int64(world, device, mine);
 
-  if (!plan.options.trace.empty()) {
+  if (plan.wants_trace()) {
     comm::append_to_trace(
         records, comm::TraceTarget{0, pipeline ? "world" : "data", plan.world, origin, 0}, trace);
     if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
@@ -378,7 +378,9 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
       merged.metadata["run"] = spec.name;
       merged.metadata["model"] = spec.model.label;
       merged.metadata["steps"] = plan.options.steps;
-      trace::write_native(merged, plan.options.trace);
+      if (!plan.options.trace.empty()) trace::write_native(merged, plan.options.trace);
+      if (!plan.options.chrome_trace.empty())
+        trace::write_chrome_trace(merged, plan.options.chrome_trace);
     }
   }
   if (rank != 0) return 0;
@@ -462,6 +464,8 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
     out << line;
   }
   if (!plan.options.trace.empty()) out << "\nTrace: " << plan.options.trace << "\n";
+  if (!plan.options.chrome_trace.empty())
+    out << "Chrome trace: " << plan.options.chrome_trace << "\n";
   return 0;
 }
 

@@ -24,6 +24,7 @@ struct TrainingOptions {
   std::int64_t steps = 3;
   std::uint64_t seed = 0;      // initialisation and data
   std::string trace;           // the native trace of every rank, written by rank 0; empty: none
+  std::string chrome_trace;    // the same as a Chrome trace (Perfetto); empty: none
   bool json = false;           // one JSON object instead of the report
   std::string device = "cpu";  // "cuda:N": the model and every collective buffer on GPU N
   // Install the counting allocator. c10 has one CPU allocator per process, so of ranks that are
@@ -39,6 +40,8 @@ struct TrainingPlan {
   std::int64_t accumulation = 1;  // micro-batches per step and rank
   OptimizerSpec optimizer;
   bool default_optimizer = false;  // the DeepSpeed config names none
+
+  bool wants_trace() const { return !options.trace.empty() || !options.chrome_trace.empty(); }
 };
 
 // Checks that exec can train `spec` on `world` ranks; UserError naming the key otherwise.

@@ -26,5 +26,12 @@ TEST(BackendInfo, LibtorchComputesOnThisMachine) {
   EXPECT_EQ(at::mm(a, b).sum().item<double>(), 64.0 * 16 * 32 * 2);
 }
 
+TEST(BackendInfo, SaysWhichBlasTheProcessRunsOn) {
+  const BackendInfo info = backend_info();
+  // The setup selects OpenBLAS: the reference BLAS makes matrix products ~10x slower.
+  EXPECT_NE(info.blas.find("OpenBLAS"), std::string::npos) << info.blas;
+  EXPECT_NE(describe(info).find("BLAS: " + info.blas), std::string::npos);
+}
+
 }  // namespace
 }  // namespace zp::exec
