@@ -34,6 +34,7 @@ constexpr std::int64_t kNeverFetched = -10'000'000'000;
 
 // In ds_id order, as DeepSpeed coalesces them. Lists mostly come in that order already.
 void sort_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
+  if (params.size() < 2) return;  // most gathers are of one parameter
   const auto by_ds_id = [&](ParamId a, ParamId b) {
     return model.param(a).ds_id < model.param(b).ds_id;
   };
@@ -52,7 +53,7 @@ Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
       prefetch_mark_(model.tree().parameters().size(), -1) {
   fetch_of_.reserve(model.tree().modules().size());
   for (std::size_t m = 0; m < model.tree().modules().size(); ++m)
-    fetch_of_.push_back(&model.fetch_params(static_cast<ModuleId>(m)));
+    fetch_of_.push_back(model.fetch_span(static_cast<ModuleId>(m)));
 }
 
 void Coordinator::deepspeed_fails(const std::string& what) const {
@@ -220,7 +221,7 @@ void Coordinator::reset_step() {
 // --- Fetch ------------------------------------------------------------------------------------
 
 void Coordinator::fetch(ModuleId module, bool forward) {
-  const std::vector<ParamId>& params = fetch_params(module);
+  const std::span<const ParamId> params = fetch_params(module);
   bool any_partitioned = false;
   for (ParamId p : params) {
     if (status(p) == ParamStatus::kNotAvailable && model_.param(p).shape.partition_numel > 0)
@@ -365,11 +366,10 @@ void Coordinator::land(GatherHandle handle) {
 // --- Release ----------------------------------------------------------------------------------
 
 void Coordinator::release_module(ModuleId module) {
-  const std::vector<ParamId>& params = fetch_params(module);
+  const std::span<const ParamId> params = fetch_params(module);
   if (params.empty()) return;  // nothing to release (and the cached list would be empty)
-  const std::span<const ParamId> releasable = mode_ == TraceMode::kComplete
-                                                  ? params_to_release(module, step_id_)
-                                                  : std::span<const ParamId>(params);
+  const std::span<const ParamId> releasable =
+      mode_ == TraceMode::kComplete ? params_to_release(module, step_id_) : params;
   for (ParamId p : params) {
     state_[static_cast<size_t>(p)].active.remove(module);
     if (!model_.param(p).external &&
@@ -452,7 +452,7 @@ const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
   for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
     const auto at = static_cast<std::int32_t>(i);
     std::int64_t numel = 0;
-    for (ParamId p : model_.params_of(submodule_order_[i], recurse)) {
+    for (ParamId p : model_.params_span(submodule_order_[i], recurse)) {
       const auto q = static_cast<size_t>(p);
       numel += model_.param(p).numel;
       if (last[q] == at) continue;

@@ -161,14 +161,14 @@ class Coordinator {
   void drain_inflight();
   [[noreturn]] void deepspeed_fails(const std::string& what) const;
 
-  // model_.fetch_params(m), looked up once per module: hooks ask for it several times each.
-  const std::vector<ParamId>& fetch_params(ModuleId m) const {
-    return *fetch_of_[static_cast<std::size_t>(m)];
+  // model_.fetch_span(m), looked up once per module: hooks ask for it several times each.
+  std::span<const ParamId> fetch_params(ModuleId m) const {
+    return fetch_of_[static_cast<std::size_t>(m)];
   }
 
   const ZeroModel& model_;
   CoordinatorBackend& backend_;
-  std::vector<const std::vector<ParamId>*> fetch_of_;
+  std::vector<std::span<const ParamId>> fetch_of_;
   const bool v014_;
 
   std::vector<ParamState> state_;

@@ -61,6 +61,9 @@ void GradientReducer::flush() {
   numel_ = 0;
   contiguous_numel_ = 0;
   backend_.reduce(b);
+  // The next bucket reuses this one's list: no allocation per bucket.
+  bucket_ = std::move(b.params);
+  bucket_.clear();
 }
 
 }  // namespace zp::zero

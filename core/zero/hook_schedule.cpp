@@ -59,7 +59,7 @@ class ScheduleBuilder {
     for (size_t i = calls.size(); i-- > 0;) {
       CallInfo& info = info_[i];
       info.output_requires_grad = info.output_requires_grad || calls[i].inputs_require_grad;
-      for (ParamId p : model_.named_params(calls[i].module, false)) {
+      for (ParamId p : model_.named_span(calls[i].module, false)) {
         if (model_.param(p).requires_grad) info.output_requires_grad = true;
       }
       if (calls[i].parent_call != kNoCall && info.output_requires_grad) {
@@ -74,7 +74,7 @@ class ScheduleBuilder {
     // The call whose backward makes each parameter's gradient ready: its first forward use.
     first_use_.assign(tree_.parameters().size(), kNoCall);
     for (size_t i = 0; i < calls.size(); ++i) {
-      for (ParamId p : model_.named_params(calls[i].module, false)) {
+      for (ParamId p : model_.named_span(calls[i].module, false)) {
         if (first_use_[static_cast<size_t>(p)] == kNoCall)
           first_use_[static_cast<size_t>(p)] = static_cast<std::int32_t>(i);
       }
@@ -144,7 +144,7 @@ class ScheduleBuilder {
     if (hooked(call)) emit(StepEventKind::kPreBackward, m, call);
     // Gradients of this module's own parameters (non-leaf parameters only: leaf parameters wait
     // for the leaf's own hook).
-    const auto& own = model_.named_params(m, false);
+    const std::span<const ParamId> own = model_.named_span(m, false);
     for (auto it = own.rbegin(); it != own.rend(); ++it) {
       const ZeroParam& zp = model_.param(*it);
       if (zp.requires_grad && zp.leaf == kNoModule &&
@@ -155,7 +155,8 @@ class ScheduleBuilder {
     for (std::int32_t i = info.end_child; i-- > info.first_child;)
       backward(children_[static_cast<size_t>(i)]);
     if (leaf_reduce_call_[static_cast<size_t>(m)] == call) {
-      std::vector<ParamId> params = model_.named_params(m, true);
+      const std::span<const ParamId> subtree = model_.named_span(m, true);
+      std::vector<ParamId> params(subtree.begin(), subtree.end());
       std::sort(params.begin(), params.end(), [&](ParamId a, ParamId b) {
         return model_.param(a).ds_id < model_.param(b).ds_id;
       });

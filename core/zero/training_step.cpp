@@ -23,7 +23,8 @@ void TrainingLoop::initialize() {
 
 void TrainingLoop::run(const StepEvent& e) {
   StepObserver* const observer = decisions_only_ ? nullptr : observer_;
-  if (observer) observer->before_event(e);
+  const std::uint8_t bit = StepObserver::event_bit(e.kind);
+  if (observer && (observer->before_event_kinds() & bit)) observer->before_event(e);
   switch (e.kind) {
     case StepEventKind::kPreForward:
       coordinator_.pre_forward(e.module);
@@ -41,7 +42,7 @@ void TrainingLoop::run(const StepEvent& e) {
       if (!decisions_only_) reducer_.grad_ready(e.param);
       break;
   }
-  if (observer) observer->on_event(e);
+  if (observer && (observer->on_event_kinds() & bit)) observer->on_event(e);
 }
 
 void TrainingLoop::step(std::int64_t micro_batches) {

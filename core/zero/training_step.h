@@ -19,7 +19,16 @@ enum class StepPhase : std::uint8_t { kInit, kForward, kBackward, kOptimizerStep
 // just before.
 class StepObserver {
  public:
+  // Sets of event kinds: bit k stands for StepEventKind k.
+  static constexpr std::uint8_t kAllEventKinds = 0x1f;
+  static constexpr std::uint8_t event_bit(StepEventKind kind) {
+    return static_cast<std::uint8_t>(1u << static_cast<unsigned>(kind));
+  }
+
   virtual ~StepObserver() = default;
+  // The kinds before_event and on_event are called for: all unless the observer narrowed them.
+  std::uint8_t before_event_kinds() const { return before_event_kinds_; }
+  std::uint8_t on_event_kinds() const { return on_event_kinds_; }
   virtual void on_phase(StepPhase /*phase*/, std::int64_t /*step*/) {}
   // Before the coordinator or the reducer acts on the event: a module's own forward work runs
   // here, ahead of the post-forward release of its parameters.
@@ -29,6 +38,18 @@ class StepObserver {
   // Between release_and_reset_all and the gather of the persistent parameters: where the
   // optimizer updates the partitions.
   virtual void on_optimizer_update(std::int64_t /*step*/) {}
+
+ protected:
+  // An observer that ignores some kinds saves the calls for them (two per event otherwise); it
+  // may change the sets at any time, and the next event sees them.
+  void set_event_kinds(std::uint8_t before, std::uint8_t on) {
+    before_event_kinds_ = before;
+    on_event_kinds_ = on;
+  }
+
+ private:
+  std::uint8_t before_event_kinds_ = kAllEventKinds;
+  std::uint8_t on_event_kinds_ = kAllEventKinds;
 };
 
 class TrainingLoop {

@@ -17,22 +17,22 @@ bool is_container(const std::string& type) {
   return std::find(kContainers.begin(), kContainers.end(), type) != kContainers.end();
 }
 
-// Parameters of `m` without repeats, in registration order: named_parameters(recurse=False).
-std::vector<ParamId> direct_params(const ModuleTree& tree, ModuleId m) {
-  std::vector<ParamId> out;
+// Appends the parameters of `m` without repeats, in registration order:
+// named_parameters(recurse=False).
+void append_direct_params(const ModuleTree& tree, ModuleId m, std::vector<ParamId>& out) {
+  const auto first = static_cast<std::ptrdiff_t>(out.size());
   for (const ParamSlot& slot : tree.module(m).params) {
-    if (std::find(out.begin(), out.end(), slot.param) == out.end()) out.push_back(slot.param);
+    if (std::find(out.begin() + first, out.end(), slot.param) == out.end())
+      out.push_back(slot.param);
   }
-  return out;
 }
 
-// named_parameters() of the subtree of `m`: preorder, each parameter at its first registration.
-// `seen` is scratch shared by the calls (one entry per parameter, last module that saw it), so
-// each call costs its subtree, not the whole model.
-std::vector<ParamId> subtree_params(const ModuleTree& tree, ModuleId m,
-                                    std::vector<ModuleId>& seen) {
-  std::vector<ParamId> out;
-  std::vector<ModuleId> stack = {m};
+// Appends named_parameters() of the subtree of `m`: preorder, each parameter at its first
+// registration. `seen` is scratch shared by the calls (one entry per parameter, last module that
+// saw it), so each call costs its subtree, not the whole model; `stack` is scratch too.
+void append_subtree_params(const ModuleTree& tree, ModuleId m, std::vector<ModuleId>& seen,
+                           std::vector<ModuleId>& stack, std::vector<ParamId>& out) {
+  stack.assign(1, m);
   while (!stack.empty()) {
     const ModuleId id = stack.back();
     stack.pop_back();
@@ -46,7 +46,6 @@ std::vector<ParamId> subtree_params(const ModuleTree& tree, ModuleId m,
     for (auto it = children.rbegin(); it != children.rend(); ++it)
       stack.push_back(*it);
   }
-  return out;
 }
 
 }  // namespace
@@ -65,18 +64,28 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     : tree_(&tree), settings_(settings) {
   const size_t n = tree.modules().size();
   leaf_.assign(n, false);
-  direct_.resize(n);
   // A module's whole subtree matters only to z3 leaves (and to the root's parameter order), so
   // without leaves only the root's is built (and the list holds only the root's).
   all_subtrees_ =
       !settings.leaf_module_classes.empty() || settings.module_granularity_threshold > 0;
-  subtree_.resize(all_subtrees_ ? n : 1);
-  std::vector<ModuleId> seen(tree.parameters().size(), kNoModule);
+  const size_t params = tree.parameters().size();
+  direct_.items.reserve(params);
+  direct_.begin.reserve(n + 1);
+  subtree_.items.reserve(params);
+  std::vector<ModuleId> seen(params, kNoModule);
+  std::vector<ModuleId> stack;
+  stack.reserve(n);
   for (size_t m = 0; m < n; ++m) {
-    direct_[m] = direct_params(tree, static_cast<ModuleId>(m));
-    if (all_subtrees_ || m == 0) subtree_[m] = subtree_params(tree, static_cast<ModuleId>(m), seen);
+    append_direct_params(tree, static_cast<ModuleId>(m), direct_.items);
+    direct_.close_list();
+    if (all_subtrees_ || m == 0) {
+      append_subtree_params(tree, static_cast<ModuleId>(m), seen, stack, subtree_.items);
+      subtree_.close_list();
+    }
   }
-  by_ds_id_ = subtree_[0];
+  const std::span<const ParamId> root = subtree_.list(0);
+  by_ds_id_.assign(root.begin(), root.end());
+  named_vectors_ = std::make_shared<NamedVectors>();
   // iter_params chains the module's external parameters after its named ones; most modules have
   // none and share their named lists.
   with_external_.assign(n, -1);
@@ -84,8 +93,14 @@ ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     const std::vector<ParamId>& external = tree.module(static_cast<ModuleId>(m)).external_params;
     if (external.empty()) continue;
     with_external_[m] = static_cast<std::int32_t>(direct_with_external_.size());
-    direct_with_external_.push_back(direct_[m]);
-    subtree_with_external_.push_back(m < subtree_.size() ? subtree_[m] : std::vector<ParamId>{});
+    const std::span<const ParamId> direct = direct_.list(m);
+    direct_with_external_.emplace_back(direct.begin(), direct.end());
+    if (m < subtree_.size()) {
+      const std::span<const ParamId> subtree = subtree_.list(m);
+      subtree_with_external_.emplace_back(subtree.begin(), subtree.end());
+    } else {
+      subtree_with_external_.emplace_back();
+    }
     for (ParamId p : external) {
       for (auto* list : {&direct_with_external_.back(), &subtree_with_external_.back()}) {
         if (std::find(list->begin(), list->end(), p) == list->end()) list->push_back(p);
@@ -153,9 +168,9 @@ void ZeroModel::mark_leaves_by_granularity() {
   };
   auto visit = [&](auto&& self, ModuleId m) -> Counts {
     const Module& mod = tree.module(m);
-    if (subtree_[static_cast<size_t>(m)].empty()) return {0, 0};
+    if (subtree_.list(static_cast<size_t>(m)).empty()) return {0, 0};
     std::int64_t params = 0;
-    for (ParamId p : direct_[static_cast<size_t>(m)])
+    for (ParamId p : direct_.list(static_cast<size_t>(m)))
       params += tree.parameter(p).numel();
     if (mod.children.empty()) return {1, params};
     std::int64_t layers = 0;
@@ -187,7 +202,7 @@ void ZeroModel::mark_leaves_by_granularity() {
     return;
   }
   auto mark = [&](auto&& self, ModuleId m) -> void {
-    if (subtree_[static_cast<size_t>(m)].empty()) return;
+    if (subtree_.list(static_cast<size_t>(m)).empty()) return;
     if (granularity_[static_cast<size_t>(m)] <= threshold) {
       leaf_[static_cast<size_t>(m)] = true;
       return;
@@ -203,18 +218,21 @@ void ZeroModel::assign_module_ids() {
   module_ds_id_.assign(tree.modules().size(), kNoDsId);
   // Preorder numbering, without recursion: a module's id is one more than the last handed out.
   std::int64_t count = 0;
-  std::vector<ModuleId> stack = {0};
+  std::vector<ModuleId> stack;
+  stack.reserve(tree.modules().size());
+  stack.push_back(0);
   while (!stack.empty()) {
     const ModuleId m = stack.back();
     stack.pop_back();
     module_ds_id_[static_cast<size_t>(m)] = count++;
     if (is_leaf(m)) {
-      for (ParamId p : subtree_[static_cast<size_t>(m)])
+      for (ParamId p : subtree_.list(static_cast<size_t>(m)))
         params_[static_cast<size_t>(p)].leaf = m;
       continue;
     }
     const auto& children = tree.module(m).children;
-    stack.insert(stack.end(), children.rbegin(), children.rend());
+    for (auto it = children.rbegin(); it != children.rend(); ++it)
+      stack.push_back(*it);
   }
 }
 
@@ -241,6 +259,25 @@ void gather_buffers(const ZeroModel& model, std::span<const ParamId> params, boo
     if (it == out.end()) it = out.insert(out.end(), GatherBuffer{p.dtype, 0});
     it->numel += p.shape.padded_numel;  // the partition times the group size
   }
+}
+
+void ZeroModel::check_subtree_failed(ModuleId m, bool recurse) const {
+  ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
+}
+
+const std::vector<ParamId>& ZeroModel::named_params(ModuleId m, bool recurse) const {
+  check_subtree(m, recurse);
+  NamedVectors& v = *named_vectors_;
+  std::call_once(v.built, [&] {
+    for (auto [pool, lists] : {std::pair{&direct_, &v.direct}, std::pair{&subtree_, &v.subtree}}) {
+      lists->reserve(pool->size());
+      for (size_t i = 0; i < pool->size(); ++i) {
+        const std::span<const ParamId> list = pool->list(i);
+        lists->emplace_back(list.begin(), list.end());
+      }
+    }
+  });
+  return recurse ? v.subtree[static_cast<size_t>(m)] : v.direct[static_cast<size_t>(m)];
 }
 
 std::vector<ModuleId> ZeroModel::leaves() const {

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -63,6 +65,22 @@ class ZeroModel {
 
   // iter_params(module, recurse): direct parameters, or the subtree's, then the module's external
   // parameters; DeepSpeed's iteration order.
+  std::span<const ParamId> params_span(ModuleId m, bool recurse) const {
+    const std::int32_t e = with_external_[static_cast<size_t>(m)];
+    if (e < 0) return named_span(m, recurse);
+    check_subtree(m, recurse);
+    return recurse ? subtree_with_external_[static_cast<size_t>(e)]
+                   : direct_with_external_[static_cast<size_t>(e)];
+  }
+  // named_parameters(recurse) alone, without external parameters.
+  std::span<const ParamId> named_span(ModuleId m, bool recurse) const {
+    check_subtree(m, recurse);
+    return recurse ? subtree_.list(static_cast<size_t>(m)) : direct_.list(static_cast<size_t>(m));
+  }
+  // What a hook on `m` fetches and releases: iter_params(m, recurse=is_leaf(m)).
+  std::span<const ParamId> fetch_span(ModuleId m) const { return params_span(m, is_leaf(m)); }
+
+  // The same lists as vectors (the first call builds them all; the spans above cost nothing).
   const std::vector<ParamId>& params_of(ModuleId m, bool recurse) const {
     const std::int32_t e = with_external_[static_cast<size_t>(m)];
     if (e < 0) return named_params(m, recurse);
@@ -70,12 +88,7 @@ class ZeroModel {
     return recurse ? subtree_with_external_[static_cast<size_t>(e)]
                    : direct_with_external_[static_cast<size_t>(e)];
   }
-  // named_parameters(recurse) alone, without external parameters.
-  const std::vector<ParamId>& named_params(ModuleId m, bool recurse) const {
-    ZP_CHECK(!recurse || all_subtrees_ || m == 0, "subtree of module ", m, " not built");
-    return recurse ? subtree_[static_cast<size_t>(m)] : direct_[static_cast<size_t>(m)];
-  }
-  // What a hook on `m` fetches and releases: iter_params(m, recurse=is_leaf(m)).
+  const std::vector<ParamId>& named_params(ModuleId m, bool recurse) const;
   const std::vector<ParamId>& fetch_params(ModuleId m) const { return params_of(m, is_leaf(m)); }
 
   const ZeroParam& param(ParamId p) const { return params_[static_cast<size_t>(p)]; }
@@ -90,6 +103,12 @@ class ZeroModel {
   const std::vector<Warning>& warnings() const { return warnings_; }
 
  private:
+  // Out of line, so that the span accessors stay small enough to inline.
+  void check_subtree(ModuleId m, bool recurse) const {
+    if (recurse && !all_subtrees_ && m != 0) [[unlikely]]
+      check_subtree_failed(m, recurse);
+  }
+  void check_subtree_failed(ModuleId m, bool recurse) const;
   void mark_leaves_by_class();
   void mark_leaves_by_granularity();
   void assign_module_ids();
@@ -98,9 +117,27 @@ class ZeroModel {
   ZeroSettings settings_;
   std::vector<std::int64_t> module_ds_id_;
   std::vector<bool> leaf_;
-  std::vector<std::vector<ParamId>> direct_;   // named, recurse=False
-  std::vector<std::vector<ParamId>> subtree_;  // named, recurse=True; the root's alone unless
-  bool all_subtrees_ = false;                  // leaves may exist
+  // One list per module, all in one array: list i is items[begin[i] .. begin[i + 1]). (A vector
+  // per module would cost an allocation each.)
+  struct ListPool {
+    std::vector<ParamId> items;
+    std::vector<std::int32_t> begin = {0};
+    std::span<const ParamId> list(size_t i) const {
+      return {items.data() + begin[i], static_cast<size_t>(begin[i + 1] - begin[i])};
+    }
+    void close_list() { begin.push_back(static_cast<std::int32_t>(items.size())); }
+    size_t size() const { return begin.size() - 1; }
+  };
+  ListPool direct_;            // named, recurse=False
+  ListPool subtree_;           // named, recurse=True; the root's alone unless
+  bool all_subtrees_ = false;  // leaves may exist
+  // named_params' vectors, built on first use (tests and tools want vectors; the hot paths take
+  // spans). Shared by copies: they hold the same lists.
+  struct NamedVectors {
+    std::once_flag built;
+    std::vector<std::vector<ParamId>> direct, subtree;
+  };
+  std::shared_ptr<NamedVectors> named_vectors_;
   // Modules with external parameters: their index into the lists below, -1 for the others.
   std::vector<std::int32_t> with_external_;
   std::vector<std::vector<ParamId>> direct_with_external_;

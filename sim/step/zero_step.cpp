@@ -156,7 +156,10 @@ class ZeroRank final : public RankTimeline,
         memory_(memory, trace, trace_rank),
         param_block_(setup.model->tree().parameters().size(), -1),
         grad_block_(setup.model->tree().parameters().size(), -1),
-        activation_block_(work.size(), -1) {}
+        activation_block_(work.size(), -1) {
+    // A post-backward hook needs nothing before the coordinator acts.
+    set_event_kinds(kAllEventKinds & ~event_bit(StepEventKind::kPostBackward), kAllEventKinds);
+  }
 
   MemoryAccountant& memory() { return memory_; }
   zero::TrainingLoop* loop = nullptr;
@@ -221,6 +224,7 @@ class ZeroRank final : public RankTimeline,
         static_cast<std::int64_t>(loop->coordinator().invalidations().size());
     begin_step(report);
     exposed_gather_ns_ = 0;
+    await_first_sample();
     memory_.set_step(step_);
     memory_.reset_window(now_);
     loop->step(micro_batches);
@@ -463,7 +467,7 @@ class ZeroRank final : public RankTimeline,
       if (auto seg = checkpoints_.segments.find(e.call); seg != checkpoints_.segments.end())
         end_segment(e.call, seg->second);
     }
-    note_live();
+    if (first_sample_pending_) note_live();
   }
 
   // CheckpointFunction.forward: the input is kept (partitioned, on the host, or as it is).
@@ -625,10 +629,23 @@ class ZeroRank final : public RankTimeline,
     figures_.elements_gathered += r.numel;
   }
 
+  // The peaks are sampled after every gather starts and after every event. Both figures rise only
+  // when a gather starts (elsewhere they fall, or the counter goes back to 0, which the peaks start
+  // at), so a sample after an event can top the others only before the step's first gather, and
+  // then the first such sample tops the rest: the events after the first sample need no sample.
   void note_live() {
     figures_.peak_available_counted =
         std::max(figures_.peak_available_counted, loop->coordinator().available_numel());
     figures_.peak_available_live = std::max(figures_.peak_available_live, live_numel_);
+    if (first_sample_pending_) {
+      first_sample_pending_ = false;
+      set_event_kinds(before_event_kinds(), event_bit(StepEventKind::kPreBackward));
+    }
+  }
+  // At the start of a step (the figures start again at 0): the next event is sampled.
+  void await_first_sample() {
+    first_sample_pending_ = true;
+    set_event_kinds(before_event_kinds(), kAllEventKinds);
   }
 
   // The trace's name for `module`'s work.
@@ -670,6 +687,7 @@ class ZeroRank final : public RankTimeline,
   std::map<std::int32_t, MemoryAccountant::Block> extra_block_;
   std::int64_t live_numel_ = 0;
   TimeNs exposed_gather_ns_ = 0;
+  bool first_sample_pending_ = true;  // see note_live
 };
 
 std::string running_label(const ModuleTree& tree, std::int32_t running) {
