@@ -316,6 +316,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
         << optimizer_text(plan) << "; synthetic data, seed " << plan.options.seed << "\n\n";
   }
   std::vector<Zero3StepStats> steps;
+  std::vector<comm::OpRecord> records;  // every step's, for the report
   for (std::int64_t step = 0; step < plan.options.steps; ++step) {
     const TokenBatch global = synthetic_batch(data, step);
     std::vector<TokenBatch> micro;
@@ -333,6 +334,16 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
       s.comm_wait_ns = p.comm_wait_ns;
       steps.push_back(s);
     }
+    // The step's collectives, numbered with their step as sim numbers its own.
+    const std::vector<comm::OpRecord> step_records = world.log().records();
+    world.log().clear();
+    if (plan.wants_trace()) {
+      comm::append_to_trace(step_records,
+                            comm::TraceTarget{0, pipeline ? "world" : "data", plan.world, origin,
+                                              static_cast<std::int32_t>(step)},
+                            trace);
+    }
+    records.insert(records.end(), step_records.begin(), step_records.end());
     if (rank == 0 && !plan.options.json) {
       const Zero3StepStats& s = steps.back();
       char line[200];
@@ -350,7 +361,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
       out << line << std::flush;
     }
   }
-  const std::vector<comm::OpRecord> records = world.log().records();
+
   const memory::MemoryReading reading = allocator    ? allocator->read()
                                         : cuda_meter ? cuda_meter->read()
                                                      : memory::MemoryReading{};
@@ -369,8 +380,6 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
   const std::vector<std::int64_t> all = gather_int64(world, device, mine);
 
   if (plan.wants_trace()) {
-    comm::append_to_trace(
-        records, comm::TraceTarget{0, pipeline ? "world" : "data", plan.world, origin, 0}, trace);
     if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
     trace::Trace merged;
     collect_trace(world, device, trace, merged);
