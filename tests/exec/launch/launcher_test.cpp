@@ -18,7 +18,10 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
+
+#include "core/trace/native_format.h"
 
 extern char** environ;
 
@@ -287,6 +290,40 @@ TEST(ExecTraining, ARunExecCannotTrainIsOneLineAndStatusTwoBeforeAnyRankStarts) 
   EXPECT_EQ(world.status, 2);
   EXPECT_EQ(lines(world.err), 1) << world.err;
   EXPECT_TRUE(contains(world.err, "parallel.data")) << world.err;
+  fs::remove_all(dir);
+}
+
+// The coordinator's decisions, seen in the traces: rank 0's collectives, step by step, with their
+// kinds and bytes, are the simulator's for the same run.
+TEST(ExecTraining, TheMeasuredCollectivesAreTheSimulatedOnesStepByStep) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("zeroplan_collectives_test." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string spec =
+      std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml";
+  const Outcome sim =
+      run(std::string(ZEROPLAN_BINARY_DIR) + "/zeroplan",
+          {"simulate", spec, "--steps", "3", "--trace", (dir / "sim.json").string()});
+  ASSERT_EQ(sim.status, 0) << sim.err;
+  const Outcome exec = run(kExec, {spec, "--nproc", "2", "--steps", "3", "--trace",
+                                   (dir / "exec.json").string(), "--timeout", "120"});
+  ASSERT_EQ(exec.status, 0) << exec.err;
+  using Collective =
+      std::tuple<std::int32_t, zp::trace::OpKind, std::int64_t>;  // step, kind, bytes
+  const auto collectives = [](const zp::trace::Trace& t) {
+    std::vector<Collective> out;
+    for (const zp::trace::Op& op : t.ops) {
+      if (op.rank == 0 && (op.kind == zp::trace::OpKind::kAllGather ||
+                           op.kind == zp::trace::OpKind::kReduceScatter ||
+                           op.kind == zp::trace::OpKind::kAllReduce))
+        out.emplace_back(op.step, op.kind, op.bytes);
+    }
+    return out;
+  };
+  const std::vector<Collective> predicted = collectives(zp::trace::read_native(dir / "sim.json"));
+  const std::vector<Collective> measured = collectives(zp::trace::read_native(dir / "exec.json"));
+  EXPECT_GT(predicted.size(), 60u);
+  EXPECT_EQ(measured, predicted);
   fs::remove_all(dir);
 }
 
