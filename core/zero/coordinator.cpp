@@ -127,7 +127,7 @@ void Coordinator::invalidate_trace(ModuleId, std::string message) {
   if (!v014_) drain_inflight();
 }
 
-void Coordinator::ActiveModules::add(ModuleId m) {
+void Coordinator::ActiveModules::add_slow(ModuleId m) {
   for (std::uint8_t i = 0; i < size_; ++i) {
     if (inline_[i] == m) return;
   }
@@ -139,7 +139,7 @@ void Coordinator::ActiveModules::add(ModuleId m) {
   }
 }
 
-void Coordinator::ActiveModules::remove(ModuleId m) {
+void Coordinator::ActiveModules::remove_slow(ModuleId m) {
   more_.erase(std::remove(more_.begin(), more_.end(), m), more_.end());
   std::uint8_t kept = 0;
   for (std::uint8_t i = 0; i < size_; ++i) {

@@ -109,14 +109,32 @@ class Coordinator {
   class ActiveModules {
    public:
     bool empty() const { return size_ == 0; }
-    void add(ModuleId m);  // once
-    void remove(ModuleId m);
+    // Once. Nearly always the set is empty or holds just `m` (a parameter fetched by one module at
+    // a time): those cases stay inline.
+    void add(ModuleId m) {
+      if (size_ == 0) {
+        inline_[0] = m;
+        size_ = 1;
+      } else if (!(size_ == 1 && inline_[0] == m)) {
+        add_slow(m);
+      }
+    }
+    void remove(ModuleId m) {
+      if (size_ == 1 && more_.empty()) {
+        if (inline_[0] == m) size_ = 0;
+      } else if (size_ != 0) {
+        remove_slow(m);
+      }
+    }
     void clear() {
       size_ = 0;
       more_.clear();
     }
 
    private:
+    void add_slow(ModuleId m);
+    void remove_slow(ModuleId m);
+
     static constexpr std::size_t kInline = 3;
     std::array<ModuleId, kInline> inline_{};
     std::uint8_t size_ = 0;  // in inline_
