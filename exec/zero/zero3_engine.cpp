@@ -145,8 +145,9 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
    private:
     Impl& impl_;
   };
-  void log(std::string line) {
-    if (log_decisions) decisions.push_back(std::move(line));
+  // A decision for the log, as "what id"; nothing is built unless logging is on (hooks are hot).
+  void log(const char* what, std::int64_t id) {
+    if (log_decisions) decisions.push_back(std::string(what) + " " + std::to_string(id));
   }
   static std::size_t idx(std::int64_t i) { return static_cast<std::size_t>(i); }
 
@@ -328,7 +329,7 @@ void Zero3Engine::Impl::start_gather(const zero::GatherRequest& request) {
     for (std::size_t i = 0; i < g.params.size(); ++i)
       line << (i ? " " : "") << g.params[i];
     line << "] " << to_string(request.reason);
-    log(line.str());
+    decisions.push_back(line.str());
   }
   gathers.emplace(request.handle, std::move(g));
 }
@@ -355,7 +356,7 @@ void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
     params[idx(p)].set_data(full.clone().view(zm.tree().parameter(p).shape));
     column += zp.shape.partition_numel;
   }
-  log("wait " + std::to_string(handle));
+  log("wait", handle);
 }
 
 void Zero3Engine::Impl::drop_gather(zero::GatherHandle handle) {
@@ -365,7 +366,7 @@ void Zero3Engine::Impl::drop_gather(zero::GatherHandle handle) {
 void Zero3Engine::Impl::release(ParamId param, zero::ReleaseReason /*reason*/) {
   params[idx(param)].set_data(at::empty({0}, partition_flat.options()));
   ++stats.releases;
-  log("release " + std::to_string(param));
+  log("release", param);
 }
 
 // --- Hooks
@@ -415,7 +416,7 @@ void Zero3Engine::Impl::pre_forward(const ModuleCall& call) {
   HookTimer timer(*this);
   forward_stack.push_back(call.module);
   if (!zm.is_hooked(call.module)) return;
-  log("pre_forward " + std::to_string(call.module));
+  log("pre_forward", call.module);
   coordinator.pre_forward(call.module);
 }
 
@@ -436,7 +437,7 @@ void Zero3Engine::Impl::post_forward(const ModuleCall& call) {
            " returned but was not the innermost call");
   forward_stack.pop_back();
   if (!zm.is_hooked(call.module)) return;
-  log("post_forward " + std::to_string(call.module));
+  log("post_forward", call.module);
   coordinator.post_forward(call.module);
 }
 
@@ -455,7 +456,7 @@ void Zero3Engine::Impl::output_backward(ModuleId module) {
   ModuleState& s = modules[idx(module)];
   if (s.pre_backward_refs <= 0) return;
   --s.pre_backward_refs;
-  log("pre_backward " + std::to_string(module));
+  log("pre_backward", module);
   coordinator.pre_backward(module);
 }
 
@@ -463,7 +464,7 @@ void Zero3Engine::Impl::input_backward(ModuleId module) {
   HookTimer timer(*this);
   ModuleState& s = modules[idx(module)];
   if (--s.grads_remaining != 0) return;
-  log("post_backward " + std::to_string(module));
+  log("post_backward", module);
   coordinator.post_backward(module);
   // A z3 leaf reduces its subtree's gradients once its backward is done, in id order.
   std::vector<ParamId>& ready = leaf_ready[idx(module)];
@@ -479,7 +480,7 @@ void Zero3Engine::Impl::input_backward(ModuleId module) {
 void Zero3Engine::Impl::grad_ready(ParamId p) {
   HookTimer timer(*this);
   const ModuleId leaf = zm.param(p).leaf;
-  log("grad " + std::to_string(p));
+  log("grad", p);
   if (leaf != kNoModule) {
     leaf_ready[idx(leaf)].push_back(p);
     return;
@@ -566,7 +567,7 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
   contiguous_fill = 0;
   ++stats.buckets;
   stats.reduced_numel += bucket.numel;
-  log(label);
+  log("bucket", bucket.index);
 }
 
 // --- The step

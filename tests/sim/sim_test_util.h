@@ -17,6 +17,7 @@
 #include "core/model/module_tree.h"
 #include "core/trace/trace.h"
 #include "core/util/error.h"
+#include "sim/step/sim_options.h"
 #include "sim/step/step_result.h"
 
 namespace zp::sim::testing {
@@ -89,6 +90,26 @@ struct Simulated {
   SimulationResult result;
   trace::Trace trace;
 };
+
+using SimulateFn = SimulationResult (*)(const RunSpec&, const SimOptions&, trace::Trace*);
+
+// `simulate` on `run` with exact byte counts (no caching-allocator model), keeping the trace.
+inline Simulated SimulateWith(SimulateFn simulate, const RunSpec& run, SimOptions options = {}) {
+  Simulated s;
+  options.model_allocator = false;
+  s.result = simulate(run, options, &s.trace);
+  return s;
+}
+
+// Two simulations of two steps give the same trace and step time, bit for bit.
+inline void ExpectDeterministic(SimulateFn simulate, const RunSpec& run) {
+  SimOptions steps;
+  steps.steps = 2;
+  const Simulated a = SimulateWith(simulate, run, steps);
+  const Simulated b = SimulateWith(simulate, run, steps);
+  EXPECT_TRUE(a.trace == b.trace);
+  EXPECT_EQ(a.result.step_time_ns, b.result.step_time_ns);
+}
 
 inline std::vector<const trace::Op*> OpsOf(const trace::Trace& t, trace::OpKind kind) {
   std::vector<const trace::Op*> out;

@@ -27,6 +27,7 @@ using testing::ErrorOf;
 using testing::OpsOf;
 using testing::RoundCluster;
 using testing::Simulated;
+using testing::SimulateWith;
 using testing::TwoLayers;
 using trace::MemoryCategory;
 using trace::OpKind;
@@ -71,10 +72,7 @@ RunSpec MakeRun(const ModuleTree& tree, int gpus, const std::string& zero,
 }
 
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
-  Simulated s;
-  options.model_allocator = false;  // exact byte counts
-  s.result = simulate_data_parallel(run, options, &s.trace);
-  return s;
+  return SimulateWith(simulate_data_parallel, run, options);
 }
 
 // The gradient all-reduces (the norm and overflow flags are named otherwise).

@@ -18,7 +18,10 @@
 namespace zp::sim {
 namespace {
 
+using testing::ExpectDeterministic;
 using testing::RoundCluster;
+using testing::Simulated;
+using testing::SimulateWith;
 using trace::OpKind;
 using trace::StreamKind;
 
@@ -41,16 +44,8 @@ RunSpec PipeRun(int tp, int m = 1, const std::string& pipeline = "") {
   return parse_run_spec(Document::from_yaml(yaml, "run.yaml"), std::filesystem::path("."));
 }
 
-struct Simulated {
-  SimulationResult result;
-  trace::Trace trace;
-};
-
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
-  Simulated s;
-  options.model_allocator = false;
-  s.result = simulate_pipeline(run, options, &s.trace);
-  return s;
+  return SimulateWith(simulate_pipeline, run, options);
 }
 
 const TransferTotals& Transfers(const RankReport& r, TransferKind k) {
@@ -281,12 +276,7 @@ TEST(PipelineTensorParallel, OneTensorRankHasNoTensorGroupTraffic) {
 
 TEST(PipelineTensorParallel, SimulationIsDeterministicAndEveryRankAgrees) {
   const RunSpec run = PipeRun(2, 3, ", activation_checkpoint_interval: 1");
-  SimOptions steps;
-  steps.steps = 2;
-  const Simulated a = Simulate(run, steps);
-  const Simulated b = Simulate(run, steps);
-  EXPECT_TRUE(a.trace == b.trace);
-  EXPECT_EQ(a.result.step_time_ns, b.result.step_time_ns);
+  ExpectDeterministic(simulate_pipeline, run);
   SimOptions all;
   all.all_ranks = true;
   const Simulated classes = Simulate(run);

@@ -13,8 +13,11 @@ namespace zp::sim {
 namespace {
 
 using testing::ErrorOf;
+using testing::ExpectDeterministic;
 using testing::MakeRun;
 using testing::RoundCluster;
+using testing::Simulated;
+using testing::SimulateWith;
 using trace::OpKind;
 using trace::StreamKind;
 
@@ -40,16 +43,8 @@ RunSpec FamilyRun(int gpus, int tp, const std::string& zero = kDemandOnly,
   return parse_run_spec(Document::from_yaml(yaml, "run.yaml"), std::filesystem::path("."));
 }
 
-struct Simulated {
-  SimulationResult result;
-  trace::Trace trace;
-};
-
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
-  Simulated s;
-  options.model_allocator = false;
-  s.result = simulate_zero3(run, options, &s.trace);
-  return s;
+  return SimulateWith(simulate_zero3, run, options);
 }
 
 bool OnTensorGroup(const trace::Trace& t, const trace::Op& op) {
@@ -256,12 +251,7 @@ TEST(TensorParallelStep, OneTensorRankIsTheRunAsItWas) {
 
 TEST(TensorParallelStep, SimulationIsDeterministicAndEveryRankAgrees) {
   const RunSpec run = FamilyRun(4, 2, ", stage3_prefetch_bucket_size: 2000");
-  SimOptions steps;
-  steps.steps = 2;
-  const Simulated a = Simulate(run, steps);
-  const Simulated b = Simulate(run, steps);
-  EXPECT_TRUE(a.trace == b.trace);
-  EXPECT_EQ(a.result.step_time_ns, b.result.step_time_ns);
+  ExpectDeterministic(simulate_zero3, run);
   SimOptions all;
   all.all_ranks = true;
   const Simulated classes = Simulate(run);

@@ -17,6 +17,7 @@ namespace {
 using testing::MakeRun;
 using testing::OpsOf;
 using testing::Simulated;
+using testing::SimulateWith;
 using testing::TwoLayers;
 using trace::MemoryCategory;
 using trace::OpKind;
@@ -28,10 +29,7 @@ const char* kDemandOnly =
     "stage3_param_persistence_threshold: 0, reduce_bucket_size: 1000";
 
 Simulated Simulate(const RunSpec& run, SimOptions options = {}) {
-  Simulated s;
-  options.model_allocator = false;  // exact byte counts
-  s.result = simulate_zero3(run, options, &s.trace);
-  return s;
+  return SimulateWith(simulate_zero3, run, options);
 }
 
 const trace::Op* ComputeOf(const trace::Trace& t, OpKind kind, const std::string& module) {
