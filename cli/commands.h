@@ -21,5 +21,6 @@ void add_exec_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_presets_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
+void add_tune_command(CLI::App& app);
 
 }  // namespace zp::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   zp::cli::add_inspect_command(app);
   zp::cli::add_presets_command(app);
   zp::cli::add_simulate_command(app);
+  zp::cli::add_tune_command(app);
 
   // A mistyped command would otherwise read as "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {

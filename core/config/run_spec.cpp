@@ -172,9 +172,10 @@ RunSpec parse_run_spec(const Document& doc, const std::filesystem::path& base_di
   run.file = doc.path();
   const Node root(doc);
   ObjectReader top(root, "the run spec");
-  // Unknown keys first: a misspelt required key is better reported as the typo it is.
+  // Unknown keys first: a misspelt required key is better reported as the typo it is. `plan` is
+  // what `zeroplan tune` records in the plans it writes; a run does not depend on it.
   for (const char* key : {"name", "description", "model", "cluster", "training", "parallel",
-                          "deepspeed", "z3_leaf_modules", "deepspeed_version"}) {
+                          "deepspeed", "z3_leaf_modules", "deepspeed_version", "plan"}) {
     top.accept(key);
   }
   top.reject_unknown();

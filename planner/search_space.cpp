@@ -1,0 +1,544 @@
+#include "planner/search_space.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include "core/util/error.h"
+#include "core/util/suggest.h"
+#include "core/util/units.h"
+#include "core/zero/partition.h"
+#include "core/zero/zero_model.h"
+#include "sim/simulate.h"
+
+namespace zp::planner {
+namespace {
+
+constexpr std::int64_t kUnbounded = INT64_MAX;
+
+[[noreturn]] void fail(ErrorKind kind, const std::string& knob, const std::string& message) {
+  throw UserError(kind, SourceLocation{{}, 0, 0, knob}, message);
+}
+
+const Knob& require_knob(const std::string& name, const char* option) {
+  if (const Knob* k = find_knob(name)) return *k;
+  std::vector<std::string> names;
+  for (const Knob& k : knobs())
+    names.emplace_back(k.name);
+  fail(ErrorKind::kUnknownKey, name,
+       std::string(option) + ": \"" + name + "\" is not a knob the tuner searches" +
+           did_you_mean(name, names));
+}
+
+bool is_count(const Knob& k) {
+  return k.kind == KnobKind::kCount;
+}
+
+// The sizes the thresholds are compared with.
+struct ModelSizes {
+  std::int64_t largest = 1;            // the largest parameter
+  std::int64_t total = 1;              // every parameter once
+  std::vector<std::int64_t> distinct;  // distinct parameter sizes, ascending
+};
+
+ModelSizes model_sizes(const ModuleTree& tree) {
+  ModelSizes s;
+  std::set<std::int64_t> sizes;
+  s.total = 0;
+  for (const Parameter& p : tree.parameters()) {
+    sizes.insert(p.numel());
+    s.largest = std::max(s.largest, p.numel());
+    s.total += p.numel();
+  }
+  s.total = std::max<std::int64_t>(s.total, 1);
+  s.distinct.assign(sizes.begin(), sizes.end());
+  return s;
+}
+
+// L * ratio^k from `start` while below `limit`, then `limit` itself: every value at or above the
+// model's size acts alike.
+std::vector<std::int64_t> geometric(double start, std::int64_t limit, double ratio) {
+  std::vector<std::int64_t> out;
+  for (double v = start; v < static_cast<double>(limit); v *= ratio) {
+    const auto value = static_cast<std::int64_t>(std::llround(v));
+    if (value > 0 && (out.empty() || value > out.back())) out.push_back(value);
+  }
+  out.push_back(limit);
+  return out;
+}
+
+Dimension grid_dimension(const Knob& knob, const ModelSizes& sizes, double ratio, bool with_zero,
+                         double below_largest) {
+  Dimension d;
+  d.knob = &knob;
+  if (with_zero) d.values.push_back(0);
+  for (std::int64_t v :
+       geometric(static_cast<double>(sizes.largest) / below_largest, sizes.total, ratio))
+    d.values.push_back(v);
+  d.considered = static_cast<std::int64_t>(d.values.size());
+  d.derivation = "geometric grid (x" + units::format_si(ratio, "") + ") from " +
+                 units::format_count(d.values[with_zero ? 1 : 0]) +
+                 " elements to the model's size, " + units::format_count(sizes.total) +
+                 ": every larger value acts alike";
+  return d;
+}
+
+// Persistence: one value per distinct set of persistent parameters. The parameter threshold has a
+// class per distinct parameter size; the model threshold caps the set's total, on a geometric
+// grid of that total; sets already seen are dropped.
+Dimension persistence_dimension(const RunSpec& run, const ModelSizes& sizes, double ratio) {
+  Dimension d;
+  d.knob = find_knob("param_persistence_threshold");
+  const ModuleTree& tree = run.tree;
+  std::vector<std::int64_t> thresholds{0};
+  thresholds.insert(thresholds.end(), sizes.distinct.begin(), sizes.distinct.end());
+
+  struct Option {
+    std::int64_t total;
+    std::int64_t param, cap;
+  };
+  std::vector<Option> options;
+  std::set<std::vector<ParamId>> seen;
+  std::int64_t considered = 0;
+  for (std::int64_t t : thresholds) {
+    const std::vector<ParamId> all = zero::persistent_parameters(tree, t, kUnbounded);
+    std::int64_t total = 0;
+    for (ParamId p : all)
+      total += tree.parameter(p).numel();
+    std::vector<std::int64_t> caps{kUnbounded};
+    if (total > 0) {
+      for (std::int64_t c : geometric(static_cast<double>(sizes.largest), total, ratio))
+        if (c < total) caps.push_back(c);
+    }
+    for (std::int64_t cap : caps) {
+      ++considered;
+      std::vector<ParamId> set = zero::persistent_parameters(tree, t, cap);
+      if (!seen.insert(set).second) continue;
+      std::int64_t n = 0;
+      for (ParamId p : set)
+        n += tree.parameter(p).numel();
+      options.push_back({n, t, cap});
+    }
+  }
+  std::stable_sort(options.begin(), options.end(),
+                   [](const Option& a, const Option& b) { return a.total < b.total; });
+  // Thin to a geometric grid of the persistent total: neighbours within the ratio cost about the
+  // same and save about the same.
+  std::vector<Option> kept;
+  for (const Option& o : options) {
+    if (!kept.empty() && kept.back().total > 0 &&
+        static_cast<double>(o.total) < static_cast<double>(kept.back().total) * ratio &&
+        &o != &options.back())
+      continue;
+    kept.push_back(o);
+  }
+  for (const Option& o : kept) {
+    d.values.push_back(o.param);
+    d.model_caps.push_back(o.cap);
+  }
+  d.considered = considered;
+  d.derivation = "one value per distinct set of persistent parameters (" +
+                 std::to_string(options.size()) + " sets from the model's " +
+                 std::to_string(sizes.distinct.size()) +
+                 " parameter sizes), thinned to a geometric grid of their total";
+  return d;
+}
+
+// Module granularity: one value per distinct set of leaf modules it selects, without the sets
+// DeepSpeed refuses (a leaf whose output needs a gradient that none of its inputs has).
+Dimension granularity_dimension(const RunSpec& run) {
+  Dimension d;
+  d.knob = find_knob("module_granularity_threshold");
+  zero::ZeroSettings s = run.zero_settings();
+  s.module_granularity_threshold = 1;  // computes every module's granularity
+  std::set<std::int64_t> distinct;
+  const zero::ZeroModel all(run.tree, s);
+  for (std::int64_t g : all.granularity())
+    if (g > 0 && g < INT64_MAX) distinct.insert(g);
+  d.values.push_back(0);
+  std::set<std::vector<ModuleId>> seen;
+  std::int64_t refused = 0;
+  RunSpec probe = run;
+  for (std::int64_t g : distinct) {
+    s.module_granularity_threshold = g;
+    if (!seen.insert(zero::ZeroModel(run.tree, s).leaves()).second) continue;
+    probe.deepspeed.zero.module_granularity_threshold = g;
+    sim::SimOptions quick;
+    quick.model_allocator = false;
+    try {
+      sim::simulate(probe, quick);
+    } catch (const UserError&) {
+      ++refused;
+      continue;
+    }
+    d.values.push_back(g);
+  }
+  d.considered = static_cast<std::int64_t>(distinct.size()) + 1;
+  d.derivation = "0 (off) and one value per distinct set of leaf modules (" +
+                 std::to_string(seen.size()) + " from " + std::to_string(distinct.size()) +
+                 " module granularities; " + std::to_string(refused) + " refused by DeepSpeed)";
+  return d;
+}
+
+Dimension boolean_dimension(const Knob& knob, bool less_memory_value, std::string why) {
+  Dimension d;
+  d.knob = &knob;
+  d.values = {less_memory_value ? 1 : 0, less_memory_value ? 0 : 1};
+  d.considered = 2;
+  d.derivation = std::move(why);
+  return d;
+}
+
+Dimension offload_dimension(const Knob& knob, bool nvme) {
+  Dimension d;
+  d.knob = &knob;
+  if (nvme) d.values.push_back(static_cast<std::int64_t>(OffloadDevice::kNvme));
+  d.values.push_back(static_cast<std::int64_t>(OffloadDevice::kCpu));
+  d.values.push_back(static_cast<std::int64_t>(OffloadDevice::kNone));
+  d.considered = 3;
+  d.derivation =
+      nvme ? "nvme, cpu, none" : "cpu, none (nvme needs an nvme_path in the DeepSpeed config)";
+  return d;
+}
+
+}  // namespace
+
+std::int64_t current_value(const RunSpec& run, const Knob& knob) {
+  const ZeroConfig& z = run.deepspeed.zero;
+  const std::string_view n = knob.name;
+  if (n == "max_live_parameters") return z.max_live_parameters;
+  if (n == "max_reuse_distance") return z.max_reuse_distance;
+  if (n == "prefetch_bucket_size") return z.prefetch_bucket_size;
+  if (n == "param_persistence_threshold") return z.param_persistence_threshold;
+  if (n == "model_persistence_threshold") return z.model_persistence_threshold;
+  if (n == "module_granularity_threshold") return z.module_granularity_threshold;
+  if (n == "reduce_bucket_size") return z.reduce_bucket_size;
+  if (n == "overlap_comm") return z.overlap_comm;
+  if (n == "contiguous_gradients") return z.contiguous_gradients;
+  if (n == "checkpoint_interval")
+    return run.parallel.pipeline > 1 ? run.deepspeed.pipeline.activation_checkpoint_interval
+                                     : run.training.checkpoint_interval;
+  if (n == "partition_activations")
+    return run.deepspeed.activation_checkpointing.partition_activations;
+  if (n == "cpu_checkpointing") return run.deepspeed.activation_checkpointing.cpu_checkpointing;
+  if (n == "offload_param")
+    return static_cast<std::int64_t>(z.offload_param ? z.offload_param->device
+                                                     : OffloadDevice::kNone);
+  if (n == "offload_optimizer")
+    return static_cast<std::int64_t>(z.offload_optimizer ? z.offload_optimizer->device
+                                                         : OffloadDevice::kNone);
+  return 0;
+}
+
+namespace {
+
+bool is_layout(const Knob& k) {
+  return k.name == "micro_batch" || k.name == "gradient_accumulation" ||
+         k.name == "pipeline_stages" || k.name == "partition_method";
+}
+
+}  // namespace
+
+std::int64_t parse_knob_value(const Knob& knob, const std::string& text) {
+  const std::string name(knob.name);
+  switch (knob.kind) {
+    case KnobKind::kBoolean:
+      if (text == "true" || text == "on" || text == "1") return 1;
+      if (text == "false" || text == "off" || text == "0") return 0;
+      fail(ErrorKind::kValue, name, name + " is true or false, not \"" + text + "\"");
+    case KnobKind::kChoice:
+      if (text == "none") return static_cast<std::int64_t>(OffloadDevice::kNone);
+      if (text == "cpu") return static_cast<std::int64_t>(OffloadDevice::kCpu);
+      if (text == "nvme") return static_cast<std::int64_t>(OffloadDevice::kNvme);
+      fail(ErrorKind::kValue, name, name + " is none, cpu or nvme, not \"" + text + "\"");
+    case KnobKind::kCount: {
+      // Counts as DeepSpeed reads them: integers, or floats such as 5e8 that are whole.
+      errno = 0;
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || errno != 0 || !std::isfinite(v) ||
+          v < 0 || v != std::floor(v) || v > 9.2e18) {
+        fail(ErrorKind::kValue, name,
+             name + " is a whole number of elements (e.g. 5e8), not \"" + text + "\"");
+      }
+      return static_cast<std::int64_t>(v);
+    }
+  }
+  fail(ErrorKind::kValue, name, "unknown knob kind");
+}
+
+std::string Dimension::label(std::size_t i) const {
+  const std::int64_t v = values[i];
+  switch (knob->kind) {
+    case KnobKind::kBoolean:
+      return v ? "true" : "false";
+    case KnobKind::kChoice:
+      return std::string(to_string(static_cast<OffloadDevice>(v)));
+    case KnobKind::kCount:
+      break;
+  }
+  std::string s = v == kUnbounded ? "unbounded" : std::to_string(v);
+  if (!model_caps.empty() && model_caps[i] != kUnbounded)
+    s += " (model cap " + std::to_string(model_caps[i]) + ")";
+  return s;
+}
+
+double SearchSpace::size() const {
+  double n = 1;
+  for (const Dimension& d : dims)
+    n *= static_cast<double>(d.size());
+  return n;
+}
+
+const Dimension* SearchSpace::find(std::string_view knob) const {
+  for (const Dimension& d : dims)
+    if (d.knob->name == knob) return &d;
+  return nullptr;
+}
+
+SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) {
+  if (run.deepspeed.zero.stage != 3) {
+    throw UserError(ErrorKind::kUnsupported,
+                    SourceLocation{run.file.string(), 0, 0, "zero_optimization.stage"},
+                    "zeroplan tune searches ZeRO-3's settings, and this run uses stage " +
+                        std::to_string(run.deepspeed.zero.stage) + ": set stage 3");
+  }
+  if (run.parallel.pipeline > 1) {
+    throw UserError(ErrorKind::kUnsupported,
+                    SourceLocation{run.file.string(), 0, 0, "parallel.pipeline"},
+                    "zeroplan tune searches ZeRO-3 runs, and DeepSpeed's pipeline engine does not "
+                    "run ZeRO-3: set parallel.pipeline to 1");
+  }
+  if (!(options.grid_ratio >= 1.2 && options.grid_ratio <= 64)) {
+    fail(ErrorKind::kValue, "grid_ratio",
+         "the grid ratio must be between 1.2 and 64, not " + std::to_string(options.grid_ratio));
+  }
+  for (const auto& [name, value] : options.pins) {
+    const Knob& k = require_knob(name, "--pin");
+    if (is_layout(k))
+      fail(ErrorKind::kUnsupported, name,
+           "--pin " + name + ": the tuner does not search the layout; set it in the run spec");
+  }
+  for (const auto& [name, range] : options.ranges) {
+    const Knob& k = require_knob(name, "--range");
+    if (is_layout(k))
+      fail(ErrorKind::kUnsupported, name,
+           "--range " + name + ": the tuner does not search the layout; set it in the run spec");
+    if (!is_count(k))
+      fail(ErrorKind::kValue, name,
+           "--range " + name + ": only counts take a range; pin " + name + " instead");
+    if (options.pins.count(name))
+      fail(ErrorKind::kConflict, name, name + " is both pinned and given a range");
+  }
+
+  const ModelSizes sizes = model_sizes(run.tree);
+  const double r = options.grid_ratio;
+  const bool nvme_param =
+      run.deepspeed.zero.offload_param && run.deepspeed.zero.offload_param->nvme_path.has_value();
+  const bool nvme_optimizer = run.deepspeed.zero.offload_optimizer &&
+                              run.deepspeed.zero.offload_optimizer->nvme_path.has_value();
+  const auto knob = [](std::string_view n) -> const Knob& { return *find_knob(n); };
+
+  SearchSpace space;
+  // Monotone in neither: enumerated. The checkpoint interval comes first because whether the
+  // checkpointing knobs act depends on it.
+  const auto neither = [](Dimension d) {
+    d.memory_monotone = d.time_monotone = false;
+    return d;
+  };
+  {
+    Dimension d;
+    d.knob = &knob("checkpoint_interval");
+    d.values = {1, 2, 0};
+    d.considered = 3;
+    d.derivation = "every layer, every second layer, or none checkpointed";
+    space.dims.push_back(neither(d));
+  }
+  space.dims.push_back(neither(boolean_dimension(knob("contiguous_gradients"), false,
+                                                 "both: it trades a copy for fragmentation")));
+  space.dims.push_back(
+      neither(grid_dimension(knob("reduce_bucket_size"), sizes, r * r, false, r * r)));
+  // Leaf modules gather whole blocks at once but change the order of everything else.
+  space.dims.push_back(neither(granularity_dimension(run)));
+
+  // Monotone in memory only. Persisting a large parameter re-gathers it, exposed, after every
+  // optimizer step; a larger prefetch bucket makes the gather a module waits on larger.
+  const auto memory_only = [](Dimension d) {
+    d.time_monotone = false;
+    return d;
+  };
+  space.dims.push_back(memory_only(persistence_dimension(run, sizes, r)));
+  space.dims.push_back(
+      memory_only(grid_dimension(knob("prefetch_bucket_size"), sizes, r, true, 4)));
+
+  // Monotone in both, the ones that move memory most first: they prune the most.
+  space.dims.push_back(offload_dimension(knob("offload_optimizer"), nvme_optimizer));
+  space.dims.push_back(offload_dimension(knob("offload_param"), nvme_param));
+  space.dims.push_back(
+      boolean_dimension(knob("cpu_checkpointing"), true, "checkpoints on the host or on the GPU"));
+  if (run.parallel.tensor > 1) {
+    space.dims.push_back(boolean_dimension(knob("partition_activations"), true,
+                                           "checkpoints split over the tensor-parallel ranks"));
+  }
+  space.dims.push_back(boolean_dimension(knob("overlap_comm"), false,
+                                         "communication on its own streams or in line"));
+  space.dims.push_back(grid_dimension(knob("max_reuse_distance"), sizes, r, true, 1));
+  // Last: parameters kept live by reuse distance count against this limit and can starve
+  // prefetch, so time falls along the others only while this one is free (at its top).
+  space.dims.push_back(grid_dimension(knob("max_live_parameters"), sizes, r, false, 1));
+
+  // Pins and ranges.
+  const auto pinned_model_cap = options.pins.find("model_persistence_threshold");
+  for (Dimension& d : space.dims) {
+    const std::string name(d.knob->name);
+    if (auto p = options.pins.find(name); p != options.pins.end()) {
+      const std::int64_t v = parse_knob_value(*d.knob, p->second);
+      if (d.knob->kind == KnobKind::kChoice &&
+          v == static_cast<std::int64_t>(OffloadDevice::kNvme) &&
+          std::find(d.values.begin(), d.values.end(), v) == d.values.end()) {
+        fail(ErrorKind::kValue, name,
+             "--pin " + name + "=nvme needs an nvme_path in the DeepSpeed config's " +
+                 std::string(d.knob->key.substr(0, d.knob->key.rfind('.'))));
+      }
+      const std::int64_t cap = !d.model_caps.empty()
+                                   ? (pinned_model_cap != options.pins.end()
+                                          ? parse_knob_value(knob("model_persistence_threshold"),
+                                                             pinned_model_cap->second)
+                                          : run.deepspeed.zero.model_persistence_threshold)
+                                   : 0;
+      d.values = {v};
+      if (!d.model_caps.empty()) d.model_caps = {cap};
+      d.considered = 1;
+      d.derivation = "pinned";
+      continue;
+    }
+    if (auto g = options.ranges.find(name); g != options.ranges.end()) {
+      const std::int64_t lo = parse_knob_value(*d.knob, g->second.first);
+      const std::int64_t hi = parse_knob_value(*d.knob, g->second.second);
+      if (lo > hi)
+        fail(ErrorKind::kValue, name,
+             "--range " + name + "=" + g->second.first + ":" + g->second.second +
+                 ": the low end is above the high end");
+      std::vector<std::int64_t> values, caps;
+      for (std::size_t i = 0; i < d.values.size(); ++i) {
+        if (d.values[i] < lo || d.values[i] > hi) continue;
+        values.push_back(d.values[i]);
+        if (!d.model_caps.empty()) caps.push_back(d.model_caps[i]);
+      }
+      // The range's ends are values the user asked about: searched even off the grid.
+      for (std::int64_t end : {lo, hi}) {
+        if (std::find(values.begin(), values.end(), end) == values.end() && d.model_caps.empty()) {
+          values.insert(std::upper_bound(values.begin(), values.end(), end), end);
+        }
+      }
+      if (values.empty())
+        fail(ErrorKind::kValue, name,
+             "--range " + name + "=" + g->second.first + ":" + g->second.second +
+                 " leaves no value to search");
+      d.values = values;
+      if (!d.model_caps.empty()) d.model_caps = caps;
+      d.derivation += ", within the range given";
+    }
+  }
+  // The model cap alone: pinned on every persistence value, or searched on its own grid.
+  if (pinned_model_cap != options.pins.end() &&
+      !options.pins.count("param_persistence_threshold")) {
+    const std::int64_t cap =
+        parse_knob_value(knob("model_persistence_threshold"), pinned_model_cap->second);
+    for (Dimension& d : space.dims) {
+      if (d.model_caps.empty()) continue;
+      std::set<std::int64_t> params(d.values.begin(), d.values.end());
+      d.values.assign(params.begin(), params.end());
+      d.model_caps.assign(d.values.size(), cap);
+    }
+  }
+  if (auto g = options.ranges.find("model_persistence_threshold"); g != options.ranges.end()) {
+    const std::int64_t lo = parse_knob_value(knob("model_persistence_threshold"), g->second.first);
+    const std::int64_t hi = parse_knob_value(knob("model_persistence_threshold"), g->second.second);
+    for (Dimension& d : space.dims) {
+      if (d.model_caps.empty()) continue;
+      std::vector<std::int64_t> values, caps;
+      for (std::size_t i = 0; i < d.values.size(); ++i) {
+        const std::int64_t cap = std::clamp(d.model_caps[i], lo, hi);
+        bool dup = false;
+        for (std::size_t j = 0; j < values.size(); ++j)
+          dup |= values[j] == d.values[i] && caps[j] == cap;
+        if (dup) continue;
+        values.push_back(d.values[i]);
+        caps.push_back(cap);
+      }
+      d.values = values;
+      d.model_caps = caps;
+    }
+  }
+  for (const Dimension& d : space.dims)
+    ZP_CHECK(!d.values.empty(), "dimension ", d.knob->name, " has no value");
+  return space;
+}
+
+void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run) {
+  ZP_CHECK(candidate.size() == space.dims.size(), "candidate of ", candidate.size(), " values for ",
+           space.dims.size(), " dimensions");
+  ZeroConfig& z = run.deepspeed.zero;
+  ActivationCheckpointingConfig& ac = run.deepspeed.activation_checkpointing;
+  for (std::size_t i = 0; i < space.dims.size(); ++i) {
+    const Dimension& d = space.dims[i];
+    const auto index = static_cast<std::size_t>(candidate[i]);
+    ZP_CHECK(index < d.values.size(), "value ", index, " of ", d.knob->name);
+    const std::int64_t v = d.values[index];
+    const std::string_view n = d.knob->name;
+    if (n == "max_live_parameters") {
+      z.max_live_parameters = v;
+    } else if (n == "max_reuse_distance") {
+      z.max_reuse_distance = v;
+    } else if (n == "prefetch_bucket_size") {
+      z.prefetch_bucket_size = v;
+    } else if (n == "param_persistence_threshold") {
+      z.param_persistence_threshold = v;
+      z.model_persistence_threshold = d.model_caps[index];
+    } else if (n == "module_granularity_threshold") {
+      z.module_granularity_threshold = v;
+    } else if (n == "reduce_bucket_size") {
+      z.reduce_bucket_size = v;
+    } else if (n == "overlap_comm") {
+      z.overlap_comm = v != 0;
+    } else if (n == "contiguous_gradients") {
+      z.contiguous_gradients = v != 0;
+    } else if (n == "checkpoint_interval") {
+      if (run.parallel.pipeline > 1) {
+        run.deepspeed.pipeline.activation_checkpoint_interval = v;
+      } else {
+        run.training.checkpoint_interval = v;
+      }
+    } else if (n == "partition_activations") {
+      ac.partition_activations = v != 0;
+    } else if (n == "cpu_checkpointing") {
+      ac.cpu_checkpointing = v != 0;
+    } else if (n == "offload_param" || n == "offload_optimizer") {
+      const auto device = static_cast<OffloadDevice>(v);
+      if (n == "offload_param") {
+        if (!z.offload_param) z.offload_param.emplace();
+        z.offload_param->device = device;
+      } else {
+        if (!z.offload_optimizer) z.offload_optimizer.emplace();
+        z.offload_optimizer->device = device;
+      }
+    } else {
+      ZP_CHECK(false, "no way to apply knob ", n);
+    }
+  }
+}
+
+std::string describe(const SearchSpace& space, const Candidate& candidate) {
+  std::string out;
+  for (std::size_t i = 0; i < space.dims.size(); ++i) {
+    if (!out.empty()) out += ", ";
+    out += std::string(space.dims[i].knob->name) + "=" +
+           space.dims[i].label(static_cast<std::size_t>(candidate[i]));
+  }
+  return out;
+}
+
+}  // namespace zp::planner

@@ -1,0 +1,77 @@
+// The space the tuner searches: for each knob, the values worth simulating, derived from the run's
+// model so that values DeepSpeed would act on identically are simulated once.
+//
+// A threshold compared with parameter sizes (persistence, module granularity) has one class per
+// distinct size in the model, not one per integer; a threshold compared with running sums of
+// sizes (prefetch bucket, live parameters, reuse distance, reduce bucket) is searched on a
+// geometric grid from the largest parameter up to the whole model, since every value at or above
+// the model's size acts alike. Every dimension lists its values from least memory to most; which
+// of memory and time move one way along it is what lets the search prune.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/config/run_spec.h"
+#include "planner/knobs.h"
+
+namespace zp::planner {
+
+struct Dimension {
+  const Knob* knob = nullptr;
+  // Counts in elements; booleans 0/1; offload devices as OffloadDevice.
+  std::vector<std::int64_t> values;
+  // Persistence only: the stage3_model_persistence_threshold paired with each value, since the two
+  // thresholds together decide one set of persistent parameters.
+  std::vector<std::int64_t> model_caps;
+  // Along the values, allocated memory rises (memory_monotone) and the step gets no slower
+  // (time_monotone), up to the slack the search allows for.
+  bool memory_monotone = true;
+  bool time_monotone = true;
+  std::string derivation;       // how the values were chosen, for the report
+  std::int64_t considered = 0;  // values looked at before equivalent ones were merged
+
+  std::string label(std::size_t i) const;
+  std::size_t size() const { return values.size(); }
+};
+
+struct SpaceOptions {
+  std::map<std::string, std::string> pins;                            // knob -> value as written
+  std::map<std::string, std::pair<std::string, std::string>> ranges;  // knob -> [low, high]
+  double grid_ratio = 4.0;                                            // step of the geometric grids
+};
+
+struct SearchSpace {
+  // Those monotone in neither first, then those monotone in memory only, then in both: the
+  // search bounds a node by its free dimensions.
+  std::vector<Dimension> dims;
+  double size() const;  // configurations, before pruning
+  const Dimension* find(std::string_view knob) const;
+};
+
+// Index into each dimension's values.
+using Candidate = std::vector<std::int32_t>;
+
+// Throws UserError (naming the knob and the value) for an unknown knob, a value it cannot take, a
+// range that leaves nothing, and for runs the tuner does not search (ZeRO stage other than 3).
+SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options);
+
+// Sets the run's DeepSpeed config (and, without a pipeline, the run spec's checkpoint interval)
+// to the candidate's values.
+void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run);
+
+// The run's own value of a knob (what the user's config sets, or DeepSpeed's default).
+std::int64_t current_value(const RunSpec& run, const Knob& knob);
+
+// The candidate's value of one knob, as DeepSpeed would read it ("5e8" is written 500000000).
+std::string describe(const SearchSpace& space, const Candidate& candidate);
+
+// Parses a knob value as a user writes it: counts ("5e8", "500000000", "1G" is not a count),
+// booleans (true/false/on/off), offload devices (none/cpu/nvme). Throws UserError.
+std::int64_t parse_knob_value(const Knob& knob, const std::string& text);
+
+}  // namespace zp::planner

@@ -1,0 +1,219 @@
+#include "planner/search.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+
+#include "core/config/run_spec.h"
+
+namespace zp::planner {
+namespace {
+
+RunSpec Example(const std::string& name) {
+  return load_run_spec(std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/" + name);
+}
+
+// GPT-2 (124M) on 8 GPUs: a space small enough to simulate exhaustively, with the knobs that move
+// memory most left free.
+SearchSpace ReducedSpace(const RunSpec& run) {
+  SpaceOptions o;
+  o.grid_ratio = 4;
+  o.pins = {{"contiguous_gradients", "true"},
+            {"reduce_bucket_size", "5e8"},
+            {"module_granularity_threshold", "0"}};
+  return build_search_space(run, o);
+}
+
+// What the exhaustive search and the branch and bound are compared on: the objective's values.
+struct Outcome {
+  bool found;
+  TimeNs step;
+  std::int64_t memory;
+  bool operator==(const Outcome&) const = default;
+};
+Outcome OutcomeOf(const SearchResult& r) {
+  if (!r.best) return {false, 0, 0};
+  return {true, r.best->eval.step_ns, r.best->eval.memory};
+}
+std::ostream& operator<<(std::ostream& os, const Outcome& o) {
+  return os << (o.found ? "" : "none ") << o.step << " ns, " << o.memory << " B";
+}
+
+class SearchVsExhaustive : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    run_ = new RunSpec(Example("gpt2-zero3.yaml"));
+    space_ = new SearchSpace(ReducedSpace(*run_));
+    SearchOptions all;
+    all.exhaustive = true;
+    all.objective = Objective::kPareto;
+    everything_ = new SearchResult(search(*run_, *space_, all));
+  }
+  static void TearDownTestSuite() {
+    delete everything_;
+    delete space_;
+    delete run_;
+  }
+  // The memory of the configurations simulated exhaustively, least first, to pick budgets from.
+  static std::vector<std::int64_t> Memories() {
+    std::vector<std::int64_t> m;
+    for (const Point& p : everything_->pareto)
+      m.push_back(p.eval.memory);
+    return m;
+  }
+  static RunSpec* run_;
+  static SearchSpace* space_;
+  static SearchResult* everything_;
+};
+RunSpec* SearchVsExhaustive::run_ = nullptr;
+SearchSpace* SearchVsExhaustive::space_ = nullptr;
+SearchResult* SearchVsExhaustive::everything_ = nullptr;
+
+TEST_F(SearchVsExhaustive, TheSpaceIsSmallButNotTrivial) {
+  EXPECT_GE(space_->size(), 200);
+  EXPECT_LE(space_->size(), 10000);
+  EXPECT_EQ(everything_->stats.simulated, static_cast<std::int64_t>(everything_->stats.space));
+  // Memory and time trade: the front has several points.
+  EXPECT_GE(everything_->pareto.size(), 3u);
+}
+
+// The exhaustive optimum under a budget is on the exhaustive front: the fastest point that fits
+// (ties: the least memory), or the least memory that is fast enough.
+Outcome FastestOnFront(const std::vector<Point>& front, std::int64_t budget) {
+  Outcome o{false, 0, 0};
+  for (const Point& p : front) {
+    if (p.eval.memory > budget) continue;
+    if (!o.found || p.eval.step_ns < o.step ||
+        (p.eval.step_ns == o.step && p.eval.memory < o.memory))
+      o = {true, p.eval.step_ns, p.eval.memory};
+  }
+  return o;
+}
+Outcome LeastMemoryOnFront(const std::vector<Point>& front, TimeNs budget) {
+  Outcome o{false, 0, 0};
+  for (const Point& p : front) {
+    if (p.eval.step_ns > budget) continue;
+    if (!o.found || p.eval.memory < o.memory ||
+        (p.eval.memory == o.memory && p.eval.step_ns < o.step))
+      o = {true, p.eval.step_ns, p.eval.memory};
+  }
+  return o;
+}
+
+TEST_F(SearchVsExhaustive, FastestUnderABudgetEqualsTheExhaustiveOptimum) {
+  const std::vector<std::int64_t> memories = Memories();
+  std::vector<std::int64_t> budgets;
+  for (std::size_t i = 0; i < memories.size(); i += 2) {
+    budgets.push_back(memories[i]);      // exactly a front point's memory
+    budgets.push_back(memories[i] - 1);  // just below it
+  }
+  budgets.push_back(memories.back() * 2);   // everything fits
+  budgets.push_back(memories.front() / 2);  // nothing fits
+  for (std::int64_t budget : budgets) {
+    SearchOptions o;
+    o.memory_budget = budget;
+    const SearchResult r = search(*run_, *space_, o);
+    EXPECT_EQ(OutcomeOf(r), FastestOnFront(everything_->pareto, budget)) << "budget " << budget;
+    EXPECT_LT(r.stats.simulated, everything_->stats.simulated) << "budget " << budget;
+  }
+}
+
+TEST_F(SearchVsExhaustive, LeastMemoryUnderATimeBudgetEqualsTheExhaustiveOptimum) {
+  const std::vector<Point>& front = everything_->pareto;
+  for (std::size_t i = 0; i < front.size(); i += 2) {
+    for (TimeNs budget : {front[i].eval.step_ns, front[i].eval.step_ns - 1}) {
+      SearchOptions o;
+      o.objective = Objective::kLeastMemory;
+      o.time_budget = budget;
+      EXPECT_EQ(OutcomeOf(search(*run_, *space_, o)), LeastMemoryOnFront(front, budget))
+          << "time budget " << budget;
+    }
+  }
+}
+
+TEST_F(SearchVsExhaustive, TheParetoFrontEqualsTheExhaustiveFront) {
+  SearchOptions bnb;
+  bnb.objective = Objective::kPareto;
+  const SearchResult r = search(*run_, *space_, bnb);
+  ASSERT_EQ(r.pareto.size(), everything_->pareto.size());
+  for (std::size_t i = 0; i < r.pareto.size(); ++i) {
+    EXPECT_EQ(r.pareto[i].eval.memory, everything_->pareto[i].eval.memory) << i;
+    EXPECT_EQ(r.pareto[i].eval.step_ns, everything_->pareto[i].eval.step_ns) << i;
+  }
+  EXPECT_LT(r.stats.simulated, everything_->stats.simulated);
+}
+
+TEST_F(SearchVsExhaustive, EveryConfigurationIsSimulatedOrPrunedOnce) {
+  SearchOptions o;
+  o.memory_budget = Memories()[Memories().size() / 2];
+  const SearchResult r = search(*run_, *space_, o);
+  const double covered = static_cast<double>(r.stats.reached) + r.stats.pruned_over_budget +
+                         r.stats.pruned_dominated + r.stats.pruned_too_slow;
+  EXPECT_DOUBLE_EQ(covered, r.stats.space);
+  EXPECT_GT(r.stats.pruned_over_budget, 0);
+  EXPECT_GT(r.stats.pruned_dominated, 0);
+}
+
+TEST_F(SearchVsExhaustive, TheAnswerDoesNotDependOnTheWorkers) {
+  SearchOptions one;
+  one.memory_budget = Memories()[1];
+  one.workers = 1;
+  SearchOptions two = one;
+  two.workers = 2;
+  const SearchResult a = search(*run_, *space_, one);
+  const SearchResult b = search(*run_, *space_, two);
+  ASSERT_TRUE(a.best && b.best);
+  EXPECT_EQ(a.best->candidate, b.best->candidate);
+  EXPECT_EQ(a.stats.simulated, b.stats.simulated);
+}
+
+TEST_F(SearchVsExhaustive, NothingFitsGivesTheLeastMemoryFound) {
+  SearchOptions o;
+  o.memory_budget = Memories().front() - 1;
+  const SearchResult r = search(*run_, *space_, o);
+  EXPECT_FALSE(r.best);
+  ASSERT_TRUE(r.least_memory);
+  EXPECT_EQ(r.least_memory->eval.memory, Memories().front());
+}
+
+TEST_F(SearchVsExhaustive, AStopKeepsTheBestSoFar) {
+  std::atomic<bool> stop{false};
+  SearchOptions o;
+  o.stop = &stop;
+  int calls = 0;
+  o.progress = [&](std::int64_t, std::int64_t, const std::optional<Point>&) {
+    if (++calls == 1) stop = true;
+  };
+  SearchOptions all = o;
+  all.exhaustive = true;
+  const SearchResult r = search(*run_, *space_, all);
+  // The progress callback fires a few times a second; on a fast machine the whole space may be
+  // done before it first does.
+  if (calls > 0) {
+    EXPECT_TRUE(r.stats.interrupted);
+    EXPECT_LT(r.stats.simulated, static_cast<std::int64_t>(r.stats.space));
+  }
+  stop = true;
+  const SearchResult none = search(*run_, *space_, o);
+  EXPECT_TRUE(none.stats.interrupted);
+  EXPECT_EQ(none.stats.simulated, 0);
+  EXPECT_FALSE(none.best);
+}
+
+TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
+  const RunSpec run = Example("gpt2-zero3.yaml");
+  const Evaluation with = evaluate(run, true);
+  const Evaluation without = evaluate(run, false);
+  EXPECT_GT(with.memory, with.allocated);
+  EXPECT_EQ(without.memory, without.allocated);
+  // Blocks rounded by the allocator model allocate a little more.
+  EXPECT_NEAR(static_cast<double>(with.allocated), static_cast<double>(without.allocated),
+              0.01 * static_cast<double>(without.allocated));
+  EXPECT_GT(with.step_ns, 0);
+  EXPECT_GT(with.gathered_bytes, 0);
+  EXPECT_TRUE(with.rejected.empty());
+}
+
+}  // namespace
+}  // namespace zp::planner
