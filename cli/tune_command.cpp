@@ -98,7 +98,7 @@ void add_tune_command(CLI::App& app) {
     bool json = false;
     bool exhaustive = false;
     int workers = 2;
-    double grid_ratio = 2.0;
+    double grid_ratio = planner::SpaceOptions{}.grid_ratio;
     bool no_allocator = false;
     bool progress = false;
   };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -12,9 +13,10 @@
 
 namespace zp::planner {
 
-Evaluation evaluate(const RunSpec& run, bool model_allocator) {
+Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache) {
   sim::SimOptions options;
   options.model_allocator = model_allocator;
+  options.cache = cache;
   Evaluation e;
   sim::SimulationResult r;
   try {
@@ -51,6 +53,7 @@ class WorkerPool {
       : space_(space), model_allocator_(model_allocator) {
     const int n = std::max(1, workers);
     runs_.assign(static_cast<std::size_t>(n), run);
+    caches_.resize(static_cast<std::size_t>(n));
     for (int i = 1; i < n; ++i)
       threads_.emplace_back([this, i] { loop(i); });
   }
@@ -93,7 +96,7 @@ class WorkerPool {
       const std::size_t i = next_.fetch_add(1);
       if (i >= batch_->size()) return;
       apply(space_, (*batch_)[i], run);
-      (*out_)[i] = evaluate(run, model_allocator_);
+      (*out_)[i] = evaluate(run, model_allocator_, &caches_[static_cast<std::size_t>(worker)]);
     }
   }
   void loop(int worker) {
@@ -117,6 +120,7 @@ class WorkerPool {
   const SearchSpace& space_;
   const bool model_allocator_;
   std::vector<RunSpec> runs_;
+  std::deque<sim::SimCache> caches_;  // one per worker, bound to its run's tree
   std::vector<std::thread> threads_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
@@ -212,6 +216,13 @@ class Searcher {
     }
     return c;
   }
+  // The free dimensions at their largest values: the other guess at the fastest corner, right
+  // where the fastest values found for the whole combination are not fastest for this node.
+  Candidate largest(Candidate c, std::size_t depth) const {
+    for (std::size_t d = depth; d < c.size(); ++d)
+      c[d] = index_of(d, c, size_of(d, c) - 1);
+    return c;
+  }
 
   // The fastest values of the dimensions monotone in memory, below the node that fixes those
   // monotone in neither: one knob at a time while that helps, from both of the node's corners,
@@ -281,8 +292,8 @@ class Searcher {
   Prune prune(const Evaluation& top, const Evaluation& bottom) const {
     if (!top.rejected.empty() || !bottom.rejected.empty()) return Prune::kNo;
     const auto m =
-        std::max(bottom.allocated, static_cast<std::int64_t>(static_cast<double>(bottom.memory) *
-                                                             (1 - options_.memory_slack)));
+        static_cast<std::int64_t>(static_cast<double>(std::max(bottom.allocated, bottom.memory)) *
+                                  (1 - options_.memory_slack));
     const auto t =
         static_cast<TimeNs>(static_cast<double>(top.step_ns) * (1 - options_.time_slack));
     if (options_.memory_budget && m > *options_.memory_budget) return Prune::kOverBudget;
@@ -337,12 +348,18 @@ class Searcher {
     std::vector<Candidate> corners;
     for (const Candidate& child : children) {
       corners.push_back(corner(child, depth + 1, true));
+      corners.push_back(largest(child, depth + 1));
       corners.push_back(corner(child, depth + 1, false));
     }
     simulate(std::move(corners));
     for (const Candidate& child : children) {
       if (stopped()) return;
-      const Evaluation& top = memo_.at(corner(child, depth + 1, true));
+      const Evaluation& fast = memo_.at(corner(child, depth + 1, true));
+      const Evaluation& large = memo_.at(largest(child, depth + 1));
+      const Evaluation& top =
+          fast.rejected.empty() && (!large.rejected.empty() || fast.step_ns <= large.step_ns)
+              ? fast
+              : large;
       const Evaluation& bottom = memo_.at(corner(child, depth + 1, false));
       const Prune why = prune(top, bottom);
       if (why == Prune::kNo) {

@@ -27,6 +27,7 @@
 #include "core/config/run_spec.h"
 #include "core/trace/trace.h"
 #include "planner/search_space.h"
+#include "sim/step/sim_cache.h"
 
 namespace zp::planner {
 
@@ -99,8 +100,8 @@ struct SearchResult {
   SearchStats stats;
 };
 
-// Simulates one configuration. `run` is the worker's own copy; apply() has been called on it.
-Evaluation evaluate(const RunSpec& run, bool model_allocator);
+// Simulates one configuration. `cache`, if given, must only ever see this run's model tree.
+Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache = nullptr);
 
 SearchResult search(const RunSpec& run, const SearchSpace& space, const SearchOptions& options);
 

@@ -360,6 +360,7 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) 
                                                  "both: it trades a copy for fragmentation")));
   space.dims.push_back(
       neither(grid_dimension(knob("reduce_bucket_size"), sizes, r * r, false, r * r)));
+  space.dims.back().derivation += " (a larger bucket reduces alike, in a larger buffer)";
   // Leaf modules gather whole blocks at once but change the order of everything else.
   space.dims.push_back(neither(granularity_dimension(run)));
 

@@ -44,6 +44,7 @@ struct CheckpointSettings {
   std::optional<std::vector<std::string>> checkpointable_layers;
 
   static CheckpointSettings from(const DeepSpeedConfig& config, std::int64_t tensor_parallel_size);
+  bool operator==(const CheckpointSettings&) const = default;
 };
 
 // What one layer costs per micro-batch, from the model tree.

@@ -157,6 +157,10 @@ ModuleTree rescale_tree(const ModuleTree& tree, const BatchShape& shape) {
       m.cost.backward_flops = scale(m.cost.backward_flops, token_ratio);
       m.cost.activation_bytes = scale(m.cost.activation_bytes, token_ratio * element_ratio);
       m.cost.output_bytes = scale(m.cost.output_bytes, token_ratio * element_ratio);
+      m.cost.workspace_bytes = scale(m.cost.workspace_bytes, token_ratio * element_ratio);
+      m.cost.backward_workspace_bytes =
+          scale(m.cost.backward_workspace_bytes, token_ratio * element_ratio);
+      m.cost.backward_held_bytes = scale(m.cost.backward_held_bytes, token_ratio * element_ratio);
     }
   }
   for (size_t i = 0; i < out.parameters().size(); ++i) {

@@ -29,6 +29,10 @@ Json model_to_json(const ModuleTree& tree) {
                    {"output_bytes", m.cost.output_bytes}};
     if (!m.external_params.empty()) module["external_params"] = m.external_params;
     if (m.cost.backward_flops > 0) module["backward_flops"] = m.cost.backward_flops;
+    if (m.cost.workspace_bytes > 0) module["workspace_bytes"] = m.cost.workspace_bytes;
+    if (m.cost.backward_workspace_bytes > 0)
+      module["backward_workspace_bytes"] = m.cost.backward_workspace_bytes;
+    if (m.cost.backward_held_bytes > 0) module["backward_held_bytes"] = m.cost.backward_held_bytes;
     modules.push_back(std::move(module));
   }
   Json calls = Json::array();
@@ -229,6 +233,15 @@ ModuleTree model_from_json(const Node& node) {
       mod.cost.backward_flops = read_int(*b, Coercion::kStrict);
       require_at_least(*b, mod.cost.backward_flops, 0);
     }
+    const auto read_optional = [&m](const char* key, std::int64_t& out) {
+      if (auto v = m.get(key)) {
+        out = read_int(*v, Coercion::kStrict);
+        require_at_least(*v, out, 0);
+      }
+    };
+    read_optional("workspace_bytes", mod.cost.workspace_bytes);
+    read_optional("backward_workspace_bytes", mod.cost.backward_workspace_bytes);
+    read_optional("backward_held_bytes", mod.cost.backward_held_bytes);
     m.reject_unknown();
   }
   for (std::int64_t i = 0; i < param_count; ++i) {

@@ -8,7 +8,9 @@
 //    once; each module lists it in its own slots. Counts and totals count it once.
 //  - Costs are per forward call and exclusive of the module's children: forward_flops and
 //    activation_bytes are what the module's own operations do and save for backward. output_bytes
-//    is the size of what the call returns.
+//    is the size of what the call returns; workspace_bytes what its forward holds only while it
+//    runs; backward_workspace_bytes and backward_held_bytes what its backward holds besides (the
+//    gradients flowing through it).
 //  - calls is the forward call sequence in pre-order: a module called twice appears twice; each
 //  call
 //    names the call it runs inside, and whether any of its floating-point inputs requires grad
@@ -50,6 +52,16 @@ struct ModuleCost {
   // matrix product's input and weight gradients). Last, so that brace-initialised costs keep their
   // meaning.
   std::int64_t backward_flops = 0;
+  // What the call's own forward holds beyond activation_bytes while it runs and frees before it
+  // returns (temporaries, and inputs nothing keeps): the most of it live at once.
+  std::int64_t workspace_bytes = 0;
+  // What the call's own backward holds beyond the kept activations while it runs: the gradient of
+  // its output it was handed, the gradients it makes for its inputs, and temporaries (the most of
+  // them live at once; parameters' gradients are counted as gradients, not here).
+  std::int64_t backward_workspace_bytes = 0;
+  // What the call holds from its own backward until the backward of every call inside it is done:
+  // the gradient of the hidden states that a model body passes from layer to layer.
+  std::int64_t backward_held_bytes = 0;
   std::int64_t backward_or_default() const {
     return backward_flops > 0 ? backward_flops : 2 * forward_flops;
   }

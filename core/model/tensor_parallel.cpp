@@ -251,6 +251,7 @@ TensorParallelModel shard_for_tensor_parallel(const ModuleTree& tree,
         const std::int64_t bias = d.bias ? families::kAddFlops * d.rows * d.out : 0;
         cost.forward_flops = ceil_div(c.forward_flops - bias, tp) + bias;
         cost.activation_bytes = ceil_div(c.activation_bytes, tp);
+        cost.backward_workspace_bytes = ceil_div(c.backward_workspace_bytes, tp);
         cost.backward_flops = backward;
         coll.forward.push_back({TensorCollectiveKind::kAllReduce, c.output_bytes});
       } else {
@@ -260,6 +261,8 @@ TensorParallelModel shard_for_tensor_parallel(const ModuleTree& tree,
         cost.forward_flops = ceil_div(c.forward_flops, tp);
         cost.activation_bytes = kept + ceil_div(c.activation_bytes - kept, tp);
         cost.output_bytes = ceil_div(c.output_bytes, tp);
+        cost.workspace_bytes = ceil_div(c.workspace_bytes, tp);
+        cost.backward_workspace_bytes = ceil_div(c.backward_workspace_bytes, tp);
         cost.backward_flops = backward;
         if (role != TensorRole::kColumn)
           coll.backward.push_back({TensorCollectiveKind::kAllReduce, input});
@@ -274,6 +277,8 @@ TensorParallelModel shard_for_tensor_parallel(const ModuleTree& tree,
       ZP_CHECK(m.params.empty(), tree.qualified_name(id), " has parameters of its own");
       cost.forward_flops = ceil_div(c.forward_flops, tp);
       cost.activation_bytes = ceil_div(c.activation_bytes, tp);
+      cost.workspace_bytes = ceil_div(c.workspace_bytes, tp);
+      cost.backward_workspace_bytes = ceil_div(c.backward_workspace_bytes, tp);
       cost.backward_flops = backward;
       if (role != TensorRole::kShardedInner) cost.output_bytes = ceil_div(c.output_bytes, tp);
       if (role == TensorRole::kLossHead) {

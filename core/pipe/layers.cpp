@@ -47,6 +47,30 @@ PipelineLayers layers_from_tree(const ModuleTree& tree) {
                        [&](ModuleId k) { return is_container(tree.module(k).type); });
   };
 
+  // The parameters of a module's subtree, each once, in first-seen order. One stamp array for
+  // every call, since this runs once per simulation.
+  std::vector<std::int32_t> stamp(tree.parameters().size(), -1);
+  std::int32_t visit_id = 0;
+  std::vector<ModuleId> stack;
+  auto subtree_params = [&](ModuleId root) {
+    std::vector<ParamId> params;
+    ++visit_id;
+    stack.assign(1, root);
+    while (!stack.empty()) {
+      const ModuleId id = stack.back();
+      stack.pop_back();
+      for (const ParamSlot& slot : tree.module(id).params) {
+        std::int32_t& seen = stamp[static_cast<size_t>(slot.param)];
+        if (seen == visit_id) continue;
+        seen = visit_id;
+        params.push_back(slot.param);
+      }
+      for (ModuleId k : tree.module(id).children)
+        stack.push_back(k);
+    }
+    return params;
+  };
+
   PipelineLayers out;
   auto visit = [&](auto&& self, std::int32_t c, bool is_root) -> void {
     const Module& m = tree.module(calls[static_cast<size_t>(c)].module);
@@ -64,20 +88,10 @@ PipelineLayers layers_from_tree(const ModuleTree& tree) {
     layer.name = tree.qualified_name(layer.module);
     layer.type = m.type;
     // Parameters of the layer's subtree, each once.
-    std::vector<bool> seen(tree.parameters().size(), false);
-    std::vector<ModuleId> stack = {layer.module};
-    while (!stack.empty()) {
-      const ModuleId id = stack.back();
-      stack.pop_back();
-      for (const ParamSlot& slot : tree.module(id).params) {
-        if (seen[static_cast<size_t>(slot.param)]) continue;
-        seen[static_cast<size_t>(slot.param)] = true;
-        const Parameter& p = tree.parameter(slot.param);
-        layer.parameter_numel += p.numel();
-        if (p.requires_grad) layer.trainable_parameters += p.numel();
-      }
-      for (ModuleId k : tree.module(id).children)
-        stack.push_back(k);
+    for (ParamId p : subtree_params(layer.module)) {
+      const Parameter& param = tree.parameter(p);
+      layer.parameter_numel += param.numel();
+      if (param.requires_grad) layer.trainable_parameters += param.numel();
     }
     out.layers.push_back(std::move(layer));
   };
@@ -85,24 +99,15 @@ PipelineLayers layers_from_tree(const ModuleTree& tree) {
     visit(visit, r, true);
 
   // Tied layers: a parameter registered under two layers' subtrees.
-  std::map<ParamId, std::vector<size_t>> holders;
+  // The layers holding each parameter, by parameter id; most hold one.
+  std::vector<std::vector<size_t>> holders(tree.parameters().size());
   for (size_t i = 0; i < out.layers.size(); ++i) {
-    std::vector<ModuleId> stack = {out.layers[i].module};
-    std::vector<ParamId> mine;
-    while (!stack.empty()) {
-      const ModuleId id = stack.back();
-      stack.pop_back();
-      for (const ParamSlot& slot : tree.module(id).params) {
-        if (std::find(mine.begin(), mine.end(), slot.param) == mine.end())
-          mine.push_back(slot.param);
-      }
-      for (ModuleId k : tree.module(id).children)
-        stack.push_back(k);
-    }
-    for (ParamId p : mine)
-      holders[p].push_back(i);
+    for (ParamId p : subtree_params(out.layers[i].module))
+      holders[static_cast<size_t>(p)].push_back(i);
   }
-  for (const auto& [param, layer_indices] : holders) {
+  for (size_t param = 0; param < holders.size(); ++param) {
+    const std::vector<size_t>& layer_indices = holders[param];
+    if (layer_indices.size() < 2) continue;
     std::vector<size_t> distinct;
     for (size_t li : layer_indices) {
       if (std::find_if(distinct.begin(), distinct.end(), [&](size_t d) {
@@ -114,9 +119,9 @@ PipelineLayers layers_from_tree(const ModuleTree& tree) {
     if (distinct.size() < 2) continue;
     for (size_t li : layer_indices) {
       Layer& l = out.layers[li];
-      l.tied_key = tree.parameter(param).name;
+      l.tied_key = tree.parameter(static_cast<ParamId>(param)).name;
       for (const ParamSlot& slot : tree.module(l.module).params) {
-        if (slot.param == param) l.tied_weight_attr = slot.attr;
+        if (slot.param == static_cast<ParamId>(param)) l.tied_weight_attr = slot.attr;
       }
       if (l.tied_weight_attr.empty()) l.tied_weight_attr = "weight";
     }

@@ -198,22 +198,31 @@ StepSchedule training_step_schedule(const ZeroModel& model,
     ZP_CHECK(i == 0 || ranges[i - 1].end_call <= ranges[i].first_call,
              "overlapping recompute ranges");
   }
-  auto in = [](const RecomputeRange& r, std::int32_t call) {
-    return call >= r.first_call && call < r.end_call;
+  // The range holding a call, by binary search over the sorted, disjoint ranges; -1 for none.
+  auto range_of = [&](std::int32_t call) -> std::ptrdiff_t {
+    auto it =
+        std::upper_bound(ranges.begin(), ranges.end(), call,
+                         [](std::int32_t c, const RecomputeRange& r) { return c < r.first_call; });
+    if (it == ranges.begin()) return -1;
+    --it;
+    return call < it->end_call ? it - ranges.begin() : -1;
   };
+  // Each range's forward events, in order: replayed when backward first enters the range.
+  std::vector<std::vector<StepEvent>> replay(ranges.size());
+  for (const StepEvent& f : s.forward) {
+    if (const std::ptrdiff_t r = range_of(f.call); r >= 0) {
+      replay[static_cast<std::size_t>(r)].push_back(f);
+      replay[static_cast<std::size_t>(r)].back().recompute = true;
+    }
+  }
   std::vector<StepEvent> backward;
   backward.reserve(s.backward.size() + s.forward.size());
   std::vector<bool> done(ranges.size(), false);
   for (const StepEvent& e : s.backward) {
-    for (std::size_t r = 0; r < ranges.size(); ++r) {
-      if (done[r] || !in(ranges[r], e.call)) continue;
-      done[r] = true;
-      for (const StepEvent& f : s.forward) {
-        if (!in(ranges[r], f.call)) continue;
-        StepEvent again = f;
-        again.recompute = true;
-        backward.push_back(again);
-      }
+    if (const std::ptrdiff_t r = range_of(e.call); r >= 0 && !done[static_cast<std::size_t>(r)]) {
+      done[static_cast<std::size_t>(r)] = true;
+      const std::vector<StepEvent>& again = replay[static_cast<std::size_t>(r)];
+      backward.insert(backward.end(), again.begin(), again.end());
     }
     backward.push_back(e);
   }

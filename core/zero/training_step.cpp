@@ -1,5 +1,7 @@
 #include "core/zero/training_step.h"
 
+#include <utility>
+
 namespace zp::zero {
 
 TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
@@ -7,6 +9,15 @@ TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
                            const std::vector<RecomputeRange>& recompute)
     : model_(model),
       schedule_(training_step_schedule(model, recompute)),
+      coordinator_(model, gathers),
+      reducer_(model, reductions),
+      observer_(observer) {}
+
+TrainingLoop::TrainingLoop(const ZeroModel& model, StepSchedule schedule,
+                           CoordinatorBackend& gathers, GradientReducerBackend& reductions,
+                           StepObserver* observer)
+    : model_(model),
+      schedule_(std::move(schedule)),
       coordinator_(model, gathers),
       reducer_(model, reductions),
       observer_(observer) {}

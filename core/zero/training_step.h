@@ -59,6 +59,10 @@ class TrainingLoop {
   TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
                GradientReducerBackend& reductions, StepObserver* observer = nullptr,
                const std::vector<RecomputeRange>& recompute = {});
+  // With the schedule training_step_schedule(model, recompute) made earlier, for a model of the
+  // same tree and leaves (a simulator that runs one model under many settings keeps it).
+  TrainingLoop(const ZeroModel& model, StepSchedule schedule, CoordinatorBackend& gathers,
+               GradientReducerBackend& reductions, StepObserver* observer);
 
   // deepspeed.initialize: each trainable parameter is gathered once and partitioned again while
   // the gradient hooks are installed.

@@ -27,6 +27,10 @@ OpRecord Communicator::begin(CommKind kind, std::int64_t bytes, int peer, std::s
   return r;
 }
 
+bool Communicator::is_in_place_chunk(const Buffer& input, const Buffer& output) const {
+  return output.data == input.slice(rank() * output.numel, output.numel).data;
+}
+
 WorkPtr Communicator::all_gather(Buffer input, Buffer output, std::string_view label) {
   check_same_type(input, output, "all_gather");
   ZP_CHECK(output.numel == input.numel * size(), "all_gather: output of ", output.numel,
@@ -39,6 +43,11 @@ WorkPtr Communicator::reduce_scatter(Buffer input, Buffer output, ReduceOp op,
   check_same_type(input, output, "reduce_scatter");
   ZP_CHECK(input.numel == output.numel * size(), "reduce_scatter: input of ", input.numel,
            " elements for ", size(), " ranks of ", output.numel);
+  const auto* in = static_cast<const char*>(input.data);
+  const auto* out = static_cast<const char*>(output.data);
+  ZP_CHECK(
+      is_in_place_chunk(input, output) || out + output.bytes() <= in || in + input.bytes() <= out,
+      "reduce_scatter: the output overlaps the input but is not this rank's chunk of it");
   return do_reduce_scatter(input, output, op,
                            begin(CommKind::kReduceScatter, input.bytes(), -1, label));
 }

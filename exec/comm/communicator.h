@@ -58,11 +58,14 @@ class Communicator {
   virtual std::string_view backend() const = 0;
 
   // Gathers every rank's `input` into `output` (size() * input.numel elements), rank r's at
-  // offset r * input.numel: the flat buffer a ZeRO-3 parameter is gathered into.
+  // offset r * input.numel: the flat buffer a ZeRO-3 parameter is gathered into. `input` may be
+  // this rank's slice of `output` itself (in place, as DeepSpeed gathers).
   WorkPtr all_gather(Buffer input, Buffer output, std::string_view label = {});
   // Reduces `input` (size() * output.numel elements) over the ranks and leaves this rank's
-  // chunk, elements [rank * output.numel, (rank + 1) * output.numel), in `output`. `input` is
-  // not modified.
+  // chunk, elements [rank * output.numel, (rank + 1) * output.numel), in `output`. `output` may
+  // be that chunk of `input` itself (in place, as DeepSpeed's reduce_scatter_coalesced issues
+  // it): the rest of `input` is then left undefined. Otherwise `input` is not modified, and the
+  // two must not overlap.
   WorkPtr reduce_scatter(Buffer input, Buffer output, ReduceOp op = ReduceOp::kSum,
                          std::string_view label = {});
   // In place.
@@ -80,6 +83,8 @@ class Communicator {
  protected:
   // The record an implementation completes (end_ns) and adds to the log.
   OpRecord begin(CommKind kind, std::int64_t bytes, int peer, std::string_view label);
+  // True when a reduce-scatter's `output` is this rank's chunk of its `input`.
+  bool is_in_place_chunk(const Buffer& input, const Buffer& output) const;
 
   virtual WorkPtr do_all_gather(Buffer input, Buffer output, OpRecord record) = 0;
   virtual WorkPtr do_reduce_scatter(Buffer input, Buffer output, ReduceOp op, OpRecord record) = 0;

@@ -130,35 +130,43 @@ c10d::ReduceOp reduce_op(ReduceOp op) {
   return c10d::ReduceOp::SUM;
 }
 
-// Completion of one c10d work item: stamps the end time when the work finishes (on Gloo's thread,
-// through the work's future where it has one) and logs the record once waited on.
+// Completion of one operation, made of one or more c10d work items: stamps the end time when the
+// last one finishes (on Gloo's thread, through the works' futures where they have them) and logs
+// the record once waited on.
 class GlooWork final : public Work {
  public:
-  GlooWork(c10::intrusive_ptr<c10d::Work> work, OpRecord record, OpLog* log, int rank,
+  GlooWork(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, OpLog* log, int rank,
            std::chrono::milliseconds timeout, bool has_future,
            std::function<void()> on_success = {})
-      : work_(std::move(work)),
+      : works_(std::move(works)),
         state_(std::make_shared<State>()),
         log_(log),
         rank_(rank),
         timeout_(timeout) {
     state_->record = std::move(record);
     state_->on_success = std::move(on_success);
+    state_->pending.store(static_cast<int>(works_.size()));
     if (has_future) {
-      // Runs on Gloo's thread before wait() wakes, or here when the work is already done.
-      work_->getFuture()->addCallback([state = state_](c10::ivalue::Future& future) {
-        if (!future.hasError() && state->on_success) state->on_success();
-        state->end_ns.store(wall_clock_ns());
-      });
+      for (const c10::intrusive_ptr<c10d::Work>& work : works_) {
+        // Runs on Gloo's thread before wait() wakes, or here when the work is already done.
+        work->getFuture()->addCallback([state = state_](c10::ivalue::Future& future) {
+          if (future.hasError()) state->failed.store(true);
+          if (state->pending.fetch_sub(1) != 1) return;
+          if (!state->failed.load() && state->on_success) state->on_success();
+          state->end_ns.store(wall_clock_ns());
+        });
+      }
     }
   }
 
   ~GlooWork() override {
     // A work dropped unwaited must not outlive the buffers it writes into silently: finish it.
     if (!waited_) {
-      try {
-        work_->wait(timeout_);
-      } catch (...) {
+      for (const c10::intrusive_ptr<c10d::Work>& work : works_) {
+        try {
+          work->wait(timeout_);
+        } catch (...) {
+        }
       }
     }
   }
@@ -167,7 +175,8 @@ class GlooWork final : public Work {
     ZP_CHECK(!waited_, "a communication Work waited on twice");
     waited_ = true;
     try {
-      work_->wait(timeout_);
+      for (const c10::intrusive_ptr<c10d::Work>& work : works_)
+        work->wait(timeout_);
     } catch (const std::exception& e) {
       throw CommError("rank " + std::to_string(rank_) + ": " +
                       std::string(to_string(state_->record.kind)) +
@@ -191,9 +200,11 @@ class GlooWork final : public Work {
   struct State {
     OpRecord record;
     std::function<void()> on_success;
+    std::atomic<int> pending{0};
+    std::atomic<bool> failed{false};
     std::atomic<std::int64_t> end_ns{0};
   };
-  c10::intrusive_ptr<c10d::Work> work_;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works_;
   std::shared_ptr<State> state_;
   OpLog* log_;
   int rank_;
@@ -209,19 +220,34 @@ class GlooCommunicator final : public Communicator {
   std::string_view backend() const override { return "gloo"; }
 
  protected:
+  // One broadcast per rank, each straight into its slice of the output: c10d's Gloo all-gather
+  // would stage the whole output in a buffer of its own first (and copy it out after), which a
+  // GPU's all-gather into the flat buffer does not need. The same bytes go over the wire.
   WorkPtr do_all_gather(Buffer input, Buffer output, OpRecord record) override {
-    std::vector<at::Tensor> inputs{as_tensor(input)};
     const at::Tensor flat = as_tensor(output);
-    std::vector<std::vector<at::Tensor>> outputs(1);
-    for (int r = 0; r < size(); ++r)
-      outputs[0].push_back(flat.narrow(0, r * input.numel, input.numel));
-    return make(pg_->allgather(outputs, inputs), std::move(record), true);
+    at::Tensor mine = flat.narrow(0, rank() * input.numel, input.numel);
+    if (mine.data_ptr() != input.data) mine.copy_(as_tensor(input));
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    for (int r = 0; r < size(); ++r) {
+      std::vector<at::Tensor> slice{flat.narrow(0, r * input.numel, input.numel)};
+      c10d::BroadcastOptions options;
+      options.rootRank = r;
+      works.push_back(call([&] { return pg_->broadcast(slice, options); }, record));
+    }
+    return make(std::move(works), std::move(record), true);
   }
 
+  // Gloo has no reduce-scatter: an all-reduce, of which this rank keeps its chunk. In place (the
+  // output is this rank's chunk of the input) the input itself is reduced; otherwise a copy of it,
+  // so that the input is left as it was.
   WorkPtr do_reduce_scatter(Buffer input, Buffer output, ReduceOp op, OpRecord record) override {
-    std::vector<at::Tensor> scratch{as_tensor(input).clone()};
     c10d::AllreduceOptions options;
     options.reduceOp = reduce_op(op);
+    if (is_in_place_chunk(input, output)) {
+      std::vector<at::Tensor> tensors{as_tensor(input)};
+      return make(pg_->allreduce(tensors, options), std::move(record), true);
+    }
+    std::vector<at::Tensor> scratch{as_tensor(input).clone()};
     at::Tensor chunk = scratch[0].narrow(0, rank() * output.numel, output.numel);
     at::Tensor out = as_tensor(output);
     auto work = pg_->allreduce(scratch, options);
@@ -272,7 +298,12 @@ class GlooCommunicator final : public Communicator {
 
   WorkPtr make(c10::intrusive_ptr<c10d::Work> work, OpRecord record, bool has_future,
                std::function<void()> on_success = {}) {
-    return std::make_unique<GlooWork>(std::move(work), std::move(record), &log_, rank(),
+    std::vector<c10::intrusive_ptr<c10d::Work>> works{std::move(work)};
+    return make(std::move(works), std::move(record), has_future, std::move(on_success));
+  }
+  WorkPtr make(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, bool has_future,
+               std::function<void()> on_success = {}) {
+    return std::make_unique<GlooWork>(std::move(works), std::move(record), &log_, rank(),
                                       group().timeout, has_future, std::move(on_success));
   }
 

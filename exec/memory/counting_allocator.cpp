@@ -105,6 +105,25 @@ struct CountingAllocator::Shim final : c10::Allocator {
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 };
 
+bool recharge(const void* data, MemoryCategory category) {
+  const auto to = static_cast<Slot>(category);
+  BlockTable& t = table();
+  MemoryLedger* ledger = nullptr;
+  Slot from = kUnattributed;
+  std::int64_t bytes = 0;
+  {
+    const std::lock_guard lock(t.lock);
+    const auto it = t.blocks.find(data);
+    if (it == t.blocks.end()) return false;
+    LiveBlock& block = it->second;
+    ledger = block.ledger;
+    from = std::exchange(block.slot, to);
+    bytes = block.bytes;
+  }
+  ledger->moved(from, to, bytes);
+  return true;
+}
+
 CountingAllocator::CountingAllocator(Options options) {
   ZP_CHECK(!g_installed.exchange(true),
            "a counting CPU allocator is installed already: one at a time per process");

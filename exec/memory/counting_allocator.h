@@ -59,4 +59,10 @@ class CountingAllocator final : public MemoryMeter {
   std::thread::id previous_primary_;
 };
 
+// Charges the live block that starts at `data` (a storage's data pointer) to `category` from now
+// on, its free included: memory whose purpose is only known after it was allocated (a parameter's
+// gradient, which autograd allocates during backward). False when no counting allocator made the
+// block.
+bool recharge(const void* data, MemoryCategory category);
+
 }  // namespace zp::exec::memory

@@ -52,6 +52,21 @@ void MemoryLedger::freed(Slot slot, std::int64_t bytes) noexcept {
   if (options_.record_samples) samples_.push_back({comm::wall_clock_ns(), slot, live});
 }
 
+void MemoryLedger::moved(Slot from, Slot to, std::int64_t bytes) noexcept {
+  if (from == to) return;
+  const std::lock_guard lock(lock_);
+  flush_peak();
+  live_[from] -= bytes;
+  std::int64_t& live = live_[to];
+  live += bytes;
+  if (live > slot_peaks_[to]) slot_peaks_[to] = live;
+  if (options_.record_samples) {
+    const std::int64_t now = comm::wall_clock_ns();
+    samples_.push_back({now, from, live_[from]});
+    samples_.push_back({now, to, live});
+  }
+}
+
 void MemoryLedger::flush_peak() const {
   if (!peak_pending_) return;
   at_peak_ = live_;

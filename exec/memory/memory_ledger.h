@@ -49,6 +49,8 @@ class MemoryLedger {
 
   void allocated(Slot slot, std::int64_t bytes) noexcept;
   void freed(Slot slot, std::int64_t bytes) noexcept;
+  // Live bytes change category (a block recharged, counting_allocator.h); the total does not.
+  void moved(Slot from, Slot to, std::int64_t bytes) noexcept;
 
   // A reading with device "cpu".
   MemoryReading read() const;

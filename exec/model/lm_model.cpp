@@ -125,7 +125,10 @@ struct Segment : torch::CustomClassHolder {
   at::Tensor host_input;
 };
 
+// A copy of the CPU generator's state. checkpoint() keeps it from forward to backward in host
+// memory (torch.get_rng_state() is a CPU tensor, on a GPU run too): charged to host activations.
 at::Tensor cpu_rng_state() {
+  memory::MemoryScope scope(memory::MemoryCategory::kHostActivations);
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   return gen.get_state();
@@ -167,6 +170,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
         c10::static_intrusive_pointer_cast<Segment>(ctx->saved_data["segment"].toCapsule());
     at::Tensor saved;
     if (segment->on_host) {
+      // Back in full for the recomputation: recompute memory, as the simulator counts it.
+      memory::MemoryScope scope(memory::MemoryCategory::kRecompute);
       saved = segment->host_input.to(grads.at(0).device(), /*non_blocking=*/false, /*copy=*/true);
       segment->host_input = at::Tensor();
     } else {
@@ -179,6 +184,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     Pass pass(*segment->tree, segment->hooks, segment->start);
     at::Tensor out;
     {
+      // What the recomputation allocates and keeps for the backward below is recompute memory.
+      memory::MemoryScope scope(memory::MemoryCategory::kRecompute);
       at::AutoGradMode grad(true);
       out = segment->body(pass, input);
     }
@@ -346,13 +353,21 @@ class RmsNorm : public Node {
   at::Tensor weight;
 };
 
+// Dropout as PyTorch runs it on a GPU: native_dropout, which keeps a one-byte mask for backward.
+// (at::dropout takes that kernel on GPUs only; on the CPU it multiplies by a mask of the input's
+// dtype, which would keep four times the bytes in fp32.) With p = 0, or outside training, the
+// input is returned as it is.
+at::Tensor fused_dropout(const at::Tensor& x, double p, bool training) {
+  if (p <= 0.0 || !training) return x;
+  return std::get<0>(at::native_dropout(x, p, training));
+}
+
 class Dropout : public Node {
  public:
   explicit Dropout(double p) : Node("Dropout"), p_(p) {}
   at::Tensor forward(Pass& pass, const at::Tensor& x) const {
-    return call(pass, x, [&](const at::Tensor& in) {
-      return p_ > 0.0 ? at::dropout(in, p_, is_training()) : in;
-    });
+    return call(pass, x,
+                [&](const at::Tensor& in) { return fused_dropout(in, p_, is_training()); });
   }
 
  private:
@@ -419,14 +434,13 @@ class Gpt2Attention : public Node {
   at::Tensor forward(Pass& pass, const at::Tensor& x) const {
     return call(pass, x, [&](const at::Tensor& in) {
       const std::vector<at::Tensor> qkv = c_attn->forward(pass, in).split(in.size(-1), -1);
-      const at::Tensor context = causal_attention(
-          split_heads(qkv[0], heads_), split_heads(qkv[1], heads_), split_heads(qkv[2], heads_),
-          [&](const at::Tensor& probs) {
-            // Flash kernels drop out inside; the tree has no call for it then.
-            if (eager_) return attn_dropout->forward(pass, probs);
-            return attention_dropout_ > 0.0 ? at::dropout(probs, attention_dropout_, is_training())
-                                            : probs;
-          });
+      const at::Tensor context =
+          causal_attention(split_heads(qkv[0], heads_), split_heads(qkv[1], heads_),
+                           split_heads(qkv[2], heads_), [&](const at::Tensor& probs) {
+                             // Flash kernels drop out inside; the tree has no call for it then.
+                             if (eager_) return attn_dropout->forward(pass, probs);
+                             return fused_dropout(probs, attention_dropout_, is_training());
+                           });
       return resid_dropout->forward(pass, c_proj->forward(pass, context));
     });
   }
@@ -574,12 +588,11 @@ class LlamaAttention : public Node {
       const at::Tensor q = split_heads(q_proj->forward(pass, in[0]), heads_);
       const at::Tensor k = split_heads(k_proj->forward(pass, in[0]), kv_heads_);
       const at::Tensor v = split_heads(v_proj->forward(pass, in[0]), kv_heads_);
-      const at::Tensor context = causal_attention(
-          apply_rotary(q, in[1], in[2]), repeat_kv(apply_rotary(k, in[1], in[2])), repeat_kv(v),
-          [&](const at::Tensor& probs) {
-            return attention_dropout_ > 0.0 ? at::dropout(probs, attention_dropout_, is_training())
-                                            : probs;
-          });
+      const at::Tensor context =
+          causal_attention(apply_rotary(q, in[1], in[2]), repeat_kv(apply_rotary(k, in[1], in[2])),
+                           repeat_kv(v), [&](const at::Tensor& probs) {
+                             return fused_dropout(probs, attention_dropout_, is_training());
+                           });
       return Tensors{o_proj->forward(pass, context)};
     });
     return out.at(0);

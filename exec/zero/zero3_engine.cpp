@@ -16,6 +16,7 @@
 #include "core/util/error.h"
 #include "core/zero/grad_reducer.h"
 #include "core/zero/partition.h"
+#include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
 #include "exec/runtime/tensor_buffer.h"
 
@@ -127,6 +128,8 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   void input_backward(ModuleId module) override;
 
   void grad_ready(ParamId p);
+  // Gives the reducer parameter p's gradient.
+  void hand_over(ParamId p);
   Zero3StepStats step(const std::vector<TokenBatch>& micro_batches);
 
   // Timing: the time between hooks is the model's compute, charged to the module running then;
@@ -157,8 +160,7 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   };
   struct Gather {
     comm::WorkPtr work;
-    at::Tensor input;  // this rank's partitions, side by side
-    at::Tensor flat;   // [world, sum of partitions]: rank r's partitions in row r
+    at::Tensor flat;  // [world, sum of partitions]: rank r's partitions in row r
     std::vector<ParamId> params;
   };
 
@@ -306,20 +308,29 @@ void Zero3Engine::Impl::start_gather(const zero::GatherRequest& request) {
   std::int64_t sum = 0;
   for (ParamId p : g.params)
     sum += zm.param(p).shape.partition_numel;
+  // As DeepSpeed gathers: one flat buffer, this rank's partitions copied into its own row, and an
+  // all-gather in place. A single parameter becomes a view of the buffer (its padded form), so the
+  // buffer is charged as the parameter is.
+  const bool single = g.params.size() == 1;
   {
-    MemoryScope scope(MemoryCategory::kGatheredParams);
+    MemoryScope scope(single && zm.param(g.params.front()).persistent
+                          ? MemoryCategory::kPersistentParams
+                          : MemoryCategory::kGatheredParams);
+    g.flat = at::empty({world, sum}, partition_flat.options());
+  }
+  at::Tensor mine = g.flat[rank];
+  if (single) {
+    mine.copy_(partition[idx(g.params.front())]);
+  } else {
     std::vector<at::Tensor> parts;
     parts.reserve(g.params.size());
     for (ParamId p : g.params)
       parts.push_back(partition[idx(p)]);
-    g.input = parts.size() == 1 ? parts.front() : at::cat(parts);
-    g.flat = at::empty({world, sum}, partition_flat.options());
+    at::cat_out(mine, parts);
   }
   if (world > 1) {
-    g.work = group.all_gather(buffer_of(g.input), buffer_of(g.flat),
+    g.work = group.all_gather(buffer_of(mine), buffer_of(g.flat),
                               "gather " + std::to_string(request.handle));
-  } else {
-    g.flat.copy_(g.input.view({1, sum}));
   }
   ++stats.gathers;
   stats.gathered_numel += request.numel;
@@ -344,7 +355,13 @@ void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
     g.work.reset();
     stats.comm_wait_ns += comm::wall_clock_ns() - begin;
   }
-  g.input = at::Tensor();
+  if (g.params.size() == 1) {
+    const ParamId p = g.params.front();
+    params[idx(p)].set_data(
+        g.flat.view(-1).narrow(0, 0, zm.param(p).numel).view(zm.tree().parameter(p).shape));
+    log("wait", handle);
+    return;
+  }
   // Each parameter from its slice of every rank's row, the padding cut off.
   std::int64_t column = 0;
   for (ParamId p : g.params) {
@@ -470,7 +487,7 @@ void Zero3Engine::Impl::input_backward(ModuleId module) {
   std::vector<ParamId>& ready = leaf_ready[idx(module)];
   std::sort(ready.begin(), ready.end());
   for (ParamId p : ready)
-    reducer.grad_ready(p);
+    hand_over(p);
   ready.clear();
 }
 
@@ -485,6 +502,14 @@ void Zero3Engine::Impl::grad_ready(ParamId p) {
     leaf_ready[idx(leaf)].push_back(p);
     return;
   }
+  hand_over(p);
+}
+
+void Zero3Engine::Impl::hand_over(ParamId p) {
+  // Autograd made the gradient during backward, as the backward's memory (activations): from
+  // here on it is a gradient waiting for its bucket, as the simulator counts it.
+  const at::Tensor& grad = params[idx(p)].grad();
+  if (grad.defined()) memory::recharge(grad.storage().data(), MemoryCategory::kGradBuckets);
   reducer.grad_ready(p);
 }
 
@@ -511,10 +536,10 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
   MemoryScope scope(MemoryCategory::kCommBuffers);
   const std::string label = "bucket " + std::to_string(bucket.index);
   if (bucket.path == zero::ReducePath::kContiguousAllReduce) {
-    std::vector<at::Tensor> grads;
-    for (ParamId p : bucket.params)
-      grads.push_back(bucket_grad[idx(p)]);
-    at::Tensor flat = at::cat(grads);
+    // __avg_scatter_contiguous_grads: the contiguous buffer, averaged and all-reduced in place.
+    ZP_CHECK(bucket.contiguous_numel == bucket.numel && contiguous_fill == bucket.numel, "bucket ",
+             bucket.index, " is all-reduced but not all in the contiguous buffer");
+    at::Tensor flat = contiguous.narrow(0, 0, bucket.numel);
     flat.div_(static_cast<double>(world));
     if (world > 1) {
       const std::int64_t begin = comm::wall_clock_ns();
@@ -533,27 +558,40 @@ void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
       at += zp.numel;
     }
   } else {
-    // Each gradient padded and cut into one chunk per rank; row r of the input holds every
-    // gradient's chunk r, which the reduce-scatter leaves, summed, on rank r.
-    std::vector<at::Tensor> chunks;
+    // reduce_scatter_coalesced: row r of one flat [world, sum] buffer holds every gradient's
+    // chunk r, padded, and the reduce-scatter leaves this rank's row, summed, in place. A lone
+    // gradient that needs no padding is that buffer itself: nothing is copied.
     std::int64_t sum = 0;
-    for (ParamId p : bucket.params) {
-      const zero::PartitionShape& shape = zm.param(p).shape;
-      const at::Tensor& g = bucket_grad[idx(p)];
-      chunks.push_back(at::constant_pad_nd(g, {0, shape.padded_numel - shape.numel})
-                           .view({world, shape.partition_numel}));
-      sum += shape.partition_numel;
+    for (ParamId p : bucket.params)
+      sum += zm.param(p).shape.partition_numel;
+    const ParamId first = bucket.params.front();
+    const zero::PartitionShape& only = zm.param(first).shape;
+    at::Tensor flat;
+    if (bucket.params.size() == 1 && only.padded_numel == only.numel) {
+      flat = bucket_grad[idx(first)].view({world, sum});
+    } else {
+      flat = at::empty({world, sum}, partition_flat.options());
+      std::int64_t column = 0;
+      for (ParamId p : bucket.params) {
+        const zero::PartitionShape& shape = zm.param(p).shape;
+        const at::Tensor& g = bucket_grad[idx(p)];
+        for (std::int64_t r = 0; r < world; ++r) {
+          at::Tensor chunk = flat[r].narrow(0, column, shape.partition_numel);
+          const std::int64_t valid = shape.valid_numel(r);
+          if (valid > 0)
+            chunk.narrow(0, 0, valid).copy_(g.narrow(0, r * shape.partition_numel, valid));
+          if (valid < shape.partition_numel)
+            chunk.narrow(0, valid, shape.partition_numel - valid).zero_();
+        }
+        column += shape.partition_numel;
+      }
     }
-    at::Tensor input = at::cat(chunks, 1);
-    input.div_(static_cast<double>(world));
-    at::Tensor output = at::empty({sum}, input.options());
+    flat.div_(static_cast<double>(world));
+    at::Tensor output = flat[rank];
     if (world > 1) {
       const std::int64_t begin = comm::wall_clock_ns();
-      group.reduce_scatter(buffer_of(input), buffer_of(output), comm::ReduceOp::kSum, label)
-          ->wait();
+      group.reduce_scatter(buffer_of(flat), buffer_of(output), comm::ReduceOp::kSum, label)->wait();
       stats.comm_wait_ns += comm::wall_clock_ns() - begin;
-    } else {
-      output.copy_(input.view({sum}));
     }
     std::int64_t at = 0;
     for (ParamId p : bucket.params) {
@@ -586,11 +624,12 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
   double loss_sum = 0.0;
   micro_index = 0;
   for (const TokenBatch& batch : micro_batches) {
-    const at::Tensor tokens = token_tensor(batch).to(partition_flat.device());
     coordinator.start_of_forward();
     at::Tensor loss;
     {
       MemoryScope scope(MemoryCategory::kActivations);
+      // The token ids: the embedding keeps them for its backward.
+      const at::Tensor tokens = token_tensor(batch).to(partition_flat.device());
       phase = Phase::kForward;
       resume_ns = comm::wall_clock_ns();
       loss = model.loss(tokens, this);
@@ -607,7 +646,7 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
     for (std::vector<ParamId>& ready : leaf_ready) {
       std::sort(ready.begin(), ready.end());
       for (ParamId p : ready)
-        reducer.grad_ready(p);
+        hand_over(p);
       ready.clear();
     }
     {

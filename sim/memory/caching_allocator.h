@@ -17,13 +17,11 @@
 // Not modelled: expandable segments, max_split_size_mb, garbage collection thresholds, events
 // that delay reuse across streams (record_stream), which only shift when a block can be reused.
 //
-// Every operation is O(log n) in the number of blocks. Not thread-safe.
+// A request or a free costs O(log n + k) for n blocks, k of them free in its pool. Not
+// thread-safe.
 #pragma once
 
 #include <cstdint>
-#include <map>
-#include <set>
-#include <tuple>
 #include <vector>
 
 namespace zp::sim {
@@ -51,29 +49,50 @@ class CachingAllocator {
     BlockId block = 0;
     std::int64_t size = 0;  // rounded
     bool out_of_memory = false;
+    std::int32_t handle = -1;  // what free_handle() takes: no lookup
   };
-  // `stream` is any small integer naming the stream the request is made on.
+  // `stream` is any small non-negative integer naming the stream the request is made on.
   Allocation allocate(std::int64_t bytes, int stream);
-  void free(BlockId block);  // kNoBlock: nothing to do
+  void free(BlockId block);               // kNoBlock: nothing to do
+  void free_handle(std::int32_t handle);  // -1 (a 0-byte request's): nothing to do
 
   std::int64_t allocated() const { return allocated_; }
   std::int64_t reserved() const { return reserved_; }
-  std::int64_t segments() const { return static_cast<std::int64_t>(segments_.size()); }
+  std::int64_t segments() const { return live_segments_; }
   std::int64_t out_of_memory_count() const { return ooms_; }
 
  private:
+  // Blocks live in a vector and link to their neighbours in the segment, as PyTorch's do; each
+  // pool keeps its free blocks in a vector sorted by (size, address): pools hold tens of free
+  // blocks, where a sorted vector beats a tree and its node allocations.
   struct Block {
+    std::int64_t address = 0;
     std::int64_t size = 0;
-    std::int64_t segment = 0;  // address of its segment
+    std::int32_t segment = -1;  // index into segments_
+    std::int32_t prev = -1;     // neighbours in the segment, by address
+    std::int32_t next = -1;
     int stream = 0;
     bool small = false;
     bool allocated = false;
   };
-  // Free blocks of one pool: (stream, small, size, address), searched with lower_bound.
-  using FreeKey = std::tuple<int, bool, std::int64_t, std::int64_t>;
+  struct Segment {
+    std::int64_t size = 0;
+    std::int32_t head = -1;  // its first block; -1 once released
+  };
+  struct FreeEntry {
+    std::int64_t size;
+    std::int64_t address;
+    std::int32_t block;
+    bool operator<(const FreeEntry& o) const {
+      return size != o.size ? size < o.size : address < o.address;
+    }
+  };
 
-  void insert_free(std::int64_t address, const Block& block);
-  void erase_free(std::int64_t address, const Block& block);
+  std::vector<FreeEntry>& pool(int stream, bool small);
+  void insert_free(std::int32_t block);
+  void erase_free(std::int32_t block);
+  std::int32_t new_block(const Block& b);
+  void drop_block(std::int32_t block);
   void release_free_segments();
 
   std::int64_t capacity_;
@@ -81,9 +100,11 @@ class CachingAllocator {
   std::int64_t reserved_ = 0;
   std::int64_t next_address_ = 0;
   std::int64_t ooms_ = 0;
-  std::map<std::int64_t, Block> blocks_;           // by address: every block, free or not
-  std::map<std::int64_t, std::int64_t> segments_;  // address -> size
-  std::set<FreeKey> free_;
+  std::int64_t live_segments_ = 0;
+  std::vector<Block> blocks_;
+  std::vector<std::int32_t> spare_blocks_;  // slots of dropped blocks, reused
+  std::vector<Segment> segments_;
+  std::vector<std::vector<FreeEntry>> pools_;  // by 2 * stream + small
 };
 
 }  // namespace zp::sim

@@ -21,7 +21,7 @@ MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std:
   if (allocator_) {
     const CachingAllocator::Allocation a = allocator_->allocate(bytes, static_cast<int>(stream));
     b.size = a.size;
-    b.allocator_block = a.block;
+    b.allocator_block = a.handle;
   } else {
     b.size = bytes;
   }
@@ -47,7 +47,7 @@ void MemoryAccountant::free(Block block, TimeNs time) {
   ZP_CHECK(b.live, "block ", block, " freed twice");
   flush_peaks();
   b.live = false;
-  if (allocator_) allocator_->free(b.allocator_block);
+  if (allocator_) allocator_->free_handle(b.allocator_block);
   bytes_[static_cast<std::size_t>(b.category)] -= b.size;
   allocated_ -= b.size;
   free_list_.push_back(block);

@@ -89,7 +89,7 @@ class MemoryAccountant {
   struct LiveBlock {
     MemoryCategory category = MemoryCategory::kActivations;
     std::int64_t size = 0;
-    CachingAllocator::BlockId allocator_block = -1;
+    std::int32_t allocator_block = -1;  // the allocator's handle
     bool live = false;
   };
   // After every change: the peaks, and the trace's samples. Inline, as allocate() and free() run

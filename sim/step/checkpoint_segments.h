@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/checkpoint/checkpointing.h"
 #include "core/config/run_spec.h"
 
 namespace zp::sim {
@@ -30,5 +31,9 @@ struct CheckpointSegments {
 // Nothing when training.checkpoint_interval is 0. partition_activations splits each kept input
 // over the run's tensor-parallel group.
 CheckpointSegments checkpoint_segments(const RunSpec& run);
+// The checkpointing settings the run's segments follow, and its segments under other ones.
+ckpt::CheckpointSettings checkpoint_settings(const RunSpec& run);
+CheckpointSegments checkpoint_segments(const RunSpec& run,
+                                       const ckpt::CheckpointSettings& settings);
 
 }  // namespace zp::sim

@@ -40,6 +40,10 @@ struct CallCost {
   std::int64_t forward_flops = 0;
   std::int64_t backward_flops = 0;
   std::int64_t activation_bytes = 0;
+  std::int64_t workspace_bytes = 0;           // held only while its forward runs
+  std::int64_t backward_workspace_bytes = 0;  // held only while its backward runs
+  std::int64_t backward_held_bytes = 0;       // held until the backward inside it is done
+  std::int32_t parent = kNoCall;
   std::int32_t segment = -1;  // the checkpointed segment it runs in
   std::int32_t name = trace::kNone;
 };
@@ -54,6 +58,8 @@ struct Plan {
   bool contiguous_checkpoint_on_host = false;
   // Per call: the gradients whose hooks fire at its backward.
   std::vector<std::vector<ParamId>> ready_at;
+  // Per call: the calls whose held gradient backward makes before it (their last call inside).
+  std::vector<std::vector<std::int32_t>> held_from;
   // Trainable parameters in the flat buffer's order (after round_robin_gradients), their offsets
   // in it (-1: frozen or unused by the optimizer), and gradient bytes.
   std::vector<ParamId> order;
@@ -144,6 +150,10 @@ Plan make_plan(const RunSpec& run, const ComputeModel& compute, trace::Trace* tr
     w.forward_flops = m.cost.forward_flops;
     w.backward_flops = m.cost.backward_or_default();
     w.activation_bytes = m.cost.activation_bytes;
+    w.workspace_bytes = m.cost.workspace_bytes;
+    w.backward_workspace_bytes = m.cost.backward_workspace_bytes;
+    w.backward_held_bytes = m.cost.backward_held_bytes;
+    w.parent = calls[c].parent_call;
     w.forward_ns = compute.time(m.cost.forward_flops, moved);
     w.backward_ns = compute.time(m.cost.backward_or_default(), 2 * moved);
     if (trace) {
@@ -154,6 +164,20 @@ Plan make_plan(const RunSpec& run, const ComputeModel& compute, trace::Trace* tr
         static_cast<double>(w.forward_flops) + static_cast<double>(w.backward_flops);
   }
   plan_checkpoints(run, plan);
+  // Backward reaches a call's subtree at its last call (calls are in pre-order).
+  plan.held_from.resize(calls.size());
+  for (std::size_t c = 0; c < calls.size(); ++c) {
+    if (plan.calls[c].backward_held_bytes <= 0) continue;
+    std::size_t last = c;
+    for (std::size_t k = c + 1; k < calls.size(); ++k) {
+      std::int32_t p = calls[k].parent_call;
+      while (p != kNoCall && p > static_cast<std::int32_t>(c))
+        p = calls[static_cast<std::size_t>(p)].parent_call;
+      if (p != static_cast<std::int32_t>(c)) break;
+      last = k;
+    }
+    plan.held_from[last].push_back(static_cast<std::int32_t>(c));
+  }
 
   // module.parameters(): the optimizer's parameter group, and the flat buffer's order.
   const std::size_t params = tree.parameters().size();
@@ -287,6 +311,7 @@ class DataParallelRank final : public RankTimeline {
         grad_block_(setup.run->tree.parameters().size(), -1),
         in_partition_(setup.run->tree.parameters().size(), false),
         act_block_(p_.calls.size(), -1),
+        held_(p_.calls.size(), -1),
         held_block_(p_.segments.size(), -1),
         extra_block_(p_.segments.size(), -1),
         recomputed_(p_.segments.size(), false),
@@ -394,20 +419,30 @@ class DataParallelRank final : public RankTimeline {
 
   // ---- Forward and backward ------------------------------------------------------------------
 
+  // The outermost call's own work (the loss) comes after the calls inside it in forward, and
+  // before them in backward.
+  bool outermost_last() const { return calls() > 1 && p_.calls.front().parent == kNoCall; }
+
   void forward() {
     std::fill(recomputed_.begin(), recomputed_.end(), false);
-    for (std::int32_t c = 0; c < calls(); ++c) {
-      const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
-      memory_.set_running(c);
-      if (w.segment >= 0) {
-        const SegmentCost& seg = p_.segments[static_cast<std::size_t>(w.segment)];
-        if (seg.first == c) keep_segment_input(w.segment, seg);
-      } else {
-        act_block_[static_cast<std::size_t>(c)] =
-            alloc(MemoryCategory::kActivations, w.activation_bytes);
-      }
-      run_compute_if_any(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
+    for (std::int32_t c = outermost_last() ? 1 : 0; c < calls(); ++c)
+      forward_call(c);
+    if (outermost_last()) forward_call(0);
+  }
+
+  void forward_call(std::int32_t c) {
+    const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
+    memory_.set_running(c);
+    if (w.segment >= 0) {
+      const SegmentCost& seg = p_.segments[static_cast<std::size_t>(w.segment)];
+      if (seg.first == c) keep_segment_input(w.segment, seg);
+    } else {
+      act_block_[static_cast<std::size_t>(c)] =
+          alloc(MemoryCategory::kActivations, w.activation_bytes);
     }
+    MemoryAccountant::Block workspace = alloc(MemoryCategory::kActivations, w.workspace_bytes);
+    run_compute_if_any(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
+    release(workspace);
   }
 
   // CheckpointFunction.forward keeps the segment's input (partitioned, on the host, or whole).
@@ -432,7 +467,9 @@ class DataParallelRank final : public RankTimeline {
       memory_.set_running(2 * calls() + c);
       act_block_[static_cast<std::size_t>(c)] =
           alloc(MemoryCategory::kRecompute, w.activation_bytes);
+      MemoryAccountant::Block workspace = alloc(MemoryCategory::kRecompute, w.workspace_bytes);
       run_compute_if_any(OpKind::kRecompute, w.forward_ns, w.forward_flops, w.name);
+      release(workspace);
     }
   }
 
@@ -452,7 +489,7 @@ class DataParallelRank final : public RankTimeline {
         release(b);
     }
     // What backward allocates first belongs to the first call it runs.
-    if (calls() > 0) memory_.set_running(2 * calls() - 1);
+    if (calls() > 0) memory_.set_running(calls() + (outermost_last() ? 0 : calls() - 1));
     if (w == Wrapper::kZero && z_.contiguous_gradients) {
       // DeepSpeedZeroOptimizer.backward replaces the ipg buffers: two with overlap_comm.
       for (MemoryAccountant::Block& b : ipg_)
@@ -462,18 +499,33 @@ class DataParallelRank final : public RankTimeline {
       for (int i = 0; i < count; ++i)
         ipg_.push_back(alloc(MemoryCategory::kGradBuckets, z_.reduce_bucket_size * p_.elem));
     }
-    for (std::int32_t c = calls() - 1; c >= 0; --c) {
-      const CallCost& cost = p_.calls[static_cast<std::size_t>(c)];
-      if (cost.segment >= 0 && !recomputed_[static_cast<std::size_t>(cost.segment)])
-        recompute(cost.segment);
-      memory_.set_running(calls() + c);
-      run_compute_if_any(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
-      release(act_block_[static_cast<std::size_t>(c)]);
-      if (cost.segment >= 0 && p_.segments[static_cast<std::size_t>(cost.segment)].first == c)
-        end_segment(cost.segment);
-      for (ParamId p : p_.ready_at[static_cast<std::size_t>(c)])
-        grad_ready(p, boundary);
+    if (outermost_last()) backward_call(0, boundary);
+    for (std::int32_t c = calls() - 1; c >= (outermost_last() ? 1 : 0); --c)
+      backward_call(c, boundary);
+  }
+
+  void backward_call(std::int32_t c, bool boundary) {
+    const CallCost& cost = p_.calls[static_cast<std::size_t>(c)];
+    if (cost.segment >= 0 && !recomputed_[static_cast<std::size_t>(cost.segment)])
+      recompute(cost.segment);
+    memory_.set_running(calls() + c);
+    // A call that holds its output's gradient through the backward inside it (a model body) holds
+    // it from the first of those; its first call takes it over as its own output's.
+    for (std::int32_t h : p_.held_from[static_cast<std::size_t>(c)]) {
+      held_[static_cast<std::size_t>(h)] = alloc(
+          MemoryCategory::kActivations, p_.calls[static_cast<std::size_t>(h)].backward_held_bytes);
     }
+    if (cost.parent != kNoCall && c == cost.parent + 1)
+      release(held_[static_cast<std::size_t>(cost.parent)]);
+    MemoryAccountant::Block flowing =
+        alloc(MemoryCategory::kActivations, cost.backward_workspace_bytes);
+    run_compute_if_any(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
+    release(flowing);
+    release(act_block_[static_cast<std::size_t>(c)]);
+    if (cost.segment >= 0 && p_.segments[static_cast<std::size_t>(cost.segment)].first == c)
+      end_segment(cost.segment);
+    for (ParamId p : p_.ready_at[static_cast<std::size_t>(c)])
+      grad_ready(p, boundary);
   }
 
   // AccumulateGrad: a new gradient unless one is held (autograd then adds in place); the hook.
@@ -790,6 +842,7 @@ class DataParallelRank final : public RankTimeline {
   std::vector<bool> in_partition_;
   std::int64_t partition_grads_numel_ = 0;
   std::vector<MemoryAccountant::Block> act_block_;
+  std::vector<MemoryAccountant::Block> held_;  // by call: backward_held_bytes
   std::vector<MemoryAccountant::Block> held_block_;
   std::vector<MemoryAccountant::Block> extra_block_;
   std::vector<bool> recomputed_;

@@ -116,8 +116,10 @@ struct LayerWork {
   TimeNs backward_ns = 0;
   std::int64_t forward_flops = 0;  // this rank's share
   std::int64_t backward_flops = 0;
-  ckpt::LayerCheckpointCost ckpt;  // this rank's share
-  std::int64_t grad_bytes = 0;     // gradients this layer's backward creates first on the stage
+  ckpt::LayerCheckpointCost ckpt;    // this rank's share
+  std::int64_t grad_bytes = 0;       // gradients this layer's backward creates first on the stage
+  std::int64_t workspace_bytes = 0;  // held only while its forward runs
+  std::int64_t backward_workspace_bytes = 0;  // held only while its backward runs
   std::int32_t name = trace::kNone;
   std::vector<TensorReduce> forward_reduces, backward_reduces;  // in the order they run
 };
@@ -135,6 +137,9 @@ struct StagePlan {
   // The last stage's all-reduces of calls outside every layer (the vocab-parallel cross entropy,
   // which the loss runs there).
   std::vector<TensorReduce> loss_forward_reduces, loss_backward_reduces;
+  std::int64_t loss_kept_bytes = 0;       // what the loss keeps for its backward
+  std::int64_t loss_workspace_bytes = 0;  // what the loss holds while it runs
+  std::int64_t loss_backward_workspace_bytes = 0;
   std::vector<ckpt::Segment> segments;
   std::int64_t contiguous_bytes = 0;
   bool contiguous_on_host = false;
@@ -216,13 +221,14 @@ struct Registers {
   std::int32_t grad_full(int b) const { return 3 * buffers + b; }  // received grad gathered
   std::int32_t in_grad(int b) const { return 4 * buffers + b; }    // the input's gradient
   std::int32_t labels(int b) const { return 5 * buffers + b; }     // the last stage's labels
+  std::int32_t loss(int b) const { return 6 * buffers + b; }       // what the loss keeps
   std::int32_t act(int b, std::int64_t k) const {                  // a layer's saved tensors
-    return 6 * buffers + b * layers + static_cast<std::int32_t>(k);
+    return 7 * buffers + b * layers + static_cast<std::int32_t>(k);
   }
   std::int32_t grad(std::int64_t k) const {  // parameter gradients a layer creates
-    return 6 * buffers + buffers * layers + static_cast<std::int32_t>(k);
+    return 7 * buffers + buffers * layers + static_cast<std::int32_t>(k);
   }
-  std::int32_t single(int i) const { return 6 * buffers + buffers * layers + layers + i; }
+  std::int32_t single(int i) const { return 7 * buffers + buffers * layers + layers + i; }
   std::int32_t recv_buf() const { return single(0); }
   std::int32_t grad_buf() const { return single(1); }
   std::int32_t tmp() const { return single(2); }
@@ -335,6 +341,13 @@ class Builder {
     op.bytes = bytes;
   }
   void free(std::int32_t reg) { push(Code::kFree).reg = reg; }
+  // `body` with `bytes` of `category` held around it (in the scratch register).
+  template <class F>
+  void with_workspace(MemoryCategory category, std::int64_t bytes, F&& body) {
+    if (bytes > 0) alloc(r_.tmp(), category, bytes);
+    body();
+    if (bytes > 0) free(r_.tmp());
+  }
   void host(MemoryCategory category, std::int64_t delta) {
     Op& op = push(Code::kHost);
     op.category = category;
@@ -469,10 +482,18 @@ class Builder {
             l.ckpt.held_bytes);
       if (l.ckpt.host_bytes > 0) host(MemoryCategory::kHostActivations, l.ckpt.host_bytes);
       if (l.ckpt.to_host_bytes > 0) host_copy(true, l.ckpt.to_host_bytes, l.name);
-      compute(OpKind::kForward, l.forward_ns, l.forward_flops, l.name);
+      with_workspace(MemoryCategory::kActivations, l.workspace_bytes,
+                     [&] { compute(OpKind::kForward, l.forward_ns, l.forward_flops, l.name); });
       tensor_reduces(l.forward_reduces);
     }
-    if (last_) tensor_reduces(plan_.loss_forward_reduces);
+    if (last_) {
+      // The loss (loss_fn on the last layer's output) keeps what its backward needs, and holds
+      // its workspace while it runs.
+      if (plan_.loss_kept_bytes > 0)
+        alloc(r_.loss(b), MemoryCategory::kActivations, plan_.loss_kept_bytes);
+      with_workspace(MemoryCategory::kActivations, plan_.loss_workspace_bytes, [] {});
+      tensor_reduces(plan_.loss_forward_reduces);
+    }
     if (part_ && !last_) {
       alloc(r_.tmp(), MemoryCategory::kPipeBuffers, plan_.out_bytes);
       alloc(r_.out(b), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.out_bytes));
@@ -534,7 +555,11 @@ class Builder {
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.out_bytes, "gather grad");
       alloc(r_.grad_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
     }
-    if (last_) tensor_reduces(plan_.loss_backward_reduces);
+    if (last_) {
+      with_workspace(MemoryCategory::kActivations, plan_.loss_backward_workspace_bytes, [] {});
+      if (plan_.loss_kept_bytes > 0) free(r_.loss(b));
+      tensor_reduces(plan_.loss_backward_reduces);
+    }
     for (auto seg = plan_.segments.rbegin(); seg != plan_.segments.rend(); ++seg) {
       const std::int64_t first = seg->begin - plan_.begin;
       const std::int64_t end = seg->end - plan_.begin;
@@ -553,14 +578,18 @@ class Builder {
         for (std::int64_t k = first; k < end; ++k) {
           const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
           running(layer_code(k, 2));
-          compute(OpKind::kRecompute, l.forward_ns, l.ckpt.extra_forward_flops, l.name);
+          with_workspace(MemoryCategory::kRecompute, l.workspace_bytes, [&] {
+            compute(OpKind::kRecompute, l.forward_ns, l.ckpt.extra_forward_flops, l.name);
+          });
           tensor_reduces(l.forward_reduces);
         }
       }
       for (std::int64_t k = end - 1; k >= first; --k) {
         const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
         running(layer_code(k, 1));
-        compute(OpKind::kBackward, l.backward_ns, l.backward_flops, l.name);
+        with_workspace(MemoryCategory::kActivations, l.backward_workspace_bytes, [&] {
+          compute(OpKind::kBackward, l.backward_ns, l.backward_flops, l.name);
+        });
         tensor_reduces(l.backward_reduces);
         // Autograd creates a parameter's .grad at its first backward of the step.
         alloc(r_.grad(k), MemoryCategory::kGradBuckets, l.grad_bytes, /*once=*/true);
@@ -1003,13 +1032,17 @@ std::vector<std::int32_t> call_owners(const ModuleTree& tree, const pipe::Pipeli
 struct LayerCost {
   TimeNs forward_ns = 0, backward_ns = 0;
   std::int64_t forward_flops = 0, backward_flops = 0;
+  std::int64_t workspace_bytes = 0;           // the most one of its calls holds while it runs
+  std::int64_t backward_workspace_bytes = 0;  // the same in backward
   std::vector<TensorReduce> forward_reduces, backward_reduces;
 };
 
 struct LayerCosts {
   std::vector<LayerCost> layers;
-  // Calls outside every layer run on no stage; only their all-reduces are kept (for the loss).
+  // Calls outside every layer run on no stage; only their all-reduces and memory are kept (for
+  // the loss, which the last stage runs).
   LayerCost outside;
+  std::int64_t outside_activation_bytes = 0;
 };
 
 LayerCosts layer_costs(const ModuleTree& tree, const pipe::PipelineLayers& layers,
@@ -1036,8 +1069,14 @@ LayerCosts layer_costs(const ModuleTree& tree, const pipe::PipelineLayers& layer
         l.backward_reduces.insert(l.backward_reduces.begin(), {t.bytes, name});
       }
     }
-    if (owner[c] < 0) continue;
     const Module& m = tree.module(calls[c].module);
+    l.workspace_bytes = std::max(l.workspace_bytes, m.cost.workspace_bytes);
+    l.backward_workspace_bytes =
+        std::max(l.backward_workspace_bytes, m.cost.backward_workspace_bytes);
+    if (owner[c] < 0) {
+      out.outside_activation_bytes += m.cost.activation_bytes;
+      continue;
+    }
     std::int64_t param_bytes = 0;
     for (const ParamSlot& s : m.params)
       param_bytes += tree.parameter(s.param).bytes();
@@ -1255,6 +1294,8 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       w.backward_flops = c.backward_flops;
       w.forward_reduces = c.forward_reduces;
       w.backward_reduces = c.backward_reduces;
+      w.workspace_bytes = c.workspace_bytes;
+      w.backward_workspace_bytes = c.backward_workspace_bytes;
       w.ckpt = plan.layers[static_cast<std::size_t>(k)];
       w.name =
           trace ? trace->intern(layers.layers[static_cast<std::size_t>(i)].name) : trace::kNone;
@@ -1266,6 +1307,9 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       // The loss runs on the last stage (_exec_forward_pass calls loss_fn there).
       sp.loss_forward_reduces = shard_costs.outside.forward_reduces;
       sp.loss_backward_reduces = shard_costs.outside.backward_reduces;
+      sp.loss_kept_bytes = shard_costs.outside_activation_bytes;
+      sp.loss_workspace_bytes = shard_costs.outside.workspace_bytes;
+      sp.loss_backward_workspace_bytes = shard_costs.outside.backward_workspace_bytes;
     }
     if (sp.end > sp.begin) {
       input = activity[static_cast<std::size_t>(sp.end - 1)];

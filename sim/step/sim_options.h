@@ -5,6 +5,8 @@
 
 namespace zp::sim {
 
+class SimCache;
+
 struct SimOptions {
   // 0: report the steady-state step (the first that begins with a complete ZeRO-3 trace, after
   // warm-up steps simulated for their decisions only); N > 0: simulate and report steps 0..N-1.
@@ -14,6 +16,9 @@ struct SimOptions {
   // Model PyTorch's caching allocator (reserved memory, fragmentation); costs O(log n) per
   // allocation.
   bool model_allocator = true;
+  // Work kept between simulations of one run under other settings (the planner's); null: none.
+  // Used by the ZeRO-3 simulation without tensor parallelism.
+  SimCache* cache = nullptr;
 };
 
 // What a memory snapshot's `running` field holds besides a call index.

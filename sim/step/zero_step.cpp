@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/checkpoint/checkpointing.h"
@@ -19,6 +20,7 @@
 #include "sim/step/checkpoint_segments.h"
 #include "sim/step/model_states.h"
 #include "sim/step/rank_timeline.h"
+#include "sim/step/sim_cache.h"
 
 namespace zp::sim {
 namespace {
@@ -56,8 +58,18 @@ struct CallWork {
   std::int64_t forward_flops = 0;
   std::int64_t backward_flops = 0;
   std::int64_t activation_bytes = 0;
+  // The most any of the calls holds while it runs, beyond what it keeps (ModuleCost); in
+  // backward the same, and what the calls hold until the backward inside them is done.
+  std::int64_t workspace_bytes = 0;
+  std::int64_t backward_workspace_bytes = 0;
+  std::int64_t backward_held_bytes = 0;
+  // Of the hooked call's own backward workspace, what outlives it: the gradient it made for its
+  // input (the workspace less the output's gradient), until the next call's backward takes it.
+  std::int64_t input_grad_bytes = 0;
   bool checkpointed = false;  // inside a checkpointed segment: nothing saved in the first forward
   std::vector<TensorAllReduce> forward_tensor, backward_tensor;
+  // Trainable parameters of the calls' modules: their backward makes a gradient for each.
+  std::vector<ParamId> grads;
 };
 
 // What a checkpointed segment does around its calls, keyed by the segment's first call.
@@ -68,9 +80,11 @@ struct CheckpointWork {
   std::map<std::int32_t, SegmentWork> segments;  // by first call
 };
 
-CheckpointWork checkpoint_work(const RunSpec& run) {
+CheckpointWork checkpoint_work(const RunSpec& run, SimCache* cache) {
   CheckpointWork out;
-  for (const CheckpointSegment& s : checkpoint_segments(run).segments) {
+  const CheckpointSegments segments =
+      cache ? cache->checkpoint_segments(run) : checkpoint_segments(run);
+  for (const CheckpointSegment& s : segments.segments) {
     out.ranges.push_back({s.first, s.end});
     out.segments.emplace(s.first, s);
   }
@@ -108,6 +122,18 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
     w.forward_flops += m.cost.forward_flops;
     w.backward_flops += m.cost.backward_or_default();
     w.activation_bytes += m.cost.activation_bytes;
+    w.workspace_bytes = std::max(w.workspace_bytes, m.cost.workspace_bytes);
+    w.backward_workspace_bytes =
+        std::max(w.backward_workspace_bytes, m.cost.backward_workspace_bytes);
+    w.backward_held_bytes += m.cost.backward_held_bytes;
+    if (owner[c] == static_cast<std::int32_t>(c))
+      w.input_grad_bytes =
+          std::max<std::int64_t>(m.cost.backward_workspace_bytes - m.cost.output_bytes, 0);
+    for (const ParamSlot& s : m.params) {
+      if (tree.parameter(s.param).requires_grad &&
+          std::find(w.grads.begin(), w.grads.end(), s.param) == w.grads.end())
+        w.grads.push_back(s.param);
+    }
     w.forward_ns += compute.time(m.cost.forward_flops, moved);
     w.backward_ns += compute.time(m.cost.backward_or_default(), 2 * moved);
     if (tensor) {
@@ -156,9 +182,23 @@ class ZeroRank final : public RankTimeline,
         memory_(memory, trace, trace_rank),
         param_block_(setup.model->tree().parameters().size(), -1),
         grad_block_(setup.model->tree().parameters().size(), -1),
+        grad_done_(setup.model->tree().parameters().size(), false),
+        pending_block_(setup.model->tree().parameters().size(), -1),
+        held_grad_block_(work.size(), -1),
         activation_block_(work.size(), -1) {
     // A post-backward hook needs nothing before the coordinator acts.
     set_event_kinds(kAllEventKinds & ~event_bit(StepEventKind::kPostBackward), kAllEventKinds);
+    // Backward reaches a segment's calls outermost first (a pre-backward hook fires as the
+    // output's gradient arrives): the last is found by descending into first children.
+    const std::vector<ForwardCall>& calls = setup.model->tree().calls();
+    for (const auto& [first, segment] : checkpoints_.segments) {
+      std::int32_t last = first;
+      while (last + 1 < segment.end &&
+             calls[static_cast<std::size_t>(last + 1)].parent_call == last &&
+             setup.model->is_hooked(calls[static_cast<std::size_t>(last + 1)].module))
+        ++last;
+      segment_end_.emplace(last, first);
+    }
   }
 
   MemoryAccountant& memory() { return memory_; }
@@ -369,16 +409,19 @@ class ZeroRank final : public RankTimeline,
     if (s_.dp == 1) {
       end = std::max(reduce_stream(), now_);
     } else if (bucket.path == zero::ReducePath::kReduceScatter) {
-      // reduce_scatter_coalesced builds a flat input of the padded bucket and an output partition;
-      // both live while the host issues it.
-      const auto in =
-          memory_.allocate(MemoryCategory::kCommBuffers, bytes, now_, AllocStream::kReduceScatter);
-      const auto out = memory_.allocate(MemoryCategory::kCommBuffers, bytes / s_.dp, now_,
-                                        AllocStream::kReduceScatter);
+      // reduce_scatter_coalesced builds one flat input of the padded bucket, which lives while the
+      // host issues it; the output is this rank's chunk of it. A lone gradient that needs no
+      // padding is reduced in place, with nothing allocated.
+      const zero::PartitionShape& only = s_.model->param(bucket.params.front()).shape;
+      const bool in_place = bucket.params.size() == 1 && only.padded_numel == only.numel;
+      MemoryAccountant::Block in = -1;
+      if (!in_place) {
+        in = memory_.allocate(MemoryCategory::kCommBuffers, bytes, now_,
+                              AllocStream::kReduceScatter);
+      }
       end = collective(reduce_stream(), StreamKind::kReduceScatter, kReduceScatterOp, now_, bytes,
                        name);
-      memory_.free(out, now_);
-      memory_.free(in, now_);
+      if (in >= 0) memory_.free(in, now_);
     } else {
       end =
           collective(reduce_stream(), StreamKind::kReduceScatter, kAllReduceOp, now_, bytes, name);
@@ -412,6 +455,7 @@ class ZeroRank final : public RankTimeline,
       // independent_gradient_partition_epilogue synchronised the reduce stream.
       wait_until(reduce_stream());
       ++micro_batch_;
+      std::fill(grad_done_.begin(), grad_done_.end(), false);
     }
     if (phase == StepPhase::kOptimizerStep) {
       wait_until(reduce_stream());
@@ -439,17 +483,27 @@ class ZeroRank final : public RankTimeline,
       // A checkpointed segment's first forward keeps nothing; its recomputation keeps everything
       // until the call's backward.
       const bool keeps = !w.checkpointed || e.recompute;
+      const MemoryCategory category =
+          e.recompute ? MemoryCategory::kRecompute : MemoryCategory::kActivations;
       if (keeps && w.activation_bytes > 0) {
-        activation_block_[static_cast<std::size_t>(e.call)] = memory_.allocate(
-            e.recompute ? MemoryCategory::kRecompute : MemoryCategory::kActivations,
-            w.activation_bytes, now_);
+        activation_block_[static_cast<std::size_t>(e.call)] =
+            memory_.allocate(category, w.activation_bytes, now_);
       }
+      // What the forward holds only while it runs (the loss's logits and their fp32 copy).
+      const MemoryAccountant::Block workspace =
+          w.workspace_bytes > 0 ? memory_.allocate(category, w.workspace_bytes, now_) : -1;
       run_module(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns, w.forward_flops,
                  e.module);
+      if (workspace >= 0) memory_.free(workspace, now_);
       tensor_all_reduces(w.forward_tensor);
     } else if (e.kind == StepEventKind::kGradReady) {
-      grad_block_[static_cast<std::size_t>(e.param)] =
-          memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
+      // The accumulator hands the gradient over: from here on it waits for its bucket.
+      const auto p = static_cast<std::size_t>(e.param);
+      if (pending_block_[p] >= 0) memory_.free(pending_block_[p], now_);
+      pending_block_[p] = -1;
+      if (grad_block_[p] < 0)
+        grad_block_[p] = memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
+      grad_done_[p] = true;
     }
   }
 
@@ -458,14 +512,63 @@ class ZeroRank final : public RankTimeline,
     if (e.kind == StepEventKind::kPreBackward) {
       const CallWork& w = work_[static_cast<std::size_t>(e.call)];
       memory_.set_running(e.call);
+      // The first call inside a call that holds its gradient (a model body's first layer) is
+      // handed that gradient as its output's: it is counted there from now on.
+      const std::int32_t parent =
+          s_.model->tree().calls()[static_cast<std::size_t>(e.call)].parent_call;
+      if (parent != kNoCall && e.call == parent + 1) {
+        MemoryAccountant::Block& held = held_grad_block_[static_cast<std::size_t>(parent)];
+        if (held >= 0) memory_.free(held, now_);
+        held = -1;
+      }
+      // The gradients flowing through the call's own backward, while it runs; the one the call
+      // before made for its input is this call's output gradient, counted here from now on.
+      release_input_grad();
+      const MemoryAccountant::Block flowing =
+          w.backward_workspace_bytes > 0
+              ? memory_.allocate(MemoryCategory::kActivations, w.backward_workspace_bytes, now_)
+              : -1;
       run_module(OpKind::kBackward, w.backward_ns, w.backward_flops, e.module);
+      // The backward makes a gradient for each of the call's parameters while its output's
+      // gradient is still there; autograd holds it until the accumulator takes it. A later
+      // contribution to a tied weight is added to the earlier one once the backward has returned,
+      // out of place (PyTorch 1.13's InputBuffer): for a moment both and their sum.
+      std::vector<std::pair<ParamId, MemoryAccountant::Block>>& added = scratch_added_;
+      added.clear();
+      for (ParamId p : w.grads) {
+        if (grad_done_[static_cast<std::size_t>(p)]) continue;
+        const MemoryAccountant::Block made =
+            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_);
+        MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
+        if (pending < 0) {
+          pending = made;
+        } else {
+          added.emplace_back(p, made);
+        }
+      }
+      if (flowing >= 0) memory_.free(flowing, now_);
+      if (w.input_grad_bytes > 0)
+        input_grad_block_ =
+            memory_.allocate(MemoryCategory::kActivations, w.input_grad_bytes, now_);
+      for (const auto& [p, made] : added) {
+        MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
+        const MemoryAccountant::Block sum =
+            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_);
+        memory_.free(pending, now_);
+        memory_.free(made, now_);
+        pending = sum;
+      }
       MemoryAccountant::Block& b = activation_block_[static_cast<std::size_t>(e.call)];
       if (b >= 0) memory_.free(b, now_);
       b = -1;
+      if (w.backward_held_bytes > 0) {
+        held_grad_block_[static_cast<std::size_t>(e.call)] =
+            memory_.allocate(MemoryCategory::kActivations, w.backward_held_bytes, now_);
+      }
       tensor_all_reduces(w.backward_tensor);
-      // The segment's first call is the last whose backward runs: its input goes then.
-      if (auto seg = checkpoints_.segments.find(e.call); seg != checkpoints_.segments.end())
-        end_segment(e.call, seg->second);
+      // The segment's input goes when its backward is done.
+      if (auto end = segment_end_.find(e.call); end != segment_end_.end())
+        end_segment(end->second, checkpoints_.segments.at(end->second));
     }
     if (first_sample_pending_) note_live();
   }
@@ -481,8 +584,15 @@ class ZeroRank final : public RankTimeline,
     }
   }
 
-  // CheckpointFunction.backward: the input comes back before the forward runs again.
+  void release_input_grad() {
+    if (input_grad_block_ >= 0) memory_.free(input_grad_block_, now_);
+    input_grad_block_ = -1;
+  }
+
+  // CheckpointFunction.backward: the input comes back before the forward runs again. The gradient
+  // of the segment's output, which the call after it made, is the one the model body holds.
   void begin_recompute(std::int32_t call, const SegmentWork& w) {
+    release_input_grad();
     if (w.extra_recompute_bytes > 0)
       extra_block_[call] =
           memory_.allocate(MemoryCategory::kRecompute, w.extra_recompute_bytes, now_);
@@ -518,6 +628,14 @@ class ZeroRank final : public RankTimeline,
     for (MemoryAccountant::Block& b : activation_block_) {
       if (b >= 0) memory_.free(b, now_);
       b = -1;
+    }
+    // So do gradients that were never handed to the reducer, or are still held.
+    release_input_grad();
+    for (auto* blocks : {&pending_block_, &held_grad_block_}) {
+      for (MemoryAccountant::Block& b : *blocks) {
+        if (b >= 0) memory_.free(b, now_);
+        b = -1;
+      }
     }
   }
 
@@ -680,11 +798,22 @@ class ZeroRank final : public RankTimeline,
   std::vector<zero::GatherBuffer> scratch_buffers_;
   std::vector<MemoryAccountant::Block> param_block_;
   std::vector<MemoryAccountant::Block> grad_block_;
+  std::vector<bool> grad_done_;  // by ParamId: handed to the reducer in this micro-step
+  // By ParamId: a gradient that backward made and autograd still holds (the sum so far of a tied
+  // weight's contributions), until its accumulator hands it to the reducer.
+  std::vector<MemoryAccountant::Block> pending_block_;
+  // By call: the gradient a call holds through the backward inside it (ModuleCost).
+  std::vector<MemoryAccountant::Block> held_grad_block_;
+  // The gradient the last backward made for its call's input (CallWork::input_grad_bytes).
+  MemoryAccountant::Block input_grad_block_ = -1;
+  std::vector<std::pair<ParamId, MemoryAccountant::Block>> scratch_added_;  // reused per backward
   std::vector<MemoryAccountant::Block> activation_block_;
   // Per checkpointed segment (by first call): the kept input, and the extra full input while it
   // recomputes.
   std::map<std::int32_t, MemoryAccountant::Block> held_block_;
   std::map<std::int32_t, MemoryAccountant::Block> extra_block_;
+  // The call whose backward runs last in each segment -> the segment's first call.
+  std::map<std::int32_t, std::int32_t> segment_end_;
   std::int64_t live_numel_ = 0;
   TimeNs exposed_gather_ns_ = 0;
   bool first_sample_pending_ = true;  // see note_live
@@ -725,7 +854,9 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
   const zero::ZeroModel model(local.tree, settings);
   const ComputeModel compute(run.cluster, run.training.dtype);
   const CollectiveModel network(run.cluster);
-  const CheckpointWork checkpoints = checkpoint_work(local);
+  // The cache is bound to one tree: a tensor-parallel shard is a new tree every time.
+  SimCache* const cache = sharded_run ? nullptr : options.cache;
+  const CheckpointWork checkpoints = checkpoint_work(local, cache);
   const std::int64_t micro_batches =
       std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
 
@@ -793,7 +924,10 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
       sim.tensor_group = static_cast<std::int32_t>(trace->groups.size());
       trace->groups.push_back(trace::GroupInfo{"model", tp});
     }
-    zero::TrainingLoop loop(model, sim, sim, &sim, checkpoints.ranges);
+    zero::TrainingLoop loop =
+        cache ? zero::TrainingLoop(model, cache->step_schedule(model, checkpoints.ranges), sim, sim,
+                                   &sim)
+              : zero::TrainingLoop(model, sim, sim, &sim, checkpoints.ranges);
     sim.loop = &loop;
     loop.initialize();
     if (options.steps == 0) {

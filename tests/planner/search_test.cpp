@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/config/run_spec.h"
+#include "core/util/error.h"
 
 namespace zp::planner {
 namespace {
@@ -213,6 +214,28 @@ TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
   EXPECT_GT(with.step_ns, 0);
   EXPECT_GT(with.gathered_bytes, 0);
   EXPECT_TRUE(with.rejected.empty());
+}
+
+TEST(Evaluate, TheCheckpointCacheChangesNoResult) {
+  RunSpec run = Example("gpt2-zero3.yaml");
+  const SearchSpace space = build_search_space(run, {});
+  sim::SimCache cache;
+  // Every checkpointing setting twice, in an order that revisits cached ones.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::int64_t interval : {1, 2, 0}) {
+      for (bool cpu : {false, true}) {
+        run.training.checkpoint_interval = interval;
+        run.deepspeed.activation_checkpointing.cpu_checkpointing = cpu;
+        const Evaluation cached = evaluate(run, true, &cache);
+        const Evaluation fresh = evaluate(run, true);
+        EXPECT_EQ(cached.step_ns, fresh.step_ns) << interval << cpu;
+        EXPECT_EQ(cached.memory, fresh.memory) << interval << cpu;
+        EXPECT_EQ(cached.allocated, fresh.allocated) << interval << cpu;
+      }
+    }
+  }
+  RunSpec other = run;
+  EXPECT_THROW(evaluate(other, true, &cache), InternalError);
 }
 
 }  // namespace

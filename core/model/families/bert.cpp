@@ -80,14 +80,14 @@ ModuleTree build_bert(const ModelConfig& config, const BatchShape& shape) {
     tree.set_cost(l.self_output, residual);
     tree.set_cost(l.attn_dense, dense_cost(square, t, e, true));
     tree.set_cost(l.attn_dropout, dropout_cost(t * h, config.dropout, e));
-    tree.set_cost(l.attn_norm, norm_cost(t, h, e, kLayerNormFlops));
+    tree.set_cost(l.attn_norm, layer_norm_cost(t, h, e));
     tree.set_cost(l.intermediate, ModuleCost{0, 0, t * f * e});
     tree.set_cost(l.inter_dense, dense_cost(up, t, e, true));
     tree.set_cost(l.act, activation_cost(t * f, e, kGeluFlops));
     tree.set_cost(l.output, residual);
     tree.set_cost(l.out_dense, dense_cost(down, t, e, true));
     tree.set_cost(l.out_dropout, dropout_cost(t * h, config.dropout, e));
-    tree.set_cost(l.out_norm, norm_cost(t, h, e, kLayerNormFlops));
+    tree.set_cost(l.out_norm, layer_norm_cost(t, h, e));
     layers.push_back(l);
   }
   const ModuleId pooler = tree.add_module(root, "pooler", "BertPooler");
@@ -97,12 +97,16 @@ ModuleTree build_bert(const ModelConfig& config, const BatchShape& shape) {
   // BertModel returns the sequence output and the pooled first token of each sample.
   tree.set_cost(root, ModuleCost{0, 0, t * h * e + b * h * e});
   tree.set_cost(embeddings, ModuleCost{2 * kAddFlops * t * h, 0, t * h * e});  // three summed
-  tree.set_cost(word, embedding_cost(t, h, e));
-  tree.set_cost(position, embedding_cost(t, h, e));
-  tree.set_cost(token_type, embedding_cost(t, h, e));
-  tree.set_cost(emb_norm, norm_cost(t, h, e, kLayerNormFlops));
+  // Position and token type ids are views of BertEmbeddings' buffers: only the word ids are kept.
+  tree.set_cost(word, embedding_cost(t, h, e, t));
+  tree.set_cost(position, embedding_cost(t, h, e, 0));
+  tree.set_cost(token_type, embedding_cost(t, h, e, 0));
+  tree.set_cost(emb_norm, layer_norm_cost(t, h, e));
   tree.set_cost(emb_dropout, dropout_cost(t * h, config.dropout, e));
-  tree.set_cost(encoder, ModuleCost{0, 0, t * h * e});
+  ModuleCost encoder_cost{0, 0, t * h * e};
+  // In backward the encoder passes the hidden states' gradient from layer to layer.
+  encoder_cost.backward_held_bytes = t * h * e;
+  tree.set_cost(encoder, encoder_cost);
   tree.set_cost(pooler, ModuleCost{0, 0, b * h * e});
   tree.set_cost(pool_dense, dense_cost(square, b, e, true));
   tree.set_cost(pool_act, activation_cost(b * h, e, kTanhFlops));  // keeps its output

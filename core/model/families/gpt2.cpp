@@ -59,13 +59,13 @@ ModuleTree build_gpt2(const ModelConfig& config, const BatchShape& shape) {
     b.mlp_dropout = add_leaf(tree, b.mlp, "dropout", "Dropout");
 
     tree.set_cost(b.block, ModuleCost{2 * kAddFlops * t * h, 0, t * h * e});  // two residual adds
-    tree.set_cost(b.ln_1, norm_cost(t, h, e, kLayerNormFlops));
+    tree.set_cost(b.ln_1, layer_norm_cost(t, h, e));
     tree.set_cost(b.attn, attention_core_cost(dims, core));
     tree.set_cost(b.c_attn, dense_cost(c_attn, t, e, true));
     tree.set_cost(b.attn_proj, dense_cost(attn_proj, t, e, true));
     tree.set_cost(b.attn_dropout, attention_dropout_cost(dims, core));
     tree.set_cost(b.resid_dropout, dropout_cost(t * h, config.dropout, e));
-    tree.set_cost(b.ln_2, norm_cost(t, h, e, kLayerNormFlops));
+    tree.set_cost(b.ln_2, layer_norm_cost(t, h, e));
     tree.set_cost(b.mlp, ModuleCost{0, 0, t * h * e});
     tree.set_cost(b.c_fc, dense_cost(c_fc, t, e, true));
     tree.set_cost(b.mlp_proj, dense_cost(mlp_proj, t, e, true));
@@ -83,17 +83,22 @@ ModuleTree build_gpt2(const ModelConfig& config, const BatchShape& shape) {
     tree.add_parameter(lm_head, "weight", {v, h}, dt);
   }
 
-  // The root computes the loss; the fp32 logits it keeps for that are charged to lm_head
+  // The root computes the loss, after lm_head's call: what it keeps and holds are the root's
   // (docs/models.md, "Embedding and output side").
-  tree.set_cost(root, ModuleCost{kCrossEntropyFlops * t * v, 0, t * v * e});
-  tree.set_cost(model, ModuleCost{kAddFlops * t * h, 0, t * h * e});  // wte + wpe
-  tree.set_cost(wte, embedding_cost(t, h, e));
-  tree.set_cost(wpe, embedding_cost(t, h, e));
+  const LossCost loss = causal_lm_loss_cost(dims, v);
+  ModuleCost root_cost{kCrossEntropyFlops * t * v, loss.kept_bytes, t * v * e};
+  root_cost.workspace_bytes = loss.root_workspace;
+  root_cost.backward_workspace_bytes = loss.root_backward_workspace;
+  tree.set_cost(root, root_cost);
+  ModuleCost model_cost{kAddFlops * t * h, 0, t * h * e};  // wte + wpe
+  // In backward the body passes the hidden states' gradient from block to block.
+  model_cost.backward_held_bytes = t * h * e;
+  tree.set_cost(model, model_cost);
+  tree.set_cost(wte, embedding_cost(t, h, e, t));
+  tree.set_cost(wpe, embedding_cost(t, h, e, dims.seq));  // arange(s)[None]
   tree.set_cost(drop, dropout_cost(t * h, config.dropout, e));
-  tree.set_cost(ln_f, norm_cost(t, h, e, kLayerNormFlops));
-  ModuleCost head_cost = dense_cost(head, t, e, true);
-  head_cost.activation_bytes += kLossLogitBytes * t * v;
-  tree.set_cost(lm_head, head_cost);
+  tree.set_cost(ln_f, layer_norm_cost(t, h, e));
+  tree.set_cost(lm_head, dense_cost(head, t, e, true));
 
   // --- Forward calls, in the order GPT2LMHeadModel.forward makes them ---------------------------
   const auto call = [&tree](ModuleId m, std::int32_t parent, bool grad = true) {

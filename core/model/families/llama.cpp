@@ -32,7 +32,10 @@ struct DecoderLayer {
 void set_swiglu_costs(ModuleTree& tree, const SwiGlu& m, const Dense& gate, const Dense& down,
                       std::int64_t rows, std::int64_t e) {
   const std::int64_t f = gate.out;
-  tree.set_cost(m.mlp, ModuleCost{kAddFlops * rows * f, 2 * rows * f * e, rows * down.out * e});
+  ModuleCost product{kAddFlops * rows * f, 2 * rows * f * e, rows * down.out * e};
+  // Backward of the gating product: its output's gradient and both operands'.
+  product.backward_workspace_bytes = 3 * rows * f * e;
+  tree.set_cost(m.mlp, product);
   tree.set_cost(m.gate, dense_cost(gate, rows, e, true));
   tree.set_cost(m.up, dense_cost(gate, rows, e, false));  // the same input as gate
   tree.set_cost(m.act, activation_cost(rows * f, e, kSiluFlops));
@@ -130,6 +133,9 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
           kSoftmaxFlops * t * n_experts + 2 * kAddFlops * t * top_k + 2 * kAddFlops * t * top_k * h;
       c.activation_bytes = 4 * t * n_experts + t * top_k * (h + 1) * e;
       c.output_bytes = t * h * e + t * n_experts * e;  // hidden states and router logits
+      // Backward: the output's gradient, the experts' outputs' and routing weights' gradients,
+      // and the router probabilities' (fp32).
+      c.backward_workspace_bytes = t * h * e + t * top_k * (h + 1) * e + 4 * t * n_experts;
       tree.set_cost(l.moe, c);
       tree.set_cost(l.router, dense_cost(router, t, e, true));
       for (const Expert& x : l.experts)
@@ -149,15 +155,21 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
     tree.add_parameter(lm_head, "weight", {v, h}, dt);
   }
 
-  tree.set_cost(root, ModuleCost{kCrossEntropyFlops * t * v, 0, t * v * e});
-  tree.set_cost(model, ModuleCost{0, 0, t * h * e});
-  tree.set_cost(embed, embedding_cost(t, h, e));
+  // The loss, the root's (as GPT-2's).
+  const LossCost loss = causal_lm_loss_cost(dims, v);
+  ModuleCost root_cost{kCrossEntropyFlops * t * v, loss.kept_bytes, t * v * e};
+  root_cost.workspace_bytes = loss.root_workspace;
+  root_cost.backward_workspace_bytes = loss.root_backward_workspace;
+  tree.set_cost(root, root_cost);
+  ModuleCost model_cost{0, 0, t * h * e};
+  // In backward the body passes the hidden states' gradient from layer to layer.
+  model_cost.backward_held_bytes = t * h * e;
+  tree.set_cost(model, model_cost);
+  tree.set_cost(embed, embedding_cost(t, h, e, t));
   tree.set_cost(norm, norm_cost(t, h, e, kRmsNormFlops));
   // cos and sin tables, [batch, seq, head_dim] each, computed under no_grad: nothing kept.
   tree.set_cost(rotary, ModuleCost{kRotaryTableFlops * t * d, 0, 2 * t * d * e});
-  ModuleCost head_cost = dense_cost(head, t, e, true);
-  head_cost.activation_bytes += kLossLogitBytes * t * v;
-  tree.set_cost(lm_head, head_cost);
+  tree.set_cost(lm_head, dense_cost(head, t, e, true));
 
   // --- Forward calls
   // ------------------------------------------------------------------------------

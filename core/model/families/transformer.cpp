@@ -1,5 +1,6 @@
 #include "core/model/families/transformer.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace zp::families {
@@ -56,30 +57,64 @@ ModuleCost dense_cost(const Dense& dense, std::int64_t rows, std::int64_t elem, 
       2 * rows * dense.in * dense.out + (dense.bias ? kAddFlops * rows * dense.out : 0);
   cost.activation_bytes = saves_input ? rows * dense.in * elem : 0;
   cost.output_bytes = rows * dense.out * elem;
+  // Backward: the output's gradient, and the input's it makes.
+  cost.backward_workspace_bytes = rows * (dense.in + dense.out) * elem;
   return cost;
 }
 
-ModuleCost embedding_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem) {
-  // A lookup: no arithmetic; backward needs only the integer ids, which Korthikanti et al. leave
-  // out (8 bytes per token against thousands per hidden state).
-  return ModuleCost{0, 0, rows * dim * elem};
+ModuleCost embedding_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
+                          std::int64_t kept_ids) {
+  // A lookup: no arithmetic; backward needs only the integer ids, and is handed the output's
+  // gradient (it makes none for the ids).
+  ModuleCost cost{0, kIdBytes * kept_ids, rows * dim * elem};
+  cost.backward_workspace_bytes = rows * dim * elem;
+  return cost;
 }
 
 ModuleCost norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
                      std::int64_t flops_per_element) {
   const std::int64_t elements = rows * dim;
-  return ModuleCost{flops_per_element * elements, elements * elem, elements * elem};
+  ModuleCost cost{flops_per_element * elements, elements * elem, elements * elem};
+  cost.backward_workspace_bytes = 2 * elements * elem;  // the output's gradient and the input's
+  return cost;
+}
+
+ModuleCost layer_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem) {
+  ModuleCost cost = norm_cost(rows, dim, elem, kLayerNormFlops);
+  cost.activation_bytes += kNormStatBytes * rows;
+  return cost;
+}
+
+LossCost causal_lm_loss_cost(const Dims& dims, std::int64_t vocab) {
+  // Position t predicts token t + 1: the last position of each sequence predicts nothing.
+  const std::int64_t predicted = dims.batch * (dims.seq - 1);
+  LossCost loss;
+  // log_softmax keeps its fp32 output (nll_loss reads the same tensor); nll_loss keeps the
+  // shifted labels, a contiguous copy.
+  loss.kept_bytes = kLossLogitBytes * predicted * vocab + kIdBytes * predicted;
+  // While the loss runs: lm_head's logits, and the contiguous fp32 copy of the shifted logits
+  // that cross_entropy reads (logits[:, :-1].contiguous(), upcast).
+  loss.root_workspace = dims.tokens * vocab * dims.elem + kLossLogitBytes * predicted * vocab;
+  // Backward: nll_loss's gradient of the log-probabilities and log_softmax's of the shifted
+  // logits, both fp32. (The zero-padded gradient of all the logits is lm_head's output gradient.)
+  loss.root_backward_workspace = 2 * kLossLogitBytes * predicted * vocab;
+  return loss;
 }
 
 ModuleCost activation_cost(std::int64_t elements, std::int64_t elem,
                            std::int64_t flops_per_element) {
-  return ModuleCost{flops_per_element * elements, elements * elem, elements * elem};
+  ModuleCost cost{flops_per_element * elements, elements * elem, elements * elem};
+  cost.backward_workspace_bytes = 2 * elements * elem;
+  return cost;
 }
 
 ModuleCost dropout_cost(std::int64_t elements, double p, std::int64_t elem) {
   const bool active = p > 0.0;
-  return ModuleCost{active ? kDropoutFlops * elements : 0,
-                    active ? kDropoutMaskBytes * elements : 0, elements * elem};
+  ModuleCost cost{active ? kDropoutFlops * elements : 0, active ? kDropoutMaskBytes * elements : 0,
+                  elements * elem};
+  // With p = 0 the input itself is returned: there is no backward.
+  if (active) cost.backward_workspace_bytes = 2 * elements * elem;
+  return cost;
 }
 
 std::int64_t attention_scores(const Dims& dims, const AttentionCore& core) {
@@ -108,12 +143,25 @@ ModuleCost attention_core_cost(const Dims& dims, const AttentionCore& core) {
   cost.activation_bytes = dims.tokens * (q_width + 2 * kept_kv_width) * dims.elem;
   if (eager) {
     cost.activation_bytes += scores * dims.elem;  // softmax output, for the softmax backward
+    // The masked fill keeps its boolean mask of the future, [s, s], broadcast over the heads.
+    if (core.causal) cost.activation_bytes += dims.seq * dims.seq;
     if (dropout) {
       cost.activation_bytes += scores * dims.elem;  // dropped-out probabilities, for P V
       if (!core.dropout_is_child) cost.activation_bytes += kDropoutMaskBytes * scores;
     }
   }
   cost.output_bytes = dims.tokens * q_width * dims.elem;
+  // Backward. Eager: the gradient of the attention output (the context), the values' gradient
+  // made first, and two score-sized gradients (the input and the output of each element-wise
+  // step: dropout, softmax, mask, scale); then the gradients of Q, K and V and their concatenation
+  // for the fused projection. Flash: the output's gradient and those of Q, K and V.
+  const std::int64_t tokens = dims.tokens;
+  if (eager) {
+    cost.backward_workspace_bytes =
+        std::max(2 * tokens * q_width + 2 * scores, 6 * tokens * q_width) * dims.elem;
+  } else {
+    cost.backward_workspace_bytes = tokens * (2 * q_width + 2 * kv_width) * dims.elem;
+  }
   return cost;
 }
 
@@ -131,7 +179,8 @@ AttentionCore attention_core_of(const ModelConfig& config) {
                        .impl = config.attention,
                        .dropout = config.attention_dropout,
                        .dropout_is_child = !rotary,
-                       .rotary = rotary};
+                       .rotary = rotary,
+                       .causal = config.family != ModelFamily::kBert};
 }
 
 }  // namespace zp::families

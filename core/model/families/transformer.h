@@ -34,6 +34,10 @@ inline constexpr std::int64_t kRotaryTableFlops = 3;
 inline constexpr std::int64_t kCrossEntropyFlops = 5;  // per logit: log-softmax and the pick
 inline constexpr std::int64_t kDropoutMaskBytes = 1;   // torch keeps a bool mask
 inline constexpr std::int64_t kLossLogitBytes = 4;     // the loss upcasts logits to fp32
+inline constexpr std::int64_t kIdBytes = 8;            // token, position and label ids: int64
+// LayerNorm keeps each row's mean and reciprocal standard deviation for its backward, in fp32
+// whatever the input's dtype (the accumulation type of PyTorch's kernels).
+inline constexpr std::int64_t kNormStatBytes = 2 * 4;
 
 // The batch shape as the cost formulas use it.
 struct Dims {
@@ -73,10 +77,25 @@ ModuleId add_leaf(ModuleTree& tree, ModuleId parent, std::string name, std::stri
 // A dense layer keeps its input for the weight gradient unless another layer already keeps the same
 // tensor (`saves_input` false: k_proj and v_proj share q_proj's input).
 ModuleCost dense_cost(const Dense& dense, std::int64_t rows, std::int64_t elem, bool saves_input);
-ModuleCost embedding_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem);
-// LayerNorm and RMSNorm keep their input.
+// A lookup of `rows` ids; it keeps `kept_ids` int64 ids for its backward (0 when they are a view
+// of a module buffer, which is no activation).
+ModuleCost embedding_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
+                          std::int64_t kept_ids);
+// RMSNorm keeps its input.
 ModuleCost norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
                      std::int64_t flops_per_element);
+// LayerNorm keeps its input and each row's statistics (kNormStatBytes).
+ModuleCost layer_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem);
+// The causal LM loss of transformers' *ForCausalLM (shift, then cross-entropy in fp32) over
+// `batch` sequences of `seq` tokens and a vocabulary of `vocab`, which the root's forward runs
+// after lm_head's call: what it keeps for backward (the log-probabilities and the shifted labels),
+// what it holds while it runs (the logits and their shifted fp32 copy) and in its backward.
+struct LossCost {
+  std::int64_t kept_bytes = 0;
+  std::int64_t root_workspace = 0;
+  std::int64_t root_backward_workspace = 0;  // the loss's backward, the root's
+};
+LossCost causal_lm_loss_cost(const Dims& dims, std::int64_t vocab);
 // GELU and SiLU keep their input, Tanh its output: the same size either way.
 ModuleCost activation_cost(std::int64_t elements, std::int64_t elem,
                            std::int64_t flops_per_element);
@@ -95,6 +114,7 @@ struct AttentionCore {
   // mask.
   bool dropout_is_child = false;
   bool rotary = false;  // Llama, Mixtral: RoPE applied to Q and K inside the module
+  bool causal = false;  // the decoders: eager attention masks the future with a boolean [s, s]
 };
 
 // The attention core of `config`: GPT-2 and BERT run multi-head attention with the probability

@@ -132,10 +132,12 @@ ModelConfig bert_config(double dropout, AttentionImpl attention) {
 // t*h*(8e + 2[p>0]) + 2e*t*f, plus b*a*s^2*(e + [p_attn>0](e+1)) when the scores are stored.
 std::int64_t classic_layer_activation(std::int64_t b, std::int64_t s, std::int64_t h,
                                       std::int64_t a, std::int64_t f, std::int64_t e, bool dropout,
-                                      bool attn_dropout, bool flash) {
+                                      bool attn_dropout, bool flash, bool causal) {
   const std::int64_t t = b * s;
-  std::int64_t bytes = t * h * (8 * e + (dropout ? 2 : 0)) + 2 * e * t * f;
+  // Korthikanti's terms, and the two LayerNorms' fp32 mean and reciprocal deviation per row.
+  std::int64_t bytes = t * h * (8 * e + (dropout ? 2 : 0)) + 2 * e * t * f + 2 * 8 * t;
   if (!flash) bytes += b * a * s * s * (e + (attn_dropout ? e + 1 : 0));
+  if (!flash && causal) bytes += s * s;  // the causal mask's booleans
   return bytes;
 }
 
@@ -248,11 +250,12 @@ TEST_P(FamiliesGpt2Activation, PerLayerSumMatchesKorthikantiClosedForm) {
   const ModuleTree tree = build_model(c, BatchShape{b, s, param.dtype});
   for (const char* layer : {"transformer.h.0", "transformer.h.1"}) {
     EXPECT_EQ(subtree_cost(tree, layer).activation_bytes,
-              classic_layer_activation(b, s, h, a, f, e, dropout, dropout, flash))
+              classic_layer_activation(b, s, h, a, f, e, dropout, dropout, flash, true))
         << layer;
   }
-  // The embedding and output side: embedding dropout mask, ln_f's input, lm_head's input and the
-  // fp32 logits kept for the loss (charged to lm_head).
+  // The embedding and output side: the token and position ids, the embedding dropout mask, ln_f's
+  // input and statistics, lm_head's input, and what the loss keeps (the root's, whose forward runs
+  // it): the fp32 log-probabilities of the b (s - 1) predicted positions and their labels.
   const std::int64_t outside = tree.module(0).cost.activation_bytes +
                                subtree_cost(tree, "lm_head").activation_bytes +
                                tree.module(find_module(tree, "transformer")).cost.activation_bytes +
@@ -260,8 +263,11 @@ TEST_P(FamiliesGpt2Activation, PerLayerSumMatchesKorthikantiClosedForm) {
                                subtree_cost(tree, "transformer.wpe").activation_bytes +
                                subtree_cost(tree, "transformer.drop").activation_bytes +
                                subtree_cost(tree, "transformer.ln_f").activation_bytes;
-  EXPECT_EQ(outside, (dropout ? t * h : 0) + e * t * h + e * t * h + 4 * t * v);
-  EXPECT_EQ(tree.module(find_module(tree, "lm_head")).cost.activation_bytes, e * t * h + 4 * t * v);
+  const std::int64_t predicted = b * (s - 1);
+  EXPECT_EQ(outside, 8 * t + 8 * s + (dropout ? t * h : 0) + e * t * h + 8 * t + e * t * h +
+                         4 * predicted * v + 8 * predicted);
+  EXPECT_EQ(tree.module(find_module(tree, "lm_head")).cost.activation_bytes, e * t * h);
+  EXPECT_EQ(tree.module(0).cost.activation_bytes, 4 * predicted * v + 8 * predicted);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -278,21 +284,23 @@ INSTANTIATE_TEST_SUITE_P(
              (param_info.param.dropout > 0 ? "_dropout" : "_no_dropout");
     });
 
-TEST(FamiliesGpt2, SixteenBitLayerIsThirtyFourSbhPlusFiveAsSquaredB) {
-  // The paper's own numbers: 16-bit activations, dropout everywhere, ffn = 4h.
+TEST(FamiliesGpt2, SixteenBitLayerIsThirtyFourSbhPlusFiveAsSquaredBAndTheSmallTerms) {
+  // The paper's own numbers: 16-bit activations, dropout everywhere, ffn = 4h; and what it leaves
+  // out: the two LayerNorms' fp32 statistics (8 bytes per row each) and, eager, the causal mask.
   const std::int64_t b = 2, s = 32, h = 48, a = 4;
+  const std::int64_t stats = 2 * 8 * s * b, mask = s * s;
   const ModuleTree eager =
       build_model(gpt2_config(0.1, AttentionImpl::kEager), BatchShape{b, s, DType::kFloat16});
   EXPECT_EQ(subtree_cost(eager, "transformer.h.0").activation_bytes,
-            s * b * h * 34 + 5 * a * s * s * b);
+            s * b * h * 34 + 5 * a * s * s * b + stats + mask);
   const ModuleTree flash =
       build_model(gpt2_config(0.1, AttentionImpl::kFlash), BatchShape{b, s, DType::kFloat16});
-  EXPECT_EQ(subtree_cost(flash, "transformer.h.0").activation_bytes, s * b * h * 34);
+  EXPECT_EQ(subtree_cost(flash, "transformer.h.0").activation_bytes, s * b * h * 34 + stats);
   // fp32 doubles every 16-bit term but not the one-byte dropout masks.
   const ModuleTree fp32 =
       build_model(gpt2_config(0.1, AttentionImpl::kEager), BatchShape{b, s, DType::kFloat32});
   EXPECT_EQ(subtree_cost(fp32, "transformer.h.0").activation_bytes,
-            s * b * h * (2 * 32 + 2) + a * s * s * b * (2 * 4 + 1));
+            s * b * h * (2 * 32 + 2) + a * s * s * b * (2 * 4 + 1) + stats + mask);
 }
 
 TEST(FamiliesGpt2, ActivationsAreChargedToTheModulesThatKeepThem) {
@@ -304,16 +312,49 @@ TEST(FamiliesGpt2, ActivationsAreChargedToTheModulesThatKeepThem) {
     return tree.module(find_module(tree, name.empty() ? layer : layer + "." + name))
         .cost.activation_bytes;
   };
-  EXPECT_EQ(bytes("ln_1"), e * t * h);
+  EXPECT_EQ(bytes("ln_1"), e * t * h + 8 * t);  // the input, and per row the fp32 statistics
   EXPECT_EQ(bytes("attn.c_attn"), e * t * h);
-  EXPECT_EQ(bytes("attn"), 3 * e * t * h + 2 * e * a * s * s * b);  // Q, K, V, softmax, dropped
-  EXPECT_EQ(bytes("attn.attn_dropout"), a * s * s * b);             // one-byte mask
+  // Q, K, V, softmax, dropped, and the causal mask's booleans
+  EXPECT_EQ(bytes("attn"), 3 * e * t * h + 2 * e * a * s * s * b + s * s);
+  EXPECT_EQ(bytes("attn.attn_dropout"), a * s * s * b);  // one-byte mask
   EXPECT_EQ(bytes("attn.c_proj"), e * t * h);
   EXPECT_EQ(bytes("attn.resid_dropout"), t * h);
   EXPECT_EQ(bytes("mlp.act"), e * t * f);  // the GELU input: 8sbh in 16 bits
   EXPECT_EQ(bytes("mlp.c_proj"), e * t * f);
   EXPECT_EQ(bytes("mlp.dropout"), t * h);
   EXPECT_EQ(bytes(""), 0);  // the block's residual adds keep nothing
+}
+
+TEST(FamiliesGpt2, TheLossAndTheGradientsOfBackwardAreHeldWhileTheyRun) {
+  const std::int64_t b = 2, s = 8, h = 48, f = 192, v = 320, e = 4, t = b * s;
+  const std::int64_t predicted = b * (s - 1);
+  const ModuleTree tree =
+      build_model(gpt2_config(0.1, AttentionImpl::kEager), BatchShape{b, s, DType::kFloat32});
+  const auto cost = [&](const std::string& name) {
+    return tree.module(name.empty() ? 0 : find_module(tree, name)).cost;
+  };
+  // The loss (the root's forward) keeps the log-probabilities and labels, holds the logits and
+  // their shifted fp32 copy while it runs; its backward, the gradients of the log-probabilities
+  // and of that copy.
+  EXPECT_EQ(cost("").activation_bytes, 4 * predicted * v + 8 * predicted);
+  EXPECT_EQ(cost("").workspace_bytes, e * t * v + 4 * predicted * v);
+  EXPECT_EQ(cost("").backward_workspace_bytes, 2 * 4 * predicted * v);
+  // A layer's backward holds its output's gradient and makes its input's.
+  EXPECT_EQ(cost("lm_head").backward_workspace_bytes, e * t * (h + v));
+  EXPECT_EQ(cost("transformer.h.0.mlp.c_proj").backward_workspace_bytes, e * t * (f + h));
+  EXPECT_EQ(cost("transformer.h.0.mlp.act").backward_workspace_bytes, 2 * e * t * f);
+  EXPECT_EQ(cost("transformer.h.0.ln_2").backward_workspace_bytes, 2 * e * t * h);
+  EXPECT_EQ(cost("transformer.wte").backward_workspace_bytes, e * t * h);  // nothing for the ids
+  // The body passes the hidden states' gradient from block to block; the containers hold nothing.
+  EXPECT_EQ(cost("transformer").backward_held_bytes, e * t * h);
+  EXPECT_EQ(cost("transformer.h.0").backward_workspace_bytes, 0);
+  EXPECT_EQ(cost("transformer.h.0.mlp").backward_workspace_bytes, 0);
+  // Without dropout there is no backward for the dropouts.
+  const ModuleTree plain =
+      build_model(gpt2_config(0.0, AttentionImpl::kEager), BatchShape{b, s, DType::kFloat32});
+  EXPECT_EQ(
+      plain.module(find_module(plain, "transformer.h.0.mlp.dropout")).cost.backward_workspace_bytes,
+      0);
 }
 
 TEST(FamiliesGpt2, MatrixProductFlopsMatchNarayanan) {
@@ -506,17 +547,18 @@ TEST(FamiliesLlama, PerLayerActivationClosedFormWithGqa) {
     const ModuleTree eager =
         build_model(llama_config(AttentionImpl::kEager), BatchShape{b, s, dtype});
     EXPECT_EQ(subtree_cost(eager, "model.layers.1").activation_bytes,
-              e * t * (8 * h + 4 * f) + e * b * a * s * s);
+              e * t * (8 * h + 4 * f) + e * b * a * s * s + s * s);
     // Attention dropout is functional in Llama: its mask is the attention module's own.
     ModelConfig with_dropout = llama_config(AttentionImpl::kEager);
     with_dropout.attention_dropout = 0.1;
     const ModuleTree dropped = build_model(with_dropout, BatchShape{b, s, dtype});
     EXPECT_EQ(subtree_cost(dropped, "model.layers.1").activation_bytes,
-              e * t * (8 * h + 4 * f) + b * a * s * s * (2 * e + 1));
-    // The output side: final norm, lm_head's input and the fp32 logits.
+              e * t * (8 * h + 4 * f) + b * a * s * s * (2 * e + 1) + s * s);
+    // The output side: final norm, lm_head's input, and the loss's (the root's) fp32
+    // log-probabilities and labels of the b (s - 1) predicted positions.
     EXPECT_EQ(flash.module(find_module(flash, "model.norm")).cost.activation_bytes, e * t * h);
-    EXPECT_EQ(flash.module(find_module(flash, "lm_head")).cost.activation_bytes,
-              e * t * h + 4 * t * 320);
+    EXPECT_EQ(flash.module(find_module(flash, "lm_head")).cost.activation_bytes, e * t * h);
+    EXPECT_EQ(flash.module(0).cost.activation_bytes, 4 * b * (s - 1) * 320 + 8 * b * (s - 1));
     EXPECT_EQ(flash.module(find_module(flash, "model.rotary_emb")).cost.activation_bytes, 0);
   }
 }
@@ -737,7 +779,7 @@ TEST(FamiliesBert, PerLayerActivationMatchesGpt2ClosedForm) {
         const ModuleTree tree = build_model(bert_config(p, impl), BatchShape{b, s, dtype});
         EXPECT_EQ(subtree_cost(tree, "encoder.layer.1").activation_bytes,
                   classic_layer_activation(b, s, h, a, f, dtype_size(dtype), p > 0, p > 0,
-                                           impl == AttentionImpl::kFlash));
+                                           impl == AttentionImpl::kFlash, false));
       }
     }
   }

@@ -198,16 +198,19 @@ TEST(TensorParallel, CostsAreSplitWhereTheWorkIsAndWholeWhereItIsReplicated) {
   EXPECT_EQ(proj.activation_bytes, 512);
   EXPECT_EQ(proj.output_bytes, 1024);
   // lm_head (vocab-parallel): 2 x 16 x 16 x 64 = 32768 FLOPs halved; it keeps its whole input
-  // (1024) and half of the fp32 logits (16 x 64 x 4 = 4096); half of the output.
+  // (1024); half of the output.
   const ModuleCost head = cost(tp2.tree, "lm_head");
   EXPECT_EQ(head.forward_flops, 16384);
-  EXPECT_EQ(head.activation_bytes, 1024 + 2048);
+  EXPECT_EQ(head.activation_bytes, 1024);
   EXPECT_EQ(head.output_bytes, 2048);
+  // The loss (the root, vocab-parallel): half of what it keeps, the fp32 log-probabilities of the
+  // 2 x 7 predicted positions (14 x 64 x 4 = 3584) and their labels (14 x 8).
+  EXPECT_EQ(tp2.tree.module(0).cost.activation_bytes, (3584 + 112) / 2);
   // The attention core (half the heads) and the MLP activation are halved; norms are whole.
+  const ModuleCost attn = cost(whole, "transformer.h.0.attn");
   EXPECT_EQ(cost(tp2.tree, "transformer.h.0.attn"),
-            (ModuleCost{cost(whole, "transformer.h.0.attn").forward_flops / 2,
-                        cost(whole, "transformer.h.0.attn").activation_bytes / 2,
-                        cost(whole, "transformer.h.0.attn").output_bytes / 2, 0}));
+            (ModuleCost{attn.forward_flops / 2, attn.activation_bytes / 2, attn.output_bytes / 2, 0,
+                        0, attn.backward_workspace_bytes / 2}));
   EXPECT_EQ(cost(tp2.tree, "transformer.h.0.mlp.act").forward_flops,
             cost(whole, "transformer.h.0.mlp.act").forward_flops / 2);
   EXPECT_EQ(cost(tp2.tree, "transformer.h.0.ln_1"), cost(whole, "transformer.h.0.ln_1"));

@@ -55,6 +55,33 @@ TEST_P(GlooCollectives, ReduceScatterLeavesEachRankItsSummedChunkOfAPaddedBuffer
   });
 }
 
+TEST_P(GlooCollectives, ReduceScatterInPlaceLeavesTheSumInThisRanksChunkOfTheInput) {
+  // DeepSpeed's reduce_scatter_coalesced: the output is a view of the flat input.
+  const int w = GetParam();
+  run_ranks(w, [w](Communicator& comm) {
+    const int r = comm.rank();
+    std::vector<float> flat(static_cast<std::size_t>(3 * w));
+    for (std::size_t j = 0; j < flat.size(); ++j)
+      flat[j] = static_cast<float>((r + 1) * (static_cast<int>(j) + 1));
+    const Buffer in = host_buffer(flat.data(), 3 * w);
+    comm.reduce_scatter(in, in.slice(3 * r, 3))->wait();
+    for (int i = 0; i < 3; ++i) {
+      const int j = 3 * r + i;
+      EXPECT_EQ(flat[static_cast<std::size_t>(j)], static_cast<float>(w * (w + 1) / 2 * (j + 1)))
+          << "rank " << r << " element " << i;
+    }
+  });
+}
+
+TEST_P(GlooCollectives, ReduceScatterRefusesAnOutputThatOverlapsAnotherChunk) {
+  run_ranks(GetParam(), [](Communicator& comm) {
+    std::vector<float> flat(static_cast<std::size_t>(2 * comm.size()), 1.f);
+    const Buffer in = host_buffer(flat.data(), 2 * comm.size());
+    const int other = (comm.rank() + 1) % comm.size();
+    EXPECT_THROW(comm.reduce_scatter(in, in.slice(2 * other, 2)), InternalError);
+  });
+}
+
 TEST_P(GlooCollectives, ReduceScatterMaxTakesTheLargestContribution) {
   const int w = GetParam();
   run_ranks(w, [w](Communicator& comm) {

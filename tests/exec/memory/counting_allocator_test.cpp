@@ -139,6 +139,26 @@ TEST(CountingAllocator, AFreeIsChargedToTheCategoryOfItsAllocation) {
   EXPECT_EQ(counting.read().allocated, 0);
 }
 
+TEST(CountingAllocator, ARechargedBlockChangesCategoryAndSoDoesItsFree) {
+  CountingAllocator counting;
+  MemoryScope scope(MemoryCategory::kActivations);
+  at::Tensor grad = floats(64);  // a gradient autograd made during backward
+  const at::Tensor act = floats(32);
+  EXPECT_TRUE(recharge(grad.storage().data(), MemoryCategory::kGradBuckets));
+  MemoryReading r = counting.read();
+  EXPECT_EQ(r.live[MemoryCategory::kActivations], 128);
+  EXPECT_EQ(r.live[MemoryCategory::kGradBuckets], 256);
+  EXPECT_EQ(r.allocated, 384);  // moving a block leaves the total as it was
+  EXPECT_EQ(r.peak_allocated, 384);
+  grad.reset();
+  r = counting.read();
+  EXPECT_EQ(r.live[MemoryCategory::kGradBuckets], 0);
+  EXPECT_EQ(r.live[MemoryCategory::kActivations], 128);
+  // Memory no counting allocator made is left alone.
+  int unknown = 0;
+  EXPECT_FALSE(recharge(&unknown, MemoryCategory::kGradBuckets));
+}
+
 TEST(CountingAllocator, PeakAndWhatWasLiveAtIt) {
   CountingAllocator counting;
   at::Tensor params, act1, act2, grads;

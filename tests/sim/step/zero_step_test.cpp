@@ -103,19 +103,39 @@ TEST(ZeroStep, MemoryOfGathersFollowsDeepSpeedsBuffers) {
   }
   EXPECT_EQ(forward_most, 4200 + 64 + 56);
   // The step's peak comes when the gradients are reduce-scattered at the end of backward: the
-  // flat input (160) and output (160 / 4) are live, and so is a's parameter (96), which backward
-  // gathered again and which nothing releases before the optimizer step, since a's input needs
-  // no gradient and so a gets no post-backward hook.
-  EXPECT_EQ(r.peak.allocated, 4200 + 96 + 160 + 40);
+  // flat input (160) is live (the output is this rank's chunk of it, reduce_scatter_coalesced),
+  // and so is a's parameter (96), which backward gathered again and which nothing releases before
+  // the optimizer step, since a's input needs no gradient and so a gets no post-backward hook.
+  EXPECT_EQ(r.peak.allocated, 4200 + 96 + 160);
   const auto at = [&](MemoryCategory c) { return r.peak.bytes[static_cast<std::size_t>(c)]; };
   EXPECT_EQ(at(MemoryCategory::kGatheredParams), 96);
-  EXPECT_EQ(at(MemoryCategory::kCommBuffers), 200);
+  EXPECT_EQ(at(MemoryCategory::kCommBuffers), 160);
   EXPECT_EQ(at(MemoryCategory::kParamPartitions), 40);
   EXPECT_EQ(at(MemoryCategory::kMasterWeights), 40);
   EXPECT_EQ(at(MemoryCategory::kOptimizerStates), 80);
   EXPECT_EQ(at(MemoryCategory::kGradPartitions), 40);
   EXPECT_EQ(at(MemoryCategory::kGradBuckets), 4000);
   EXPECT_EQ(r.peak.step, s.result.reported_steps.front());
+}
+
+TEST(ZeroStep, ALoneGradientThatNeedsNoPaddingIsReduceScatteredInPlace) {
+  // A bucket of 20 elements: b's gradients (12 + 2) go together, padded to 12 + 4, and are
+  // reduce-scattered from a flat input of 64 bytes when a's arrives; a's 24 elements, too many
+  // for a bucket and a multiple of the 4 ranks, go alone and need no buffer at all
+  // (reduce_scatter_coalesced reduces the gradient itself).
+  const Simulated s =
+      Simulate(MakeRun(TwoLayers(), 4,
+                       ", stage3_prefetch_bucket_size: 0, stage3_max_reuse_distance: 0, "
+                       "stage3_param_persistence_threshold: 0, reduce_bucket_size: 20"));
+  const auto rs = OpsOf(s.trace, OpKind::kReduceScatter);
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[0]->bytes, 64);
+  EXPECT_EQ(rs[1]->bytes, 96);
+  std::int64_t most = 0;
+  for (const trace::MemorySample& m : s.trace.memory) {
+    if (m.category == MemoryCategory::kCommBuffers) most = std::max(most, m.bytes);
+  }
+  EXPECT_EQ(most, 64);
 }
 
 TEST(ZeroStep, ModelStatesEqualDeepSpeedsEstimateUnderItsAssumptions) {
@@ -300,8 +320,10 @@ TEST(ZeroStep, CheckpointingKeepsSegmentInputsAndRecomputesInBackward) {
   const auto at = [](const Simulated& s, MemoryCategory c) {
     return s.result.ranks.front().peak.bytes[static_cast<std::size_t>(c)];
   };
-  // Without checkpointing all four blocks' 100 bytes are held at the end of forward.
-  EXPECT_EQ(at(plain, MemoryCategory::kActivations), 400);
+  // Without checkpointing all four blocks' 100 bytes are held at the end of forward; l3's backward
+  // makes its weight's gradient (16 bytes, autograd's until the accumulator takes it) before its
+  // saved tensors go.
+  EXPECT_EQ(at(plain, MemoryCategory::kActivations), 400 + 16);
   EXPECT_TRUE(OpsOf(plain.trace, OpKind::kRecompute).empty());
   // Segments {l0, l1}, {l2, l3}: the first keeps token ids (an integer input, 8 bytes), the
   // second l1's output (16 bytes); each block runs its forward again in backward.
@@ -320,8 +342,8 @@ TEST(ZeroStep, CheckpointingKeepsSegmentInputsAndRecomputesInBackward) {
     most_recompute =
         std::max(most_recompute, now[static_cast<std::size_t>(MemoryCategory::kRecompute)]);
   }
-  EXPECT_EQ(most_activations, 8 + 16);
-  EXPECT_EQ(most_recompute, 200);  // one segment's two blocks at a time
+  EXPECT_EQ(most_activations, 8 + 16 + 16);  // the kept inputs, and a weight's gradient
+  EXPECT_EQ(most_recompute, 200);            // one segment's two blocks at a time
   // Recomputation gathers the blocks' parameters once more.
   EXPECT_EQ(OpsOf(ckpt.trace, OpKind::kAllGather).size(),
             OpsOf(plain.trace, OpKind::kAllGather).size() + 4);

@@ -1,0 +1,207 @@
+#include "planner/search_space.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "core/util/error.h"
+#include "core/zero/partition.h"
+#include "planner/search.h"
+
+namespace zp::planner {
+namespace {
+
+RunSpec Example(const std::string& name) {
+  return load_run_spec(std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/" + name);
+}
+
+const RunSpec& Gpt2() {
+  static const RunSpec run = Example("gpt2-zero3.yaml");
+  return run;
+}
+
+std::string ErrorOf(const SpaceOptions& options, const RunSpec& run = Gpt2()) {
+  try {
+    build_search_space(run, options);
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// The run with one knob set directly in its DeepSpeed config, simulated.
+Evaluation With(void (*set)(ZeroConfig&, std::int64_t), std::int64_t value) {
+  RunSpec run = Gpt2();
+  set(run.deepspeed.zero, value);
+  return evaluate(run, true);
+}
+void ExpectSame(const Evaluation& a, const Evaluation& b) {
+  EXPECT_EQ(a.step_ns, b.step_ns);
+  EXPECT_EQ(a.memory, b.memory);
+  EXPECT_EQ(a.gathered_bytes, b.gathered_bytes);
+}
+
+TEST(SearchSpace, DimensionsComeInTheOrderTheBoundsNeed) {
+  const SearchSpace space = build_search_space(Gpt2(), {});
+  int level = 0;  // 0: monotone in neither, 1: in memory only, 2: in both
+  for (const Dimension& d : space.dims) {
+    const int here = d.memory_monotone ? (d.time_monotone ? 2 : 1) : 0;
+    EXPECT_GE(here, level) << d.knob->name;
+    level = here;
+    EXPECT_FALSE(d.values.empty()) << d.knob->name;
+  }
+  EXPECT_EQ(space.dims.back().knob->name, "max_live_parameters");
+  EXPECT_EQ(space.dims.front().knob->name, "checkpoint_interval");
+}
+
+TEST(SearchSpace, EachPersistenceValueSelectsADistinctSet) {
+  const SearchSpace space = build_search_space(Gpt2(), {});
+  const Dimension* d = space.find("param_persistence_threshold");
+  ASSERT_NE(d, nullptr);
+  ASSERT_EQ(d->model_caps.size(), d->values.size());
+  EXPECT_EQ(d->values.front(), 0);  // nothing persistent
+  std::set<std::vector<ParamId>> sets;
+  std::int64_t last_total = -1;
+  for (std::size_t i = 0; i < d->size(); ++i) {
+    const std::vector<ParamId> set =
+        zero::persistent_parameters(Gpt2().tree, d->values[i], d->model_caps[i]);
+    EXPECT_TRUE(sets.insert(set).second) << d->label(i);
+    std::int64_t total = 0;
+    for (ParamId p : set)
+      total += Gpt2().tree.parameter(p).numel();
+    EXPECT_GT(total, last_total) << "least memory first: " << d->label(i);
+    last_total = total;
+  }
+  EXPECT_GT(d->considered, static_cast<std::int64_t>(d->size()));
+}
+
+TEST(SearchSpace, AThresholdBetweenTwoParameterSizesActsAsTheSmallerSize) {
+  // GPT-2's parameter sizes include 768 (biases, norms) and 2304 (the attention's fused bias):
+  // a threshold of 1000 persists exactly what 768 does, which is why only 768 is searched.
+  auto set = [](ZeroConfig& z, std::int64_t v) { z.param_persistence_threshold = v; };
+  ExpectSame(With(set, 1000), With(set, 768));
+  EXPECT_EQ(With(set, 1000).allocated, With(set, 768).allocated);
+  EXPECT_NE(With(set, 768).allocated, With(set, 0).allocated);
+}
+
+TEST(SearchSpace, SizesAboveTheModelActAsTheModelSize) {
+  const std::int64_t total = [] {
+    std::int64_t n = 0;
+    for (const Parameter& p : Gpt2().tree.parameters())
+      n += p.numel();
+    return n;
+  }();
+  const SearchSpace space = build_search_space(Gpt2(), {});
+  for (const char* knob : {"max_live_parameters", "prefetch_bucket_size", "max_reuse_distance",
+                           "reduce_bucket_size"}) {
+    const Dimension* d = space.find(knob);
+    ASSERT_NE(d, nullptr) << knob;
+    EXPECT_EQ(d->values.back(), total) << knob;
+  }
+  ExpectSame(With([](ZeroConfig& z, std::int64_t v) { z.max_live_parameters = v; }, total),
+             With([](ZeroConfig& z, std::int64_t v) { z.max_live_parameters = v; }, 4 * total));
+  ExpectSame(With([](ZeroConfig& z, std::int64_t v) { z.prefetch_bucket_size = v; }, total),
+             With([](ZeroConfig& z, std::int64_t v) { z.prefetch_bucket_size = v; }, 4 * total));
+  ExpectSame(With([](ZeroConfig& z, std::int64_t v) { z.max_reuse_distance = v; }, total),
+             With([](ZeroConfig& z, std::int64_t v) { z.max_reuse_distance = v; }, 4 * total));
+  // A reduce bucket above the model's size reduces alike but its buffer grows: only more memory.
+  const Evaluation bucket =
+      With([](ZeroConfig& z, std::int64_t v) { z.reduce_bucket_size = v; }, total);
+  const Evaluation larger =
+      With([](ZeroConfig& z, std::int64_t v) { z.reduce_bucket_size = v; }, 4 * total);
+  EXPECT_EQ(bucket.step_ns, larger.step_ns);
+  EXPECT_LE(bucket.memory, larger.memory);
+}
+
+TEST(SearchSpace, GranularityKeepsDistinctLeafSetsThatDeepSpeedAccepts) {
+  const SearchSpace space = build_search_space(Gpt2(), {});
+  const Dimension* d = space.find("module_granularity_threshold");
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->values.front(), 0);
+  RunSpec run = Gpt2();
+  for (std::int64_t g : d->values) {
+    run.deepspeed.zero.module_granularity_threshold = g;
+    EXPECT_TRUE(evaluate(run, false).rejected.empty()) << g;
+  }
+  // GPT-2's whole model and its transformer would be leaves whose output needs a gradient none of
+  // their inputs has: DeepSpeed refuses those, and so does the space.
+  EXPECT_LT(static_cast<std::int64_t>(d->size()), d->considered);
+  EXPECT_NE(d->derivation.find("refused"), std::string::npos);
+}
+
+TEST(SearchSpace, ApplySetsEveryKnobWhereDeepSpeedReadsIt) {
+  const SearchSpace space = build_search_space(Gpt2(), {});
+  Candidate top(space.dims.size());
+  for (std::size_t i = 0; i < top.size(); ++i)
+    top[i] = static_cast<std::int32_t>(space.dims[i].size()) - 1;
+  RunSpec run = Gpt2();
+  apply(space, top, run);
+  for (const Dimension& d : space.dims) {
+    EXPECT_EQ(current_value(run, *d.knob), d.values.back()) << d.knob->name;
+  }
+  EXPECT_EQ(run.deepspeed.zero.model_persistence_threshold,
+            space.find("param_persistence_threshold")->model_caps.back());
+  EXPECT_EQ(run.zero_settings().max_live_parameters,
+            space.find("max_live_parameters")->values.back());
+}
+
+TEST(SearchSpace, PinsHoldOneValueAndRangesBoundTheGrid) {
+  SpaceOptions o;
+  o.pins = {
+      {"offload_optimizer", "none"}, {"overlap_comm", "true"}, {"max_live_parameters", "5e8"}};
+  o.ranges = {{"prefetch_bucket_size", {"1e6", "5e7"}}};
+  const SearchSpace space = build_search_space(Gpt2(), o);
+  EXPECT_EQ(space.find("offload_optimizer")->values,
+            std::vector<std::int64_t>{static_cast<std::int64_t>(OffloadDevice::kNone)});
+  EXPECT_EQ(space.find("overlap_comm")->values, std::vector<std::int64_t>{1});
+  EXPECT_EQ(space.find("max_live_parameters")->values, std::vector<std::int64_t>{500'000'000});
+  const std::vector<std::int64_t>& prefetch = space.find("prefetch_bucket_size")->values;
+  EXPECT_EQ(prefetch.front(), 1'000'000);
+  EXPECT_EQ(prefetch.back(), 50'000'000);
+  for (std::int64_t v : prefetch) {
+    EXPECT_GE(v, 1'000'000);
+    EXPECT_LE(v, 50'000'000);
+  }
+  EXPECT_LT(space.size(), build_search_space(Gpt2(), {}).size());
+}
+
+TEST(SearchSpace, BadPinsAndRangesNameTheKnobAndTheValue) {
+  auto pin = [](std::string knob, std::string value) {
+    SpaceOptions o;
+    o.pins = {{knob, value}};
+    return ErrorOf(o);
+  };
+  auto range = [](std::string knob, std::string low, std::string high) {
+    SpaceOptions o;
+    o.ranges = {{knob, {low, high}}};
+    return ErrorOf(o);
+  };
+  EXPECT_NE(pin("max_live_parameter", "1").find("did you mean 'max_live_parameters'"),
+            std::string::npos);
+  EXPECT_NE(pin("overlap_comm", "maybe").find("\"maybe\""), std::string::npos);
+  EXPECT_NE(pin("offload_param", "disk").find("none, cpu or nvme"), std::string::npos);
+  EXPECT_NE(pin("prefetch_bucket_size", "-5").find("whole number"), std::string::npos);
+  EXPECT_NE(pin("prefetch_bucket_size", "1.5").find("whole number"), std::string::npos);
+  EXPECT_NE(pin("offload_param", "nvme").find("nvme_path"), std::string::npos);
+  EXPECT_NE(pin("micro_batch", "4").find("layout"), std::string::npos);
+  EXPECT_NE(range("overlap_comm", "0", "1").find("pin overlap_comm instead"), std::string::npos);
+  EXPECT_NE(range("prefetch_bucket_size", "5e8", "1e6").find("low end is above"),
+            std::string::npos);
+  SpaceOptions both;
+  both.pins = {{"max_reuse_distance", "0"}};
+  both.ranges = {{"max_reuse_distance", {"0", "1e9"}}};
+  EXPECT_NE(ErrorOf(both).find("both pinned and given a range"), std::string::npos);
+  SpaceOptions ratio;
+  ratio.grid_ratio = 1;
+  EXPECT_NE(ErrorOf(ratio).find("grid ratio"), std::string::npos);
+}
+
+TEST(SearchSpace, OnlyZeroStage3RunsWithoutAPipelineAreTuned) {
+  EXPECT_NE(ErrorOf({}, Example("gpt2-zero2.yaml")).find("set stage 3"), std::string::npos);
+  EXPECT_NE(ErrorOf({}, Example("bert-large-pipeline.yaml")).find("zero_optimization.stage"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace zp::planner
