@@ -11,51 +11,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "run_zeroplan.h"
+
 namespace {
+
+using namespace zp::cli::testing;
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-const fs::path kSource = ZEROPLAN_SOURCE_DIR;
 const fs::path kBinaryDir = ZEROPLAN_BINARY_DIR;
-const fs::path kBinary = kBinaryDir / "zeroplan";
 const std::string kTiny = "configs/examples/tiny-gpt2-cpu.yaml";
 // Exec does not offload: the plans it runs keep everything on the device.
 const std::string kNoOffload = " --pin offload_param=none --pin offload_optimizer=none";
-
-struct Result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Result RunZeroplan(const std::string& args) {
-  const auto dir = fs::temp_directory_path();
-  const std::string stem = "zeroplan_tune_test." + std::to_string(::getpid());
-  const auto out = dir / (stem + ".out");
-  const auto err = dir / (stem + ".err");
-  const std::string command = "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " +
-                              args + " >'" + out.string() + "' 2>'" + err.string() + "'";
-  const int raw = std::system(command.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = Slurp(out);
-  r.err = Slurp(err);
-  fs::remove(out);
-  fs::remove(err);
-  return r;
-}
-
-int Lines(const std::string& s) {
-  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
-}
 
 fs::path TestDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();

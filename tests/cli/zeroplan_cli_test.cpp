@@ -11,45 +11,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "run_zeroplan.h"
+
 namespace {
 
-const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
-const std::filesystem::path kBinary = std::filesystem::path(ZEROPLAN_BINARY_DIR) / "zeroplan";
-
-struct Result {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string Slurp(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Result RunZeroplan(const std::string& args) {
-  // CTest runs each test as its own process, in parallel: the capture files are per process.
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string stem = "zeroplan_cli_test." + std::to_string(::getpid());
-  const auto out = dir / (stem + ".out");
-  const auto err = dir / (stem + ".err");
-  const std::string command = "cd '" + kSource.string() + "' && '" + kBinary.string() + "' " +
-                              args + " >'" + out.string() + "' 2>'" + err.string() + "'";
-  const int raw = std::system(command.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = Slurp(out);
-  r.err = Slurp(err);
-  std::filesystem::remove(out);
-  std::filesystem::remove(err);
-  return r;
-}
-
-int Lines(const std::string& s) {
-  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
-}
+using namespace zp::cli::testing;
 
 TEST(ZeroplanCli, InspectsEveryBundledExample) {
   for (const auto& entry : std::filesystem::directory_iterator(kSource / "configs" / "examples")) {
