@@ -101,6 +101,7 @@ void add_tune_command(CLI::App& app) {
     double grid_ratio = planner::SpaceOptions{}.grid_ratio;
     bool no_allocator = false;
     bool progress = false;
+    bool layout = false;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("RUN", a->path, "The run spec (YAML) to tune.")->required();
@@ -135,6 +136,9 @@ void add_tune_command(CLI::App& app) {
                   "Step of the geometric grids of the size thresholds (1.2 to 64; smaller is "
                   "finer and slower).")
       ->capture_default_str();
+  cmd->add_flag("--layout", a->layout,
+                "Also search the micro-batch, with gradient accumulation making up the same global "
+                "batch (a --pin or --range of micro_batch or gradient_accumulation implies it).");
   cmd->add_flag("--no-allocator", a->no_allocator,
                 "Compare allocated memory, without modelling PyTorch's caching allocator (faster; "
                 "reserved memory is what runs out on a GPU).");
@@ -178,6 +182,7 @@ void add_tune_command(CLI::App& app) {
       throw flag_error("--workers", std::to_string(a->workers) + " must be in [1, 256]");
     planner::SpaceOptions space_options;
     space_options.grid_ratio = a->grid_ratio;
+    space_options.search_layout = a->layout;
     for (const std::string& pin : a->pins) {
       auto [knob, value] = split_assignment("--pin", pin, "KNOB=VALUE");
       if (!space_options.pins.emplace(knob, value).second)

@@ -321,10 +321,12 @@ void append_missing(std::ostringstream& out, const TuneOutcome& o) {
       out << "; checkpoints on the host (cpu_checkpointing) were not";
     out << "\n";
   }
-  if (run.training.micro_batch > 1) {
+  if (tried("micro_batch", 1)) {
+    out << "    - a micro batch of 1 was tried\n";
+  } else if (run.training.micro_batch > 1) {
     out << "    - a smaller micro batch (now " << run.training.micro_batch
-        << "; set training.micro_batch and raise gradient_accumulation_steps to keep the global "
-           "batch): activations shrink with it\n";
+        << "; --layout searches it, with gradient accumulation keeping the global batch): "
+           "activations shrink with it\n";
   }
 }
 
@@ -531,6 +533,15 @@ Json tuned_deepspeed_config(const RunSpec& run, const SearchSpace& space,
     set_knob(ds, *d.knob, d.values[index]);
     if (!d.model_caps.empty()) set_knob(ds, model_cap_knob(), d.model_caps[index]);
   }
+  // A micro-batch searched at the fixed global batch: the accumulation steps follow it.
+  if (const Dimension* d = space.find("micro_batch")) {
+    const auto i =
+        static_cast<std::size_t>(candidate[static_cast<std::size_t>(d - space.dims.data())]);
+    const std::int64_t per =
+        std::max<std::int64_t>(run.deepspeed.batch.micro_batch_per_gpu, 1) *
+        std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
+    ds["gradient_accumulation_steps"] = per / d->values[i];
+  }
   // What the run spec supplies and DeepSpeed needs from its config when it runs without zeroplan:
   // the micro batch (DeepSpeed refuses a config with neither train_batch_size nor
   // train_micro_batch_size_per_gpu) and the training dtype.
@@ -565,6 +576,12 @@ std::string plan_yaml(const TuneOutcome& o, const std::filesystem::path& plan_di
   const Candidate& c = best.candidate;
 
   root["deepspeed"] = tuned_deepspeed_config(run, o.space, c);
+  // The run spec's own micro batch must agree with the tuned config's, or the plan would not load.
+  if (const Dimension* d = o.space.find("micro_batch"); d && root.contains("training") &&
+                                                        root["training"].is_object() &&
+                                                        root["training"].contains("micro_batch"))
+    root["training"]["micro_batch"] =
+        d->values[static_cast<std::size_t>(c[static_cast<std::size_t>(d - o.space.dims.data())])];
   for (std::size_t i = 0; i < o.space.dims.size(); ++i) {
     const Knob& k = *o.space.dims[i].knob;
     if (k.home == KnobHome::kRunSpec || !in_deepspeed_config(run, k))

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -50,10 +50,11 @@ using Clock = std::chrono::steady_clock;
 class WorkerPool {
  public:
   WorkerPool(const RunSpec& run, const SearchSpace& space, int workers, bool model_allocator)
-      : space_(space), model_allocator_(model_allocator) {
+      : base_(run), space_(space), model_allocator_(model_allocator) {
     const int n = std::max(1, workers);
-    runs_.assign(static_cast<std::size_t>(n), run);
-    caches_.resize(static_cast<std::size_t>(n));
+    for (std::size_t d = 0; d < space.dims.size(); ++d)
+      if (space.dims[d].knob->name == "micro_batch") layout_dims_.push_back(d);
+    slots_.resize(static_cast<std::size_t>(n));
     for (int i = 1; i < n; ++i)
       threads_.emplace_back([this, i] { loop(i); });
   }
@@ -90,13 +91,33 @@ class WorkerPool {
   }
 
  private:
+  // A run and a simulation cache per worker and layout: a layout's run has its own model tree,
+  // built once from the user's run, and a cache is bound to one tree.
+  struct Slot {
+    RunSpec run;
+    sim::SimCache cache;
+  };
+  Slot& slot(int worker, const Candidate& c) {
+    std::vector<std::int32_t> layout;
+    for (std::size_t d : layout_dims_)
+      layout.push_back(c[d]);
+    auto& slots = slots_[static_cast<std::size_t>(worker)];
+    auto it = slots.find(layout);
+    if (it == slots.end()) {
+      auto made = std::make_unique<Slot>(Slot{base_, {}});
+      apply(space_, c, made->run);
+      it = slots.emplace(std::move(layout), std::move(made)).first;
+    }
+    return *it->second;
+  }
+
   void drain(int worker) {
-    RunSpec& run = runs_[static_cast<std::size_t>(worker)];
     for (;;) {
       const std::size_t i = next_.fetch_add(1);
       if (i >= batch_->size()) return;
-      apply(space_, (*batch_)[i], run);
-      (*out_)[i] = evaluate(run, model_allocator_, &caches_[static_cast<std::size_t>(worker)]);
+      Slot& s = slot(worker, (*batch_)[i]);
+      apply(space_, (*batch_)[i], s.run);
+      (*out_)[i] = evaluate(s.run, model_allocator_, &s.cache);
     }
   }
   void loop(int worker) {
@@ -117,10 +138,11 @@ class WorkerPool {
     }
   }
 
+  const RunSpec& base_;
   const SearchSpace& space_;
   const bool model_allocator_;
-  std::vector<RunSpec> runs_;
-  std::deque<sim::SimCache> caches_;  // one per worker, bound to its run's tree
+  std::vector<std::size_t> layout_dims_;
+  std::vector<std::map<std::vector<std::int32_t>, std::unique_ptr<Slot>>> slots_;  // per worker
   std::vector<std::thread> threads_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;

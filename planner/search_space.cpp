@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "core/model/model_config.h"
 #include "core/util/error.h"
 #include "core/util/suggest.h"
 #include "core/util/units.h"
@@ -203,6 +204,36 @@ Dimension offload_dimension(const Knob& knob, bool nvme) {
   return d;
 }
 
+// The samples each data-parallel rank takes per step. The global batch is held fixed, so a
+// micro-batch must divide it and gradient accumulation makes up the rest.
+std::int64_t samples_per_rank(const RunSpec& run) {
+  return std::max<std::int64_t>(run.deepspeed.batch.micro_batch_per_gpu, 1) *
+         std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
+}
+
+std::string batch_rule(const RunSpec& run) {
+  return "the " + std::to_string(samples_per_rank(run)) +
+         " samples each data-parallel rank takes per step (train_batch_size " +
+         std::to_string(run.deepspeed.batch.train_batch_size) + " over " +
+         std::to_string(run.parallel.data) + " data-parallel ranks)";
+}
+
+// Layout: every micro-batch that divides the samples per rank, smallest (least activation memory)
+// first. Not monotone in time: a larger micro-batch computes more efficiently, but gathers no less
+// often per sample once the gradient accumulation steps are few.
+Dimension micro_batch_dimension(const RunSpec& run) {
+  Dimension d;
+  d.knob = find_knob("micro_batch");
+  const std::int64_t per = samples_per_rank(run);
+  for (std::int64_t m = 1; m <= per; ++m)
+    if (per % m == 0) d.values.push_back(m);
+  d.considered = static_cast<std::int64_t>(d.values.size());
+  d.memory_monotone = d.time_monotone = false;
+  d.derivation = "every micro-batch that divides " + batch_rule(run) +
+                 "; gradient accumulation makes up the rest, so the global batch stays the same";
+  return d;
+}
+
 }  // namespace
 
 std::int64_t current_value(const RunSpec& run, const Knob& knob) {
@@ -229,14 +260,29 @@ std::int64_t current_value(const RunSpec& run, const Knob& knob) {
   if (n == "offload_optimizer")
     return static_cast<std::int64_t>(z.offload_optimizer ? z.offload_optimizer->device
                                                          : OffloadDevice::kNone);
+  if (n == "micro_batch") return run.deepspeed.batch.micro_batch_per_gpu;
+  if (n == "gradient_accumulation") return run.deepspeed.batch.gradient_accumulation_steps;
+  if (n == "pipeline_stages") return run.parallel.pipeline;
   return 0;
 }
 
 namespace {
 
-bool is_layout(const Knob& k) {
-  return k.name == "micro_batch" || k.name == "gradient_accumulation" ||
-         k.name == "pipeline_stages" || k.name == "partition_method";
+// The layout knobs the tuner cannot search for a ZeRO-3 run.
+bool is_pipeline_layout(const Knob& k) {
+  return k.name == "pipeline_stages" || k.name == "partition_method";
+}
+
+// --pin/--range of gradient_accumulation, as the micro-batch it implies at the fixed global batch.
+std::int64_t micro_batch_for_accumulation(const RunSpec& run, const std::string& text,
+                                          const char* option) {
+  const std::int64_t g = parse_knob_value(*find_knob("gradient_accumulation"), text);
+  const std::int64_t per = samples_per_rank(run);
+  if (g < 1 || per % g != 0)
+    fail(ErrorKind::kValue, "gradient_accumulation",
+         std::string(option) + " gradient_accumulation=" + text + ": it must divide " +
+             batch_rule(run));
+  return per / g;
 }
 
 }  // namespace
@@ -298,7 +344,7 @@ const Dimension* SearchSpace::find(std::string_view knob) const {
   return nullptr;
 }
 
-SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) {
+SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
   if (run.deepspeed.zero.stage != 3) {
     throw UserError(ErrorKind::kUnsupported,
                     SourceLocation{run.file.string(), 0, 0, "zero_optimization.stage"},
@@ -311,21 +357,61 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) 
                     "zeroplan tune searches ZeRO-3 runs, and DeepSpeed's pipeline engine does not "
                     "run ZeRO-3: set parallel.pipeline to 1");
   }
-  if (!(options.grid_ratio >= 1.2 && options.grid_ratio <= 64)) {
+  if (!(given.grid_ratio >= 1.2 && given.grid_ratio <= 64)) {
     fail(ErrorKind::kValue, "grid_ratio",
-         "the grid ratio must be between 1.2 and 64, not " + std::to_string(options.grid_ratio));
+         "the grid ratio must be between 1.2 and 64, not " + std::to_string(given.grid_ratio));
+  }
+  // Gradient accumulation is the micro-batch seen from the other side: pins and ranges of it
+  // become the micro-batch's.
+  SpaceOptions options = given;
+  const bool micro_given = given.pins.count("micro_batch") || given.ranges.count("micro_batch");
+  if (auto p = given.pins.find("gradient_accumulation"); p != given.pins.end()) {
+    if (micro_given)
+      fail(ErrorKind::kConflict, "gradient_accumulation",
+           "micro_batch and gradient_accumulation are both given; at a fixed global batch one "
+           "decides the other");
+    options.pins.erase("gradient_accumulation");
+    options.pins["micro_batch"] =
+        std::to_string(micro_batch_for_accumulation(run, p->second, "--pin"));
+  }
+  if (auto g = given.ranges.find("gradient_accumulation"); g != given.ranges.end()) {
+    if (micro_given || given.pins.count("gradient_accumulation"))
+      fail(ErrorKind::kConflict, "gradient_accumulation",
+           "micro_batch and gradient_accumulation are both given; at a fixed global batch one "
+           "decides the other");
+    options.ranges.erase("gradient_accumulation");
+    // More accumulation steps, smaller micro-batches: per / m within [lo, hi].
+    const Knob& ga = *find_knob("gradient_accumulation");
+    const std::int64_t lo = std::max<std::int64_t>(parse_knob_value(ga, g->second.first), 1);
+    const std::int64_t hi = std::max<std::int64_t>(parse_knob_value(ga, g->second.second), 1);
+    const std::int64_t per = samples_per_rank(run);
+    if (lo > hi || (per + hi - 1) / hi > per / lo)
+      fail(ErrorKind::kValue, "gradient_accumulation",
+           "--range gradient_accumulation=" + g->second.first + ":" + g->second.second +
+               " leaves no micro-batch that divides " + batch_rule(run));
+    options.ranges["micro_batch"] = {std::to_string((per + hi - 1) / hi), std::to_string(per / lo)};
   }
   for (const auto& [name, value] : options.pins) {
     const Knob& k = require_knob(name, "--pin");
-    if (is_layout(k))
+    if (is_pipeline_layout(k))
       fail(ErrorKind::kUnsupported, name,
-           "--pin " + name + ": the tuner does not search the layout; set it in the run spec");
+           "--pin " + name +
+               ": DeepSpeed's pipeline engine does not run ZeRO-3, so a ZeRO-3 run has no "
+               "pipeline layout to search");
+    if (name == "micro_batch") {
+      const std::int64_t m = parse_knob_value(k, value);
+      if (m < 1 || samples_per_rank(run) % m != 0)
+        fail(ErrorKind::kValue, name,
+             "--pin micro_batch=" + value + ": it must divide " + batch_rule(run));
+    }
   }
   for (const auto& [name, range] : options.ranges) {
     const Knob& k = require_knob(name, "--range");
-    if (is_layout(k))
+    if (is_pipeline_layout(k))
       fail(ErrorKind::kUnsupported, name,
-           "--range " + name + ": the tuner does not search the layout; set it in the run spec");
+           "--range " + name +
+               ": DeepSpeed's pipeline engine does not run ZeRO-3, so a ZeRO-3 run has no "
+               "pipeline layout to search");
     if (!is_count(k))
       fail(ErrorKind::kValue, name,
            "--range " + name + ": only counts take a range; pin " + name + " instead");
@@ -342,8 +428,12 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) 
   const auto knob = [](std::string_view n) -> const Knob& { return *find_knob(n); };
 
   SearchSpace space;
-  // Monotone in neither: enumerated. The checkpoint interval comes first because whether the
-  // checkpointing knobs act depends on it.
+  // Monotone in neither: enumerated. The layout first: each of its values is a run of its own
+  // (its model costs scaled to the micro-batch), simulated with a cache of its own. Then the
+  // checkpoint interval, because whether the checkpointing knobs act depends on it.
+  if (options.search_layout || options.pins.count("micro_batch") ||
+      options.ranges.count("micro_batch"))
+    space.dims.push_back(micro_batch_dimension(run));
   const auto neither = [](Dimension d) {
     d.memory_monotone = d.time_monotone = false;
     return d;
@@ -430,7 +520,8 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) 
       }
       // The range's ends are values the user asked about: searched even off the grid.
       for (std::int64_t end : {lo, hi}) {
-        if (std::find(values.begin(), values.end(), end) == values.end() && d.model_caps.empty()) {
+        if (std::find(values.begin(), values.end(), end) == values.end() && d.model_caps.empty() &&
+            name != "micro_batch") {
           values.insert(std::upper_bound(values.begin(), values.end(), end), end);
         }
       }
@@ -477,6 +568,21 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options) 
   for (const Dimension& d : space.dims)
     ZP_CHECK(!d.values.empty(), "dimension ", d.knob->name, " has no value");
   return space;
+}
+
+void set_micro_batch(RunSpec& run, std::int64_t micro_batch) {
+  if (run.deepspeed.batch.micro_batch_per_gpu == micro_batch) return;
+  const std::int64_t per = samples_per_rank(run);
+  ZP_CHECK(micro_batch >= 1 && per % micro_batch == 0, "micro-batch ", micro_batch,
+           " does not divide ", per, " samples per rank");
+  run.deepspeed.batch.micro_batch_per_gpu = micro_batch;
+  run.deepspeed.batch.gradient_accumulation_steps = per / micro_batch;
+  run.training.micro_batch = micro_batch;
+  const BatchShape shape{micro_batch, run.training.sequence_length, run.training.dtype};
+  // A built-in model is rebuilt for the shape, exactly as the run spec's loader builds it; a
+  // model file's costs are scaled, as the loader scales them.
+  run.tree =
+      run.model.config ? build_model(*run.model.config, shape) : rescale_tree(run.tree, shape);
 }
 
 void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run) {
@@ -526,6 +632,8 @@ void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run) {
         if (!z.offload_optimizer) z.offload_optimizer.emplace();
         z.offload_optimizer->device = device;
       }
+    } else if (n == "micro_batch") {
+      set_micro_batch(run, v);
     } else {
       ZP_CHECK(false, "no way to apply knob ", n);
     }

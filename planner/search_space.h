@@ -43,6 +43,9 @@ struct SpaceOptions {
   std::map<std::string, std::string> pins;                            // knob -> value as written
   std::map<std::string, std::pair<std::string, std::string>> ranges;  // knob -> [low, high]
   double grid_ratio = 4.0;                                            // step of the geometric grids
+  // Also search the layout: the micro-batch, with gradient accumulation at the fixed global batch.
+  // A pin or range of micro_batch or gradient_accumulation searches it too.
+  bool search_layout = false;
 };
 
 struct SearchSpace {
@@ -61,8 +64,14 @@ using Candidate = std::vector<std::int32_t>;
 SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options);
 
 // Sets the run's DeepSpeed config (and, without a pipeline, the run spec's checkpoint interval)
-// to the candidate's values.
+// to the candidate's values. A micro-batch other than the run's rebuilds the model tree for it
+// (see set_micro_batch); the other knobs cost nothing to apply.
 void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run);
+
+// The run with another micro-batch at the same global batch: DeepSpeed's micro-batch and gradient
+// accumulation steps, the training shape, and the model's costs for that shape. `micro_batch` must
+// divide the samples each data-parallel rank takes per step.
+void set_micro_batch(RunSpec& run, std::int64_t micro_batch);
 
 // The run's own value of a knob (what the user's config sets, or DeepSpeed's default).
 std::int64_t current_value(const RunSpec& run, const Knob& knob);

@@ -182,6 +182,8 @@ TEST(ZeroplanTune, BadFlagsAreOneLineNamingTheFlagOrKnobAndExitTwo) {
       {"--gpu-memory 0GiB", {"--gpu-memory", "more than 0"}},
       {"--time-budget 5", {"--time-budget"}},
       {"--workers 0", {"--workers"}},
+      {"--pin micro_batch=3", {"micro_batch", "must divide the 2 samples"}},
+      {"--pin pipeline_stages=2", {"pipeline_stages", "does not run ZeRO-3"}},
   };
   for (const Case& c : cases) {
     const Result r = RunZeroplan("tune " + kTiny + " " + c.args + " --out '" + dir.string() + "'");
@@ -203,7 +205,7 @@ TEST(ZeroplanTune, HelpListsEveryOption) {
   EXPECT_EQ(help.status, 0);
   for (const char* option :
        {"--gpu-memory", "--time-budget", "--objective", "--pin", "--range", "--out", "--json",
-        "--exhaustive", "--workers", "--grid-ratio", "--no-allocator", "--progress"})
+        "--exhaustive", "--workers", "--grid-ratio", "--no-allocator", "--progress", "--layout"})
     EXPECT_NE(help.out.find(option), std::string::npos) << option;
   EXPECT_NE(RunZeroplan("--help").out.find("tune"), std::string::npos);
 }
@@ -227,6 +229,36 @@ TEST(ZeroplanTune, ObjectivesAndBudgetsChangeTheChoice) {
   EXPECT_LT(timed["predicted"]["step_time_ns"].get<std::int64_t>(), least_ns);
   const Json pareto = tune("--objective pareto");
   EXPECT_GE(pareto["pareto"].size(), 2u);
+  fs::remove_all(dir);
+}
+
+// The tiny run takes 2 samples per rank per step in one micro-batch; with the layout searched, the
+// least memory takes micro-batches of 1 and accumulates 2, and the plan says so where both
+// DeepSpeed and the run spec read it.
+TEST(ZeroplanTune, TheLayoutTradesTheMicroBatchForAccumulationSteps) {
+  const fs::path dir = TestDir();
+  const Result r = RunZeroplan("tune " + kTiny + kNoOffload +
+                               " --layout --objective least-memory --no-allocator --json --out '" +
+                               dir.string() + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Json j = Json::parse(r.out);
+  EXPECT_EQ(j["chosen"]["micro_batch"]["value"], 1);
+  EXPECT_EQ(j["chosen"]["micro_batch"]["key"], "train_micro_batch_size_per_gpu");
+  const Json ds = Json::parse(Slurp(dir / "ds_config.json"));
+  EXPECT_EQ(ds["gradient_accumulation_steps"], 2);
+  ExpectResolvedAsChosen(dir / "plan.yaml", j["chosen"]);
+  const Result inspect = RunZeroplan("inspect --json '" + (dir / "plan.yaml").string() + "'");
+  ASSERT_EQ(inspect.status, 0) << inspect.err;
+  const Json resolved = Json::parse(inspect.out);
+  EXPECT_EQ(At(resolved["deepspeed"], "gradient_accumulation_steps"), 2);
+  bool found = false;
+  for (const Json& setting : resolved["run_provenance"]) {
+    if (setting["key"] != "training.micro_batch") continue;
+    EXPECT_EQ(setting["value"], 1);
+    found = true;
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(RunZeroplan("simulate '" + (dir / "plan.yaml").string() + "'").status, 0);
   fs::remove_all(dir);
 }
 

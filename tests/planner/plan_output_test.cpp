@@ -252,6 +252,35 @@ TEST(PlanYaml, LoadsAsARunSpecWithTheTunedValuesFromAnotherFolder) {
   fs::remove_all(dir);
 }
 
+// The run spec sets micro-batch 4 with 2 accumulation steps; the plan's micro-batch 2 takes 4, the
+// global batch the same, in the DeepSpeed config and the run spec alike (or it would not load).
+TEST(PlanYaml, AnotherMicroBatchKeepsTheGlobalBatch) {
+  const fs::path dir = TestDir();
+  std::string text =
+      std::regex_replace(std::string(kAliasedRun), std::regex("micro_batch: 2"), "micro_batch: 4");
+  text = std::regex_replace(text, std::regex("steps_per_print: 7"),
+                            "steps_per_print: 7\n  gradient_accumulation_steps: 2");
+  Write(dir / "run.yaml", text);
+  const RunSpec run = load_run_spec(dir / "run.yaml");
+  ASSERT_EQ(run.deepspeed.batch.train_batch_size, 16);
+
+  TuneOutcome o;
+  o.run = &run;
+  o.space = AliasedSpace();
+  o.space.dims.insert(o.space.dims.begin(), Dim("micro_batch", {2}));
+  o.result.best = Point{Candidate(o.space.dims.size(), 0), Eval(3'000'000, 3 << 20)};
+  const Json ds = tuned_deepspeed_config(run, o.space, o.result.best->candidate);
+  EXPECT_EQ(ds["train_micro_batch_size_per_gpu"], 2);
+  EXPECT_EQ(ds["gradient_accumulation_steps"], 4);
+  Write(dir / "plan.yaml", plan_yaml(o, dir));
+  const RunSpec plan = load_run_spec(dir / "plan.yaml");
+  EXPECT_EQ(plan.training.micro_batch, 2);
+  EXPECT_EQ(plan.deepspeed.batch.gradient_accumulation_steps, 4);
+  EXPECT_EQ(plan.deepspeed.batch.train_batch_size, 16);
+  EXPECT_EQ(plan.tree.shape().micro_batch, 2);
+  fs::remove_all(dir);
+}
+
 TEST(PlanYaml, TheRunSpecLoaderIgnoresThePlanSectionOnly) {
   const fs::path dir = TestDir();
   const std::string base = std::string(kAliasedRun);

@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "core/model/model_config.h"
 #include "core/util/error.h"
 #include "core/zero/partition.h"
 #include "planner/search.h"
@@ -184,7 +185,14 @@ TEST(SearchSpace, BadPinsAndRangesNameTheKnobAndTheValue) {
   EXPECT_NE(pin("prefetch_bucket_size", "-5").find("whole number"), std::string::npos);
   EXPECT_NE(pin("prefetch_bucket_size", "1.5").find("whole number"), std::string::npos);
   EXPECT_NE(pin("offload_param", "nvme").find("nvme_path"), std::string::npos);
-  EXPECT_NE(pin("micro_batch", "4").find("layout"), std::string::npos);
+  EXPECT_NE(pin("micro_batch", "3").find("must divide the 8 samples each data-parallel rank"),
+            std::string::npos);
+  EXPECT_NE(pin("gradient_accumulation", "3").find("gradient_accumulation=3: it must divide"),
+            std::string::npos);
+  EXPECT_NE(pin("pipeline_stages", "2").find("does not run ZeRO-3"), std::string::npos);
+  EXPECT_NE(range("partition_method", "a", "b").find("does not run ZeRO-3"), std::string::npos);
+  EXPECT_NE(range("gradient_accumulation", "9", "16").find("leaves no micro-batch"),
+            std::string::npos);
   EXPECT_NE(range("overlap_comm", "0", "1").find("pin overlap_comm instead"), std::string::npos);
   EXPECT_NE(range("prefetch_bucket_size", "5e8", "1e6").find("low end is above"),
             std::string::npos);
@@ -195,6 +203,59 @@ TEST(SearchSpace, BadPinsAndRangesNameTheKnobAndTheValue) {
   SpaceOptions ratio;
   ratio.grid_ratio = 1;
   EXPECT_NE(ErrorOf(ratio).find("grid ratio"), std::string::npos);
+}
+
+// GPT-2's run takes 8 samples per data-parallel rank per step (micro-batch 8, no accumulation).
+TEST(SearchSpace, TheLayoutSearchesEveryMicroBatchThatDividesTheBatchFirst) {
+  EXPECT_EQ(build_search_space(Gpt2(), {}).find("micro_batch"), nullptr);
+  SpaceOptions layout;
+  layout.search_layout = true;
+  const SearchSpace space = build_search_space(Gpt2(), layout);
+  ASSERT_EQ(space.dims.front().knob->name, "micro_batch");
+  EXPECT_EQ(space.dims.front().values, (std::vector<std::int64_t>{1, 2, 4, 8}));
+  EXPECT_FALSE(space.dims.front().memory_monotone);
+
+  SpaceOptions range;
+  range.ranges = {{"micro_batch", {"2", "6"}}};  // 6 does not divide 8: not searched
+  EXPECT_EQ(build_search_space(Gpt2(), range).find("micro_batch")->values,
+            (std::vector<std::int64_t>{2, 4}));
+  SpaceOptions accumulation;  // 2 to 4 accumulation steps: micro-batches 4 and 2
+  accumulation.ranges = {{"gradient_accumulation", {"2", "4"}}};
+  EXPECT_EQ(build_search_space(Gpt2(), accumulation).find("micro_batch")->values,
+            (std::vector<std::int64_t>{2, 4}));
+  SpaceOptions pin;
+  pin.pins = {{"gradient_accumulation", "8"}};
+  EXPECT_EQ(build_search_space(Gpt2(), pin).find("micro_batch")->values,
+            (std::vector<std::int64_t>{1}));
+}
+
+TEST(SearchSpace, AnotherMicroBatchKeepsTheGlobalBatchAndScalesTheModel) {
+  SpaceOptions o;
+  o.pins = {{"micro_batch", "2"}};
+  const SearchSpace space = build_search_space(Gpt2(), o);
+  RunSpec run = Gpt2();
+  apply(space, Candidate(space.dims.size(), 0), run);
+  EXPECT_EQ(run.deepspeed.batch.micro_batch_per_gpu, 2);
+  EXPECT_EQ(run.deepspeed.batch.gradient_accumulation_steps, 4);
+  EXPECT_EQ(run.deepspeed.batch.train_batch_size, Gpt2().deepspeed.batch.train_batch_size);
+  EXPECT_EQ(run.training.micro_batch, 2);
+  EXPECT_EQ(run.tree.shape().micro_batch, 2);
+  // The model as the loader builds it for micro-batch 2: about a quarter of the activations.
+  const auto activations = [](const ModuleTree& tree) {
+    std::int64_t sum = 0;
+    for (const Module& m : tree.modules())
+      sum += m.cost.activation_bytes;
+    return sum;
+  };
+  ASSERT_TRUE(Gpt2().model.config);
+  const ModuleTree built = build_model(
+      *Gpt2().model.config, BatchShape{2, run.training.sequence_length, run.training.dtype});
+  EXPECT_EQ(activations(run.tree), activations(built));
+  EXPECT_NEAR(static_cast<double>(activations(run.tree)) * 4,
+              static_cast<double>(activations(Gpt2().tree)),
+              0.01 * static_cast<double>(activations(Gpt2().tree)));
+  EXPECT_EQ(current_value(run, *find_knob("micro_batch")), 2);
+  EXPECT_EQ(current_value(run, *find_knob("gradient_accumulation")), 4);
 }
 
 TEST(SearchSpace, OnlyZeroStage3RunsWithoutAPipelineAreTuned) {

@@ -202,6 +202,48 @@ TEST_F(SearchVsExhaustive, AStopKeepsTheBestSoFar) {
   EXPECT_FALSE(none.best);
 }
 
+// The layout: each micro-batch is a run of its own (its own model tree and cache per worker). The
+// search over it, with a few knobs free beside it, equals the exhaustive search.
+TEST(SearchLayout, FastestOverMicroBatchesEqualsTheExhaustiveOptimum) {
+  const RunSpec run = Example("gpt2-zero3.yaml");
+  SpaceOptions so;
+  so.search_layout = true;
+  so.pins = {{"contiguous_gradients", "true"},
+             {"reduce_bucket_size", "5e8"},
+             {"module_granularity_threshold", "0"},
+             {"param_persistence_threshold", "1e5"},
+             {"max_reuse_distance", "1e9"},
+             {"cpu_checkpointing", "false"},
+             {"offload_param", "none"}};
+  const SearchSpace space = build_search_space(run, so);
+  SearchOptions all;
+  all.exhaustive = true;
+  all.objective = Objective::kPareto;
+  const SearchResult everything = search(run, space, all);
+  ASSERT_GE(everything.pareto.size(), 3u);
+  // Some front point uses a micro-batch other than the run's 8, so the layout changes the answer.
+  const std::size_t micro = 0;
+  ASSERT_EQ(space.dims[micro].knob->name, "micro_batch");
+  bool other = false;
+  for (const Point& p : everything.pareto)
+    other |= space.dims[micro].values[static_cast<std::size_t>(p.candidate[micro])] != 8;
+  EXPECT_TRUE(other);
+  for (const Point& target : everything.pareto) {
+    SearchOptions o;
+    o.memory_budget = target.eval.memory;
+    const SearchResult r = search(run, space, o);
+    EXPECT_EQ(OutcomeOf(r), FastestOnFront(everything.pareto, target.eval.memory))
+        << "budget " << target.eval.memory;
+  }
+  // Each layout's prediction is the one its own run spec gives.
+  const Point& least = everything.pareto.front();
+  RunSpec direct = run;
+  set_micro_batch(direct,
+                  space.dims[micro].values[static_cast<std::size_t>(least.candidate[micro])]);
+  apply(space, least.candidate, direct);
+  EXPECT_EQ(evaluate(direct, true).memory, least.eval.memory);
+}
+
 TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
   const RunSpec run = Example("gpt2-zero3.yaml");
   const Evaluation with = evaluate(run, true);
