@@ -84,7 +84,8 @@ std::string folder_name(const RunSpec& run) {
 void add_tune_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "tune",
-      "Search the ZeRO-3 thresholds, activation checkpointing and offload of a run with the "
+      "Search the ZeRO-3 thresholds (or the gradient buckets of stages 0-2), activation "
+      "checkpointing, offload and, with --layout, the micro-batch and pipeline of a run with the "
       "simulator, and write the tuned ds_config.json, a plan (a run spec that 'simulate' and "
       "'exec' take), a report and the Pareto plot of memory against step time.");
   struct Args {
@@ -136,9 +137,11 @@ void add_tune_command(CLI::App& app) {
                   "Step of the geometric grids of the size thresholds (1.2 to 64; smaller is "
                   "finer and slower).")
       ->capture_default_str();
-  cmd->add_flag("--layout", a->layout,
-                "Also search the micro-batch, with gradient accumulation making up the same global "
-                "batch (a --pin or --range of micro_batch or gradient_accumulation implies it).");
+  cmd->add_flag(
+      "--layout", a->layout,
+      "Also search the layout at the run's global batch and GPUs: the micro-batch (gradient "
+      "accumulation makes up the rest) and, for ZeRO stages 0 and 1, the pipeline's "
+      "depth and partition method. A --pin or --range of a layout knob implies it.");
   cmd->add_flag("--no-allocator", a->no_allocator,
                 "Compare allocated memory, without modelling PyTorch's caching allocator (faster; "
                 "reserved memory is what runs out on a GPU).");

@@ -79,16 +79,28 @@ const Knob& model_cap_knob() {
   return *k;
 }
 
-// Where a knob's value lives for this run: the DeepSpeed key, or the run spec's key for the
-// checkpoint interval of a run without a pipeline.
-std::string home_key(const RunSpec& run, const Knob& knob) {
-  if (knob.name == "checkpoint_interval" && run.parallel.pipeline <= 1)
-    return "training.checkpoint_interval";
+// The pipeline depth of a candidate: its own where the layout is searched, else the run's.
+std::int64_t pipeline_of(const RunSpec& run, const SearchSpace& space, const Candidate& c) {
+  if (const Dimension* d = space.find("pipeline_stages"))
+    return d->values[static_cast<std::size_t>(c[static_cast<std::size_t>(d - space.dims.data())])];
+  return run.parallel.pipeline;
+}
+
+// Where a knob's value lives with `pipeline` stages: the DeepSpeed key, or the run spec's key for
+// the checkpoint interval without a pipeline (the training script's, not a PipelineModule's).
+std::string home_key(const Knob& knob, std::int64_t pipeline) {
+  if (knob.name == "checkpoint_interval" && pipeline <= 1) return "training.checkpoint_interval";
   return std::string(knob.key);
 }
-bool in_deepspeed_config(const RunSpec& run, const Knob& knob) {
+bool in_deepspeed_config(const Knob& knob, std::int64_t pipeline) {
   return knob.home == KnobHome::kDeepSpeed &&
-         !(knob.name == "checkpoint_interval" && run.parallel.pipeline <= 1);
+         !(knob.name == "checkpoint_interval" && pipeline <= 1);
+}
+
+// A dimension's value as written in a config: a name for a choice by name.
+Json dim_json(const Dimension& d, std::int64_t v) {
+  if (!d.names.empty()) return d.names[static_cast<std::size_t>(v)];
+  return knob_json(*d.knob, v);
 }
 
 void erase_at_path(Json& root, std::string_view dotted) {
@@ -153,7 +165,8 @@ bool same_as_user(const RunSpec& run, const Dimension& d, std::size_t index) {
 // The value, and for persistence the model cap when there is one (DeepSpeed's default is
 // sys.maxsize: no cap).
 std::string value_text(const Dimension& d, std::int64_t value, std::int64_t cap) {
-  std::string s = knob_text(*d.knob, value);
+  std::string s =
+      d.names.empty() ? knob_text(*d.knob, value) : d.names[static_cast<std::size_t>(value)];
   if (!d.model_caps.empty() && cap != kUnbounded)
     s += ", stage3_model_persistence_threshold " + knob_text(model_cap_knob(), cap);
   return s;
@@ -208,7 +221,7 @@ Json values_json(const SearchSpace& space, const Candidate& c) {
   for (std::size_t i = 0; i < space.dims.size(); ++i) {
     const Dimension& d = space.dims[i];
     const auto index = static_cast<std::size_t>(c[i]);
-    j[std::string(d.knob->name)] = knob_json(*d.knob, d.values[index]);
+    j[std::string(d.knob->name)] = dim_json(d, d.values[index]);
     if (!d.model_caps.empty())
       j[std::string(model_cap_knob().name)] = knob_json(model_cap_knob(), d.model_caps[index]);
   }
@@ -295,22 +308,39 @@ void append_missing(std::ostringstream& out, const TuneOutcome& o) {
   out << "  What would fit:\n";
   out << "    - GPUs with at least " << bytes(static_cast<double>(least.eval.memory))
       << " each (this search's least memory)\n";
-  out << "    - more GPUs: ZeRO-3 splits parameters, gradients and optimizer states over the "
-      << run.parallel.data
-      << " data-parallel ranks, so more ranks hold less each (activations stay the same)\n";
+  switch (run.deepspeed.zero.stage) {
+    case 0:
+      out << "    - ZeRO stage 1 or more: without ZeRO every rank holds the whole optimizer "
+             "state\n";
+      break;
+    case 1:
+    case 2:
+      out << "    - more GPUs: ZeRO-" << run.deepspeed.zero.stage << " splits the optimizer states"
+          << (run.deepspeed.zero.stage == 2 ? " and gradients" : "") << " over the "
+          << run.parallel.data << " data-parallel ranks (parameters stay whole; ZeRO-3 splits "
+          << "them too)\n";
+      break;
+    default:
+      out << "    - more GPUs: ZeRO-3 splits parameters, gradients and optimizer states over the "
+          << run.parallel.data
+          << " data-parallel ranks, so more ranks hold less each (activations stay the same)\n";
+  }
   const auto tried = [&](std::string_view knob, std::int64_t value) {
     const Dimension* d = o.space.find(knob);
     return d && std::find(d->values.begin(), d->values.end(), value) != d->values.end();
   };
   const auto cpu = static_cast<std::int64_t>(OffloadDevice::kCpu);
+  // Parameters go to the host with ZeRO-3 only, the optimizer with ZeRO 1 or more.
+  const std::int64_t stage = run.deepspeed.zero.stage;
   for (const char* knob : {"offload_optimizer", "offload_param"}) {
-    if (tried(knob, cpu)) continue;
+    if (tried(knob, cpu) || stage == 0 || (stage < 3 && std::string_view(knob) == "offload_param"))
+      continue;
     out << "    - " << knob << " to the host (--pin " << knob
         << "=cpu, or drop its pin): this search kept it off the host\n";
   }
-  if (tried("offload_optimizer", cpu) && tried("offload_param", cpu)) {
-    out << "    - offloading parameters and optimizer states to the host was tried and is not "
-           "enough on its own\n";
+  if (tried("offload_optimizer", cpu) && (stage < 3 || tried("offload_param", cpu))) {
+    out << "    - offloading " << (stage == 3 ? "parameters and optimizer states" : "the optimizer")
+        << " to the host was tried and is not enough on its own\n";
   }
   if (!tried("checkpoint_interval", 1)) {
     out << "    - activation checkpointing of every layer (--pin checkpoint_interval=1): this "
@@ -513,6 +543,15 @@ std::vector<KnobEffect> knob_effects(const RunSpec& run, const SearchSpace& spac
     if (!d.model_caps.empty()) one.dims[i].model_caps = {effect.user_model_cap};
     Candidate c = chosen;
     c[i] = 0;
+    // The user's micro-batch may not divide the samples per rank at the chosen depth.
+    std::int64_t pipeline = run.parallel.pipeline;
+    std::int64_t micro_batch = run.deepspeed.batch.micro_batch_per_gpu;
+    for (std::size_t k = 0; k < one.dims.size(); ++k) {
+      const std::int64_t v = one.dims[k].values[static_cast<std::size_t>(c[k])];
+      if (one.dims[k].knob->name == "pipeline_stages") pipeline = v;
+      if (one.dims[k].knob->name == "micro_batch") micro_batch = v;
+    }
+    if (!layout_fits(run, pipeline, micro_batch)) continue;
     // apply() sets every dimension's knob, so one copy of the run serves every knob.
     apply(one, c, work);
     effect.with_user_value = evaluate(work, model_allocator);
@@ -526,21 +565,36 @@ Json tuned_deepspeed_config(const RunSpec& run, const SearchSpace& space,
   ZP_CHECK(candidate.size() == space.dims.size(), "candidate of ", candidate.size(), " values for ",
            space.dims.size(), " dimensions");
   Json ds = run.deepspeed.original.is_object() ? run.deepspeed.original : Json::object();
+  const std::int64_t pipeline = pipeline_of(run, space, candidate);
   for (std::size_t i = 0; i < space.dims.size(); ++i) {
     const Dimension& d = space.dims[i];
-    if (!in_deepspeed_config(run, *d.knob)) continue;
+    if (!in_deepspeed_config(*d.knob, pipeline)) continue;
     const auto index = static_cast<std::size_t>(candidate[i]);
+    if (!d.names.empty()) {
+      set_at_path(ds, std::string(d.knob->key), dim_json(d, d.values[index]));
+      continue;
+    }
     set_knob(ds, *d.knob, d.values[index]);
     if (!d.model_caps.empty()) set_knob(ds, model_cap_knob(), d.model_caps[index]);
+  }
+  // A pipeline depth the config states must be the chosen one (DeepSpeed's own is the
+  // PipelineModule's num_stages); without a pipeline, a PipelineModule's interval does not apply.
+  if (space.find("pipeline_stages")) {
+    if (ds.contains("pipeline") && ds["pipeline"].is_object() &&
+        ds["pipeline"].contains("stages") && ds["pipeline"]["stages"].is_number_integer())
+      ds["pipeline"]["stages"] = pipeline;
+    if (pipeline <= 1) erase_at_path(ds, "pipeline.activation_checkpoint_interval");
   }
   // A micro-batch searched at the fixed global batch: the accumulation steps follow it.
   if (const Dimension* d = space.find("micro_batch")) {
     const auto i =
         static_cast<std::size_t>(candidate[static_cast<std::size_t>(d - space.dims.data())]);
-    const std::int64_t per =
+    const std::int64_t global =
         std::max<std::int64_t>(run.deepspeed.batch.micro_batch_per_gpu, 1) *
-        std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
-    ds["gradient_accumulation_steps"] = per / d->values[i];
+        std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1) *
+        run.parallel.data;
+    const std::int64_t data = run.parallel.data * run.parallel.pipeline / pipeline;
+    ds["gradient_accumulation_steps"] = global / data / d->values[i];
   }
   // What the run spec supplies and DeepSpeed needs from its config when it runs without zeroplan:
   // the micro batch (DeepSpeed refuses a config with neither train_batch_size nor
@@ -582,10 +636,19 @@ std::string plan_yaml(const TuneOutcome& o, const std::filesystem::path& plan_di
                                                         root["training"].contains("micro_batch"))
     root["training"]["micro_batch"] =
         d->values[static_cast<std::size_t>(c[static_cast<std::size_t>(d - o.space.dims.data())])];
+  const std::int64_t pipeline = pipeline_of(run, o.space, c);
   for (std::size_t i = 0; i < o.space.dims.size(); ++i) {
     const Knob& k = *o.space.dims[i].knob;
-    if (k.home == KnobHome::kRunSpec || !in_deepspeed_config(run, k))
-      set_at_path(root, home_key(run, k), knob_json(k, value_at(o.space, c, i)));
+    if (k.home == KnobHome::kRunSpec || !in_deepspeed_config(k, pipeline))
+      set_at_path(root, home_key(k, pipeline), dim_json(o.space.dims[i], value_at(o.space, c, i)));
+  }
+  if (o.space.find("pipeline_stages")) {
+    // The data-parallel degree follows the depth; the training script's interval is refused with
+    // a pipeline.
+    if (root.contains("parallel") && root["parallel"].is_object() &&
+        root["parallel"].contains("data"))
+      root["parallel"]["data"] = run.parallel.data * run.parallel.pipeline / pipeline;
+    if (pipeline > 1) erase_at_path(root, "training.checkpoint_interval");
   }
 
   // A model file written relative to the run spec's folder, made relative to the plan's.
@@ -747,7 +810,8 @@ std::string tune_report(const TuneOutcome& o) {
     for (std::size_t i = 0; i < o.space.dims.size(); ++i) {
       const Dimension& d = o.space.dims[i];
       const auto index = static_cast<std::size_t>(best.candidate[i]);
-      out << "  " << home_key(run, *d.knob) << " = " << dim_text(d, index);
+      out << "  " << home_key(*d.knob, pipeline_of(run, o.space, best.candidate)) << " = "
+          << dim_text(d, index);
       const bool same = same_as_user(run, d, index);
       out << (same ? "  (as yours)" : "  (yours: " + user_text(run, d) + ")");
       if (d.size() == 1) out << ", pinned";
@@ -1032,9 +1096,9 @@ Json tune_json(const TuneOutcome& o) {
       const Dimension& d = o.space.dims[i];
       const auto index = static_cast<std::size_t>(r.best->candidate[i]);
       chosen[std::string(d.knob->name)] = {
-          {"key", home_key(run, *d.knob)},
-          {"value", knob_json(*d.knob, d.values[index])},
-          {"user_value", knob_json(*d.knob, current_value(run, *d.knob))}};
+          {"key", home_key(*d.knob, pipeline_of(run, o.space, r.best->candidate))},
+          {"value", dim_json(d, d.values[index])},
+          {"user_value", dim_json(d, current_value(run, *d.knob))}};
       if (!d.model_caps.empty()) {
         const Knob& cap = model_cap_knob();
         chosen[std::string(cap.name)] = {
@@ -1084,9 +1148,9 @@ Json tune_json(const TuneOutcome& o) {
   for (const Dimension& d : o.space.dims) {
     Json values = Json::array();
     for (std::int64_t v : d.values)
-      values.push_back(knob_json(*d.knob, v));
+      values.push_back(dim_json(d, v));
     j["knobs"].push_back({{"name", std::string(d.knob->name)},
-                          {"key", home_key(run, *d.knob)},
+                          {"key", home_key(*d.knob, run.parallel.pipeline)},
                           {"values", values},
                           {"considered", d.considered},
                           {"derivation", d.derivation}});

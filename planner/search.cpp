@@ -53,7 +53,9 @@ class WorkerPool {
       : base_(run), space_(space), model_allocator_(model_allocator) {
     const int n = std::max(1, workers);
     for (std::size_t d = 0; d < space.dims.size(); ++d)
-      if (space.dims[d].knob->name == "micro_batch") layout_dims_.push_back(d);
+      if (space.dims[d].knob->name == "micro_batch" ||
+          space.dims[d].knob->name == "pipeline_stages")
+        layout_dims_.push_back(d);
     slots_.resize(static_cast<std::size_t>(n));
     for (int i = 1; i < n; ++i)
       threads_.emplace_back([this, i] { loop(i); });
@@ -177,6 +179,8 @@ class Searcher {
       if (name == "checkpoint_interval") interval_dim_ = static_cast<int>(d);
       if (name == "cpu_checkpointing" || name == "partition_activations")
         needs_checkpointing_.push_back(d);
+      if (name == "pipeline_stages") pipeline_dim_ = static_cast<int>(d);
+      if (name == "partition_method") partition_dim_ = static_cast<int>(d);
     }
   }
 
@@ -195,26 +199,36 @@ class Searcher {
 
  private:
   // A dimension that does not act under the candidate's other values (the checkpointing knobs
-  // without checkpointing) has one value, its last.
+  // without checkpointing, the partition method without a pipeline) has one value.
   bool inactive(std::size_t d, const Candidate& c) const {
+    const auto value_of = [&](int dim) {
+      const Dimension& x = space_.dims[static_cast<std::size_t>(dim)];
+      return x.values[static_cast<std::size_t>(c[static_cast<std::size_t>(dim)])];
+    };
+    if (static_cast<int>(d) == partition_dim_ && pipeline_dim_ >= 0)
+      return value_of(pipeline_dim_) == 1;
     if (interval_dim_ < 0 || std::find(needs_checkpointing_.begin(), needs_checkpointing_.end(),
                                        d) == needs_checkpointing_.end())
       return false;
-    const Dimension& interval = space_.dims[static_cast<std::size_t>(interval_dim_)];
-    return interval.values[static_cast<std::size_t>(c[static_cast<std::size_t>(interval_dim_)])] ==
-           0;
+    return value_of(interval_dim_) == 0;
   }
   std::int32_t size_of(std::size_t d, const Candidate& c) const {
     return inactive(d, c) ? 1 : static_cast<std::int32_t>(space_.dims[d].size());
   }
+  // An inactive dimension's one value: the run's own partition method (its first), or the last
+  // value of a checkpointing knob (off).
   std::int32_t index_of(std::size_t d, const Candidate& c, std::int32_t i) const {
-    return inactive(d, c) ? static_cast<std::int32_t>(space_.dims[d].size()) - 1 : i;
+    if (!inactive(d, c)) return i;
+    return static_cast<int>(d) == partition_dim_
+               ? 0
+               : static_cast<std::int32_t>(space_.dims[d].size()) - 1;
   }
 
   // Configurations below a node that fixes dimensions [0, depth).
   double subtree_size(std::size_t depth, Candidate c) const {
     if (depth == space_.dims.size()) return 1;
-    if (static_cast<int>(depth) == interval_dim_) {
+    // The values of a dimension that switches others on and off are counted one by one.
+    if (static_cast<int>(depth) == interval_dim_ || static_cast<int>(depth) == pipeline_dim_) {
       double n = 0;
       for (std::int32_t i = 0; i < size_of(depth, c); ++i) {
         c[depth] = i;
@@ -559,6 +573,8 @@ class Searcher {
   std::size_t first_both_ = 0;         // ... in memory and time
   std::vector<std::int32_t> fastest_;  // per dimension, the value the top corner takes
   int interval_dim_ = -1;
+  int pipeline_dim_ = -1;
+  int partition_dim_ = -1;
   std::vector<std::size_t> needs_checkpointing_;
   std::map<Candidate, Evaluation> memo_;
   std::vector<Point> ranked_;     // the best few that meet the budgets

@@ -4,9 +4,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <map>
+#include <numeric>
 #include <set>
 
 #include "core/model/model_config.h"
+#include "core/pipe/layers.h"
 #include "core/util/error.h"
 #include "core/util/suggest.h"
 #include "core/util/units.h"
@@ -204,32 +207,99 @@ Dimension offload_dimension(const Knob& knob, bool nvme) {
   return d;
 }
 
-// The samples each data-parallel rank takes per step. The global batch is held fixed, so a
-// micro-batch must divide it and gradient accumulation makes up the rest.
-std::int64_t samples_per_rank(const RunSpec& run) {
+// The ranks that are not tensor-parallel: data x pipeline, whatever the pipeline's depth.
+std::int64_t replica_ranks(const RunSpec& run) {
+  return run.parallel.data * run.parallel.pipeline;
+}
+
+// The global batch, held fixed by the layout search: micro-batch x accumulation x data-parallel.
+std::int64_t global_batch(const RunSpec& run) {
   return std::max<std::int64_t>(run.deepspeed.batch.micro_batch_per_gpu, 1) *
-         std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1);
+         std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1) *
+         run.parallel.data;
 }
 
+// The samples each data-parallel rank takes per step with `pipeline` stages: a micro-batch must
+// divide it, and gradient accumulation makes up the rest.
+std::int64_t samples_per_rank(const RunSpec& run, std::int64_t pipeline) {
+  return global_batch(run) / (replica_ranks(run) / pipeline);
+}
+std::int64_t samples_per_rank(const RunSpec& run) {
+  return samples_per_rank(run, run.parallel.pipeline);
+}
+
+std::string batch_rule(const RunSpec& run, std::int64_t per) {
+  const std::int64_t data = global_batch(run) / per;
+  return "the " + std::to_string(per) +
+         " samples each data-parallel rank takes per step (a global batch of " +
+         std::to_string(global_batch(run)) + " over " + std::to_string(data) +
+         " data-parallel ranks)";
+}
 std::string batch_rule(const RunSpec& run) {
-  return "the " + std::to_string(samples_per_rank(run)) +
-         " samples each data-parallel rank takes per step (train_batch_size " +
-         std::to_string(run.deepspeed.batch.train_batch_size) + " over " +
-         std::to_string(run.parallel.data) + " data-parallel ranks)";
+  return batch_rule(run, samples_per_rank(run));
 }
 
-// Layout: every micro-batch that divides the samples per rank, smallest (least activation memory)
-// first. Not monotone in time: a larger micro-batch computes more efficiently, but gathers no less
-// often per sample once the gradient accumulation steps are few.
-Dimension micro_batch_dimension(const RunSpec& run) {
+// Layout: pipeline depths that split the ranks that are not tensor-parallel evenly, leave a
+// whole number of samples per data-parallel rank, and give every stage a layer.
+Dimension pipeline_dimension(const RunSpec& run) {
+  Dimension d;
+  d.knob = find_knob("pipeline_stages");
+  const std::int64_t ranks = replica_ranks(run);
+  const auto layers = static_cast<std::int64_t>(pipe::layers_from_tree(run.tree).layers.size());
+  for (std::int64_t p = 1; p <= ranks; ++p)
+    if (ranks % p == 0 && global_batch(run) % (ranks / p) == 0 && p <= layers)
+      d.values.push_back(p);
+  d.considered = static_cast<std::int64_t>(d.values.size());
+  d.memory_monotone = d.time_monotone = false;
+  d.derivation = "every depth that divides the " + std::to_string(ranks) +
+                 " ranks outside tensor parallelism and gives each stage a layer (of " +
+                 std::to_string(layers) + ")";
+  return d;
+}
+
+// Layout: DeepSpeed's partition methods, the run's own first (so that it is the user's value),
+// then by parameters, uniform, and by the class of the model's repeated block.
+Dimension partition_dimension(const RunSpec& run) {
+  Dimension d;
+  d.knob = find_knob("partition_method");
+  const pipe::PipelineLayers pl = pipe::layers_from_tree(run.tree);
+  std::map<std::string, std::int64_t> count;
+  for (const pipe::Layer& l : pl.layers)
+    if (l.parameter_numel > 0) ++count[l.type];
+  std::string block;
+  std::int64_t most = 1;
+  for (const auto& [type, n] : count) {
+    if (n <= most) continue;
+    most = n;
+    block = type;
+  }
+  std::vector<std::string> methods{run.deepspeed.pipeline.partition, "parameters", "uniform"};
+  if (!block.empty()) methods.push_back("type:" + block);
+  for (const std::string& m : methods)
+    if (std::find(d.names.begin(), d.names.end(), m) == d.names.end()) d.names.push_back(m);
+  for (std::size_t i = 0; i < d.names.size(); ++i)
+    d.values.push_back(static_cast<std::int64_t>(i));
+  d.considered = static_cast<std::int64_t>(d.values.size());
+  d.memory_monotone = d.time_monotone = false;
+  d.derivation = "the run's method, DeepSpeed's parameters and uniform" +
+                 std::string(block.empty() ? "" : ", and type:" + block + " (the repeated block)");
+  return d;
+}
+
+// Layout: every micro-batch that divides the samples per rank at every pipeline depth searched,
+// smallest (least activation memory) first. Not monotone in time: a larger micro-batch computes
+// more efficiently, but gathers no less often per sample once the accumulation steps are few.
+Dimension micro_batch_dimension(const RunSpec& run, const std::vector<std::int64_t>& pipelines) {
   Dimension d;
   d.knob = find_knob("micro_batch");
-  const std::int64_t per = samples_per_rank(run);
+  std::int64_t per = 0;
+  for (std::int64_t p : pipelines)
+    per = std::gcd(per, samples_per_rank(run, p));
   for (std::int64_t m = 1; m <= per; ++m)
     if (per % m == 0) d.values.push_back(m);
   d.considered = static_cast<std::int64_t>(d.values.size());
   d.memory_monotone = d.time_monotone = false;
-  d.derivation = "every micro-batch that divides " + batch_rule(run) +
+  d.derivation = "every micro-batch that divides " + batch_rule(run, per) +
                  "; gradient accumulation makes up the rest, so the global batch stays the same";
   return d;
 }
@@ -268,9 +338,13 @@ std::int64_t current_value(const RunSpec& run, const Knob& knob) {
 
 namespace {
 
-// The layout knobs the tuner cannot search for a ZeRO-3 run.
+// The layout knobs only a run without ZeRO-3 (DeepSpeed's pipeline engine) can search.
 bool is_pipeline_layout(const Knob& k) {
   return k.name == "pipeline_stages" || k.name == "partition_method";
+}
+// Layout values are searched only where they are valid, never added off the list.
+bool is_layout(const Knob& k) {
+  return is_pipeline_layout(k) || k.name == "micro_batch";
 }
 
 // --pin/--range of gradient_accumulation, as the micro-batch it implies at the fixed global batch.
@@ -317,6 +391,7 @@ std::int64_t parse_knob_value(const Knob& knob, const std::string& text) {
 
 std::string Dimension::label(std::size_t i) const {
   const std::int64_t v = values[i];
+  if (!names.empty()) return names[static_cast<std::size_t>(v)];
   switch (knob->kind) {
     case KnobKind::kBoolean:
       return v ? "true" : "false";
@@ -345,17 +420,12 @@ const Dimension* SearchSpace::find(std::string_view knob) const {
 }
 
 SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
-  if (run.deepspeed.zero.stage != 3) {
-    throw UserError(ErrorKind::kUnsupported,
-                    SourceLocation{run.file.string(), 0, 0, "zero_optimization.stage"},
-                    "zeroplan tune searches ZeRO-3's settings, and this run uses stage " +
-                        std::to_string(run.deepspeed.zero.stage) + ": set stage 3");
-  }
-  if (run.parallel.pipeline > 1) {
+  const std::int64_t stage = run.deepspeed.zero.stage;
+  if (stage == 3 && run.parallel.pipeline > 1) {
     throw UserError(ErrorKind::kUnsupported,
                     SourceLocation{run.file.string(), 0, 0, "parallel.pipeline"},
-                    "zeroplan tune searches ZeRO-3 runs, and DeepSpeed's pipeline engine does not "
-                    "run ZeRO-3: set parallel.pipeline to 1");
+                    "DeepSpeed's pipeline engine does not run ZeRO-3: set parallel.pipeline to 1, "
+                    "or use ZeRO stage 0 or 1 with a pipeline");
   }
   if (!(given.grid_ratio >= 1.2 && given.grid_ratio <= 64)) {
     fail(ErrorKind::kValue, "grid_ratio",
@@ -391,27 +461,27 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
                " leaves no micro-batch that divides " + batch_rule(run));
     options.ranges["micro_batch"] = {std::to_string((per + hi - 1) / hi), std::to_string(per / lo)};
   }
+  const auto given_any = [&](std::string_view knob) {
+    const std::string k(knob);
+    return options.pins.count(k) > 0 || options.ranges.count(k) > 0;
+  };
   for (const auto& [name, value] : options.pins) {
     const Knob& k = require_knob(name, "--pin");
-    if (is_pipeline_layout(k))
+    if (is_pipeline_layout(k) && stage >= 2)
       fail(ErrorKind::kUnsupported, name,
            "--pin " + name +
-               ": DeepSpeed's pipeline engine does not run ZeRO-3, so a ZeRO-3 run has no "
-               "pipeline layout to search");
-    if (name == "micro_batch") {
-      const std::int64_t m = parse_knob_value(k, value);
-      if (m < 1 || samples_per_rank(run) % m != 0)
-        fail(ErrorKind::kValue, name,
-             "--pin micro_batch=" + value + ": it must divide " + batch_rule(run));
-    }
+               ": DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only, and "
+               "this run uses stage " +
+               std::to_string(stage));
   }
   for (const auto& [name, range] : options.ranges) {
     const Knob& k = require_knob(name, "--range");
-    if (is_pipeline_layout(k))
+    if (is_pipeline_layout(k) && stage >= 2)
       fail(ErrorKind::kUnsupported, name,
            "--range " + name +
-               ": DeepSpeed's pipeline engine does not run ZeRO-3, so a ZeRO-3 run has no "
-               "pipeline layout to search");
+               ": DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only, and "
+               "this run uses stage " +
+               std::to_string(stage));
     if (!is_count(k))
       fail(ErrorKind::kValue, name,
            "--range " + name + ": only counts take a range; pin " + name + " instead");
@@ -423,17 +493,48 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
   const double r = options.grid_ratio;
   const bool nvme_param =
       run.deepspeed.zero.offload_param && run.deepspeed.zero.offload_param->nvme_path.has_value();
-  const bool nvme_optimizer = run.deepspeed.zero.offload_optimizer &&
+  const bool nvme_optimizer = stage == 3 && run.deepspeed.zero.offload_optimizer &&
                               run.deepspeed.zero.offload_optimizer->nvme_path.has_value();
   const auto knob = [](std::string_view n) -> const Knob& { return *find_knob(n); };
 
   SearchSpace space;
   // Monotone in neither: enumerated. The layout first: each of its values is a run of its own
-  // (its model costs scaled to the micro-batch), simulated with a cache of its own. Then the
-  // checkpoint interval, because whether the checkpointing knobs act depends on it.
-  if (options.search_layout || options.pins.count("micro_batch") ||
-      options.ranges.count("micro_batch"))
-    space.dims.push_back(micro_batch_dimension(run));
+  // (its pipeline, its model costs scaled to the micro-batch), simulated with a cache of its own.
+  // Then the checkpoint interval, because whether the checkpointing knobs act depends on it.
+  const bool pipelines = stage <= 1 && (options.search_layout || given_any("pipeline_stages") ||
+                                        given_any("partition_method"));
+  std::vector<std::int64_t> depths{run.parallel.pipeline};
+  if (pipelines) {
+    Dimension d = pipeline_dimension(run);
+    if (auto p = options.pins.find("pipeline_stages"); p != options.pins.end()) {
+      const std::int64_t v = parse_knob_value(*d.knob, p->second);
+      if (std::find(d.values.begin(), d.values.end(), v) == d.values.end())
+        fail(
+            ErrorKind::kValue, "pipeline_stages",
+            "--pin pipeline_stages=" + p->second + ": the depths that fit are " +
+                [&] {
+                  std::string list;
+                  for (std::int64_t x : d.values)
+                    list += (list.empty() ? "" : ", ") + std::to_string(x);
+                  return list;
+                }() +
+                " (" + d.derivation + ")");
+    }
+    depths = d.values;
+    space.dims.push_back(std::move(d));
+    space.dims.push_back(partition_dimension(run));
+  }
+  if (options.search_layout || pipelines || given_any("micro_batch")) {
+    Dimension d = micro_batch_dimension(run, depths);
+    if (auto p = options.pins.find("micro_batch"); p != options.pins.end()) {
+      const std::int64_t m = parse_knob_value(*d.knob, p->second);
+      if (std::find(d.values.begin(), d.values.end(), m) == d.values.end())
+        fail(ErrorKind::kValue, "micro_batch",
+             "--pin micro_batch=" + p->second + ": it must divide " +
+                 batch_rule(run, d.values.back()));
+    }
+    space.dims.push_back(std::move(d));
+  }
   const auto neither = [](Dimension d) {
     d.memory_monotone = d.time_monotone = false;
     return d;
@@ -446,44 +547,64 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
     d.derivation = "every layer, every second layer, or none checkpointed";
     space.dims.push_back(neither(d));
   }
-  space.dims.push_back(neither(boolean_dimension(knob("contiguous_gradients"), false,
-                                                 "both: it trades a copy for fragmentation")));
-  space.dims.push_back(
-      neither(grid_dimension(knob("reduce_bucket_size"), sizes, r * r, false, r * r)));
-  space.dims.back().derivation += " (a larger bucket reduces alike, in a larger buffer)";
-  // Leaf modules gather whole blocks at once but change the order of everything else.
-  space.dims.push_back(neither(granularity_dimension(run)));
+  if (stage >= 1) {
+    space.dims.push_back(neither(boolean_dimension(knob("contiguous_gradients"), false,
+                                                   "both: it trades a copy for fragmentation")));
+    space.dims.push_back(
+        neither(grid_dimension(knob("reduce_bucket_size"), sizes, r * r, false, r * r)));
+    space.dims.back().derivation += " (a larger bucket reduces alike, in a larger buffer)";
+  }
+  if (stage == 3) {
+    // Leaf modules gather whole blocks at once but change the order of everything else.
+    space.dims.push_back(neither(granularity_dimension(run)));
 
-  // Monotone in memory only. Persisting a large parameter re-gathers it, exposed, after every
-  // optimizer step; a larger prefetch bucket makes the gather a module waits on larger.
-  const auto memory_only = [](Dimension d) {
-    d.time_monotone = false;
-    return d;
-  };
-  space.dims.push_back(memory_only(persistence_dimension(run, sizes, r)));
-  space.dims.push_back(
-      memory_only(grid_dimension(knob("prefetch_bucket_size"), sizes, r, true, 4)));
+    // Monotone in memory only. Persisting a large parameter re-gathers it, exposed, after every
+    // optimizer step; a larger prefetch bucket makes the gather a module waits on larger.
+    const auto memory_only = [](Dimension d) {
+      d.time_monotone = false;
+      return d;
+    };
+    space.dims.push_back(memory_only(persistence_dimension(run, sizes, r)));
+    space.dims.push_back(
+        memory_only(grid_dimension(knob("prefetch_bucket_size"), sizes, r, true, 4)));
+  }
 
   // Monotone in both, the ones that move memory most first: they prune the most.
-  space.dims.push_back(offload_dimension(knob("offload_optimizer"), nvme_optimizer));
-  space.dims.push_back(offload_dimension(knob("offload_param"), nvme_param));
+  if (stage >= 1) {
+    space.dims.push_back(offload_dimension(knob("offload_optimizer"), nvme_optimizer));
+    if (stage < 3) space.dims.back().derivation = "cpu, none (NVMe offload is ZeRO-3's only)";
+  }
+  if (stage == 3) space.dims.push_back(offload_dimension(knob("offload_param"), nvme_param));
   space.dims.push_back(
       boolean_dimension(knob("cpu_checkpointing"), true, "checkpoints on the host or on the GPU"));
   if (run.parallel.tensor > 1) {
     space.dims.push_back(boolean_dimension(knob("partition_activations"), true,
                                            "checkpoints split over the tensor-parallel ranks"));
   }
-  space.dims.push_back(boolean_dimension(knob("overlap_comm"), false,
-                                         "communication on its own streams or in line"));
-  space.dims.push_back(grid_dimension(knob("max_reuse_distance"), sizes, r, true, 1));
-  // Last: parameters kept live by reuse distance count against this limit and can starve
-  // prefetch, so time falls along the others only while this one is free (at its top).
-  space.dims.push_back(grid_dimension(knob("max_live_parameters"), sizes, r, false, 1));
+  if (stage >= 1) {
+    space.dims.push_back(boolean_dimension(knob("overlap_comm"), false,
+                                           "communication on its own streams or in line"));
+  }
+  if (stage == 3) {
+    space.dims.push_back(grid_dimension(knob("max_reuse_distance"), sizes, r, true, 1));
+    // Last: parameters kept live by reuse distance count against this limit and can starve
+    // prefetch, so time falls along the others only while this one is free (at its top).
+    space.dims.push_back(grid_dimension(knob("max_live_parameters"), sizes, r, false, 1));
+  }
 
   // Pins and ranges.
   const auto pinned_model_cap = options.pins.find("model_persistence_threshold");
   for (Dimension& d : space.dims) {
     const std::string name(d.knob->name);
+    if (auto p = options.pins.find(name); p != options.pins.end() && !d.names.empty()) {
+      // A method by name: one of those offered, or the user's own.
+      auto at = std::find(d.names.begin(), d.names.end(), p->second);
+      if (at == d.names.end()) at = d.names.insert(d.names.end(), p->second);
+      d.values = {static_cast<std::int64_t>(at - d.names.begin())};
+      d.considered = 1;
+      d.derivation = "pinned";
+      continue;
+    }
     if (auto p = options.pins.find(name); p != options.pins.end()) {
       const std::int64_t v = parse_knob_value(*d.knob, p->second);
       if (d.knob->kind == KnobKind::kChoice &&
@@ -521,7 +642,7 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
       // The range's ends are values the user asked about: searched even off the grid.
       for (std::int64_t end : {lo, hi}) {
         if (std::find(values.begin(), values.end(), end) == values.end() && d.model_caps.empty() &&
-            name != "micro_batch") {
+            !is_layout(*d.knob)) {
           values.insert(std::upper_bound(values.begin(), values.end(), end), end);
         }
       }
@@ -570,33 +691,77 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
   return space;
 }
 
-void set_micro_batch(RunSpec& run, std::int64_t micro_batch) {
-  if (run.deepspeed.batch.micro_batch_per_gpu == micro_batch) return;
-  const std::int64_t per = samples_per_rank(run);
+void set_layout(RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch) {
+  const std::int64_t before = run.parallel.pipeline;
+  if (before == pipeline && run.deepspeed.batch.micro_batch_per_gpu == micro_batch &&
+      run.tree.shape().micro_batch == micro_batch)
+    return;
+  const std::int64_t ranks = replica_ranks(run);
+  ZP_CHECK(pipeline >= 1 && ranks % pipeline == 0, "pipeline ", pipeline, " over ", ranks,
+           " ranks");
+  const std::int64_t per = samples_per_rank(run, pipeline);
   ZP_CHECK(micro_batch >= 1 && per % micro_batch == 0, "micro-batch ", micro_batch,
            " does not divide ", per, " samples per rank");
+  run.parallel.data = ranks / pipeline;
+  run.parallel.pipeline = pipeline;
+  if (run.deepspeed.pipeline.stages) run.deepspeed.pipeline.stages = pipeline;
+  // With a pipeline the PipelineModule checkpoints; without one, the training script does.
+  if (before <= 1 && pipeline > 1) {
+    run.deepspeed.pipeline.activation_checkpoint_interval = run.training.checkpoint_interval;
+    run.training.checkpoint_interval = 0;
+  } else if (before > 1 && pipeline <= 1) {
+    run.training.checkpoint_interval = run.deepspeed.pipeline.activation_checkpoint_interval;
+    run.deepspeed.pipeline.activation_checkpoint_interval = 0;
+  }
   run.deepspeed.batch.micro_batch_per_gpu = micro_batch;
   run.deepspeed.batch.gradient_accumulation_steps = per / micro_batch;
   run.training.micro_batch = micro_batch;
-  const BatchShape shape{micro_batch, run.training.sequence_length, run.training.dtype};
-  // A built-in model is rebuilt for the shape, exactly as the run spec's loader builds it; a
-  // model file's costs are scaled, as the loader scales them.
-  run.tree =
-      run.model.config ? build_model(*run.model.config, shape) : rescale_tree(run.tree, shape);
+  if (run.tree.shape().micro_batch != micro_batch) {
+    const BatchShape shape{micro_batch, run.training.sequence_length, run.training.dtype};
+    // A built-in model is rebuilt for the shape, exactly as the run spec's loader builds it; a
+    // model file's costs are scaled, as the loader scales them.
+    run.tree =
+        run.model.config ? build_model(*run.model.config, shape) : rescale_tree(run.tree, shape);
+  }
+}
+
+bool layout_fits(const RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch) {
+  const std::int64_t ranks = replica_ranks(run);
+  return pipeline >= 1 && ranks % pipeline == 0 && global_batch(run) % (ranks / pipeline) == 0 &&
+         micro_batch >= 1 && samples_per_rank(run, pipeline) % micro_batch == 0;
+}
+
+void set_micro_batch(RunSpec& run, std::int64_t micro_batch) {
+  set_layout(run, run.parallel.pipeline, micro_batch);
 }
 
 void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run) {
   ZP_CHECK(candidate.size() == space.dims.size(), "candidate of ", candidate.size(), " values for ",
            space.dims.size(), " dimensions");
+  // The layout first: the other knobs are set on the run it makes.
+  std::int64_t pipeline = run.parallel.pipeline;
+  std::int64_t micro_batch = run.deepspeed.batch.micro_batch_per_gpu;
+  bool layout = false;
+  for (std::size_t i = 0; i < space.dims.size(); ++i) {
+    const Dimension& d = space.dims[i];
+    const auto index = static_cast<std::size_t>(candidate[i]);
+    ZP_CHECK(index < d.values.size(), "value ", index, " of ", d.knob->name);
+    if (d.knob->name == "pipeline_stages") pipeline = d.values[index];
+    if (d.knob->name == "micro_batch") micro_batch = d.values[index];
+    layout |= d.knob->name == "pipeline_stages" || d.knob->name == "micro_batch";
+  }
+  if (layout) set_layout(run, pipeline, micro_batch);
   ZeroConfig& z = run.deepspeed.zero;
   ActivationCheckpointingConfig& ac = run.deepspeed.activation_checkpointing;
   for (std::size_t i = 0; i < space.dims.size(); ++i) {
     const Dimension& d = space.dims[i];
     const auto index = static_cast<std::size_t>(candidate[i]);
-    ZP_CHECK(index < d.values.size(), "value ", index, " of ", d.knob->name);
     const std::int64_t v = d.values[index];
     const std::string_view n = d.knob->name;
-    if (n == "max_live_parameters") {
+    if (n == "pipeline_stages" || n == "micro_batch") continue;
+    if (n == "partition_method") {
+      run.deepspeed.pipeline.partition = d.names[static_cast<std::size_t>(v)];
+    } else if (n == "max_live_parameters") {
       z.max_live_parameters = v;
     } else if (n == "max_reuse_distance") {
       z.max_reuse_distance = v;
@@ -632,8 +797,6 @@ void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run) {
         if (!z.offload_optimizer) z.offload_optimizer.emplace();
         z.offload_optimizer->device = device;
       }
-    } else if (n == "micro_batch") {
-      set_micro_batch(run, v);
     } else {
       ZP_CHECK(false, "no way to apply knob ", n);
     }

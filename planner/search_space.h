@@ -32,6 +32,9 @@ struct Dimension {
   // (time_monotone), up to the slack the search allows for.
   bool memory_monotone = true;
   bool time_monotone = true;
+  // Choices that are names (the pipeline partition method): values index into names. The run's
+  // own comes first, so that its index is the user's value.
+  std::vector<std::string> names;
   std::string derivation;       // how the values were chosen, for the report
   std::int64_t considered = 0;  // values looked at before equivalent ones were merged
 
@@ -60,7 +63,10 @@ struct SearchSpace {
 using Candidate = std::vector<std::int32_t>;
 
 // Throws UserError (naming the knob and the value) for an unknown knob, a value it cannot take, a
-// range that leaves nothing, and for runs the tuner does not search (ZeRO stage other than 3).
+// range that leaves nothing, and for a layout DeepSpeed cannot run (a pipeline with ZeRO-2 or 3).
+// ZeRO-3 runs search the stage3 thresholds; runs of stages 0 to 2 search what those stages have
+// (gradient buckets, overlap, optimizer offload, checkpointing) and, for stages 0 and 1, with the
+// layout, the pipeline's depth and partition method.
 SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options);
 
 // Sets the run's DeepSpeed config (and, without a pipeline, the run spec's checkpoint interval)
@@ -68,10 +74,14 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& options);
 // (see set_micro_batch); the other knobs cost nothing to apply.
 void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run);
 
-// The run with another micro-batch at the same global batch: DeepSpeed's micro-batch and gradient
-// accumulation steps, the training shape, and the model's costs for that shape. `micro_batch` must
-// divide the samples each data-parallel rank takes per step.
+// The run with another layout at the same global batch and the same ranks: the pipeline depth (and
+// so the data-parallel degree, and where the checkpoint interval is read), DeepSpeed's micro-batch
+// and gradient accumulation steps, the training shape, and the model's costs for that shape.
+// `micro_batch` must divide the samples each data-parallel rank then takes per step.
+void set_layout(RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch);
 void set_micro_batch(RunSpec& run, std::int64_t micro_batch);
+// Whether set_layout may take these values for this run.
+bool layout_fits(const RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch);
 
 // The run's own value of a knob (what the user's config sets, or DeepSpeed's default).
 std::int64_t current_value(const RunSpec& run, const Knob& knob);

@@ -56,7 +56,7 @@ void ExpectResolvedAsChosen(const fs::path& path, const Json& chosen) {
   const Json j = Json::parse(r.out);
   for (const auto& [knob, c] : chosen.items()) {
     const std::string key = c["key"];
-    if (key.starts_with("training.")) {
+    if (key.starts_with("training.") || key.starts_with("parallel.")) {
       bool found = false;
       for (const Json& s : j["run_provenance"]) {
         if (s["key"] != key) continue;
@@ -183,7 +183,7 @@ TEST(ZeroplanTune, BadFlagsAreOneLineNamingTheFlagOrKnobAndExitTwo) {
       {"--time-budget 5", {"--time-budget"}},
       {"--workers 0", {"--workers"}},
       {"--pin micro_batch=3", {"micro_batch", "must divide the 2 samples"}},
-      {"--pin pipeline_stages=2", {"pipeline_stages", "does not run ZeRO-3"}},
+      {"--pin pipeline_stages=2", {"pipeline_stages", "stages 0 and 1 only"}},
   };
   for (const Case& c : cases) {
     const Result r = RunZeroplan("tune " + kTiny + " " + c.args + " --out '" + dir.string() + "'");
@@ -259,6 +259,34 @@ TEST(ZeroplanTune, TheLayoutTradesTheMicroBatchForAccumulationSteps) {
   }
   EXPECT_TRUE(found);
   EXPECT_EQ(RunZeroplan("simulate '" + (dir / "plan.yaml").string() + "'").status, 0);
+  fs::remove_all(dir);
+}
+
+// A ZeRO-1 pipeline run: whatever depth is chosen, the plan loads with the data-parallel degree,
+// accumulation steps and checkpoint interval where that depth has them.
+TEST(ZeroplanTune, APipelineLayoutPlanLoadsAtEveryDepth) {
+  const fs::path dir = TestDir();
+  for (const std::string depth : {"1", "4"}) {
+    const Result r = RunZeroplan(
+        "tune configs/examples/bert-large-pipeline.yaml --no-allocator --json --pin micro_batch=8 "
+        "--pin checkpoint_interval=1 --pin pipeline_stages=" +
+        depth + " --out '" + dir.string() + "'");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const Json j = Json::parse(r.out);
+    EXPECT_EQ(j["chosen"]["pipeline_stages"]["value"], std::stoi(depth));
+    EXPECT_EQ(j["chosen"]["pipeline_stages"]["key"], "parallel.pipeline");
+    EXPECT_EQ(
+        j["chosen"]["checkpoint_interval"]["key"],
+        depth == "1" ? "training.checkpoint_interval" : "pipeline.activation_checkpoint_interval");
+    ExpectResolvedAsChosen(dir / "plan.yaml", j["chosen"]);
+    const Result inspect = RunZeroplan("inspect --json '" + (dir / "plan.yaml").string() + "'");
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    const Json resolved = Json::parse(inspect.out);
+    // 256 samples over 4 GPUs: data-parallel 4 / depth, micro-batch 8.
+    EXPECT_EQ(At(resolved["deepspeed"], "gradient_accumulation_steps"),
+              256 / (4 / std::stoi(depth)) / 8);
+    EXPECT_EQ(RunZeroplan("simulate '" + (dir / "plan.yaml").string() + "'").status, 0);
+  }
   fs::remove_all(dir);
 }
 

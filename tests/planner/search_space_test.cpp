@@ -189,8 +189,8 @@ TEST(SearchSpace, BadPinsAndRangesNameTheKnobAndTheValue) {
             std::string::npos);
   EXPECT_NE(pin("gradient_accumulation", "3").find("gradient_accumulation=3: it must divide"),
             std::string::npos);
-  EXPECT_NE(pin("pipeline_stages", "2").find("does not run ZeRO-3"), std::string::npos);
-  EXPECT_NE(range("partition_method", "a", "b").find("does not run ZeRO-3"), std::string::npos);
+  EXPECT_NE(pin("pipeline_stages", "2").find("stages 0 and 1 only"), std::string::npos);
+  EXPECT_NE(range("partition_method", "a", "b").find("stages 0 and 1 only"), std::string::npos);
   EXPECT_NE(range("gradient_accumulation", "9", "16").find("leaves no micro-batch"),
             std::string::npos);
   EXPECT_NE(range("overlap_comm", "0", "1").find("pin overlap_comm instead"), std::string::npos);
@@ -258,10 +258,74 @@ TEST(SearchSpace, AnotherMicroBatchKeepsTheGlobalBatchAndScalesTheModel) {
   EXPECT_EQ(current_value(run, *find_knob("gradient_accumulation")), 4);
 }
 
-TEST(SearchSpace, OnlyZeroStage3RunsWithoutAPipelineAreTuned) {
-  EXPECT_NE(ErrorOf({}, Example("gpt2-zero2.yaml")).find("set stage 3"), std::string::npos);
-  EXPECT_NE(ErrorOf({}, Example("bert-large-pipeline.yaml")).find("zero_optimization.stage"),
+TEST(SearchSpace, StagesBelow3SearchWhatTheyHaveAndNoPipelineRunsZero3) {
+  const SearchSpace zero2 = build_search_space(Example("gpt2-zero2.yaml"), {});
+  EXPECT_NE(zero2.find("reduce_bucket_size"), nullptr);
+  EXPECT_NE(zero2.find("offload_optimizer"), nullptr);
+  for (const char* knob : {"max_live_parameters", "prefetch_bucket_size", "offload_param",
+                           "param_persistence_threshold", "module_granularity_threshold"})
+    EXPECT_EQ(zero2.find(knob), nullptr) << knob;
+  // The optimizer goes to NVMe with ZeRO-3 only.
+  for (std::int64_t v : zero2.find("offload_optimizer")->values)
+    EXPECT_NE(v, static_cast<std::int64_t>(OffloadDevice::kNvme));
+  SpaceOptions pipeline;
+  pipeline.pins = {{"pipeline_stages", "2"}};
+  EXPECT_NE(ErrorOf(pipeline, Example("gpt2-zero2.yaml")).find("stages 0 and 1 only"),
             std::string::npos);
+  RunSpec zero3_pipeline = Example("bert-large-pipeline.yaml");
+  zero3_pipeline.deepspeed.zero.stage = 3;
+  EXPECT_NE(ErrorOf({}, zero3_pipeline).find("does not run ZeRO-3"), std::string::npos);
+}
+
+// BERT-large over 4 GPUs in 2 stages, ZeRO-1, global batch 256 (micro-batch 8).
+TEST(SearchSpace, ThePipelineLayoutSearchesDepthsMethodsAndMicroBatchesThatFit) {
+  const RunSpec bert = Example("bert-large-pipeline.yaml");
+  SpaceOptions layout;
+  layout.search_layout = true;
+  const SearchSpace space = build_search_space(bert, layout);
+  ASSERT_GE(space.dims.size(), 3u);
+  EXPECT_EQ(space.dims[0].knob->name, "pipeline_stages");
+  EXPECT_EQ(space.dims[0].values, (std::vector<std::int64_t>{1, 2, 4}));
+  EXPECT_EQ(space.dims[1].knob->name, "partition_method");
+  EXPECT_EQ(space.dims[1].names,
+            (std::vector<std::string>{"type:BertLayer", "parameters", "uniform"}));
+  EXPECT_EQ(space.dims[1].label(0), "type:BertLayer");
+  // 64 samples per rank without a pipeline, 128 and 256 with: micro-batches dividing all three.
+  EXPECT_EQ(space.dims[2].knob->name, "micro_batch");
+  EXPECT_EQ(space.dims[2].values, (std::vector<std::int64_t>{1, 2, 4, 8, 16, 32, 64}));
+  SpaceOptions bad;
+  bad.pins = {{"pipeline_stages", "3"}};
+  EXPECT_NE(ErrorOf(bad, bert).find("the depths that fit are 1, 2, 4"), std::string::npos);
+  SpaceOptions method;
+  method.pins = {{"partition_method", "type:Bert.*"}};
+  const SearchSpace pinned = build_search_space(bert, method);
+  const Dimension* p = pinned.find("partition_method");
+  ASSERT_EQ(p->values.size(), 1u);
+  EXPECT_EQ(p->label(0), "type:Bert.*");
+}
+
+TEST(SearchSpace, AnotherDepthKeepsTheGlobalBatchAndMovesTheCheckpointInterval) {
+  const RunSpec bert = Example("bert-large-pipeline.yaml");
+  ASSERT_EQ(bert.deepspeed.pipeline.activation_checkpoint_interval, 1);
+  RunSpec flat = bert;
+  set_layout(flat, 1, 8);
+  EXPECT_EQ(flat.parallel.pipeline, 1);
+  EXPECT_EQ(flat.parallel.data, 4);
+  EXPECT_EQ(flat.deepspeed.batch.gradient_accumulation_steps, 8);  // 256 / (4 x 8)
+  EXPECT_EQ(flat.training.checkpoint_interval, 1);
+  EXPECT_EQ(flat.deepspeed.pipeline.activation_checkpoint_interval, 0);
+  EXPECT_TRUE(layout_fits(bert, 4, 64));
+  EXPECT_FALSE(layout_fits(bert, 3, 8));
+  EXPECT_FALSE(layout_fits(bert, 1, 128));  // 64 samples per rank without a pipeline
+  RunSpec deep = flat;
+  set_layout(deep, 4, 8);
+  EXPECT_EQ(deep.parallel.data, 1);
+  EXPECT_EQ(deep.deepspeed.batch.gradient_accumulation_steps, 32);
+  EXPECT_EQ(deep.deepspeed.pipeline.activation_checkpoint_interval, 1);
+  EXPECT_EQ(deep.training.checkpoint_interval, 0);
+  EXPECT_EQ(deep.parallel.world(), bert.parallel.world());
+  // The simulator runs it: four stages, data-parallel 1.
+  EXPECT_EQ(evaluate(deep, false).rejected, "");
 }
 
 }  // namespace

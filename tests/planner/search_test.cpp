@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <set>
 #include <string>
 
 #include "core/config/run_spec.h"
@@ -242,6 +243,39 @@ TEST(SearchLayout, FastestOverMicroBatchesEqualsTheExhaustiveOptimum) {
                   space.dims[micro].values[static_cast<std::size_t>(least.candidate[micro])]);
   apply(space, least.candidate, direct);
   EXPECT_EQ(evaluate(direct, true).memory, least.eval.memory);
+}
+
+// The pipeline layout of a ZeRO-1 run: depth, partition method (idle without a pipeline) and
+// micro-batch, with the checkpoint interval and optimizer offload free beside them.
+TEST(SearchLayout, FastestOverPipelineDepthsEqualsTheExhaustiveOptimum) {
+  const RunSpec run = Example("bert-large-pipeline.yaml");
+  SpaceOptions so;
+  so.search_layout = true;
+  so.ranges = {{"micro_batch", {"4", "16"}}};
+  so.pins = {{"contiguous_gradients", "true"},
+             {"reduce_bucket_size", "5e8"},
+             {"cpu_checkpointing", "false"},
+             {"overlap_comm", "false"}};
+  const SearchSpace space = build_search_space(run, so);
+  SearchOptions all;
+  all.exhaustive = true;
+  all.objective = Objective::kPareto;
+  const SearchResult everything = search(run, space, all);
+  // Depth 1 leaves the partition method idle: 1 + 2 x 3 layouts of depth and method.
+  EXPECT_EQ(everything.stats.space, 7 * 3 * 3 * 2);
+  EXPECT_EQ(everything.stats.simulated, 7 * 3 * 3 * 2);
+  ASSERT_GE(everything.pareto.size(), 3u);
+  std::set<std::int64_t> depths;
+  for (const Point& p : everything.pareto)
+    depths.insert(space.dims[0].values[static_cast<std::size_t>(p.candidate[0])]);
+  EXPECT_GE(depths.size(), 2u) << "the front mixes pipeline depths";
+  for (const Point& target : everything.pareto) {
+    SearchOptions o;
+    o.memory_budget = target.eval.memory;
+    EXPECT_EQ(OutcomeOf(search(run, space, o)),
+              FastestOnFront(everything.pareto, target.eval.memory))
+        << "budget " << target.eval.memory;
+  }
 }
 
 TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
