@@ -589,12 +589,7 @@ Json tuned_deepspeed_config(const RunSpec& run, const SearchSpace& space,
   if (const Dimension* d = space.find("micro_batch")) {
     const auto i =
         static_cast<std::size_t>(candidate[static_cast<std::size_t>(d - space.dims.data())]);
-    const std::int64_t global =
-        std::max<std::int64_t>(run.deepspeed.batch.micro_batch_per_gpu, 1) *
-        std::max<std::int64_t>(run.deepspeed.batch.gradient_accumulation_steps, 1) *
-        run.parallel.data;
-    const std::int64_t data = run.parallel.data * run.parallel.pipeline / pipeline;
-    ds["gradient_accumulation_steps"] = global / data / d->values[i];
+    ds["gradient_accumulation_steps"] = samples_per_rank(run, pipeline) / d->values[i];
   }
   // What the run spec supplies and DeepSpeed needs from its config when it runs without zeroplan:
   // the micro batch (DeepSpeed refuses a config with neither train_batch_size nor

@@ -219,13 +219,9 @@ std::int64_t global_batch(const RunSpec& run) {
          run.parallel.data;
 }
 
-// The samples each data-parallel rank takes per step with `pipeline` stages: a micro-batch must
-// divide it, and gradient accumulation makes up the rest.
-std::int64_t samples_per_rank(const RunSpec& run, std::int64_t pipeline) {
-  return global_batch(run) / (replica_ranks(run) / pipeline);
-}
-std::int64_t samples_per_rank(const RunSpec& run) {
-  return samples_per_rank(run, run.parallel.pipeline);
+// At the run's own depth.
+std::int64_t samples_per_rank_now(const RunSpec& run) {
+  return planner::samples_per_rank(run, run.parallel.pipeline);
 }
 
 std::string batch_rule(const RunSpec& run, std::int64_t per) {
@@ -236,7 +232,7 @@ std::string batch_rule(const RunSpec& run, std::int64_t per) {
          " data-parallel ranks)";
 }
 std::string batch_rule(const RunSpec& run) {
-  return batch_rule(run, samples_per_rank(run));
+  return batch_rule(run, samples_per_rank_now(run));
 }
 
 // Layout: pipeline depths that split the ranks that are not tensor-parallel evenly, leave a
@@ -294,7 +290,7 @@ Dimension micro_batch_dimension(const RunSpec& run, const std::vector<std::int64
   d.knob = find_knob("micro_batch");
   std::int64_t per = 0;
   for (std::int64_t p : pipelines)
-    per = std::gcd(per, samples_per_rank(run, p));
+    per = std::gcd(per, planner::samples_per_rank(run, p));
   for (std::int64_t m = 1; m <= per; ++m)
     if (per % m == 0) d.values.push_back(m);
   d.considered = static_cast<std::int64_t>(d.values.size());
@@ -305,6 +301,10 @@ Dimension micro_batch_dimension(const RunSpec& run, const std::vector<std::int64
 }
 
 }  // namespace
+
+std::int64_t samples_per_rank(const RunSpec& run, std::int64_t pipeline) {
+  return global_batch(run) / (replica_ranks(run) / pipeline);
+}
 
 std::int64_t current_value(const RunSpec& run, const Knob& knob) {
   const ZeroConfig& z = run.deepspeed.zero;
@@ -351,7 +351,7 @@ bool is_layout(const Knob& k) {
 std::int64_t micro_batch_for_accumulation(const RunSpec& run, const std::string& text,
                                           const char* option) {
   const std::int64_t g = parse_knob_value(*find_knob("gradient_accumulation"), text);
-  const std::int64_t per = samples_per_rank(run);
+  const std::int64_t per = samples_per_rank_now(run);
   if (g < 1 || per % g != 0)
     fail(ErrorKind::kValue, "gradient_accumulation",
          std::string(option) + " gradient_accumulation=" + text + ": it must divide " +
@@ -454,7 +454,7 @@ SearchSpace build_search_space(const RunSpec& run, const SpaceOptions& given) {
     const Knob& ga = *find_knob("gradient_accumulation");
     const std::int64_t lo = std::max<std::int64_t>(parse_knob_value(ga, g->second.first), 1);
     const std::int64_t hi = std::max<std::int64_t>(parse_knob_value(ga, g->second.second), 1);
-    const std::int64_t per = samples_per_rank(run);
+    const std::int64_t per = samples_per_rank_now(run);
     if (lo > hi || (per + hi - 1) / hi > per / lo)
       fail(ErrorKind::kValue, "gradient_accumulation",
            "--range gradient_accumulation=" + g->second.first + ":" + g->second.second +

@@ -80,6 +80,9 @@ void apply(const SearchSpace& space, const Candidate& candidate, RunSpec& run);
 // `micro_batch` must divide the samples each data-parallel rank then takes per step.
 void set_layout(RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch);
 void set_micro_batch(RunSpec& run, std::int64_t micro_batch);
+// The samples each data-parallel rank takes per step of the run's global batch with `pipeline`
+// stages: a micro-batch must divide it, and gradient accumulation makes up the rest.
+std::int64_t samples_per_rank(const RunSpec& run, std::int64_t pipeline);
 // Whether set_layout may take these values for this run.
 bool layout_fits(const RunSpec& run, std::int64_t pipeline, std::int64_t micro_batch);
 

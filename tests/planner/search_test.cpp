@@ -203,6 +203,24 @@ TEST_F(SearchVsExhaustive, AStopKeepsTheBestSoFar) {
   EXPECT_FALSE(none.best);
 }
 
+// Every configuration of `space` simulated, and the branch and bound's fastest choice checked
+// against that front at each of its points' memory.
+SearchResult ExpectFastestEqualsExhaustive(const RunSpec& run, const SearchSpace& space) {
+  SearchOptions all;
+  all.exhaustive = true;
+  all.objective = Objective::kPareto;
+  SearchResult everything = search(run, space, all);
+  EXPECT_GE(everything.pareto.size(), 3u);
+  for (const Point& target : everything.pareto) {
+    SearchOptions o;
+    o.memory_budget = target.eval.memory;
+    EXPECT_EQ(OutcomeOf(search(run, space, o)),
+              FastestOnFront(everything.pareto, target.eval.memory))
+        << "budget " << target.eval.memory;
+  }
+  return everything;
+}
+
 // The layout: each micro-batch is a run of its own (its own model tree and cache per worker). The
 // search over it, with a few knobs free beside it, equals the exhaustive search.
 TEST(SearchLayout, FastestOverMicroBatchesEqualsTheExhaustiveOptimum) {
@@ -217,11 +235,8 @@ TEST(SearchLayout, FastestOverMicroBatchesEqualsTheExhaustiveOptimum) {
              {"cpu_checkpointing", "false"},
              {"offload_param", "none"}};
   const SearchSpace space = build_search_space(run, so);
-  SearchOptions all;
-  all.exhaustive = true;
-  all.objective = Objective::kPareto;
-  const SearchResult everything = search(run, space, all);
-  ASSERT_GE(everything.pareto.size(), 3u);
+  const SearchResult everything = ExpectFastestEqualsExhaustive(run, space);
+  ASSERT_FALSE(everything.pareto.empty());
   // Some front point uses a micro-batch other than the run's 8, so the layout changes the answer.
   const std::size_t micro = 0;
   ASSERT_EQ(space.dims[micro].knob->name, "micro_batch");
@@ -229,13 +244,6 @@ TEST(SearchLayout, FastestOverMicroBatchesEqualsTheExhaustiveOptimum) {
   for (const Point& p : everything.pareto)
     other |= space.dims[micro].values[static_cast<std::size_t>(p.candidate[micro])] != 8;
   EXPECT_TRUE(other);
-  for (const Point& target : everything.pareto) {
-    SearchOptions o;
-    o.memory_budget = target.eval.memory;
-    const SearchResult r = search(run, space, o);
-    EXPECT_EQ(OutcomeOf(r), FastestOnFront(everything.pareto, target.eval.memory))
-        << "budget " << target.eval.memory;
-  }
   // Each layout's prediction is the one its own run spec gives.
   const Point& least = everything.pareto.front();
   RunSpec direct = run;
@@ -257,25 +265,14 @@ TEST(SearchLayout, FastestOverPipelineDepthsEqualsTheExhaustiveOptimum) {
              {"cpu_checkpointing", "false"},
              {"overlap_comm", "false"}};
   const SearchSpace space = build_search_space(run, so);
-  SearchOptions all;
-  all.exhaustive = true;
-  all.objective = Objective::kPareto;
-  const SearchResult everything = search(run, space, all);
+  const SearchResult everything = ExpectFastestEqualsExhaustive(run, space);
   // Depth 1 leaves the partition method idle: 1 + 2 x 3 layouts of depth and method.
   EXPECT_EQ(everything.stats.space, 7 * 3 * 3 * 2);
   EXPECT_EQ(everything.stats.simulated, 7 * 3 * 3 * 2);
-  ASSERT_GE(everything.pareto.size(), 3u);
   std::set<std::int64_t> depths;
   for (const Point& p : everything.pareto)
     depths.insert(space.dims[0].values[static_cast<std::size_t>(p.candidate[0])]);
   EXPECT_GE(depths.size(), 2u) << "the front mixes pipeline depths";
-  for (const Point& target : everything.pareto) {
-    SearchOptions o;
-    o.memory_budget = target.eval.memory;
-    EXPECT_EQ(OutcomeOf(search(run, space, o)),
-              FastestOnFront(everything.pareto, target.eval.memory))
-        << "budget " << target.eval.memory;
-  }
 }
 
 TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
