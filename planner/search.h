@@ -65,10 +65,11 @@ struct SearchOptions {
   bool model_allocator = true;  // compare reserved memory, as the GPU runs out of it
   std::size_t runners_up = 4;
   // How far the simulator may depart from the monotonicity the bounds assume: a node is pruned
-  // only when its bounds, lowered by these fractions, still lose. Reserved memory departs most
-  // (the caching allocator's fragmentation). Time departs by up to a few percent where prefetch
-  // and kept parameters compete for bandwidth; a time slack makes the search slower and surer,
-  // and without one the polish (below) recovers most of what the bounds miss.
+  // only when its bounds, lowered by these fractions, still lose. Memory is bounded by allocated
+  // memory, which departs little (reserved memory departs too far to bound anything). Time departs
+  // by up to a few percent where prefetch and kept parameters compete for bandwidth; a time slack
+  // makes the search slower and surer, and without one the polish (below) recovers most of what
+  // the bounds miss.
   double memory_slack = 0.03;
   double time_slack = 0.01;
   // Called from the searching thread at most a few times a second.
