@@ -17,10 +17,13 @@ class RunFails : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+void add_calibrate_command(CLI::App& app);
 void add_exec_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_presets_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
 void add_tune_command(CLI::App& app);
+void add_view_command(CLI::App& app);
+void add_validate_command(CLI::App& app);
 
 }  // namespace zp::cli

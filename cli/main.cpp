@@ -23,11 +23,14 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("zeroplan ") + ZEROPLAN_VERSION);
   app.require_subcommand(1);
   app.footer("Run 'zeroplan COMMAND --help' for a command's options.");
+  zp::cli::add_calibrate_command(app);
   zp::cli::add_exec_command(app);
   zp::cli::add_inspect_command(app);
   zp::cli::add_presets_command(app);
   zp::cli::add_simulate_command(app);
   zp::cli::add_tune_command(app);
+  zp::cli::add_view_command(app);
+  zp::cli::add_validate_command(app);
 
   // A mistyped command would otherwise read as "a subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {

@@ -25,7 +25,7 @@ int run(int argc, char** argv, ExecOptions& options) {
   if (!options.run_spec.empty()) {
     zp::RunSpec spec = zp::load_run_spec(options.run_spec);
     // Checked before any rank starts, so that a run exec cannot train fails once, here.
-    if (!options.selftest && options.nproc > 0)
+    if (!options.selftest && !options.calibrate && options.nproc > 0)
       zp::exec::plan_training(std::move(spec), options.nproc, training_options(options));
   }
   if (options.nproc > 0) {

@@ -18,6 +18,8 @@ packages=(
   python3 python3-torch
   # gui and its headless screenshot test
   libimgui-dev libglfw3-dev xvfb xauth libgl1-mesa-dri
+  # the viewer's screenshots: stb_image_write (and stb_image in the test)
+  libstb-dev
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "core/config/cluster.h"
 
 #include <array>
+#include <filesystem>
 #include <stdexcept>
 
 #include "core/config/reader.h"
@@ -190,10 +191,31 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
   ObjectReader r(node, "cluster");
   ClusterSpec c;
   c.name = "inline";
+  std::string base_note;
   if (auto p = r.get("preset")) {
     c = preset_or_fail(*p);
+    base_note = "preset " + c.name;
   }
-  const bool from_preset = c.name != "inline";
+  // A description in a file of its own (what `zeroplan calibrate` writes): the value of a
+  // `cluster:` key, alone in the file or under `cluster`, relative to this file's folder.
+  if (auto f = r.get("file")) {
+    if (!base_note.empty()) f->fail(ErrorKind::kConflict, "give 'preset' or 'file', not both");
+    const std::filesystem::path written = read_string(*f);
+    const std::filesystem::path path =
+        written.is_absolute() ? written : node.document().path().parent_path() / written;
+    if (!std::filesystem::is_regular_file(path))
+      f->fail(ErrorKind::kMissing, "no cluster description " + path.string());
+    const Document doc = Document::load(path);
+    Node root(doc);
+    if (root.value().is_object() && root.value().contains("cluster")) root = root.child("cluster");
+    if (root.value().is_object() && root.value().contains("file"))
+      root.child("file").fail(ErrorKind::kUnsupported, "a cluster file cannot name another");
+    Provenance ignored;
+    c = parse_cluster(root, ignored);
+    c.name = written.string();
+    base_note = "file " + written.string();
+  }
+  const bool from_preset = !base_note.empty();
   if (auto n = r.get("gpu")) c.gpu = read_string(*n);
   if (auto n = r.get("nodes")) c.nodes = read_count(*n);
   if (auto n = r.get("gpus_per_node")) c.gpus_per_node = read_count(*n);
@@ -256,7 +278,7 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
       }
     }
   }
-  record_cluster(c, node.value(), from_preset ? "preset " + c.name : "", provenance);
+  record_cluster(c, node.value(), base_note, provenance);
   return c;
 }
 

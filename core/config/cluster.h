@@ -31,7 +31,7 @@ struct Efficiency {
 };
 
 struct ClusterSpec {
-  std::string name;  // preset name or "inline"
+  std::string name;  // preset name, the file it was read from, or "inline"
   std::string gpu;   // a label: "A100-SXM4-80GB"
   std::int64_t nodes = 1;
   std::int64_t gpus_per_node = 1;
@@ -58,7 +58,8 @@ const ClusterSpec* find_cluster_preset(std::string_view name);
 std::vector<std::string> cluster_preset_names();
 
 // Reads the `cluster:` value of a run spec: a preset name, or a mapping with an optional `preset`
-// to start from and any keys to set. Records every value's origin under "cluster.".
+// or `file` (a description in a file of its own, relative to the run spec's folder) to start from
+// and any keys to set. Records every value's origin under "cluster.".
 ClusterSpec parse_cluster(const Node& node, Provenance& provenance);
 
 Json cluster_to_json(const ClusterSpec& cluster);

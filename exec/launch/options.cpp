@@ -55,6 +55,11 @@ void add_options(CLI::App& app, ExecOptions& o) {
   app.add_option("--selftest-fault", o.selftest_fault,
                  "Fault injection for testing: exit@R (rank R exits after the first collective) "
                  "or hang@R (rank R stops answering there)");
+  app.add_flag("--calibrate", o.calibrate,
+               "Measure this machine on every rank (compute, host copies, collectives) and print "
+               "the points as JSON; 'zeroplan calibrate' fits a cluster description to them");
+  app.add_flag("--calibrate-quick", o.calibrate_quick,
+               "With --calibrate: fewer, shorter measurements (for tests)");
   // The DeepSpeed launcher appends --local_rank=N to its program's arguments; the same number is
   // in LOCAL_RANK, which is what counts. Accepted, not listed.
   app.add_option("--local_rank,--local-rank", o.local_rank_flag)->group("");
@@ -139,9 +144,10 @@ void validate(ExecOptions& o) {
                                              " does not exist with --nproc " +
                                              std::to_string(o.nproc));
   if (o.steps < 1) throw flag_error("--steps", std::to_string(o.steps) + " must be at least 1");
-  if (!o.selftest && o.run_spec.empty())
+  if (!o.selftest && !o.calibrate && o.run_spec.empty())
     throw UserError(ErrorKind::kMissing, SourceLocation{"", 0, 0, "RUN.yaml"},
-                    "nothing to run: give a run spec, or --selftest for the communication test");
+                    "nothing to run: give a run spec, --selftest for the communication test, or "
+                    "--calibrate to measure this machine");
 }
 
 std::vector<std::string> rank_arguments(const std::vector<std::string>& args) {

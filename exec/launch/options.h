@@ -28,6 +28,9 @@ struct ExecOptions {
   int selftest_iterations = 2;
   std::string selftest_fault;  // "exit@R" or "hang@R"
   int local_rank_flag = -1;    // DeepSpeed's launcher passes --local_rank; LOCAL_RANK rules
+  // Measuring this machine (exec/calibrate) instead of training.
+  bool calibrate = false;
+  bool calibrate_quick = false;
   // Training.
   std::int64_t steps = 3;
   std::uint64_t seed = 0;

@@ -9,6 +9,7 @@
 
 #include "core/config/run_spec.h"
 #include "core/util/error.h"
+#include "exec/calibrate/calibrate.h"
 #include "exec/comm/gloo_communicator.h"
 #include "exec/comm/selftest.h"
 #ifdef ZEROPLAN_HAVE_CUDA
@@ -75,7 +76,7 @@ TrainingOptions training_options(const ExecOptions& options) {
 int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostream& out) {
   check_device(options, env.local_rank);
   std::optional<TrainingPlan> plan;
-  if (!options.selftest) {
+  if (!options.selftest && !options.calibrate) {
     if (options.device == "cuda") {
       throw UserError(ErrorKind::kUnsupported, SourceLocation{"", 0, 0, "--device"},
                       "cuda: training runs on CPU ranks for now (--selftest runs NCCL on CUDA)");
@@ -117,6 +118,9 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   ZP_CHECK(communicator != nullptr, "no communicator for backend ", options.backend);
 
   if (plan) return run_training(*plan, *communicator, out);
+  if (options.calibrate)
+    return run_calibration(*communicator, CalibrationOptions{options.calibrate_quick}, out,
+                           std::cerr);
   comm::SelftestOptions selftest;
   selftest.numel = options.selftest_numel;
   selftest.iterations = options.selftest_iterations;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/util/error.h"
+#include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
 
 namespace zp::exec {
@@ -237,6 +238,13 @@ struct PipelineEngine::Impl {
           ZP_CHECK(b.grad.defined(), "backward of micro-batch ", in.micro_batch,
                    " before its gradient arrived");
           b.output.backward(b.grad);
+        }
+        // The parameters' gradients live on to the step: DeepSpeed's gradient buffers, which the
+        // simulator counts as such, whatever the backward allocated them under.
+        for (const ParamId p : params) {
+          const at::Tensor& g = model.parameters()[static_cast<std::size_t>(p)].grad();
+          if (g.defined())
+            memory::recharge(g.storage().data(), trace::MemoryCategory::kGradBuckets);
         }
         b.output = at::Tensor();
         b.grad = at::Tensor();

@@ -179,6 +179,9 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   at::Tensor grad_flat;
   std::vector<at::Tensor> grad_partition;
   at::Tensor master;
+  // The optimizer's parameters: pieces of `master`, so that the temporaries of torch's update
+  // (AdamW's denominator) are a piece's size, as a fused optimizer on a GPU keeps none.
+  std::vector<at::Tensor> master_pieces;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
 
   zero::Coordinator coordinator;
@@ -274,7 +277,10 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     MemoryScope scope(MemoryCategory::kMasterWeights);
     master = partition_flat.clone();
   }
-  optimizer = make_optimizer(options.optimizer, {master});
+  constexpr std::int64_t kPiece = std::int64_t{1} << 14;
+  for (std::int64_t begin = 0; begin < total; begin += kPiece)
+    master_pieces.push_back(master.narrow(0, begin, std::min(kPiece, total - begin)));
+  optimizer = make_optimizer(options.optimizer, master_pieces);
 
   // The gradient accumulators are made while the parameters have their full shape: autograd
   // checks each gradient against the shape its accumulator was made for. DeepSpeed keeps them
@@ -368,9 +374,15 @@ void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
     const zero::ZeroParam& zp = zm.param(p);
     MemoryScope scope(zp.persistent ? MemoryCategory::kPersistentParams
                                     : MemoryCategory::kGatheredParams);
-    const at::Tensor full =
-        g.flat.narrow(1, column, zp.shape.partition_numel).reshape(-1).narrow(0, 0, zp.numel);
-    params[idx(p)].set_data(full.clone().view(zm.tree().parameter(p).shape));
+    // One allocation, filled row by row, as torch.cat fills DeepSpeed's: a reshape of the strided
+    // slice and a clone of it would hold the parameter twice for a moment.
+    at::Tensor full = at::empty({zp.numel}, g.flat.options());
+    for (std::int64_t r = 0, filled = 0; r < world && filled < zp.numel; ++r) {
+      const std::int64_t n = std::min(zp.shape.partition_numel, zp.numel - filled);
+      full.narrow(0, filled, n).copy_(g.flat[r].narrow(0, column, n));
+      filled += n;
+    }
+    params[idx(p)].set_data(full.view(zm.tree().parameter(p).shape));
     column += zp.shape.partition_numel;
   }
   log("wait", handle);
@@ -663,9 +675,12 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
   const std::int64_t optimizer_start = comm::wall_clock_ns();
   {
     MemoryScope scope(MemoryCategory::kOptimizerStates);
-    master.mutable_grad() = grad_flat;
+    for (at::Tensor& piece : master_pieces)
+      piece.mutable_grad() =
+          grad_flat.narrow(0, piece.storage_offset() - master.storage_offset(), piece.numel());
     optimizer->step();
-    master.mutable_grad() = at::Tensor();
+    for (at::Tensor& piece : master_pieces)
+      piece.mutable_grad() = at::Tensor();
     partition_flat.copy_(master);
   }
   const std::int64_t optimizer_end = comm::wall_clock_ns();

@@ -57,6 +57,17 @@ void Window::draw_frame(const std::function<void()>& frame) {
   ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
 }
 
+void Window::on_drop(std::function<void(std::vector<std::string>)> handler) {
+  drop_ = std::move(handler);
+  glfwSetWindowUserPointer(window_, this);
+  glfwSetDropCallback(window_, [](GLFWwindow* w, int count, const char** paths) {
+    auto* self = static_cast<Window*>(glfwGetWindowUserPointer(w));
+    if (!self || !self->drop_) return;
+    std::vector<std::string> list(paths, paths + count);
+    self->drop_(std::move(list));
+  });
+}
+
 void Window::run(const std::function<bool()>& frame) {
   bool keep = true;
   while (keep && !glfwWindowShouldClose(window_)) {

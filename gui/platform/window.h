@@ -23,6 +23,8 @@ class Window {
   // Calls `frame` once per frame between ImGui's NewFrame and Render until it returns false or the
   // window is closed.
   void run(const std::function<bool()>& frame);
+  // Called with the paths of files dropped on the window, from inside run()'s event polling.
+  void on_drop(std::function<void(std::vector<std::string>)> handler);
   // Renders `frames` frames and returns the framebuffer as RGBA rows, top row first.
   std::vector<std::uint8_t> render_offscreen(const std::function<void()>& frame, int frames,
                                              int* width, int* height);
@@ -31,6 +33,7 @@ class Window {
   void draw_frame(const std::function<void()>& frame);
 
   GLFWwindow* window_ = nullptr;
+  std::function<void(std::vector<std::string>)> drop_;
 };
 
 }  // namespace zp::gui

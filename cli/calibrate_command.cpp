@@ -1,0 +1,108 @@
+// `zeroplan calibrate`: measures this machine with zeroplan-exec on local ranks (compute,
+// host copies, collectives) and writes the cluster description the simulator then uses
+// (core/config/calibration.h fits it).
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/sibling_program.h"
+#include "core/config/calibration.h"
+#include "core/trace/native_format.h"
+#include "core/util/atomic_file.h"
+#include "core/util/error.h"
+
+namespace zp::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::int64_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<std::int64_t>(pages) * page : 0;
+}
+
+}  // namespace
+
+void add_calibrate_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "calibrate",
+      "Measure this machine with zeroplan-exec on local CPU ranks (matmul and elementwise "
+      "throughput, host copies, all-gather / reduce-scatter / send-recv bandwidth and latency) "
+      "and write the cluster description the simulator uses (see 'zeroplan validate "
+      "--cluster').");
+  struct Args {
+    int nproc = 2;
+    std::string out;
+    std::string raw;
+    bool quick = false;
+    double timeout = 300;
+  };
+  auto a = std::make_shared<Args>();
+  cmd->add_option("--nproc", a->nproc,
+                  "Ranks measured at once, as the runs to predict will use them: they share the "
+                  "machine's cores and memory bandwidth.")
+      ->capture_default_str();
+  cmd->add_option("--out", a->out, "Write the cluster description (YAML) here, not to stdout.");
+  cmd->add_option("--raw", a->raw, "Also write the measured points (JSON) here.");
+  cmd->add_flag("--quick", a->quick, "Fewer, shorter measurements (seconds instead of a minute).");
+  cmd->add_option("--timeout", a->timeout, "zeroplan-exec's --timeout, in seconds.")
+      ->capture_default_str();
+  cmd->callback([a] {
+    if (a->nproc < 1 || a->nproc > 1024) {
+      throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--nproc"},
+                      std::to_string(a->nproc) + " must be in [1, 1024]");
+    }
+    for (const auto& [flag, file] : {std::pair{"--out", a->out}, {"--raw", a->raw}}) {
+      if (file.empty()) continue;
+      const fs::path parent = fs::absolute(file).parent_path();
+      if (!fs::is_directory(parent)) {
+        throw UserError(ErrorKind::kIo, {"", 0, 0, flag},
+                        "cannot write " + file + ": no folder " + parent.string());
+      }
+    }
+    const fs::path program = exec_program("calibrate");
+    const fs::path dir =
+        fs::temp_directory_path() / ("zeroplan-calibrate." + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    struct Cleanup {
+      fs::path dir;
+      ~Cleanup() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+      }
+    } cleanup{dir};
+    const fs::path points = dir / "calibration.json";
+    std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
+              << (a->quick ? " (quick)" : "") << "\n";
+    std::vector<std::string> args{"--calibrate", "--nproc", std::to_string(a->nproc), "--timeout",
+                                  std::to_string(static_cast<int>(a->timeout))};
+    if (a->quick) args.push_back("--calibrate-quick");
+    const int status = run_program(program, args, points);
+    if (status == 2) {
+      throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "calibrate"},
+                      "zeroplan-exec refused the measurement (its reason is above)");
+    }
+    if (status != 0) {
+      throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
+                               " (its reason is above)");
+    }
+    const std::string text = read_file(points);
+    const Calibration measured = calibration_from_json(
+        trace::parse_json(text, "zeroplan-exec --calibrate"), "zeroplan-exec --calibrate");
+    const CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
+    const std::string yaml = cluster_yaml(calibrated);
+    if (!a->raw.empty()) write_file_atomically(a->raw, text);
+    if (a->out.empty()) {
+      std::cout << yaml;
+    } else {
+      write_file_atomically(a->out, yaml);
+      std::cerr << "calibrate: cluster description written to " << a->out << "\n";
+    }
+  });
+}
+
+}  // namespace zp::cli

@@ -1,0 +1,196 @@
+#include "core/config/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "core/util/error.h"
+#include "core/util/units.h"
+
+namespace zp {
+
+namespace {
+
+UserError bad(const std::string& origin, const std::string& key, const std::string& message) {
+  return UserError(ErrorKind::kValue, SourceLocation{origin, 0, 0, key}, message);
+}
+
+std::vector<CalibrationPoint> read_points(const Json& json, const std::string& origin,
+                                          const std::string& key, const char* unit) {
+  std::vector<CalibrationPoint> out;
+  if (!json.contains(key)) return out;
+  const Json& list = json.at(key);
+  if (!list.is_array()) throw bad(origin, key, "must be a list of points");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const Json& p = list[i];
+    const std::string where = key + "[" + std::to_string(i) + "]";
+    if (!p.is_object() || !p.contains(unit) || !p.contains("seconds") || !p.at(unit).is_number() ||
+        !p.at("seconds").is_number()) {
+      throw bad(origin, where, std::string("must be {") + unit + ": number, seconds: number}");
+    }
+    const CalibrationPoint point{p.at(unit).get<double>(), p.at("seconds").get<double>()};
+    if (!(point.amount > 0) || !(point.seconds > 0) || !std::isfinite(point.amount) ||
+        !std::isfinite(point.seconds)) {
+      throw bad(origin, where, "amount and seconds must be positive and finite");
+    }
+    out.push_back(point);
+  }
+  return out;
+}
+
+std::int64_t round_positive(double value) {
+  return std::max<std::int64_t>(1, std::llround(value));
+}
+
+std::string seconds_text(double s) {
+  return units::format_duration_ns(static_cast<std::int64_t>(std::llround(s * 1e9)));
+}
+
+}  // namespace
+
+LinearFit fit_line(const std::vector<CalibrationPoint>& points, const std::string& what) {
+  if (points.empty()) {
+    throw UserError(ErrorKind::kMissing, SourceLocation{"", 0, 0, what}, "no measurements to fit");
+  }
+  // Weighted by 1 / seconds^2: the fit minimises relative errors, so that the small calls a
+  // small model makes count as much as the large ones.
+  double shortest = points.front().seconds;
+  for (const CalibrationPoint& p : points)
+    shortest = std::min(shortest, p.seconds);
+  double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (const CalibrationPoint& p : points) {
+    const double w = (shortest / p.seconds) * (shortest / p.seconds);
+    n += w;
+    sx += w * p.amount;
+    sy += w * p.seconds;
+    sxx += w * p.amount * p.amount;
+    sxy += w * p.amount * p.seconds;
+  }
+  LinearFit fit;
+  const double det = n * sxx - sx * sx;
+  if (points.size() > 1 && det > 0) {
+    fit.per_unit = (n * sxy - sx * sy) / det;
+    fit.fixed = (sy - fit.per_unit * sx) / n;
+  }
+  // A line through the origin when the intercept would be negative (or there is one point): a
+  // call never takes less than nothing.
+  if (points.size() == 1 || !(det > 0) || fit.fixed < 0) {
+    fit.fixed = 0;
+    fit.per_unit = sxy / sxx;
+  }
+  // Noise (a busy machine) can make time shrink with size; the largest call's rate alone is then
+  // the best that the points say.
+  if (!(fit.per_unit > 0) || !std::isfinite(fit.per_unit)) {
+    const CalibrationPoint& largest = *std::max_element(
+        points.begin(), points.end(),
+        [](const CalibrationPoint& a, const CalibrationPoint& b) { return a.amount < b.amount; });
+    fit.fixed = 0;
+    fit.per_unit = largest.seconds / largest.amount;
+  }
+  return fit;
+}
+
+Calibration calibration_from_json(const Json& json, const std::string& origin) {
+  if (!json.is_object() || json.value("format", std::string()) != "zeroplan-calibration")
+    throw bad(origin, "format", "is not a zeroplan calibration (format \"zeroplan-calibration\")");
+  if (json.value("version", 0) != 1) throw bad(origin, "version", "must be 1");
+  Calibration c;
+  if (!json.contains("ranks") || !json.at("ranks").is_number_integer() ||
+      json.at("ranks").get<std::int64_t>() < 1)
+    throw bad(origin, "ranks", "must be a positive integer");
+  c.ranks = json.at("ranks").get<std::int64_t>();
+  c.backend = json.value("backend", std::string());
+  c.threads_per_rank = json.value("threads_per_rank", std::int64_t{1});
+  c.matmul = read_points(json, origin, "matmul", "flops");
+  c.elementwise = read_points(json, origin, "elementwise", "bytes");
+  c.host_copy = read_points(json, origin, "host_copy", "bytes");
+  c.allgather = read_points(json, origin, "allgather", "bytes");
+  c.reduce_scatter = read_points(json, origin, "reduce_scatter", "bytes");
+  c.send_recv = read_points(json, origin, "send_recv", "bytes");
+  return c;
+}
+
+CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memory) {
+  CalibratedCluster out;
+  out.matmul = fit_line(m.matmul, "matmul");
+  out.elementwise = fit_line(m.elementwise, "elementwise");
+  out.host_copy = fit_line(m.host_copy, "host_copy");
+
+  ClusterSpec& c = out.cluster;
+  c.name = "calibrated";
+  c.gpu = "cpu";
+  c.nodes = 1;
+  c.gpus_per_node = m.ranks;
+  c.host_memory = host_memory;
+  c.gpu_memory = std::max<std::int64_t>(1, host_memory / m.ranks);
+  // The measured rates are the ones reached: efficiencies of 1.
+  c.efficiency = Efficiency{1.0, 1.0, 1.0};
+  c.peak_flops["fp32"] = static_cast<double>(round_positive(out.matmul.rate()));
+  c.hbm_bandwidth = static_cast<double>(round_positive(out.elementwise.rate()));
+  // Every module's pass pays the fixed cost of a small kernel call.
+  c.kernel_launch_ns = std::llround(out.elementwise.fixed * 1e9);
+  c.pcie_bandwidth = static_cast<double>(round_positive(out.host_copy.rate()));
+  c.nvme_bandwidth = 0;
+
+  std::vector<CalibrationPoint> ring = m.allgather;
+  ring.insert(ring.end(), m.reduce_scatter.begin(), m.reduce_scatter.end());
+  out.has_collectives = m.ranks > 1 && !ring.empty();
+  if (out.has_collectives) {
+    // (n - 1) latency + (n - 1) / n x S / bandwidth = fixed + per_unit x S.
+    out.collectives = fit_line(ring, "allgather");
+    const double n = static_cast<double>(m.ranks);
+    c.intra_node.latency_ns = std::llround(out.collectives.fixed * 1e9 / (n - 1));
+    c.intra_node.bandwidth =
+        static_cast<double>(round_positive((n - 1) / (n * out.collectives.per_unit)));
+    if (!m.send_recv.empty()) out.send_recv = fit_line(m.send_recv, "send_recv");
+  } else {
+    // One rank: nothing to measure between ranks; memory copies stand in.
+    c.intra_node = LinkSpec{c.pcie_bandwidth, 0};
+  }
+  c.inter_node = c.intra_node;
+  return out;
+}
+
+std::string cluster_yaml(const CalibratedCluster& k) {
+  const ClusterSpec& c = k.cluster;
+  const auto rate = [](double r, const char* unit) { return units::format_si(r, unit); };
+  std::ostringstream y;
+  y << "# This machine, measured by 'zeroplan calibrate' with " << c.gpus_per_node
+    << " rank(s) at once; the simulator's cost models fitted to the points:\n";
+  y << "#   matmul (fp32): " << seconds_text(k.matmul.fixed) << " + FLOPs at "
+    << rate(k.matmul.rate(), "FLOP/s") << "\n";
+  y << "#   elementwise:   " << seconds_text(k.elementwise.fixed) << " + bytes at "
+    << rate(k.elementwise.rate(), "B/s") << "\n";
+  y << "#   host copy:     " << seconds_text(k.host_copy.fixed) << " + bytes at "
+    << rate(k.host_copy.rate(), "B/s") << "\n";
+  if (k.has_collectives) {
+    y << "#   all-gather and reduce-scatter over " << c.gpus_per_node
+      << " ranks: " << seconds_text(k.collectives.fixed) << " + bytes at "
+      << rate(k.collectives.rate(), "B/s") << "\n";
+    if (k.send_recv.per_unit > 0) {
+      y << "#   send/recv:     " << seconds_text(k.send_recv.fixed) << " + bytes at "
+        << rate(k.send_recv.rate(), "B/s") << "\n";
+    }
+  }
+  y << "# Use it as a run spec's 'cluster:' value, or with 'zeroplan validate --cluster'.\n";
+  y << "cluster:\n";
+  y << "  gpu: " << c.gpu << "\n";
+  y << "  nodes: " << c.nodes << "\n";
+  y << "  gpus_per_node: " << c.gpus_per_node << "\n";
+  y << "  gpu_memory: " << c.gpu_memory << "\n";
+  y << "  host_memory: " << c.host_memory << "\n";
+  y << "  peak_flops: {fp32: " << static_cast<std::int64_t>(c.peak_flops.at("fp32")) << "}\n";
+  y << "  hbm_bandwidth: " << static_cast<std::int64_t>(c.hbm_bandwidth) << "\n";
+  y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
+  y << "  intra_node: {bandwidth: " << static_cast<std::int64_t>(c.intra_node.bandwidth)
+    << ", latency: " << c.intra_node.latency_ns << "ns}\n";
+  y << "  inter_node: {bandwidth: " << static_cast<std::int64_t>(c.inter_node.bandwidth)
+    << ", latency: " << c.inter_node.latency_ns << "ns}\n";
+  y << "  pcie_bandwidth: " << static_cast<std::int64_t>(c.pcie_bandwidth) << "\n";
+  y << "  nvme_bandwidth: 0\n";
+  y << "  efficiency: {compute: 1, hbm: 1, network: 1}\n";
+  return y.str();
+}
+
+}  // namespace zp

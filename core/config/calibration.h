@@ -1,0 +1,65 @@
+// From measurements of a machine to the cluster description the simulator reads: `zeroplan
+// calibrate` has zeroplan-exec time matmuls, elementwise kernels, host copies and collectives on
+// every rank at once, then fits the simulator's own cost models to the points here, so that each
+// model predicts the measured time of what it prices:
+//  - a module's pass costs kernel_launch + max(flops / peak_flops, bytes / hbm_bandwidth)
+//    (efficiencies set to 1: the measured rates are the reached ones);
+//  - an all-gather or reduce-scatter of S bytes over a ring of n ranks on one node costs
+//    (n - 1) latency + (n - 1) / n x S / bandwidth (docs/network-model.md);
+//  - a host copy costs S / pcie_bandwidth.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/config/cluster.h"
+#include "core/config/document.h"
+
+namespace zp {
+
+// One measured point: an amount (FLOPs or bytes) and the seconds one call took.
+struct CalibrationPoint {
+  double amount = 0;
+  double seconds = 0;
+};
+
+// seconds = fixed + per_unit x amount, by least squares on relative errors; a negative fixed part
+// is refitted as 0 (a line through the origin); when noise gives no positive rate, the largest
+// point's rate stands. UserError when there are no points.
+struct LinearFit {
+  double fixed = 0;     // seconds
+  double per_unit = 0;  // seconds per FLOP or byte
+  double rate() const { return 1.0 / per_unit; }
+};
+LinearFit fit_line(const std::vector<CalibrationPoint>& points, const std::string& what);
+
+// What `zeroplan-exec --calibrate` prints (format "zeroplan-calibration", version 1).
+struct Calibration {
+  std::int64_t ranks = 1;
+  std::string backend;
+  std::int64_t threads_per_rank = 1;
+  std::vector<CalibrationPoint> matmul;          // FLOPs
+  std::vector<CalibrationPoint> elementwise;     // bytes read and written
+  std::vector<CalibrationPoint> host_copy;       // bytes
+  std::vector<CalibrationPoint> allgather;       // the whole gathered buffer
+  std::vector<CalibrationPoint> reduce_scatter;  // the whole reduced buffer
+  std::vector<CalibrationPoint> send_recv;       // the message
+};
+// UserError naming `origin` and the key when the JSON is not such an object.
+Calibration calibration_from_json(const Json& json, const std::string& origin);
+
+struct CalibratedCluster {
+  ClusterSpec cluster;
+  LinearFit matmul, elementwise, host_copy, collectives, send_recv;
+  bool has_collectives = false;  // more than one rank was measured
+};
+// The cluster of `calibration.ranks` ranks on one node of this machine; `host_memory` is the
+// node's memory, shared by its ranks.
+CalibratedCluster calibrate_cluster(const Calibration& calibration, std::int64_t host_memory);
+
+// The description as YAML that `cluster:` (or `zeroplan validate --cluster`) reads back to the
+// same ClusterSpec, with the fits as comments.
+std::string cluster_yaml(const CalibratedCluster& calibrated);
+
+}  // namespace zp

@@ -1,0 +1,186 @@
+#include "exec/calibrate/calibrate.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "core/config/document.h"
+#include "exec/runtime/tensor_buffer.h"
+
+namespace zp::exec {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Seconds per call of `fn`: the median of a few batches, each long enough to time well. Batch
+// sizes are fixed on the first batch so that ranks measuring at once stay roughly together.
+double time_per_call(const std::function<void()>& fn, double batch_seconds) {
+  fn();
+  fn();
+  int calls = 1;
+  for (;;) {
+    const auto start = Clock::now();
+    for (int i = 0; i < calls; ++i)
+      fn();
+    if (seconds_since(start) >= batch_seconds || calls >= (1 << 20)) break;
+    calls *= 2;
+  }
+  std::vector<double> batches;
+  for (int b = 0; b < 5; ++b) {
+    const auto start = Clock::now();
+    for (int i = 0; i < calls; ++i)
+      fn();
+    batches.push_back(seconds_since(start) / calls);
+  }
+  return median(batches);
+}
+
+// Seconds per call of a collective `fn`, run the same number of times on every rank.
+double time_collective(comm::Communicator& world, const std::function<void()>& fn, int iterations) {
+  world.barrier();
+  fn();
+  std::vector<double> times;
+  for (int i = 0; i < iterations; ++i) {
+    const auto start = Clock::now();
+    fn();
+    times.push_back(seconds_since(start));
+  }
+  return median(times);
+}
+
+Json point(const char* unit, double amount, double seconds) {
+  return Json{{unit, amount}, {"seconds", seconds}};
+}
+
+}  // namespace
+
+int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
+                    std::ostream& progress) {
+  const bool lead = world.rank() == 0;
+  const double batch = options.quick ? 0.002 : 0.02;
+  const int iterations = options.quick ? 5 : 20;
+  const auto say = [&](const std::string& text) {
+    if (lead) progress << "calibrate: " << text << std::endl;
+  };
+  at::manual_seed(0);
+  Json j;
+  j["format"] = "zeroplan-calibration";
+  j["version"] = 1;
+  j["ranks"] = world.size();
+  j["backend"] = std::string(world.backend());
+  j["threads_per_rank"] = at::get_num_threads();
+
+  // Dense compute: square fp32 linear layers, from sizes where the call's fixed cost dominates to
+  // sizes where the FLOP rate does. Each call is a module's: it allocates its output and records
+  // the autograd node that training records (the weight requires a gradient).
+  const std::vector<std::int64_t> sizes =
+      options.quick ? std::vector<std::int64_t>{32, 128, 256}
+                    : std::vector<std::int64_t>{32, 64, 128, 256, 384, 512};
+  say("matmul throughput (fp32), " + std::to_string(sizes.size()) + " sizes on every rank");
+  j["matmul"] = Json::array();
+  for (const std::int64_t n : sizes) {
+    const at::Tensor x = at::randn({n, n});
+    const at::Tensor w = at::randn({n, n}).requires_grad_(true);
+    world.barrier();
+    const double s = time_per_call([&] { (void)at::linear(x, w); }, batch);
+    j["matmul"].push_back(point("flops", 2.0 * static_cast<double>(n * n * n), s));
+  }
+
+  // Memory-bound compute: a + b, three fp32 streams, allocated and recorded as above.
+  const std::vector<std::int64_t> lengths =
+      options.quick ? std::vector<std::int64_t>{4096, 262144}
+                    : std::vector<std::int64_t>{1024, 16384, 65536, 262144, 1048576};
+  say("elementwise bandwidth, " + std::to_string(lengths.size()) + " sizes on every rank");
+  j["elementwise"] = Json::array();
+  for (const std::int64_t n : lengths) {
+    const at::Tensor a = at::randn({n}).requires_grad_(true);
+    const at::Tensor b = at::randn({n});
+    world.barrier();
+    const double s = time_per_call([&] { (void)at::add(a, b); }, batch);
+    j["elementwise"].push_back(point("bytes", 12.0 * static_cast<double>(n), s));
+  }
+
+  // Host copies: what a copy between a device and its host costs, here memory to memory.
+  say("host copy bandwidth on every rank");
+  j["host_copy"] = Json::array();
+  for (const std::int64_t n : {std::int64_t{1} << 18, std::int64_t{1} << 22}) {
+    const at::Tensor from = at::randn({n});
+    at::Tensor to = at::empty({n});
+    world.barrier();
+    const double s = time_per_call([&] { to.copy_(from); }, batch);
+    j["host_copy"].push_back(point("bytes", 4.0 * static_cast<double>(n), s));
+  }
+
+  // Collectives over every rank; bytes as a trace counts them (the whole gathered output, the
+  // whole reduced input, the message).
+  const std::vector<std::int64_t> elements =
+      options.quick ? std::vector<std::int64_t>{1024, 65536}
+                    : std::vector<std::int64_t>{256, 1024, 4096, 16384, 65536, 262144, 1048576};
+  const int p = world.size();
+  j["allgather"] = Json::array();
+  j["reduce_scatter"] = Json::array();
+  j["send_recv"] = Json::array();
+  if (p > 1) {
+    say("all-gather and reduce-scatter over " + std::to_string(p) + " ranks, " +
+        std::to_string(elements.size()) + " sizes");
+    for (const std::int64_t numel : elements) {
+      const std::int64_t chunk = (numel + p - 1) / p;
+      at::Tensor flat = at::zeros({chunk * p});
+      at::Tensor mine = at::zeros({chunk});
+      const double gather = time_collective(
+          world, [&] { world.all_gather(buffer_of(mine), buffer_of(flat), "calibrate")->wait(); },
+          iterations);
+      const double reduce = time_collective(
+          world,
+          [&] {
+            world
+                .reduce_scatter(buffer_of(flat), buffer_of(mine), comm::ReduceOp::kSum, "calibrate")
+                ->wait();
+          },
+          iterations);
+      const double bytes = 4.0 * static_cast<double>(chunk * p);
+      j["allgather"].push_back(point("bytes", bytes, gather));
+      j["reduce_scatter"].push_back(point("bytes", bytes, reduce));
+    }
+    say("send/recv between ranks 0 and 1, " + std::to_string(elements.size()) + " sizes");
+    for (const std::int64_t numel : elements) {
+      at::Tensor message = at::zeros({numel});
+      // A round trip, halved: one message's time without trusting two clocks.
+      const double round_trip = time_collective(
+          world,
+          [&] {
+            if (world.rank() == 0) {
+              world.send(buffer_of(message), 1, 7, "calibrate")->wait();
+              world.recv(buffer_of(message), 1, 8, "calibrate")->wait();
+            } else if (world.rank() == 1) {
+              world.recv(buffer_of(message), 0, 7, "calibrate")->wait();
+              world.send(buffer_of(message), 0, 8, "calibrate")->wait();
+            }
+          },
+          iterations);
+      j["send_recv"].push_back(point("bytes", 4.0 * static_cast<double>(numel), round_trip / 2));
+    }
+  }
+  world.barrier();
+  world.log().clear();
+  if (lead) out << j.dump(2) << std::endl;
+  return 0;
+}
+
+}  // namespace zp::exec

@@ -1,0 +1,22 @@
+// `zeroplan-exec --calibrate`: what this machine does per rank, measured on every rank at once (so
+// that ranks sharing cores, caches and memory bandwidth are measured as a run shares them): dense
+// (matmul) and elementwise compute, host copies, and all-gather, reduce-scatter and send/recv over
+// the ranks' communicator. Rank 0 prints the raw points as one JSON object; `zeroplan calibrate`
+// fits the cluster description to them (core/config/calibration.h).
+#pragma once
+
+#include <iosfwd>
+
+#include "exec/comm/communicator.h"
+
+namespace zp::exec {
+
+struct CalibrationOptions {
+  bool quick = false;  // fewer, shorter points: for tests
+};
+
+// Runs on every rank of `world`; rank 0 writes the JSON to `out` and progress to `progress`.
+int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
+                    std::ostream& progress);
+
+}  // namespace zp::exec

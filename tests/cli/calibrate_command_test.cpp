@@ -1,0 +1,79 @@
+// `zeroplan calibrate` end to end: zeroplan-exec measures two local ranks, the cluster description
+// it writes is one the run spec's reader takes, and `validate --cluster` simulates with it.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "run_zeroplan.h"
+
+namespace zp::cli::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+fs::path TestDir() {
+  const fs::path dir =
+      fs::temp_directory_path() / ("zeroplan_calibrate_test." + std::to_string(::getpid()) + "." +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::create_directories(dir);
+  return dir;
+}
+
+TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
+#ifndef ZEROPLAN_HAS_EXEC
+  GTEST_SKIP() << "this build has no exec (libtorch was not found)";
+#endif
+  const fs::path dir = TestDir();
+  const fs::path cluster = dir / "cluster.yaml";
+  const fs::path raw = dir / "points.json";
+  const Result r = RunZeroplan("calibrate --quick --nproc 2 --out '" + cluster.string() +
+                               "' --raw '" + raw.string() + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  // Progress on stderr, phase by phase.
+  for (const char* phase : {"matmul", "elementwise", "host copy", "all-gather", "send/recv"})
+    EXPECT_NE(r.err.find(phase), std::string::npos) << phase << "\n" << r.err;
+
+  const std::string yaml = Slurp(cluster);
+  EXPECT_NE(yaml.find("gpus_per_node: 2\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("peak_flops: {fp32: "), std::string::npos) << yaml;
+  const Json points = Json::parse(Slurp(raw));
+  EXPECT_EQ(points.at("ranks").get<int>(), 2);
+  EXPECT_FALSE(points.at("allgather").empty());
+  EXPECT_FALSE(points.at("send_recv").empty());
+
+  // The description's step time differs from the run spec's guess, and validate judges it.
+  const Result v =
+      RunZeroplan("validate configs/examples/tiny-gpt2-cpu.yaml --steps 2 --json --cluster '" +
+                  cluster.string() + "'");
+  ASSERT_TRUE(v.status == 0 || v.status == 3) << v.err;
+  const Json j = Json::parse(v.out);
+  EXPECT_TRUE(j.at("verdicts").at("time_judged").get<bool>());
+  EXPECT_TRUE(j.at("verdicts").at("memory").get<bool>());
+  EXPECT_TRUE(j.at("verdicts").at("decisions").get<bool>());
+  const Result guess = RunZeroplan("validate configs/examples/tiny-gpt2-cpu.yaml --steps 2 --json");
+  ASSERT_EQ(guess.status, 0) << guess.err;
+  EXPECT_NE(Json::parse(guess.out).at("ranks")[0].at("step_time_ns").at("predicted"),
+            j.at("ranks")[0].at("step_time_ns").at("predicted"));
+  fs::remove_all(dir);
+}
+
+TEST(ZeroplanCalibrate, BadInputIsOneLineAndStatusTwo) {
+  Result r = RunZeroplan("calibrate --nproc 0");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--nproc"), std::string::npos) << r.err;
+  r = RunZeroplan("calibrate --out no-such-folder/cluster.yaml");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("no-such-folder"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace zp::cli::testing

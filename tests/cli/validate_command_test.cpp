@@ -1,0 +1,185 @@
+// `zeroplan validate` end to end: the bundled tiny GPT-2 simulated and executed on two CPU ranks,
+// held to issue 9's targets for memory, collectives and decisions. Time is only required to be
+// there: on a shared, noisy machine a timing target would make the test flaky.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "run_zeroplan.h"
+
+namespace zp::cli::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+const std::string kTiny = "configs/examples/tiny-gpt2-cpu.yaml";
+
+void require_exec() {
+#ifndef ZEROPLAN_HAS_EXEC
+  GTEST_SKIP() << "this build has no exec (libtorch was not found)";
+#endif
+}
+
+fs::path TestDir() {
+  const fs::path dir =
+      fs::temp_directory_path() / ("zeroplan_validate_test." + std::to_string(::getpid()) + "." +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::create_directories(dir);
+  return dir;
+}
+
+// The bundled example with a wider, deeper GPT-2 on `ranks` ranks.
+fs::path WiderGpt2(const fs::path& dir, int ranks) {
+  std::string yaml = Slurp(kSource / kTiny);
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{
+            "model: tiny-gpt2\n",
+            "model: {preset: tiny-gpt2, hidden_size: 128, num_layers: 4, num_heads: 4}\n"},
+        {"gpus_per_node: 2\n", "gpus_per_node: " + std::to_string(ranks) + "\n"}}) {
+    const auto at = yaml.find(from);
+    EXPECT_NE(at, std::string::npos) << "the example changed: no " << from;
+    if (at != std::string::npos) yaml.replace(at, from.size(), to);
+  }
+  const fs::path path = dir / ("gpt2-4x128-" + std::to_string(ranks) + ".yaml");
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+// The bundled example with every block checkpointed.
+fs::path Checkpointed(const fs::path& dir) {
+  std::string yaml = Slurp(kSource / kTiny);
+  const std::string dtype = "  dtype: fp32\n";
+  const auto at = yaml.find(dtype);
+  EXPECT_NE(at, std::string::npos) << "the example's training section changed";
+  yaml.insert(at + dtype.size(), "  checkpoint_interval: 1\n");
+  const fs::path path = dir / "tiny-gpt2-cpu-ckpt1.yaml";
+  std::ofstream(path) << yaml;
+  return path;
+}
+
+void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
+  const Result r =
+      RunZeroplan("validate '" + spec + "' --nproc " + std::to_string(ranks) + " --steps 3 --json");
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const Json j = Json::parse(r.out);
+  EXPECT_TRUE(j.at("within_targets").get<bool>());
+  EXPECT_FALSE(j.at("verdicts").at("time_judged").get<bool>());
+  ASSERT_EQ(j.at("ranks").size(), static_cast<std::size_t>(ranks));
+  for (const Json& rank : j.at("ranks")) {
+    SCOPED_TRACE("rank " + std::to_string(rank.at("rank").get<int>()));
+    // The targets themselves, read back from the figures rather than from the verdict.
+    const Json& peak = rank.at("peak_bytes");
+    EXPECT_GT(peak.at("measured").get<std::int64_t>(), 0);
+    EXPECT_LE(std::abs(peak.at("error").get<double>()), 0.03);
+    for (const auto& [name, c] : rank.at("categories").items())
+      EXPECT_LE(std::abs(c.at("error").get<double>()), 0.05) << name;
+    EXPECT_TRUE(rank.at("collectives").contains("allgather"));
+    EXPECT_TRUE(rank.at("collectives").contains("reduce_scatter"));
+    for (const auto& [kind, c] : rank.at("collectives").items()) {
+      EXPECT_EQ(c.at("count").at("predicted"), c.at("count").at("measured")) << kind;
+      EXPECT_EQ(c.at("bytes").at("predicted"), c.at("bytes").at("measured")) << kind;
+    }
+    EXPECT_GT(rank.at("decisions").at("compared").get<int>(), 0);
+    EXPECT_EQ(rank.at("decisions").at("mismatches").get<int>(), 0);
+    // Time: present for the step, compute and modules, not judged.
+    EXPECT_GT(rank.at("step_time_ns").at("predicted").get<std::int64_t>(), 0);
+    EXPECT_GT(rank.at("step_time_ns").at("measured").get<std::int64_t>(), 0);
+    EXPECT_EQ(rank.at("steps_ns").size(), 3u);
+    EXPECT_FALSE(rank.at("modules_ns").empty());
+  }
+}
+
+TEST(ZeroplanValidate, TinyGpt2OnTwoRanksMeetsTheTargets) {
+  require_exec();
+  ExpectWithinTargets((kSource / kTiny).string());
+}
+
+TEST(ZeroplanValidate, TinyGpt2CheckpointedOnTwoRanksMeetsTheTargets) {
+  require_exec();
+  const fs::path dir = TestDir();
+  ExpectWithinTargets(Checkpointed(dir).string());
+  fs::remove_all(dir);
+}
+
+// On two ranks this model's peak is in the optimizer step, where torch's AdamW would allocate
+// temporaries the size of the partition; on four, in backward, where a coalesced gather's
+// parameters are assembled. Both are held to the same targets.
+TEST(ZeroplanValidate, AWiderGpt2OnTwoAndFourRanksMeetsTheTargets) {
+  require_exec();
+  const fs::path dir = TestDir();
+  for (const int ranks : {2, 4}) {
+    SCOPED_TRACE(std::to_string(ranks) + " ranks");
+    ExpectWithinTargets(WiderGpt2(dir, ranks).string(), ranks);
+  }
+  fs::remove_all(dir);
+}
+
+// The bundled pipeline's first stage: its gradients are counted where the simulator counts them
+// (grad_buckets), so its memory meets the targets. (The last stage does not yet, and the
+// tied-weight and loss exchanges are send/recv in exec: validate exits 3 for this run.)
+TEST(ZeroplanValidate, ThePipelinesFirstStageMeetsTheMemoryTargets) {
+  require_exec();
+  const Result r =
+      RunZeroplan("validate configs/examples/tiny-gpt2-pipeline-cpu.yaml --steps 2 --json");
+  ASSERT_EQ(r.status, 3) << r.err;
+  const Json j = Json::parse(r.out);
+  const Json& first = j.at("ranks").at(0);
+  EXPECT_EQ(first.at("predicted_by").get<std::string>().rfind("stage 0", 0), 0u);
+  EXPECT_TRUE(first.at("peak_bytes").at("ok").get<bool>());
+  ASSERT_TRUE(first.at("categories").contains("grad_buckets"));
+  for (const auto& [name, c] : first.at("categories").items())
+    EXPECT_TRUE(c.at("ok").get<bool>()) << name << ": " << c.dump();
+  EXPECT_TRUE(first.at("decisions").is_null());
+}
+
+TEST(ZeroplanValidate, TheTablesNameEveryTargetAndTheVerdict) {
+  require_exec();
+  const Result r = RunZeroplan("validate " + kTiny + " --steps 2");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* text : {"peak (device)", "allgather", "decisions:", "issued identically", "step",
+                           "Verdict    memory ok, collectives ok, decisions ok"})
+    EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
+  // zeroplan-exec's own report is progress, on stderr.
+  EXPECT_NE(r.err.find("validate: executing"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("loss"), std::string::npos);
+}
+
+// A missed target is status 3, after the report: the run spec's cluster is a guess, far from this
+// machine's speed, so judging its step time fails.
+TEST(ZeroplanValidate, AMissedTargetIsStatusThree) {
+  require_exec();
+  const Result r = RunZeroplan("validate " + kTiny + " --steps 2 --time judge --json");
+  EXPECT_EQ(r.status, 3) << r.err;
+  const Json j = Json::parse(r.out);
+  EXPECT_FALSE(j.at("verdicts").at("time").get<bool>());
+  EXPECT_TRUE(j.at("verdicts").at("memory").get<bool>());
+  EXPECT_NE(r.err.find("misses its targets: step time"), std::string::npos) << r.err;
+}
+
+TEST(ZeroplanValidate, ARankCountOtherThanTheRunsIsOneLineAndStatusTwo) {
+  require_exec();
+  const Result r = RunZeroplan("validate " + kTiny + " --nproc 3");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--nproc"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(ZeroplanValidate, AMissingClusterFileIsOneLineAndStatusTwo) {
+  require_exec();
+  const Result r = RunZeroplan("validate " + kTiny + " --cluster no-such-cluster.yaml");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("no-such-cluster.yaml"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace zp::cli::testing

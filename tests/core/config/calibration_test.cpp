@@ -1,0 +1,162 @@
+#include "core/config/calibration.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/config/document.h"
+#include "core/config/run_spec.h"
+#include "core/util/error.h"
+
+namespace zp {
+namespace {
+
+// Points on seconds = fixed + amount / rate.
+std::vector<CalibrationPoint> line(double fixed, double rate, std::vector<double> amounts) {
+  std::vector<CalibrationPoint> out;
+  for (const double a : amounts)
+    out.push_back({a, fixed + a / rate});
+  return out;
+}
+
+TEST(FitLine, RecoversAnExactLine) {
+  const LinearFit fit = fit_line(line(2e-6, 1e9, {1e3, 1e5, 1e6}), "x");
+  EXPECT_NEAR(fit.fixed, 2e-6, 1e-12);
+  EXPECT_NEAR(fit.rate(), 1e9, 1.0);
+}
+
+// A negative intercept would make small calls cost less than nothing: the line goes through 0.
+TEST(FitLine, ANegativeInterceptIsRefittedThroughTheOrigin) {
+  const LinearFit fit = fit_line({{1e3, 0.5e-6}, {1e6, 1.1e-3}}, "x");
+  EXPECT_EQ(fit.fixed, 0);
+  EXPECT_GT(fit.per_unit, 0);
+  const LinearFit one = fit_line({{1e6, 1e-3}}, "x");
+  EXPECT_EQ(one.fixed, 0);
+  EXPECT_NEAR(one.rate(), 1e9, 1e-3);
+}
+
+TEST(FitLine, NoPointsIsAUserError) {
+  EXPECT_THROW(fit_line({}, "matmul"), UserError);
+}
+
+// Time that shrinks with size (noise) gives no line; the largest call's rate stands.
+TEST(FitLine, WithoutAPositiveSlopeTheLargestPointsRateStands) {
+  const LinearFit fit = fit_line({{1e3, 2e-3}, {1e6, 1e-3}, {1e7, 1e-4}}, "matmul");
+  EXPECT_EQ(fit.fixed, 0);
+  EXPECT_NEAR(fit.rate(), 1e11, 1);
+}
+
+Calibration measured(std::int64_t ranks) {
+  Calibration c;
+  c.ranks = ranks;
+  c.matmul = line(3e-6, 50e9, {65536, 4e6, 2.7e8});
+  c.elementwise = line(1.5e-6, 10e9, {12288, 786432, 1.2e7});
+  c.host_copy = line(0, 8e9, {1e6, 1.6e7});
+  // A ring of n ranks: (n - 1) x 20 us + (n - 1) / n x S / 2 GB/s.
+  const double n = static_cast<double>(ranks);
+  c.allgather = line((n - 1) * 20e-6, 2e9 * n / (n - 1), {4096, 65536, 1048576});
+  c.reduce_scatter = c.allgather;
+  c.send_recv = line(30e-6, 3e9, {4096, 1048576});
+  return c;
+}
+
+// Each cost model, priced with the calibrated cluster, gives back the measured time.
+TEST(CalibrateCluster, InvertsTheSimulatorsCostModels) {
+  for (const std::int64_t ranks : {2, 4}) {
+    SCOPED_TRACE(ranks);
+    const CalibratedCluster k = calibrate_cluster(measured(ranks), 16LL << 30);
+    const ClusterSpec& c = k.cluster;
+    EXPECT_EQ(c.nodes, 1);
+    EXPECT_EQ(c.gpus_per_node, ranks);
+    EXPECT_EQ(c.gpu_memory, (16LL << 30) / ranks);
+    EXPECT_NEAR(c.peak_flops.at("fp32"), 50e9, 1);
+    EXPECT_NEAR(c.hbm_bandwidth, 10e9, 1);
+    EXPECT_EQ(c.kernel_launch_ns, 1500);
+    EXPECT_NEAR(c.pcie_bandwidth, 8e9, 1);
+    EXPECT_EQ(c.intra_node.latency_ns, 20000);
+    EXPECT_NEAR(c.intra_node.bandwidth, 2e9, 1);
+    EXPECT_EQ(c.efficiency, (Efficiency{1, 1, 1}));
+    // The ring model with these figures: (n - 1) a + (n - 1) / n S / B.
+    const double n = static_cast<double>(ranks);
+    const double s = 65536;
+    const double ring =
+        (n - 1) * c.intra_node.latency_ns * 1e-9 + (n - 1) / n * s / c.intra_node.bandwidth;
+    EXPECT_NEAR(ring, (n - 1) * 20e-6 + s / (2e9 * n / (n - 1)), 1e-9);
+  }
+}
+
+TEST(CalibrateCluster, OneRankHasNoCollectivesToMeasure) {
+  Calibration c = measured(1);
+  c.allgather.clear();
+  c.reduce_scatter.clear();
+  c.send_recv.clear();
+  const CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_FALSE(k.has_collectives);
+  EXPECT_EQ(k.cluster.intra_node.bandwidth, k.cluster.pcie_bandwidth);
+}
+
+// What calibrate writes, the run spec's reader reads back to the same cluster.
+TEST(ClusterYaml, ReadsBackToTheSameCluster) {
+  const CalibratedCluster k = calibrate_cluster(measured(4), 16LL << 30);
+  const std::string yaml = cluster_yaml(k);
+  const Document doc = Document::from_yaml(yaml, "calibrated.yaml");
+  Provenance provenance;
+  ClusterSpec back = parse_cluster(Node(doc).child("cluster"), provenance);
+  back.name = k.cluster.name;
+  EXPECT_EQ(back, k.cluster) << yaml;
+}
+
+// A run spec names the file (relative to its own folder), and may change keys of it.
+TEST(ClusterYaml, ARunSpecReadsItAsItsClusterFile) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("zeroplan_calibration_test." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const CalibratedCluster k = calibrate_cluster(measured(4), 16LL << 30);
+  std::ofstream(dir / "cluster-4.yaml") << cluster_yaml(k);
+  const auto run_spec = [&](const std::string& cluster) {
+    std::ofstream(dir / "run.yaml") << "model: tiny-gpt2\ncluster: " << cluster
+                                    << "\ntraining: {sequence_length: 16, micro_batch: 1}\n"
+                                    << "deepspeed: {zero_optimization: {stage: 3}}\n";
+    return load_run_spec(dir / "run.yaml");
+  };
+  const RunSpec run = run_spec("{file: cluster-4.yaml}");
+  ClusterSpec expected = k.cluster;
+  expected.name = "cluster-4.yaml";
+  EXPECT_EQ(run.cluster, expected);
+  EXPECT_EQ(run.parallel.data, 4);
+  const RunSpec two = run_spec("{file: cluster-4.yaml, gpus_per_node: 2}");
+  EXPECT_EQ(two.cluster.gpus_per_node, 2);
+  EXPECT_EQ(two.cluster.peak_flops, k.cluster.peak_flops);
+  try {
+    run_spec("{file: no-such.yaml}");
+    ADD_FAILURE() << "a missing file was accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.where().key_path, "cluster.file");
+  }
+  EXPECT_THROW(run_spec("{preset: dgx-h100, file: cluster-4.yaml}"), UserError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CalibrationJson, ReadsThePointsAndRejectsOtherJson) {
+  const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+      "backend": "gloo", "matmul": [{"flops": 1e6, "seconds": 1e-4}],
+      "allgather": [{"bytes": 4096, "seconds": 5e-5}]})");
+  const Calibration c = calibration_from_json(j, "x");
+  EXPECT_EQ(c.ranks, 2);
+  ASSERT_EQ(c.matmul.size(), 1u);
+  EXPECT_EQ(c.matmul[0].amount, 1e6);
+  EXPECT_EQ(c.allgather[0].seconds, 5e-5);
+  EXPECT_TRUE(c.send_recv.empty());
+  EXPECT_THROW(calibration_from_json(Json::parse(R"({"format": "zeroplan-trace"})"), "x"),
+               UserError);
+  Json negative = j;
+  negative["matmul"][0]["seconds"] = -1;
+  EXPECT_THROW(calibration_from_json(negative, "x"), UserError);
+}
+
+}  // namespace
+}  // namespace zp

@@ -1,0 +1,297 @@
+#include "core/trace/compare.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/util/error.h"
+
+namespace zp::trace {
+namespace {
+
+using MC = MemoryCategory;
+
+// A run of `steps` steps on one rank class standing for `ranks`: per step a forward of "model"
+// and of "h.0", two gathers and one reduction, each step `step_ns` long; memory rises to
+// `partitions` + `activations` in step 0.
+struct Builder {
+  Trace trace;
+  std::int32_t rank = 0;
+
+  Builder(Source source, std::vector<std::int64_t> ranks) {
+    trace.source = source;
+    trace.ranks.push_back(RankInfo{"class", std::move(ranks), 0});
+    trace.groups.push_back(GroupInfo{"data", 2});
+  }
+  Builder& op(OpKind kind, StreamKind stream, std::int32_t step, TimeNs start, TimeNs end,
+              const std::string& name, std::int64_t bytes = 0) {
+    Op o;
+    o.rank = rank;
+    o.kind = kind;
+    o.stream = stream;
+    o.step = step;
+    o.start = start;
+    o.end = end;
+    o.name = trace.intern(name);
+    o.bytes = bytes;
+    o.group = bytes > 0 ? 0 : kNone;
+    trace.ops.push_back(o);
+    return *this;
+  }
+  Builder& memory(TimeNs time, MC category, std::int64_t bytes) {
+    trace.memory.push_back(MemorySample{rank, time, category, bytes});
+    return *this;
+  }
+  Builder& step_marker(std::int32_t step, TimeNs time) {
+    trace.markers.push_back(Marker{rank, time, trace.intern("step " + std::to_string(step))});
+    return *this;
+  }
+  // The standard step: gathers "gather 2s" and "gather 2s+1", reduction "bucket 0".
+  Builder& standard_step(std::int32_t step, TimeNs t0, TimeNs length, TimeNs model_ns = 100) {
+    step_marker(step, t0);
+    op(OpKind::kAllGather, StreamKind::kAllGather, step, t0, t0 + 10,
+       "gather " + std::to_string(2 * step), 4096);
+    op(OpKind::kForward, StreamKind::kCompute, step, t0 + 10, t0 + 10 + model_ns, "model");
+    op(OpKind::kAllGather, StreamKind::kAllGather, step, t0 + 20, t0 + 30,
+       "gather " + std::to_string(2 * step + 1), 1024);
+    op(OpKind::kForward, StreamKind::kCompute, step, t0 + 200, t0 + 300, "h.0");
+    op(OpKind::kReduceScatter, StreamKind::kReduceScatter, step, t0 + 300, t0 + 400, "bucket 0",
+       2048);
+    op(OpKind::kOptimizerStep, StreamKind::kCompute, step, t0 + length - 10, t0 + length,
+       "optimizer");
+    return *this;
+  }
+};
+
+CompareOptions judged_time() {
+  CompareOptions options;
+  options.judge_time = true;
+  return options;
+}
+
+Trace run(Source source, std::vector<std::int64_t> ranks, std::int64_t partitions = 1000,
+          std::int64_t activations = 3000, TimeNs step_ns = 1000, TimeNs model_ns = 100) {
+  Builder b(source, std::move(ranks));
+  b.memory(0, MC::kParamPartitions, partitions);
+  b.memory(50, MC::kActivations, activations);
+  b.memory(60, MC::kActivations, 0);
+  for (std::int32_t s = 0; s < 3; ++s)
+    b.standard_step(s, s * step_ns, step_ns, model_ns);
+  return b.trace;
+}
+
+TEST(CompareTraces, IdenticalTracesMeetEveryTarget) {
+  const Comparison c =
+      compare_traces(run(Source::kSimulated, {0, 1}), run(Source::kMeasured, {0}), judged_time());
+  EXPECT_TRUE(c.within_targets());
+  EXPECT_EQ(c.steps, 3);
+  EXPECT_EQ(c.steady_from, 1);
+  ASSERT_EQ(c.ranks.size(), 1u);
+  const RankComparison& r = c.ranks[0];
+  EXPECT_EQ(r.peak.predicted, 4000);
+  EXPECT_EQ(r.peak.measured, 4000);
+  ASSERT_TRUE(r.decisions.has_value());
+  EXPECT_EQ(r.decisions->compared, 9);  // 3 steps x (2 gathers + 1 reduction)
+  EXPECT_EQ(r.step_time.measured, 1000);
+  ASSERT_EQ(r.collectives.size(), 2u);
+  EXPECT_EQ(r.collectives[0].kind, OpKind::kAllGather);
+  EXPECT_EQ(r.collectives[0].count.measured, 6);
+  EXPECT_EQ(r.collectives[0].bytes.measured, 3 * (4096 + 1024));
+}
+
+// Every measured rank is compared with the class that stands for it.
+TEST(CompareTraces, EachMeasuredRankIsComparedWithItsClass) {
+  Trace measured = run(Source::kMeasured, {1});
+  Trace second = run(Source::kMeasured, {0});
+  append_ranks(measured, second);
+  const Comparison c = compare_traces(run(Source::kSimulated, {0, 1}), measured);
+  ASSERT_EQ(c.ranks.size(), 2u);
+  EXPECT_EQ(c.ranks[0].global_rank, 0);
+  EXPECT_EQ(c.ranks[1].global_rank, 1);
+  EXPECT_TRUE(c.within_targets());
+}
+
+TEST(CompareTraces, AMeasuredRankNoClassPredictsIsAUserError) {
+  EXPECT_THROW(compare_traces(run(Source::kSimulated, {0, 1}), run(Source::kMeasured, {2})),
+               UserError);
+}
+
+// The peak's target is 3% of the measured peak: 2.9% passes, 3.1% does not.
+TEST(CompareTraces, PeakWithinThreePercent) {
+  const Trace measured = run(Source::kMeasured, {0}, 1000, 9000);  // peak 10000
+  const Comparison near =
+      compare_traces(run(Source::kSimulated, {0}, 1000, 9290), measured);  // +2.9%
+  EXPECT_TRUE(near.ranks[0].peak.ok);
+  EXPECT_NEAR(near.ranks[0].peak.error, 0.029, 1e-12);
+  EXPECT_TRUE(near.memory_ok());
+  const Comparison far = compare_traces(run(Source::kSimulated, {0}, 1000, 9310), measured);
+  EXPECT_FALSE(far.ranks[0].peak.ok);
+  EXPECT_FALSE(far.memory_ok());
+  EXPECT_FALSE(far.within_targets());
+}
+
+// A category is held to 5% of the measured peak even when the peak itself is right.
+TEST(CompareTraces, CategoriesWithinFivePercentOfThePeak) {
+  const Trace measured = run(Source::kMeasured, {0}, 1000, 9000);
+  const Comparison shifted = compare_traces(run(Source::kSimulated, {0}, 1600, 8400), measured);
+  EXPECT_TRUE(shifted.ranks[0].peak.ok);
+  EXPECT_FALSE(shifted.memory_ok());
+  const Comparison small = compare_traces(run(Source::kSimulated, {0}, 1400, 8600), measured);
+  EXPECT_TRUE(small.memory_ok());
+  for (const CategoryFigure& c : small.ranks[0].categories) {
+    if (c.category == MC::kParamPartitions) {
+      EXPECT_NEAR(c.figure.error, 0.04, 1e-12);
+    }
+  }
+}
+
+// Host memory is not part of the device peak; each host category is compared at its own peak.
+TEST(CompareTraces, HostCategoriesStayOutOfThePeak) {
+  Builder p(Source::kSimulated, {0});
+  p.memory(0, MC::kParamPartitions, 100).memory(1, MC::kHostActivations, 1'000'000);
+  p.standard_step(0, 0, 1000);
+  Builder m(Source::kMeasured, {0});
+  m.memory(0, MC::kParamPartitions, 100).memory(1, MC::kHostActivations, 1'000'000);
+  m.memory(2, MC::kHostActivations, 0);
+  m.standard_step(0, 0, 1000);
+  const Comparison c = compare_traces(p.trace, m.trace);
+  EXPECT_EQ(c.ranks[0].peak.measured, 100);
+  ASSERT_EQ(c.ranks[0].categories.size(), 2u);
+  EXPECT_EQ(c.ranks[0].categories[1].category, MC::kHostActivations);
+  EXPECT_EQ(c.ranks[0].categories[1].figure.measured, 1'000'000);
+}
+
+// Samples are changes in order: a transient between two samples at one time counts.
+TEST(PeakMemory, SamplesAreAppliedOneByOne) {
+  Builder b(Source::kMeasured, {0});
+  b.memory(10, MC::kActivations, 500).memory(10, MC::kGatheredParams, 300);
+  b.memory(10, MC::kActivations, 0);
+  const PeakMemory peak = peak_memory(b.trace, 0);
+  EXPECT_EQ(peak.allocated, 800);
+  EXPECT_EQ(peak.bytes[static_cast<std::size_t>(MC::kActivations)], 500);
+  EXPECT_EQ(peak.time, 10);
+}
+
+// Collective bytes and counts are exact: one byte more is a miss.
+TEST(CompareTraces, CollectivesMustBeExact) {
+  Trace predicted = run(Source::kSimulated, {0});
+  predicted.ops[0].bytes += 1;
+  const Comparison c = compare_traces(predicted, run(Source::kMeasured, {0}));
+  EXPECT_FALSE(c.collectives_ok());
+  EXPECT_FALSE(c.within_targets());
+  EXPECT_TRUE(c.memory_ok());
+}
+
+TEST(CompareTraces, AnExtraCollectiveIsAMiss) {
+  Builder m(Source::kMeasured, {0});
+  for (std::int32_t s = 0; s < 3; ++s)
+    m.standard_step(s, s * 1000, 1000);
+  m.op(OpKind::kAllReduce, StreamKind::kCompute, 1, 1500, 1510, "tied", 8);
+  const Comparison c = compare_traces(run(Source::kSimulated, {0}), m.trace);
+  EXPECT_FALSE(c.collectives_ok());
+  ASSERT_EQ(c.ranks[0].collectives.size(), 3u);
+  const CollectiveFigure& all_reduce = c.ranks[0].collectives[2];
+  EXPECT_EQ(all_reduce.kind, OpKind::kAllReduce);
+  EXPECT_EQ(all_reduce.count.predicted, 0);
+  EXPECT_EQ(all_reduce.count.measured, 1);
+  EXPECT_TRUE(c.ranks[0].collectives[0].count.ok);
+}
+
+// Two gathers issued in the other order are a different decision, though every total agrees.
+TEST(CompareTraces, GathersInAnotherOrderAreDifferentDecisions) {
+  Trace measured = run(Source::kMeasured, {0});
+  std::swap(measured.ops[0].start, measured.ops[2].start);  // step 0's two gathers
+  std::swap(measured.ops[0].end, measured.ops[2].end);
+  const Comparison c = compare_traces(run(Source::kSimulated, {0}), measured);
+  EXPECT_TRUE(c.collectives_ok());
+  EXPECT_FALSE(c.decisions_ok());
+  ASSERT_TRUE(c.ranks[0].decisions.has_value());
+  EXPECT_EQ(c.ranks[0].decisions->mismatches, 2);
+  EXPECT_NE(c.ranks[0].decisions->first_mismatch.find("step 0, gather 0"), std::string::npos)
+      << c.ranks[0].decisions->first_mismatch;
+}
+
+// When a reduction runs between two gathers is timing; the gathers' order and the reductions'
+// order are the decisions.
+TEST(CompareTraces, AReductionMovingPastAGatherIsNotADecision) {
+  Trace measured = run(Source::kMeasured, {0});
+  measured.ops[4].start = 15;  // step 0's reduction, now before its second gather
+  measured.ops[4].end = 16;
+  const Comparison c = compare_traces(run(Source::kSimulated, {0}), measured);
+  EXPECT_TRUE(c.decisions_ok());
+}
+
+TEST(CompareTraces, NoGathersOrReductionsMeansNoDecisions) {
+  Builder p(Source::kSimulated, {0});
+  p.op(OpKind::kSend, StreamKind::kPipeSend, 0, 0, 10, "activation", 64);
+  Builder m(Source::kMeasured, {0});
+  m.op(OpKind::kSend, StreamKind::kPipeSend, 0, 0, 10, "activation", 64);
+  const Comparison c = compare_traces(p.trace, m.trace);
+  EXPECT_FALSE(c.ranks[0].decisions.has_value());
+  EXPECT_TRUE(c.decisions_ok());
+}
+
+// Step time counts from the second step, and only when judged: 9% passes, 11% does not.
+TEST(CompareTraces, StepTimeIsJudgedOnlyWhenAsked) {
+  const Trace measured = run(Source::kMeasured, {0}, 1000, 3000, 1000);
+  const Trace slow = run(Source::kSimulated, {0}, 1000, 3000, 1110);
+  EXPECT_TRUE(compare_traces(slow, measured).within_targets());
+  const Comparison judged = compare_traces(slow, measured, judged_time());
+  EXPECT_FALSE(judged.time_ok());
+  EXPECT_FALSE(judged.within_targets());
+  EXPECT_NEAR(judged.ranks[0].step_time.error, 0.11, 1e-12);
+  const Comparison close =
+      compare_traces(run(Source::kSimulated, {0}, 1000, 3000, 1090), measured, judged_time());
+  EXPECT_TRUE(close.time_ok());
+}
+
+TEST(CompareTraces, TheFirstStepDoesNotCountForTime) {
+  Trace measured = run(Source::kMeasured, {0});
+  // Step 0 twice as long: the markers of steps 1 and 2 move by 1000 ns.
+  for (Marker& m : measured.markers)
+    if (m.time > 0) m.time += 1000;
+  for (Op& op : measured.ops) {
+    if (op.step > 0) {
+      op.start += 1000;
+      op.end += 1000;
+    }
+  }
+  const Comparison c = compare_traces(run(Source::kSimulated, {0}), measured, judged_time());
+  EXPECT_EQ(c.ranks[0].step_times[0].measured, 2000);
+  EXPECT_EQ(c.ranks[0].step_time.measured, 1000);
+  EXPECT_TRUE(c.time_ok());
+}
+
+// The root module's measured name is mapped onto the predicted one.
+TEST(CompareTraces, ModuleTimesUseTheAliases) {
+  Trace measured = run(Source::kMeasured, {0}, 1000, 3000, 1000, 150);
+  for (Op& op : measured.ops)
+    if (op.name != kNone && measured.string(op.name) == "model")
+      op.name = measured.intern("GPT2LMHeadModel");
+  CompareOptions options;
+  options.measured_aliases = {{"GPT2LMHeadModel", "model"}};
+  const Comparison c = compare_traces(run(Source::kSimulated, {0}), measured, options);
+  const auto& modules = c.ranks[0].modules;
+  ASSERT_EQ(modules.size(), 2u);  // model and h.0 forward
+  EXPECT_EQ(modules[0].module, "model");
+  EXPECT_EQ(modules[0].time.predicted, 100);
+  EXPECT_EQ(modules[0].time.measured, 150);
+  const Comparison unaliased = compare_traces(run(Source::kSimulated, {0}), measured);
+  EXPECT_EQ(unaliased.ranks[0].modules.size(), 3u);
+}
+
+TEST(CompareTraces, JsonCarriesTheVerdicts) {
+  Trace predicted = run(Source::kSimulated, {0});
+  predicted.ops[0].bytes += 1;
+  const Json j = comparison_to_json(compare_traces(predicted, run(Source::kMeasured, {0})));
+  EXPECT_FALSE(j.at("within_targets").get<bool>());
+  EXPECT_FALSE(j.at("verdicts").at("collectives").get<bool>());
+  EXPECT_TRUE(j.at("verdicts").at("memory").get<bool>());
+  const Json& rank = j.at("ranks").at(0);
+  EXPECT_EQ(rank.at("peak_bytes").at("measured").get<std::int64_t>(), 4000);
+  EXPECT_FALSE(rank.at("collectives").at("allgather").at("bytes").at("ok").get<bool>());
+  EXPECT_TRUE(rank.at("decisions").at("ok").is_boolean());
+}
+
+}  // namespace
+}  // namespace zp::trace
