@@ -15,6 +15,7 @@
 
 #include "cli/commands.h"
 #include "core/config/run_spec.h"
+#include "core/trace/native_format.h"
 #include "core/util/atomic_file.h"
 #include "core/util/units.h"
 #include "planner/plan_output.h"
@@ -297,14 +298,48 @@ void add_tune_command(CLI::App& app) {
     files["report"] = report_file.string();
     files["pareto_svg"] = svg_file.string();
 
+    // The front's predicted traces, named in tune.json, which `zeroplan view` opens: picking a
+    // point there opens its trace. Those of an earlier tune into this folder go first.
+    Json j = planner::tune_json(outcome);
+    const fs::path traces_dir = out_dir / "traces";
+    {
+      std::error_code ec;
+      fs::remove_all(traces_dir, ec);
+      fs::create_directories(traces_dir, ec);
+      if (ec)
+        throw UserError(ErrorKind::kIo, SourceLocation{"", 0, 0, "--out"},
+                        "cannot create " + traces_dir.string() + ": " + ec.message());
+    }
+    // At most a dozen, spread evenly over the front from least memory to fastest: a large model's
+    // trace runs to megabytes.
+    constexpr std::size_t kMaxTraces = 12;
+    const std::size_t points = outcome.result.pareto.size();
+    std::vector<std::size_t> traced;
+    for (std::size_t k = 0; k < std::min(points, kMaxTraces); ++k) {
+      const std::size_t i =
+          points <= kMaxTraces ? k : (k * (points - 1) + (kMaxTraces - 1) / 2) / (kMaxTraces - 1);
+      if (traced.empty() || traced.back() != i) traced.push_back(i);
+    }
+    for (const std::size_t i : traced) {
+      const std::string name = "traces/pareto-" + std::to_string(i + 1) + ".trace.json";
+      trace::write_native(
+          planner::predicted_trace(run, outcome.space, outcome.result.pareto[i].candidate,
+                                   options.model_allocator),
+          out_dir / name);
+      j["pareto"][i]["trace"] = name;
+    }
+    const fs::path json_file = out_dir / "tune.json";
+    files["tune_json"] = json_file.string();
+    files["traces"] = traces_dir.string();
+    j["files"] = files;
+    write_file_atomically(json_file, j.dump(2) + "\n");
+
     if (a->json) {
-      Json j = planner::tune_json(outcome);
-      j["files"] = files;
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << report << "\nWritten to " << out_dir.string()
                 << "/: " << (outcome.result.best ? "ds_config.json, plan.yaml, " : "")
-                << "report.txt, pareto.svg\n";
+                << "report.txt, pareto.svg, tune.json (zeroplan view opens it), traces/\n";
     }
     std::cout.flush();
     if (!outcome.result.best) {

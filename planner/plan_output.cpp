@@ -10,6 +10,7 @@
 
 #include "core/util/error.h"
 #include "core/util/units.h"
+#include "sim/simulate.h"
 
 namespace zp::planner {
 namespace {
@@ -557,6 +558,17 @@ std::vector<KnobEffect> knob_effects(const RunSpec& run, const SearchSpace& spac
     effect.with_user_value = evaluate(work, model_allocator);
     out.push_back(effect);
   }
+  return out;
+}
+
+trace::Trace predicted_trace(const RunSpec& run, const SearchSpace& space,
+                             const Candidate& candidate, bool model_allocator) {
+  RunSpec work = run;
+  apply(space, candidate, work);
+  sim::SimOptions options;
+  options.model_allocator = model_allocator;
+  trace::Trace out;
+  sim::simulate(work, options, &out);
   return out;
 }
 

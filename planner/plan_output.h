@@ -1,8 +1,8 @@
 // What `zeroplan tune` hands back: the tuned ds_config.json, the plan file that `zeroplan exec`
 // and `zeroplan simulate` take, the report a person reads, the Pareto plot and the --json object.
 //
-// Everything here is a pure function of a finished search (knob_effects() excepted: it runs the
-// simulator); none of it writes files.
+// Everything here is a pure function of a finished search (knob_effects() and predicted_trace()
+// excepted: they run the simulator); none of it writes files.
 #pragma once
 
 #include <filesystem>
@@ -12,6 +12,7 @@
 
 #include "core/config/document.h"
 #include "core/config/run_spec.h"
+#include "core/trace/trace.h"
 #include "planner/search.h"
 #include "planner/search_space.h"
 
@@ -41,6 +42,11 @@ struct TuneOutcome {
 // out. Simulates one configuration at a time.
 std::vector<KnobEffect> knob_effects(const RunSpec& run, const SearchSpace& space,
                                      const Candidate& chosen, bool model_allocator);
+
+// The simulator's trace of one configuration of the space (what `zeroplan simulate --trace` writes
+// for it), for the viewer to open beside the front. Runs the simulator.
+trace::Trace predicted_trace(const RunSpec& run, const SearchSpace& space,
+                             const Candidate& candidate, bool model_allocator);
 
 // The user's DeepSpeed config with the tuned knobs set, under DeepSpeed's canonical keys (the
 // stage3_* spellings; an alias or a deprecated key the user wrote for a tuned key is removed),

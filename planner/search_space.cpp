@@ -82,7 +82,10 @@ Dimension grid_dimension(const Knob& knob, const ModelSizes& sizes, double ratio
        geometric(static_cast<double>(sizes.largest) / below_largest, sizes.total, ratio))
     d.values.push_back(v);
   d.considered = static_cast<std::int64_t>(d.values.size());
-  d.derivation = "geometric grid (x" + units::format_si(ratio, "") + ") from " +
+  std::string step = units::format_si(ratio, "");
+  while (!step.empty() && step.back() == ' ')
+    step.pop_back();
+  d.derivation = "geometric grid (x" + step + ") from " +
                  units::format_count(d.values[with_zero ? 1 : 0]) +
                  " elements to the model's size, " + units::format_count(sizes.total) +
                  ": every larger value acts alike";

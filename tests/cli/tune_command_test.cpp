@@ -121,7 +121,7 @@ TEST(ZeroplanTune, TheReportGoesToStdoutAndTheDefaultFolderIsNamedAfterTheRun) {
   const std::string out = Slurp(dir / "out.txt");
   EXPECT_EQ(out, Slurp(dir / "tiny-gpt2-cpu-plan" / "report.txt") +
                      "\nWritten to tiny-gpt2-cpu-plan/: ds_config.json, plan.yaml, report.txt, "
-                     "pareto.svg\n");
+                     "pareto.svg, tune.json (zeroplan view opens it), traces/\n");
   EXPECT_NE(out.find("training.checkpoint_interval = 0"), std::string::npos);
   EXPECT_NE(out.find("pinned"), std::string::npos);
   EXPECT_TRUE(Slurp(dir / "err.txt").empty()) << "no progress off a terminal";
@@ -145,9 +145,9 @@ TEST(ZeroplanTune, AnImpossibleBudgetExitsThreeAndSaysWhatIsMissing) {
   EXPECT_NE(r.out.find("offload_optimizer to the host (--pin offload_optimizer=cpu"),
             std::string::npos)
       << r.out;
-  EXPECT_EQ(
-      Slurp(dir / "report.txt") + "\nWritten to " + dir.string() + "/: report.txt, pareto.svg\n",
-      r.out);
+  EXPECT_EQ(Slurp(dir / "report.txt") + "\nWritten to " + dir.string() +
+                "/: report.txt, pareto.svg, tune.json (zeroplan view opens it), traces/\n",
+            r.out);
   EXPECT_FALSE(fs::exists(dir / "plan.yaml"));
   EXPECT_FALSE(fs::exists(dir / "ds_config.json"));
 

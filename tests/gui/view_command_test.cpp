@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -87,6 +89,35 @@ TEST(ViewCommand, ForwardsAScreenshotThroughZeroplan) {
                        " " + ZEROPLAN_SOURCE_DIR + "/traces/sim/tiny-gpt2-cpu.trace.json");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_TRUE(fs::exists(png));
+}
+
+// The tuner's folder: tune.json names a predicted trace for each point of its front, and the viewer
+// opens the report (its planner view) and the traces.
+TEST(ViewCommand, OpensATuningReportAndTheTracesOfItsFront) {
+  const fs::path dir = fs::temp_directory_path() / "zeroplan_view_command_test.tune";
+  fs::remove_all(dir);
+  const Result tune =
+      run(bin("zeroplan") + " tune " + ZEROPLAN_SOURCE_DIR +
+          "/configs/examples/tiny-gpt2-cpu.yaml --no-allocator --pin offload_param=none "
+          "--pin offload_optimizer=none --objective pareto --out " +
+          dir.string());
+  ASSERT_EQ(tune.status, 0) << tune.out;
+  std::ifstream in(dir / "tune.json");
+  const nlohmann::json report = nlohmann::json::parse(in);
+  ASSERT_GE(report["pareto"].size(), 2u);
+  for (const auto& point : report["pareto"]) {
+    ASSERT_TRUE(point.contains("trace")) << point.dump();
+    EXPECT_TRUE(fs::exists(dir / point["trace"].get<std::string>())) << point["trace"];
+  }
+  if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "xvfb-run is not installed";
+  const fs::path png = dir / "planner.png";
+  const Result view = run("xvfb-run -a " + bin("zeroplan") + " view --view planner --screenshot " +
+                          png.string() + " " + (dir / "tune.json").string() + " " +
+                          (dir / report["pareto"][0]["trace"].get<std::string>()).string());
+  EXPECT_EQ(view.status, 0) << view.out;
+  EXPECT_TRUE(fs::exists(png));
+  fs::remove_all(dir);
 }
 
 }  // namespace
