@@ -416,6 +416,43 @@ at::Tensor split_heads(const at::Tensor& x, std::int64_t heads) {
   return x.view({x.size(0), x.size(1), heads, -1}).transpose(1, 2);
 }
 
+// [b, kv_heads, s, d] -> [b, kv_heads * groups, s, d]: each kv head serving `groups` query heads
+// (transformers' repeat_kv).
+at::Tensor repeat_kv(const at::Tensor& x, std::int64_t groups) {
+  if (groups == 1) return x;
+  const std::int64_t b = x.size(0), kv = x.size(1), s = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({b, kv, groups, s, d}).reshape({b, kv * groups, s, d});
+}
+
+// Attention as a fused (flash) kernel keeps it for backward: only Q and the grouped K and V; the
+// scores and probabilities are made again in backward. Without dropout (a fused kernel's dropout
+// replays its own random state, which this does not).
+struct FusedAttentionFunction : torch::autograd::Function<FusedAttentionFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v, std::int64_t groups) {
+    ctx->save_for_backward({q, k, v});
+    ctx->saved_data["groups"] = groups;
+    return causal_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
+                            [](const at::Tensor& p) { return p; });
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const std::int64_t groups = ctx->saved_data["groups"].toInt();
+    const at::Tensor q = saved[0].detach().requires_grad_(true);
+    const at::Tensor k = saved[1].detach().requires_grad_(true);
+    const at::Tensor v = saved[2].detach().requires_grad_(true);
+    at::Tensor out;
+    {
+      const at::AutoGradMode enable(true);
+      out = causal_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
+                             [](const at::Tensor& p) { return p; });
+    }
+    const torch::autograd::variable_list g = torch::autograd::grad({out}, {q, k, v}, {grads[0]});
+    return {g[0], g[1], g[2], at::Tensor()};
+  }
+};
+
 // --- GPT-2 -----------------------------------------------------------------------------------
 
 class Gpt2Attention : public Node {
@@ -576,7 +613,10 @@ class LlamaAttention : public Node {
       : Node("LlamaAttention"),
         heads_(c.num_heads),
         kv_heads_(c.kv_heads()),
-        attention_dropout_(c.attention_dropout) {
+        attention_dropout_(c.attention_dropout),
+        // A flash configuration keeps what a fused kernel keeps; with attention dropout it runs
+        // eagerly (and keeps more than the model's costs say).
+        fused_(c.attention == AttentionImpl::kFlash && c.attention_dropout == 0.0) {
     const std::int64_t h = c.hidden_size, kv = c.kv_heads() * c.head_dim();
     q_proj = child("q_proj", std::make_shared<Dense>(h, h, false, false));
     k_proj = child("k_proj", std::make_shared<Dense>(h, kv, false, false));
@@ -588,11 +628,16 @@ class LlamaAttention : public Node {
       const at::Tensor q = split_heads(q_proj->forward(pass, in[0]), heads_);
       const at::Tensor k = split_heads(k_proj->forward(pass, in[0]), kv_heads_);
       const at::Tensor v = split_heads(v_proj->forward(pass, in[0]), kv_heads_);
+      const at::Tensor q_rot = apply_rotary(q, in[1], in[2]);
+      const at::Tensor k_rot = apply_rotary(k, in[1], in[2]);
+      const std::int64_t groups = heads_ / kv_heads_;
       const at::Tensor context =
-          causal_attention(apply_rotary(q, in[1], in[2]), repeat_kv(apply_rotary(k, in[1], in[2])),
-                           repeat_kv(v), [&](const at::Tensor& probs) {
-                             return fused_dropout(probs, attention_dropout_, is_training());
-                           });
+          fused_
+              ? FusedAttentionFunction::apply(q_rot, k_rot, v, groups)
+              : causal_attention(q_rot, repeat_kv(k_rot, groups), repeat_kv(v, groups),
+                                 [&](const at::Tensor& probs) {
+                                   return fused_dropout(probs, attention_dropout_, is_training());
+                                 });
       return Tensors{o_proj->forward(pass, context)};
     });
     return out.at(0);
@@ -600,16 +645,9 @@ class LlamaAttention : public Node {
   std::shared_ptr<Dense> q_proj, k_proj, v_proj, o_proj;
 
  private:
-  // [b, kv_heads, s, d] -> [b, heads, s, d], each kv head serving heads / kv_heads query heads.
-  at::Tensor repeat_kv(const at::Tensor& x) const {
-    const std::int64_t groups = heads_ / kv_heads_;
-    if (groups == 1) return x;
-    const std::int64_t b = x.size(0), s = x.size(2), d = x.size(3);
-    return x.unsqueeze(2).expand({b, kv_heads_, groups, s, d}).reshape({b, heads_, s, d});
-  }
-
   std::int64_t heads_, kv_heads_;
   double attention_dropout_;
+  bool fused_;
 };
 
 class LlamaMlp : public Node {

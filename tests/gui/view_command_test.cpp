@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -104,11 +105,18 @@ TEST(ViewCommand, OpensATuningReportAndTheTracesOfItsFront) {
   ASSERT_EQ(tune.status, 0) << tune.out;
   std::ifstream in(dir / "tune.json");
   const nlohmann::json report = nlohmann::json::parse(in);
-  ASSERT_GE(report["pareto"].size(), 2u);
-  for (const auto& point : report["pareto"]) {
-    ASSERT_TRUE(point.contains("trace")) << point.dump();
+  // Every point of a front of up to a dozen, else a dozen spread over it, both ends included.
+  const auto& front = report["pareto"];
+  ASSERT_GE(front.size(), 2u);
+  std::size_t traced = 0;
+  for (const auto& point : front) {
+    if (!point.contains("trace")) continue;
+    ++traced;
     EXPECT_TRUE(fs::exists(dir / point["trace"].get<std::string>())) << point["trace"];
   }
+  EXPECT_EQ(traced, std::min<std::size_t>(front.size(), 12));
+  EXPECT_TRUE(front.front().contains("trace"));
+  EXPECT_TRUE(front.back().contains("trace"));
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "xvfb-run is not installed";
   const fs::path png = dir / "planner.png";

@@ -123,8 +123,8 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
     tree.set_cost(l.k_proj, dense_cost(kv_proj, t, e, false));
     tree.set_cost(l.v_proj, dense_cost(kv_proj, t, e, false));
     tree.set_cost(l.o_proj, dense_cost(o_proj, t, e, true));
-    tree.set_cost(l.input_norm, norm_cost(t, h, e, kRmsNormFlops));
-    tree.set_cost(l.post_norm, norm_cost(t, h, e, kRmsNormFlops));
+    tree.set_cost(l.input_norm, rms_norm_cost(t, h, e));
+    tree.set_cost(l.post_norm, rms_norm_cost(t, h, e));
     if (moe) {
       // Router softmax in fp32 (kept for its backward), top-k renormalisation, and per expert the
       // product of its output with the routing weight (which keeps both) and the scatter-add back.
@@ -166,7 +166,7 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
   model_cost.backward_held_bytes = t * h * e;
   tree.set_cost(model, model_cost);
   tree.set_cost(embed, embedding_cost(t, h, e, t));
-  tree.set_cost(norm, norm_cost(t, h, e, kRmsNormFlops));
+  tree.set_cost(norm, rms_norm_cost(t, h, e));
   // cos and sin tables, [batch, seq, head_dim] each, computed under no_grad: nothing kept.
   tree.set_cost(rotary, ModuleCost{kRotaryTableFlops * t * d, 0, 2 * t * d * e});
   tree.set_cost(lm_head, dense_cost(head, t, e, true));

@@ -79,6 +79,15 @@ ModuleCost norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
   return cost;
 }
 
+ModuleCost rms_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem) {
+  constexpr std::int64_t kFp32 = 4;
+  ModuleCost cost = norm_cost(rows, dim, elem, kRmsNormFlops);
+  const std::int64_t elements = rows * dim;
+  cost.activation_bytes = elements * kFp32 + rows * kFp32 + elements * elem;
+  if (elem != kFp32) cost.workspace_bytes = std::max(cost.workspace_bytes, elements * kFp32);
+  return cost;
+}
+
 ModuleCost layer_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem) {
   ModuleCost cost = norm_cost(rows, dim, elem, kLayerNormFlops);
   cost.activation_bytes += kNormStatBytes * rows;

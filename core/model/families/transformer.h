@@ -81,9 +81,14 @@ ModuleCost dense_cost(const Dense& dense, std::int64_t rows, std::int64_t elem, 
 // of a module buffer, which is no activation).
 ModuleCost embedding_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
                           std::int64_t kept_ids);
-// RMSNorm keeps its input.
+// A normalisation that keeps its input.
 ModuleCost norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem,
                      std::int64_t flops_per_element);
+// Hugging Face's LlamaRMSNorm, as autograd runs it: the input upcast to fp32 (kept by the square
+// and the product; in fp32 it is the input itself), each row's 1/rms in fp32, and the normalized
+// rows in the input's dtype, which the product with the weight keeps for the weight's gradient.
+// In 16 bits the normalized rows in fp32 are a temporary.
+ModuleCost rms_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem);
 // LayerNorm keeps its input and each row's statistics (kNormStatBytes).
 ModuleCost layer_norm_cost(std::int64_t rows, std::int64_t dim, std::int64_t elem);
 // The causal LM loss of transformers' *ForCausalLM (shift, then cross-entropy in fp32) over

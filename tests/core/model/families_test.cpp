@@ -538,25 +538,28 @@ TEST(FamiliesLlama, PerLayerActivationClosedFormWithGqa) {
   const std::int64_t b = 2, s = 16, h = 64, a = 8, kv = 16, f = 176;
   for (DType dtype : {DType::kBFloat16, DType::kFloat32}) {
     const std::int64_t e = dtype_size(dtype), t = b * s;
+    // Each RMSNorm: its normalized rows (e), its input in fp32 and each row's 1/rms in fp32.
+    const std::int64_t norms = 2 * (4 * t * h + 4 * t);
     // Flash: norms, q_proj's input, Q and the grouped K and V, o_proj's input, the SwiGLU terms.
     const ModuleTree flash =
         build_model(llama_config(AttentionImpl::kFlash), BatchShape{b, s, dtype});
     EXPECT_EQ(subtree_cost(flash, "model.layers.1").activation_bytes,
-              e * t * (6 * h + 2 * kv + 4 * f));
+              e * t * (6 * h + 2 * kv + 4 * f) + norms);
     // Eager expands K and V to every head and keeps the softmax output.
     const ModuleTree eager =
         build_model(llama_config(AttentionImpl::kEager), BatchShape{b, s, dtype});
     EXPECT_EQ(subtree_cost(eager, "model.layers.1").activation_bytes,
-              e * t * (8 * h + 4 * f) + e * b * a * s * s + s * s);
+              e * t * (8 * h + 4 * f) + e * b * a * s * s + s * s + norms);
     // Attention dropout is functional in Llama: its mask is the attention module's own.
     ModelConfig with_dropout = llama_config(AttentionImpl::kEager);
     with_dropout.attention_dropout = 0.1;
     const ModuleTree dropped = build_model(with_dropout, BatchShape{b, s, dtype});
     EXPECT_EQ(subtree_cost(dropped, "model.layers.1").activation_bytes,
-              e * t * (8 * h + 4 * f) + b * a * s * s * (2 * e + 1) + s * s);
+              e * t * (8 * h + 4 * f) + b * a * s * s * (2 * e + 1) + s * s + norms);
     // The output side: final norm, lm_head's input, and the loss's (the root's) fp32
     // log-probabilities and labels of the b (s - 1) predicted positions.
-    EXPECT_EQ(flash.module(find_module(flash, "model.norm")).cost.activation_bytes, e * t * h);
+    EXPECT_EQ(flash.module(find_module(flash, "model.norm")).cost.activation_bytes,
+              e * t * h + 4 * t * h + 4 * t);
     EXPECT_EQ(flash.module(find_module(flash, "lm_head")).cost.activation_bytes, e * t * h);
     EXPECT_EQ(flash.module(0).cost.activation_bytes, 4 * b * (s - 1) * 320 + 8 * b * (s - 1));
     EXPECT_EQ(flash.module(find_module(flash, "model.rotary_emb")).cost.activation_bytes, 0);
@@ -578,7 +581,7 @@ TEST(FamiliesLlama, SwiGluKeepsGateAndUpOperands) {
   EXPECT_EQ(bytes("self_attn.q_proj"), e * t * h);
   EXPECT_EQ(bytes("self_attn.k_proj"), 0);
   EXPECT_EQ(bytes("self_attn.v_proj"), 0);
-  EXPECT_EQ(bytes("input_layernorm"), e * t * h);
+  EXPECT_EQ(bytes("input_layernorm"), e * t * h + 4 * t * h + 4 * t);
 }
 
 TEST(FamiliesLlama, MatrixProductFlops) {
@@ -686,8 +689,10 @@ TEST(FamiliesMixtral, PerLayerActivationAndFlopsClosedForms) {
     const std::int64_t e = dtype_size(dtype);
     const ModuleTree tree = build_model(mixtral_config(), BatchShape{b, s, dtype});
     const ModuleCost layer = subtree_cost(tree, "model.layers.1");
-    EXPECT_EQ(layer.activation_bytes,
-              e * t * (6 * h + 2 * kv) + 4 * t * n + e * t * k * (2 * h + 4 * f + 1));
+    // Each of the 2 RMSNorms also keeps its input in fp32 and each row's 1/rms.
+    EXPECT_EQ(layer.activation_bytes, e * t * (6 * h + 2 * kv) + 4 * t * n +
+                                          e * t * k * (2 * h + 4 * f + 1) +
+                                          2 * (4 * t * h + 4 * t));
     const std::int64_t matmul =
         4 * t * h * h + 4 * t * h * kv + 4 * b * s * s * h + 2 * t * h * n + 6 * t * k * h * f;
     const std::int64_t elementwise = 10 * t * h + 3 * t * (h + kv) + 7 * b * a * s * s + 5 * t * n +
