@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/scratch_dir.h"
 #include "cli/sibling_program.h"
 #include "core/config/calibration.h"
 #include "core/trace/native_format.h"
@@ -65,16 +66,8 @@ void add_calibrate_command(CLI::App& app) {
       }
     }
     const fs::path program = exec_program("calibrate");
-    const fs::path dir =
-        fs::temp_directory_path() / ("zeroplan-calibrate." + std::to_string(::getpid()));
-    fs::create_directories(dir);
-    struct Cleanup {
-      fs::path dir;
-      ~Cleanup() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-      }
-    } cleanup{dir};
+    const ScratchDir scratch("zeroplan-calibrate");
+    const fs::path& dir = scratch.path();
     const fs::path points = dir / "calibration.json";
     std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
               << (a->quick ? " (quick)" : "") << "\n";

@@ -2,7 +2,6 @@
 // it. The simulator runs here, zeroplan-exec trains the run on local ranks and writes its measured
 // trace; core/trace/compare.h compares the two traces, and this command prints the comparison and
 // exits 3 when a target is missed.
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/scratch_dir.h"
 #include "cli/sibling_program.h"
 #include "cli/table.h"
 #include "core/config/document.h"
@@ -222,16 +222,8 @@ void add_validate_command(CLI::App& app) {
     trace::Trace predicted;
     sim::simulate(run, options, &predicted);
 
-    const fs::path dir =
-        fs::temp_directory_path() / ("zeroplan-validate." + std::to_string(::getpid()));
-    fs::create_directories(dir);
-    struct Cleanup {
-      fs::path dir;
-      ~Cleanup() {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-      }
-    } cleanup{dir};
+    const ScratchDir scratch("zeroplan-validate");
+    const fs::path& dir = scratch.path();
     const fs::path measured_path = dir / "measured.trace.json";
     std::cerr << "validate: executing " << a->steps << " step(s) on " << a->nproc
               << " rank(s) with zeroplan-exec\n";

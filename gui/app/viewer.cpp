@@ -408,20 +408,25 @@ void Viewer::draw_file_dialog() {
   if (!go_to.empty()) d.list(go_to);
 }
 
-void Viewer::draw_timeline(float width, float height) {
+Viewer::Entry* Viewer::trace_entry(const char* none_open) {
   if (docs_.empty()) {
-    ImGui::TextUnformatted(
-        "No trace open: File > Open, drop a file, or name one on the command line.");
-    return;
+    ImGui::TextUnformatted(none_open);
+    return nullptr;
   }
   document_combo("trace", current_, true, false);
   Entry* e = docs_[static_cast<std::size_t>(current_)].get();
   if (!e->doc.error.empty()) {
     ImGui::SameLine();
     ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", e->doc.error.c_str());
-    return;
+    return nullptr;
   }
-  if (!e->doc.trace) return;
+  return e->doc.trace ? e : nullptr;
+}
+
+void Viewer::draw_timeline(float width, float height) {
+  Entry* e =
+      trace_entry("No trace open: File > Open, drop a file, or name one on the command line.");
+  if (!e) return;
   const LoadedTrace& t = *e->doc.trace;
   TraceViewState& st = e->state;
   if (!st.view || fit_pressed()) st.view = fit_view(t.index.begin, t.index.end);
@@ -542,18 +547,8 @@ void Viewer::draw_selection() {
 }
 
 void Viewer::draw_memory(float width, float height) {
-  if (docs_.empty()) {
-    ImGui::TextUnformatted("No trace open.");
-    return;
-  }
-  document_combo("trace", current_, true, false);
-  Entry* e = docs_[static_cast<std::size_t>(current_)].get();
-  if (!e->doc.error.empty()) {
-    ImGui::SameLine();
-    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", e->doc.error.c_str());
-    return;
-  }
-  if (!e->doc.trace) return;
+  Entry* e = trace_entry("No trace open.");
+  if (!e) return;
   const LoadedTrace& t = *e->doc.trace;
   TraceViewState& st = e->state;
   if (!st.view || fit_pressed()) st.view = fit_view(t.index.begin, t.index.end);
@@ -699,18 +694,8 @@ void Viewer::draw_memory(float width, float height) {
 }
 
 void Viewer::draw_tables() {
-  if (docs_.empty()) {
-    ImGui::TextUnformatted("No trace open.");
-    return;
-  }
-  document_combo("trace", current_, true, false);
-  Entry* e = docs_[static_cast<std::size_t>(current_)].get();
-  if (!e->doc.error.empty()) {
-    ImGui::SameLine();
-    ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", e->doc.error.c_str());
-    return;
-  }
-  if (!e->doc.trace) return;
+  Entry* e = trace_entry("No trace open.");
+  if (!e) return;
   const trace::Trace& t = e->doc.trace->trace;
   ImGui::SameLine();
   ImGui::SetNextItemWidth(200);

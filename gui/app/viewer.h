@@ -64,6 +64,9 @@ class Viewer {
   void draw_file_dialog();
   bool document_combo(const char* label, int& index, bool traces, bool reports);
   static void rank_combo(const char* label, const trace::Trace& trace, int& rank);
+  // The trace the trace views show, with its picker drawn; null (and why, drawn in its place) when
+  // none is open, it failed to load, or it is a tuning report.
+  Entry* trace_entry(const char* none_open);
   void draw_timeline(float width, float height);
   void draw_memory(float width, float height);
   void draw_tables();
