@@ -80,6 +80,29 @@ Parameter& ModuleTree::mutable_parameter(ParamId id) {
   return params_[static_cast<size_t>(id)];
 }
 
+std::vector<ModuleId> ModuleTree::parameter_owners() const {
+  std::vector<ModuleId> owners(params_.size(), kNoModule);
+  std::vector<ModuleId> first(params_.size(), kNoModule);
+  for (std::size_t m = 0; m < modules_.size(); ++m) {
+    const std::string prefix = qualified_name(static_cast<ModuleId>(m));
+    for (const ParamSlot& slot : modules_[m].params) {
+      const auto p = static_cast<std::size_t>(slot.param);
+      if (p >= params_.size()) continue;
+      if (first[p] == kNoModule) first[p] = static_cast<ModuleId>(m);
+      const std::string& name = params_[p].name;
+      const bool names_it = prefix.empty()
+                                ? name == slot.attr
+                                : name.size() == prefix.size() + 1 + slot.attr.size() &&
+                                      name.starts_with(prefix) && name[prefix.size()] == '.' &&
+                                      name.ends_with(slot.attr);
+      if (names_it && owners[p] == kNoModule) owners[p] = static_cast<ModuleId>(m);
+    }
+  }
+  for (std::size_t p = 0; p < owners.size(); ++p)
+    if (owners[p] == kNoModule) owners[p] = first[p];
+  return owners;
+}
+
 std::string ModuleTree::qualified_name(ModuleId id) const {
   std::vector<const std::string*> parts;
   for (ModuleId m = id; m != kNoModule && module(m).parent != kNoModule; m = module(m).parent) {

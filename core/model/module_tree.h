@@ -148,6 +148,9 @@ class ModuleTree {
   std::string qualified_name(ModuleId id) const;
   // Module ids in depth-first registration order (the order of named_modules()).
   std::vector<ModuleId> preorder() const;
+  // By ParamId: the module each parameter was registered on first, the one that qualifies its
+  // name; a parameter no module names so gets the first module that lists it (kNoModule: none).
+  std::vector<ModuleId> parameter_owners() const;
   // Unique parameters in the subtree of `id` (each counted once), in numel.
   std::int64_t subtree_parameters(ModuleId id) const;
 

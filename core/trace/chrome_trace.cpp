@@ -206,6 +206,14 @@ class Writer {
         key("group_size");
         integer(trace_.groups[g].size);
       }
+      if (op.module != kNone) {
+        key("module");
+        out_ += strings_[static_cast<std::size_t>(op.module)];
+      }
+      if (op.params != kNone) {
+        key("params");
+        out_ += strings_[static_cast<std::size_t>(op.params)];
+      }
       out_ += "}}";
     }
   }

@@ -29,10 +29,6 @@ bool is_compute(OpKind kind) {
          kind == OpKind::kOptimizerStep;
 }
 
-bool is_transfer(OpKind kind) {
-  return !is_compute(kind);
-}
-
 // The coordinator's own ops: parameter gathers and gradient reductions (the all-reduce path runs
 // on the reduce stream; a pipeline's tied-weight all-reduce does not).
 bool is_decision(const Op& op) {

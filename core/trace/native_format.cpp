@@ -81,6 +81,8 @@ void visit_tables(const Trace& trace, Visitor& v) {
   v.column("step", ops, [](const Op& o) { return o.step; });
   v.column("micro_batch", ops, [](const Op& o) { return o.micro_batch; });
   v.column("group", ops, [](const Op& o) { return o.group; });
+  v.column("module", ops, [](const Op& o) { return o.module; });
+  v.column("params", ops, [](const Op& o) { return o.params; });
 
   const auto& memory = trace.memory;
   v.table("memory");
@@ -181,7 +183,7 @@ class TextWriter {
 std::string native_text(const Trace& trace) {
   std::string out;
   // About 8 bytes per integer; one reservation instead of a dozen doublings of a large buffer.
-  out.reserve(4096 + 8 * (11 * trace.ops.size() + 4 * trace.memory.size() +
+  out.reserve(4096 + 8 * (13 * trace.ops.size() + 4 * trace.memory.size() +
                           3 * (trace.reserved.size() + trace.markers.size())));
   out += '{';
   TextWriter writer(out);
@@ -481,6 +483,10 @@ std::optional<TraceViolation> check_trace(const Trace& trace) {
     }
     if (op.group != kNone && !in_range(op.group, group_count))
       return out_of_range("ops.group", i, "group", op.group, group_count, "the trace");
+    if (op.module != kNone && !in_range(op.module, string_count))
+      return out_of_range("ops.module", i, "string", op.module, string_count, "the string table");
+    if (op.params != kNone && !in_range(op.params, string_count))
+      return out_of_range("ops.params", i, "string", op.params, string_count, "the string table");
   }
 
   for (std::size_t i = 0; i < trace.memory.size(); ++i) {
@@ -538,12 +544,13 @@ Trace from_native_json(const Json& json, const std::string& origin) {
   if (as_int64(version, v) != IntStatus::kOk) {
     reader.fail(ErrorKind::kType, "version", "expected an integer, " + got(version));
   }
-  if (v != kNativeFormatVersion) {
+  if (v < kOldestNativeFormatVersion || v > kNativeFormatVersion) {
     reader.fail(
         ErrorKind::kUnsupported, "version",
         "version " + std::to_string(v) +
             (v > kNativeFormatVersion ? " was written by a newer zeroplan" : " is not supported") +
-            "; this build reads version " + std::to_string(kNativeFormatVersion));
+            "; this build reads versions " + std::to_string(kOldestNativeFormatVersion) + " to " +
+            std::to_string(kNativeFormatVersion));
   }
 
   Trace trace;
@@ -630,6 +637,12 @@ Trace from_native_json(const Json& json, const std::string& origin) {
                [](Op& o, std::int64_t x) { o.micro_batch = static_cast<std::int32_t>(x); });
     t.integers("group", ops, kInt32Min, kInt32Max,
                [](Op& o, std::int64_t x) { o.group = static_cast<std::int32_t>(x); });
+    if (v >= 2) {
+      t.integers("module", ops, kInt32Min, kInt32Max,
+                 [](Op& o, std::int64_t x) { o.module = static_cast<std::int32_t>(x); });
+      t.integers("params", ops, kInt32Min, kInt32Max,
+                 [](Op& o, std::int64_t x) { o.params = static_cast<std::int32_t>(x); });
+    }
   }
   {
     Table t(reader, json, "memory");

@@ -12,8 +12,9 @@ constexpr std::array<std::string_view, kStreamCount> kStreamNames = {
     "compute", "allgather", "reduce_scatter", "h2d", "d2h", "pipe_send", "pipe_recv", "host"};
 
 constexpr std::array<std::string_view, static_cast<std::size_t>(OpKind::kCount)> kOpNames = {
-    "forward",    "backward",  "recompute", "optimizer_step", "allgather",    "reduce_scatter",
-    "all_reduce", "broadcast", "send",      "recv",           "copy_to_host", "copy_to_device"};
+    "forward",        "backward",       "recompute", "optimizer_step", "allgather",
+    "reduce_scatter", "all_reduce",     "broadcast", "send",           "recv",
+    "copy_to_host",   "copy_to_device", "release"};
 
 constexpr std::array<std::string_view, kMemoryCategoryCount> kCategoryNames = {
     "param_partitions", "gathered_params",  "persistent_params",
@@ -116,6 +117,8 @@ void append_ranks(Trace& into, const Trace& from) {
   for (Op op : from.ops) {
     op.rank += rank_offset;
     op.name = text(op.name);
+    op.module = text(op.module);
+    op.params = text(op.params);
     if (op.group != kNone) op.group = group_of[static_cast<std::size_t>(op.group)];
     into.ops.push_back(op);
   }

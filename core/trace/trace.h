@@ -54,8 +54,18 @@ enum class OpKind : std::uint8_t {
   kRecv,
   kCopyToHost,
   kCopyToDevice,
+  // The coordinator handing a gathered parameter back to its partition: instantaneous, on the
+  // compute stream, with the parameter's gathered bytes. Not a collective.
+  kRelease,
   kCount
 };
+
+// Collectives and copies: the ops that move bytes between ranks or devices (not compute, not a
+// release).
+constexpr bool is_transfer(OpKind kind) {
+  return kind != OpKind::kForward && kind != OpKind::kBackward && kind != OpKind::kRecompute &&
+         kind != OpKind::kOptimizerStep && kind != OpKind::kRelease;
+}
 
 // Where every byte of a rank sits. The device categories add up to what PyTorch counts as
 // allocated; the host ones are the rank's share of host memory and NVMe.
@@ -124,6 +134,11 @@ struct Op {
   std::int32_t step = 0;      // training step, from 0
   std::int32_t micro_batch = kNone;
   std::int32_t group = kNone;  // index into Trace::groups (collectives)
+  // Index into Trace::strings: for a parameter gather (and its copies), the module whose fetch
+  // issued it; for a release, the module that owns the parameter. kNone otherwise.
+  std::int32_t module = kNone;
+  // Index into Trace::strings: the parameters a gather or release moves, ", "-separated.
+  std::int32_t params = kNone;
   bool operator==(const Op&) const = default;
 };
 

@@ -36,11 +36,24 @@ void OpLog::add(OpRecord record) {
   records_.push_back(std::move(record));
 }
 
+void OpLog::attribute(const std::string& label, std::string module, std::string params) {
+  const std::lock_guard lock(mutex_);
+  attributions_[label] = Attribution{std::move(module), std::move(params)};
+}
+
 std::vector<OpRecord> OpLog::records() const {
   std::vector<OpRecord> out;
   {
     const std::lock_guard lock(mutex_);
     out = records_;
+    if (!attributions_.empty()) {
+      for (OpRecord& r : out) {
+        const auto it = attributions_.find(r.label);
+        if (it == attributions_.end()) continue;
+        r.module = it->second.module;
+        r.params = it->second.params;
+      }
+    }
   }
   // Completion threads append in completion order.
   std::stable_sort(out.begin(), out.end(),
@@ -51,6 +64,7 @@ std::vector<OpRecord> OpLog::records() const {
 void OpLog::clear() {
   const std::lock_guard lock(mutex_);
   records_.clear();
+  attributions_.clear();
 }
 
 }  // namespace zp::exec::comm

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace zp::exec::comm {
@@ -44,18 +45,30 @@ struct OpRecord {
   std::int64_t end_ns = 0;    // wall_clock_ns() when complete
   std::int32_t peer = -1;     // the other rank of a send or receive, the root of a broadcast
   std::string label;          // the caller's name for it: "gather 12", "bucket 3"
+  // A parameter gather's attribution (OpLog::attribute), "" when none: the module whose fetch
+  // issued it, and the parameters it gathers, ", "-separated.
+  std::string module;
+  std::string params;
 };
 
 class OpLog {
  public:
   void add(OpRecord record);
+  // Names the module and parameters of the operation labelled `label` (a parameter gather), before
+  // or after it completes; records() fills them in. Kept until clear().
+  void attribute(const std::string& label, std::string module, std::string params);
   // Every completed operation, in issue order.
   std::vector<OpRecord> records() const;
   void clear();
 
  private:
+  struct Attribution {
+    std::string module;
+    std::string params;
+  };
   mutable std::mutex mutex_;
   std::vector<OpRecord> records_;
+  std::unordered_map<std::string, Attribution> attributions_;  // by label
 };
 
 }  // namespace zp::exec::comm

@@ -55,6 +55,8 @@ void append_to_trace(const std::vector<OpRecord>& records, const TraceTarget& ta
     op.step = target.step;
     op.group = group;
     if (!r.label.empty()) op.name = trace.intern(r.label);
+    if (!r.module.empty()) op.module = trace.intern(r.module);
+    if (!r.params.empty()) op.params = trace.intern(r.params);
     trace.ops.push_back(op);
   }
 }

@@ -23,7 +23,7 @@ struct TraceTarget {
 };
 
 // Appends one collective op per record (barriers are skipped), adding the group to trace.groups
-// the first time it is seen.
+// the first time it is seen. A record's module and parameters become the op's.
 void append_to_trace(const std::vector<OpRecord>& records, const TraceTarget& target,
                      trace::Trace& trace);
 

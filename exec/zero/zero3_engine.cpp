@@ -137,6 +137,8 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   void enter_hook();
   void leave_hook();
   std::int32_t module_label(ModuleId m);
+  // The trace's name for module m: its qualified name, the root's type for the root.
+  std::string module_name(ModuleId m) const;
   // Brackets a hook for the timing.
   class HookTimer {
    public:
@@ -212,6 +214,7 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   std::int32_t step_index = 0;
   std::int32_t micro_index = 0;
   std::vector<std::int32_t> labels;  // by ModuleId: the interned name, -1 until needed
+  std::vector<ModuleId> owners;      // by ParamId, built for the first release traced
 
   std::function<void()> synchronize;  // Zero3Options::synchronize
 
@@ -335,8 +338,16 @@ void Zero3Engine::Impl::start_gather(const zero::GatherRequest& request) {
     at::cat_out(mine, parts);
   }
   if (world > 1) {
-    g.work = group.all_gather(buffer_of(mine), buffer_of(g.flat),
-                              "gather " + std::to_string(request.handle));
+    const std::string label = "gather " + std::to_string(request.handle);
+    if (trace != nullptr) {
+      // The trace's gather op names the module whose fetch issued it and what it gathers.
+      std::string names;
+      for (ParamId p : g.params)
+        names += (names.empty() ? "" : ", ") + zm.tree().parameter(p).name;
+      group.log().attribute(label, request.module == kNoModule ? "" : module_name(request.module),
+                            std::move(names));
+    }
+    g.work = group.all_gather(buffer_of(mine), buffer_of(g.flat), label);
   }
   ++stats.gathers;
   stats.gathered_numel += request.numel;
@@ -396,17 +407,37 @@ void Zero3Engine::Impl::release(ParamId param, zero::ReleaseReason /*reason*/) {
   params[idx(param)].set_data(at::empty({0}, partition_flat.options()));
   ++stats.releases;
   log("release", param);
+  if (trace != nullptr) {
+    // An instant on the compute stream, named after the parameter, with the module that owns it.
+    if (owners.empty()) owners = zm.tree().parameter_owners();
+    const ModuleId owner = owners[idx(param)];
+    trace::Op op;
+    op.rank = trace_rank;
+    op.stream = trace::StreamKind::kCompute;
+    op.kind = trace::OpKind::kRelease;
+    op.start = comm::wall_clock_ns() - origin_ns;
+    op.end = op.start;
+    op.bytes = zm.param(param).numel * static_cast<std::int64_t>(partition_flat.element_size());
+    op.step = step_index;
+    op.micro_batch = phase != Phase::kIdle ? micro_index : trace::kNone;
+    op.module = owner == kNoModule ? trace::kNone : module_label(owner);
+    op.name = trace->intern(zm.tree().parameter(param).name);
+    op.params = op.name;
+    trace->ops.push_back(op);
+  }
 }
 
 // --- Hooks
 // ----------------------------------------------------------------------------------------
 
+std::string Zero3Engine::Impl::module_name(ModuleId m) const {
+  std::string name = zm.tree().qualified_name(m);
+  return name.empty() ? zm.tree().module(m).type : name;
+}
+
 std::int32_t Zero3Engine::Impl::module_label(ModuleId m) {
   std::int32_t& label = labels[idx(m)];
-  if (label < 0) {
-    const std::string name = zm.tree().qualified_name(m);
-    label = trace->intern(name.empty() ? zm.tree().module(m).type : name);
-  }
+  if (label < 0) label = trace->intern(module_name(m));
   return label;
 }
 

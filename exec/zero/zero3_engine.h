@@ -82,8 +82,10 @@ class Zero3Engine {
 
   // Records the compute stream into `trace` as rank `rank` (an index into trace->ranks), times
   // relative to the wall-clock `origin_ns`: one op per interval between hooks, named after the
-  // module running then (forward, backward or recompute), and a marker at each step's start.
-  // Collectives and memory are the caller's to add (their logs have them). nullptr: stop.
+  // module running then (forward, backward or recompute), a release op per parameter released
+  // (named after the parameter, with its module), and a marker at each step's start. Collectives
+  // and memory are the caller's to add (their logs have them; the communicator's log names each
+  // parameter gather's module and parameters). nullptr: stop.
   void record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns);
 
   const zero::Coordinator& coordinator() const;

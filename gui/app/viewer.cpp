@@ -81,6 +81,17 @@ void op_details(const trace::Trace& t, const trace::Op& op) {
     const trace::GroupInfo& g = t.groups[static_cast<std::size_t>(op.group)];
     ImGui::Text("group     %s (%lld ranks)", g.axis.c_str(), static_cast<long long>(g.size));
   }
+  if (op.module >= 0 && static_cast<std::size_t>(op.module) < t.strings.size())
+    ImGui::Text("module    %s", t.string(op.module).c_str());
+  if (op.params >= 0 && static_cast<std::size_t>(op.params) < t.strings.size()) {
+    // A prefetch can gather dozens of parameters: the list wraps, and a long one is cut.
+    constexpr std::size_t kMaxParamsText = 600;
+    std::string text = "params    " + t.string(op.params);
+    if (text.size() > kMaxParamsText) text = text.substr(0, kMaxParamsText) + " ...";
+    ImGui::PushTextWrapPos(ImGui::GetFontSize() * 36);
+    ImGui::TextUnformatted(text.c_str());
+    ImGui::PopTextWrapPos();
+  }
 }
 
 // Time ticks with labels along [x0, x1] at height y.
@@ -755,13 +766,18 @@ void Viewer::draw_tables() {
     row(collective_total(e->collectives), true);
     ImGui::EndTable();
   }
-  ImGui::TextUnformatted("Modules (compute passes)");
-  if (ImGui::BeginTable("modules", 6, flags, v2(0, 0))) {
+  ImGui::TextUnformatted("Modules (compute passes, parameter fetches and releases)");
+  // The columns in ModuleColumn's order: the sort specs give a column's index.
+  if (ImGui::BeginTable("modules", 9, flags, v2(0, 0))) {
     ImGui::TableSetupScrollFreeze(0, 1);
-    ImGui::TableSetupColumn("module");
+    // Qualified names are long: the module column takes three shares of the width.
+    ImGui::TableSetupColumn("module", ImGuiTableColumnFlags_WidthStretch, 3.0f);
     ImGui::TableSetupColumn("forward");
     ImGui::TableSetupColumn("backward");
     ImGui::TableSetupColumn("recompute");
+    ImGui::TableSetupColumn("fetches");
+    ImGui::TableSetupColumn("releases");
+    ImGui::TableSetupColumn("bytes gathered");
     ImGui::TableSetupColumn("compute time", ImGuiTableColumnFlags_DefaultSort |
                                                 ImGuiTableColumnFlags_PreferSortDescending);
     ImGui::TableSetupColumn("flops");
@@ -782,6 +798,12 @@ void Viewer::draw_tables() {
       ImGui::Text("%lld", static_cast<long long>(r.backward));
       ImGui::TableNextColumn();
       ImGui::Text("%lld", static_cast<long long>(r.recompute));
+      ImGui::TableNextColumn();
+      ImGui::Text("%lld", static_cast<long long>(r.fetches));
+      ImGui::TableNextColumn();
+      ImGui::Text("%lld", static_cast<long long>(r.releases));
+      ImGui::TableNextColumn();
+      ImGui::TextUnformatted(format_bytes(static_cast<double>(r.gathered_bytes)).c_str());
       ImGui::TableNextColumn();
       ImGui::TextUnformatted(format_duration(static_cast<double>(r.time_ns)).c_str());
       ImGui::TableNextColumn();

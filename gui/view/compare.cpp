@@ -25,11 +25,6 @@ struct Figures {
   std::array<double, kKinds> kind_count{};
 };
 
-bool is_transfer(OpKind kind) {
-  return kind != OpKind::kForward && kind != OpKind::kBackward && kind != OpKind::kRecompute &&
-         kind != OpKind::kOptimizerStep;
-}
-
 Figures figures(const trace::Trace& t, std::int32_t rank) {
   Figures f;
   TimeNs begin = std::numeric_limits<TimeNs>::max();
@@ -39,7 +34,7 @@ Figures figures(const trace::Trace& t, std::int32_t rank) {
     begin = std::min(begin, op.start);
     end = std::max(end, op.end);
     const auto k = static_cast<std::size_t>(op.kind);
-    if (is_transfer(op.kind)) {
+    if (trace::is_transfer(op.kind)) {
       f.kind_bytes[k] += static_cast<double>(op.bytes);
       f.kind_count[k] += 1;
     }

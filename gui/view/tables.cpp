@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 
@@ -11,15 +12,7 @@ using trace::OpKind;
 
 namespace {
 bool is_collective(const trace::Op& op) {
-  switch (op.kind) {
-    case OpKind::kForward:
-    case OpKind::kBackward:
-    case OpKind::kRecompute:
-    case OpKind::kOptimizerStep:
-      return false;
-    default:
-      return true;
-  }
+  return trace::is_transfer(op.kind);
 }
 bool wanted(const trace::Op& op, std::int32_t rank) {
   return rank == kAllRanks || op.rank == rank;
@@ -53,24 +46,55 @@ std::vector<CollectiveRow> collective_rows(const trace::Trace& trace, std::int32
 
 std::vector<ModuleRow> module_rows(const trace::Trace& trace, std::int32_t rank) {
   std::vector<ModuleRow> out;
-  std::unordered_map<std::int32_t, std::size_t> by_name;
+  // By string index, then by text: a string table may list one name twice.
+  std::vector<std::int32_t> row_of_string(trace.strings.size(), -1);
+  std::unordered_map<std::string_view, std::int32_t> row_of_text;
+  std::int32_t unnamed = -1;
+  const auto row_for = [&](std::int32_t name) -> ModuleRow& {
+    const bool named = name >= 0 && static_cast<std::size_t>(name) < trace.strings.size();
+    std::int32_t& row = named ? row_of_string[static_cast<std::size_t>(name)] : unnamed;
+    if (row < 0) {
+      const std::string_view text =
+          named ? std::string_view(trace.string(name)) : std::string_view("(unnamed)");
+      const auto [it, added] = row_of_text.try_emplace(text, static_cast<std::int32_t>(out.size()));
+      if (added) {
+        ModuleRow r;
+        r.name = std::string(text);
+        out.push_back(std::move(r));
+      }
+      row = it->second;
+    }
+    return out[static_cast<std::size_t>(row)];
+  };
   for (const trace::Op& op : trace.ops) {
     if (!wanted(op, rank)) continue;
-    if (op.kind != OpKind::kForward && op.kind != OpKind::kBackward &&
-        op.kind != OpKind::kRecompute)
-      continue;
-    auto [it, added] = by_name.try_emplace(op.name, out.size());
-    if (added) {
-      ModuleRow row;
-      row.name = op.name >= 0 ? trace.string(op.name) : "(unnamed)";
-      out.push_back(std::move(row));
+    switch (op.kind) {
+      case OpKind::kForward:
+      case OpKind::kBackward:
+      case OpKind::kRecompute: {
+        ModuleRow& row = row_for(op.name);
+        if (op.kind == OpKind::kForward) ++row.forward;
+        if (op.kind == OpKind::kBackward) ++row.backward;
+        if (op.kind == OpKind::kRecompute) ++row.recompute;
+        row.time_ns += op.end - op.start;
+        row.flops += op.flops;
+        break;
+      }
+      case OpKind::kAllGather:
+      case OpKind::kAllReduce:
+        // A gradient all-reduce or a tensor-parallel one names no module.
+        if (op.module != trace::kNone) {
+          ModuleRow& row = row_for(op.module);
+          ++row.fetches;
+          row.gathered_bytes += op.bytes;
+        }
+        break;
+      case OpKind::kRelease:
+        if (op.module != trace::kNone) ++row_for(op.module).releases;
+        break;
+      default:
+        break;
     }
-    ModuleRow& row = out[it->second];
-    if (op.kind == OpKind::kForward) ++row.forward;
-    if (op.kind == OpKind::kBackward) ++row.backward;
-    if (op.kind == OpKind::kRecompute) ++row.recompute;
-    row.time_ns += op.end - op.start;
-    row.flops += op.flops;
   }
   return out;
 }
@@ -118,6 +142,15 @@ void sort_rows(std::vector<ModuleRow>& rows, ModuleColumn column, bool ascending
     case ModuleColumn::kRecompute:
       sort_by(rows, ascending, [](const ModuleRow& r) { return r.recompute; });
       break;
+    case ModuleColumn::kFetches:
+      sort_by(rows, ascending, [](const ModuleRow& r) { return r.fetches; });
+      break;
+    case ModuleColumn::kReleases:
+      sort_by(rows, ascending, [](const ModuleRow& r) { return r.releases; });
+      break;
+    case ModuleColumn::kGatheredBytes:
+      sort_by(rows, ascending, [](const ModuleRow& r) { return r.gathered_bytes; });
+      break;
     case ModuleColumn::kTime:
       sort_by(rows, ascending, [](const ModuleRow& r) { return r.time_ns; });
       break;
@@ -145,6 +178,9 @@ ModuleRow module_total(const std::vector<ModuleRow>& rows) {
     total.forward += r.forward;
     total.backward += r.backward;
     total.recompute += r.recompute;
+    total.fetches += r.fetches;
+    total.releases += r.releases;
+    total.gathered_bytes += r.gathered_bytes;
     total.time_ns += r.time_ns;
     total.flops += r.flops;
   }

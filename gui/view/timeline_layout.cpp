@@ -29,6 +29,7 @@ Color op_color(OpKind kind) {
       rgba(192, 57, 143),   // recv
       rgba(149, 165, 166),  // copy_to_host
       rgba(189, 195, 199),  // copy_to_device
+      rgba(230, 0, 230),    // release (not drawn on the timeline)
   };
   const auto i = static_cast<std::size_t>(kind);
   ZP_CHECK(i < kColors.size(), "op kind ", i);
@@ -129,6 +130,8 @@ TimelineIndex build_index(const trace::Trace& trace) {
   for (std::size_t i = 0; i < trace.ops.size(); ++i) {
     const trace::Op& op = trace.ops[i];
     ZP_CHECK(op.rank >= 0 && static_cast<std::size_t>(op.rank) < nranks, "op rank ", op.rank);
+    // Releases are instants, not work: the modules table counts them, the lanes leave them out.
+    if (op.kind == OpKind::kRelease) continue;
     buckets[static_cast<std::size_t>(op.rank) * trace::kStreamCount +
             static_cast<std::size_t>(op.stream)]
         .push_back(static_cast<std::uint32_t>(i));

@@ -90,7 +90,8 @@ struct Lane {
 inline constexpr int kMaxDepth = 12;
 
 // The lanes of a trace, by rank, then stream in StreamKind order, then depth; streams a rank never
-// uses have no lane. `begin`/`end` span every op and memory sample.
+// uses have no lane. Release ops (instants) are in no lane. `begin`/`end` span every op and memory
+// sample.
 struct TimelineIndex {
   std::vector<Lane> lanes;
   trace::TimeNs begin = 0;

@@ -281,6 +281,7 @@ class ZeroRank final : public RankTimeline,
 
   void start_gather(const GatherRequest& r) override {
     if (!active_) return;
+    const std::size_t first_op = trace_ ? trace_->ops.size() : 0;
     count_gather(r);
     const zero::ZeroModel& model = *s_.model;
     Gather& g = new_gather(r.handle);
@@ -323,6 +324,7 @@ class ZeroRank final : public RankTimeline,
     }
     const CollectiveOp& c = z_.use_all_reduce_for_fetch_params ? kAllReduceOp : kAllGatherOp;
     g.end = collective(allgather_stream(), StreamKind::kAllGather, c, ready, buffer_bytes, name);
+    if (trace_) attribute_gather(first_op, r);
   }
 
   void wait_gather(GatherHandle handle) override {
@@ -373,6 +375,7 @@ class ZeroRank final : public RankTimeline,
     if (reason != zero::ReleaseReason::kOutside) ++figures_.releases;
     live_numel_ -= s_.model->param(param).numel;
     MemoryAccountant::Block& b = param_block_[static_cast<std::size_t>(param)];
+    if (trace_) record_release(param, b >= 0 ? gathered_bytes(param) : 0);
     if (b >= 0) memory_.free(b, now_);
     b = -1;
   }
@@ -773,6 +776,34 @@ class ZeroRank final : public RankTimeline,
                : -1;
   }
 
+  // With a trace: the ops recorded from `first` on (the gather's copies and collective) name the
+  // module whose fetch issued it and the parameters it gathers.
+  void attribute_gather(std::size_t first, const GatherRequest& r) {
+    const std::int32_t module = r.module == kNoModule ? trace::kNone : module_label(r.module);
+    std::string& text = scratch_text_;
+    text.clear();
+    for (ParamId p : r.params) {
+      if (!text.empty()) text += ", ";
+      text += s_.model->tree().parameter(p).name;
+    }
+    const std::int32_t params = trace_->intern(text);
+    for (std::size_t i = first; i < trace_->ops.size(); ++i) {
+      trace_->ops[i].module = module;
+      trace_->ops[i].params = params;
+    }
+  }
+
+  // With a trace: an instantaneous release op on the compute stream, named after the parameter,
+  // with the module that owns it.
+  void record_release(ParamId param, std::int64_t bytes) {
+    if (owners_.empty()) owners_ = s_.model->tree().parameter_owners();
+    const ModuleId owner = owners_[static_cast<std::size_t>(param)];
+    const std::int32_t name = trace_->intern(s_.model->tree().parameter(param).name);
+    record(StreamKind::kCompute, OpKind::kRelease, now_, now_, name, bytes, 0);
+    trace_->ops.back().module = owner == kNoModule ? trace::kNone : module_label(owner);
+    trace_->ops.back().params = name;
+  }
+
   void run_module(OpKind kind, TimeNs duration, std::int64_t flops, ModuleId module) {
     run_compute(kind, duration, flops, module_label(module));
   }
@@ -817,6 +848,8 @@ class ZeroRank final : public RankTimeline,
   std::int64_t live_numel_ = 0;
   TimeNs exposed_gather_ns_ = 0;
   bool first_sample_pending_ = true;  // see note_live
+  std::vector<ModuleId> owners_;      // by ParamId, built for the first release traced
+  std::string scratch_text_;          // a traced gather's parameter list
 };
 
 std::string running_label(const ModuleTree& tree, std::int32_t running) {

@@ -126,6 +126,35 @@ TEST(ChromeTrace, OpsAreCompleteEventsInMicroseconds) {
   EXPECT_EQ(send["args"], Json({{"step", 0}, {"bytes", 64}, {"micro_batch", 3}}));
 }
 
+TEST(ChromeTrace, GathersAndReleasesCarryTheirModuleAndParameters) {
+  Trace t = TwoRanks();
+  t.ops[1].module = t.intern("layers.0.attn");
+  t.ops[1].params = t.intern("layers.0.attn.weight, layers.0.attn.bias");
+  t.ops.push_back(Op{.rank = 0,
+                     .kind = OpKind::kRelease,
+                     .start = 4000,
+                     .end = 4000,
+                     .bytes = 512,
+                     .step = 2,
+                     .module = t.ops[1].module,
+                     .params = t.intern("layers.0.attn.weight")});
+  const auto ops = Phase(to_chrome_trace(t), "X");
+  ASSERT_EQ(ops.size(), 4u);
+  EXPECT_EQ(ops[1]["args"], Json({{"step", 2},
+                                  {"bytes", 1 << 20},
+                                  {"group", "data"},
+                                  {"group_size", 4},
+                                  {"module", "layers.0.attn"},
+                                  {"params", "layers.0.attn.weight, layers.0.attn.bias"}}));
+  EXPECT_EQ(ops[3]["name"], "release");
+  EXPECT_EQ(ops[3]["cat"], "release");
+  EXPECT_EQ(ops[3]["dur"].get<double>(), 0.0);
+  EXPECT_EQ(ops[3]["args"], Json({{"step", 2},
+                                  {"bytes", 512},
+                                  {"module", "layers.0.attn"},
+                                  {"params", "layers.0.attn.weight"}}));
+}
+
 TEST(ChromeTrace, NanosecondsSurviveTheTextForm) {
   Trace t = TwoRanks();
   // 1000 s into the run, one nanosecond long.

@@ -47,6 +47,8 @@ Trace FullTrace() {
     op.step = static_cast<std::int32_t>(k / 6);
     op.micro_batch = k % 4 == 0 ? kNone : static_cast<std::int32_t>(k % 4);
     op.group = k >= 4 && k < 10 ? static_cast<std::int32_t>(k % 2) : kNone;
+    op.module = k >= 4 && k % 2 == 0 ? layer : kNone;
+    op.params = k >= 4 && k % 3 != 0 ? peak : kNone;
     t.ops.push_back(op);
   }
   // The streams the loop above did not reach with rank 1, and a zero-length op.
@@ -117,15 +119,22 @@ TEST(NativeFormat, LayoutIsColumnWiseWithEnumNameTables) {
   const Trace t = FullTrace();
   const Json j = to_native_json(t);
   EXPECT_EQ(j["format"], "zeroplan-trace");
-  EXPECT_EQ(j["version"], 1);
+  EXPECT_EQ(j["version"], 2);
   EXPECT_EQ(j["source"], "measured");
   EXPECT_EQ(j["strings"], Json(t.strings));
   for (const char* column : {"rank", "stream", "kind", "start", "end", "name", "bytes", "flops",
-                             "step", "micro_batch", "group"}) {
+                             "step", "micro_batch", "group", "module", "params"}) {
     ASSERT_TRUE(j["ops"][column].is_array()) << column;
     EXPECT_EQ(j["ops"][column].size(), t.ops.size()) << column;
   }
-  EXPECT_EQ(j["ops"].size(), 11u);
+  EXPECT_EQ(j["ops"].size(), 13u);
+  // A gather names its module and parameters; a release is an op kind of its own.
+  const auto release = static_cast<std::size_t>(OpKind::kRelease);
+  EXPECT_EQ(j["enums"]["op_kind"][release], "release");
+  EXPECT_EQ(t.string(j["ops"]["module"][4].get<std::int32_t>()), "layers.0.attn");
+  EXPECT_EQ(t.string(j["ops"]["params"][4].get<std::int32_t>()), "peak \"memory\"\n");
+  EXPECT_EQ(j["ops"]["module"][5], kNone);
+  EXPECT_EQ(j["ops"]["params"][6], kNone);
   EXPECT_EQ(j["memory"].size(), 4u);
   EXPECT_EQ(j["reserved"].size(), 3u);
   EXPECT_EQ(j["markers"].size(), 3u);
@@ -143,6 +152,31 @@ TEST(NativeFormat, LayoutIsColumnWiseWithEnumNameTables) {
   }
   EXPECT_EQ(j["ops"]["name"][0], kNone);
   EXPECT_EQ(j["markers"]["rank"][0], kNone);
+}
+
+// Version 1 had no module and params columns and no release kind: its ops name no module.
+TEST(NativeFormat, ReadsVersion1WithoutModuleAttribution) {
+  Trace t = FullTrace();
+  std::erase_if(t.ops, [](const Op& op) { return op.kind == OpKind::kRelease; });
+  Json j = to_native_json(t);
+  j["version"] = 1;
+  j["ops"].erase("module");
+  j["ops"].erase("params");
+  j["enums"]["op_kind"].erase(static_cast<std::size_t>(OpKind::kRelease));
+  const Trace back = FromJson(Json::parse(j.dump()));
+  ASSERT_EQ(back.ops.size(), t.ops.size());
+  for (Op& op : t.ops) {
+    op.module = kNone;
+    op.params = kNone;
+  }
+  EXPECT_EQ(back, t);
+  // A version 1 file with the columns (a hand-edited one) still gets none: they were not in it.
+  Json extra = to_native_json(FullTrace());
+  extra["version"] = 1;
+  for (const Op& op : FromJson(extra).ops) {
+    EXPECT_EQ(op.module, kNone);
+    EXPECT_EQ(op.params, kNone);
+  }
 }
 
 TEST(NativeFormat, EnumTablesMayBeInAnyOrder) {
@@ -193,15 +227,15 @@ TEST(NativeFormat, FormatAndVersionAreChecked) {
   }
   {
     Json j = good;
-    j["version"] = 2;
+    j["version"] = 3;
     ExpectError(j, ErrorKind::kUnsupported, "version",
-                "version 2 was written by a newer zeroplan; this build reads version 1");
+                "version 3 was written by a newer zeroplan; this build reads versions 1 to 2");
   }
   {
     Json j = good;
     j["version"] = 0;
     ExpectError(j, ErrorKind::kUnsupported, "version",
-                "version 0 is not supported; this build reads version 1");
+                "version 0 is not supported; this build reads versions 1 to 2");
   }
   {
     Json j = good;
@@ -321,6 +355,8 @@ TEST(NativeFormat, IndicesOutOfRangeAreRejected) {
       {"ops", "name", 1, 4, "string 4 is out of range (the string table has 4 strings)"},
       {"ops", "name", 1, -2, "string -2 is out of range"},
       {"ops", "group", 0, 2, "group 2 is out of range (the trace has 2 groups)"},
+      {"ops", "module", 4, 4, "string 4 is out of range (the string table has 4 strings)"},
+      {"ops", "params", 3, -2, "string -2 is out of range"},
       {"memory", "rank", 2, 3, "rank 3 is out of range"},
       {"reserved", "rank", 1, 7, "rank 7 is out of range"},
       {"markers", "rank", 1, 3, "rank 3 is out of range"},
@@ -568,7 +604,7 @@ TEST_F(NativeFile, WrittenFileReadsBack) {
   EXPECT_EQ(Files(), std::vector<std::string>{"run.trace.json"});
   // The first line names the format, for `head`; each column sits on one line.
   const std::string text = read_file(path);
-  EXPECT_TRUE(text.starts_with("{\n \"format\": \"zeroplan-trace\",\n \"version\": 1,\n")) << text;
+  EXPECT_TRUE(text.starts_with("{\n \"format\": \"zeroplan-trace\",\n \"version\": 2,\n")) << text;
   EXPECT_TRUE(Contains(text, "\n  \"start\": [7,1007,"));
   EXPECT_EQ(Json::parse(text), to_native_json(t));
 }

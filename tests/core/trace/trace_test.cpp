@@ -25,10 +25,19 @@ TEST(TraceEnums, StreamNamesAreStable) {
   }
 }
 
+TEST(TraceEnums, ReleasesAndComputeAreNotTransfers) {
+  EXPECT_FALSE(is_transfer(OpKind::kRelease));
+  EXPECT_FALSE(is_transfer(OpKind::kForward));
+  EXPECT_FALSE(is_transfer(OpKind::kOptimizerStep));
+  EXPECT_TRUE(is_transfer(OpKind::kAllGather));
+  EXPECT_TRUE(is_transfer(OpKind::kCopyToDevice));
+}
+
 TEST(TraceEnums, OpKindNamesAreStable) {
   const std::vector<std::string> expected = {
-      "forward",    "backward",  "recompute", "optimizer_step", "allgather",    "reduce_scatter",
-      "all_reduce", "broadcast", "send",      "recv",           "copy_to_host", "copy_to_device"};
+      "forward",        "backward",       "recompute", "optimizer_step", "allgather",
+      "reduce_scatter", "all_reduce",     "broadcast", "send",           "recv",
+      "copy_to_host",   "copy_to_device", "release"};
   ASSERT_EQ(expected.size(), static_cast<std::size_t>(OpKind::kCount));
   for (std::size_t i = 0; i < expected.size(); ++i) {
     const auto value = static_cast<OpKind>(i);
@@ -190,7 +199,9 @@ TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
                      .end = 3,
                      .name = b.intern("gather 0"),
                      .bytes = 64,
-                     .group = 1});
+                     .group = 1,
+                     .module = b.intern("embed"),
+                     .params = b.intern("embed.weight")});
   b.ops.push_back(
       Op{.rank = 0, .kind = OpKind::kForward, .start = 3, .end = 4, .name = b.intern("embed")});
   b.memory.push_back(MemorySample{0, 2, MemoryCategory::kGatheredParams, 64});
@@ -202,6 +213,8 @@ TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
   ASSERT_EQ(a.ops.size(), 3u);
   EXPECT_EQ(a.ops[1].rank, 1);
   EXPECT_EQ(a.string(a.ops[1].name), "gather 0");
+  EXPECT_EQ(a.ops[1].module, a.ops[0].name) << "the gather's module, interned again";
+  EXPECT_EQ(a.string(a.ops[1].params), "embed.weight");
   // The same "data" group, and "world" added once.
   ASSERT_EQ(a.groups.size(), 2u);
   EXPECT_EQ(a.groups[static_cast<size_t>(a.ops[1].group)].axis, "data");

@@ -75,6 +75,38 @@ TEST(OpLog, BecomesTraceCollectivesOnTheSimulatorsStreams) {
   EXPECT_EQ(t.ops[5].group, 1);
 }
 
+TEST(OpLog, AttributedGathersNameTheirModuleAndParametersInTheTrace) {
+  OpLog log;
+  log.attribute("gather 1", "h.0.attn", "h.0.attn.weight, h.0.attn.bias");  // before it completes
+  log.add(record(CommKind::kAllGather, 0, 4096, 100, 200, "gather 1"));
+  log.add(record(CommKind::kAllGather, 1, 64, 200, 300, "gather 2"));
+  log.add(record(CommKind::kReduceScatter, 2, 64, 300, 400, "bucket 0"));
+  log.attribute("gather 2", "h.0.mlp", "h.0.mlp.weight");  // after
+  const std::vector<OpRecord> records = log.records();
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0].module, "h.0.attn");
+  EXPECT_EQ(records[0].params, "h.0.attn.weight, h.0.attn.bias");
+  EXPECT_EQ(records[1].module, "h.0.mlp");
+  EXPECT_EQ(records[2].module, "");
+
+  trace::Trace t;
+  TraceTarget target;
+  target.group_axis = "data";
+  target.group_size = 2;
+  append_to_trace(records, target, t);
+  ASSERT_EQ(t.ops.size(), 3u);
+  EXPECT_EQ(t.string(t.ops[0].module), "h.0.attn");
+  EXPECT_EQ(t.string(t.ops[0].params), "h.0.attn.weight, h.0.attn.bias");
+  EXPECT_EQ(t.string(t.ops[1].module), "h.0.mlp");
+  EXPECT_EQ(t.ops[2].module, trace::kNone);
+  EXPECT_EQ(t.ops[2].params, trace::kNone);
+
+  // clear() forgets the attributions with the records.
+  log.clear();
+  log.add(record(CommKind::kAllGather, 0, 4096, 100, 200, "gather 1"));
+  EXPECT_EQ(log.records()[0].module, "");
+}
+
 TEST(Buffer, SliceOffsetsByElementsOfItsType) {
   std::vector<double> data(10);
   const Buffer b = host_buffer(data.data(), 10);

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "core/trace/trace.h"
 #include "core/zero/training_step.h"
+#include "exec/comm/trace_records.h"
 #include "tests/exec/comm/rank_threads.h"
 #include "tests/exec/model/tiny_models.h"
 #include "tests/exec/train/same_training.h"
@@ -169,6 +171,68 @@ TEST(Zero3Engine, TightThresholdsPrefetchReleaseAndGatherAgainInBackward) {
   // Each step gathers more than the model, since backward gathers parameters again.
   const ModuleTree tree = tiny_tree(tiny_gpt2());
   EXPECT_GT(got.stats.back().gathered_numel, tree.total_parameters());
+}
+
+// A measured trace names each gather's module and parameters (through the communicator's log)
+// and has a release op for each parameter released, named by the parameter and its module.
+TEST(Zero3Engine, TracedGathersNameTheirModuleAndReleasesAreRecorded) {
+  const Case c{.config = tiny_gpt2(), .world = 2, .optimizer = sgd(), .settings = tight(2)};
+  const ModuleTree tree = tiny_tree(c.config);
+  const zero::ZeroModel zero_model(tree, c.settings);
+  const SyntheticData data = data_for(c);
+  trace::Trace t;
+  std::int64_t releases = 0, gathers = 0;
+  std::mutex mutex;
+  comm::testing::run_ranks(c.world, [&](comm::Communicator& group) {
+    LmModel model(c.config, tree, /*seed=*/5);
+    Zero3Engine engine(model, zero_model, group, Zero3Options{c.optimizer});
+    trace::Trace mine;
+    mine.ranks.push_back({"rank", {group.rank()}, 0});
+    engine.record_into(&mine, 0, 0);
+    group.log().clear();
+    std::int64_t released = 0, gathered = 0;
+    for (std::int64_t step = 0; step < 2; ++step) {
+      const TokenBatch global = synthetic_batch(data, step);
+      const Zero3StepStats stats = engine.step({micro_batch(global, group.rank(), c.world, 0, 1)});
+      released += stats.releases;
+      gathered += stats.gathers;
+      comm::append_to_trace(
+          group.log().records(),
+          comm::TraceTarget{0, "data", c.world, 0, static_cast<std::int32_t>(step)}, mine);
+      group.log().clear();
+    }
+    engine.record_into(nullptr, 0, 0);
+    if (group.rank() == 0) {
+      std::lock_guard<std::mutex> lock(mutex);
+      t = std::move(mine);
+      releases = released;
+      gathers = gathered;
+    }
+  });
+  std::int64_t release_ops = 0, attributed = 0;
+  for (const trace::Op& op : t.ops) {
+    if (op.kind == trace::OpKind::kRelease) {
+      ++release_ops;
+      ASSERT_NE(op.module, trace::kNone);
+      ASSERT_NE(op.params, trace::kNone);
+      // The module that owns the parameter qualifies its name.
+      EXPECT_TRUE(t.string(op.params).starts_with(t.string(op.module) + "."))
+          << t.string(op.params) << " released by " << t.string(op.module);
+      EXPECT_EQ(op.start, op.end);
+      EXPECT_GT(op.bytes, 0);
+      EXPECT_EQ(op.name, op.params);
+    }
+    if (op.kind == trace::OpKind::kAllGather && op.module != trace::kNone) {
+      ++attributed;
+      ASSERT_NE(op.params, trace::kNone);
+      EXPECT_FALSE(t.string(op.params).empty());
+    }
+  }
+  EXPECT_EQ(release_ops, releases);
+  EXPECT_GT(release_ops, 0);
+  // Every gather but those outside the coordinator (persistent parameters after the step).
+  EXPECT_GT(attributed, 0);
+  EXPECT_LE(attributed, gathers);
 }
 
 // The real hooks drive the coordinator exactly as the simulator's schedule does: the same gathers,

@@ -44,9 +44,9 @@ TEST(Document, ATruncatedTraceIsAMessageNotACrash) {
 TEST(Document, ABrokenRuleIsReportedWithItsField) {
   std::string text = read_file(golden("tiny-gpt2-cpu.trace.json"));
   // A version this reader does not know.
-  const auto at = text.find("\"version\": 1");
+  const auto at = text.find("\"version\": ");
   ASSERT_NE(at, std::string::npos);
-  text.replace(at, 12, "\"version\": 99");
+  text.replace(at, text.find(',', at) - at, "\"version\": 99");
   const Document doc = load_document(temp_file("newer.trace.json", text));
   EXPECT_FALSE(doc.trace);
   EXPECT_NE(doc.error.find("version"), std::string::npos) << doc.error;

@@ -81,6 +81,19 @@ TEST(TimelineIndex, NestedOpsGoOneLaneDeeper) {
   EXPECT_EQ(index.lanes[4].ops, (std::vector<std::uint32_t>{6}));
 }
 
+TEST(TimelineIndex, ReleasesAreInNoLane) {
+  trace::Trace t = two_ranks();
+  // A release at the end of a forward, while the next forward runs: drawn, it would open a lane.
+  t.ops = {op(0, StreamKind::kCompute, OpKind::kForward, 0, 10),
+           op(0, StreamKind::kCompute, OpKind::kRelease, 10, 10),
+           op(0, StreamKind::kCompute, OpKind::kForward, 10, 20),
+           op(1, StreamKind::kCompute, OpKind::kRelease, 30, 30)};
+  const TimelineIndex index = build_index(t);
+  ASSERT_EQ(index.lanes.size(), 1u);
+  EXPECT_EQ(index.lanes[0].ops, (std::vector<std::uint32_t>{0, 2}));
+  EXPECT_EQ(index.end, 30) << "the span still covers every op";
+}
+
 TEST(TimelineIndex, DepthIsCapped) {
   trace::Trace t = two_ranks();
   for (int d = 0; d < kMaxDepth + 5; ++d)

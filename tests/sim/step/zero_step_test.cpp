@@ -66,6 +66,46 @@ TEST(ZeroStep, ExactBytesAndTimesOfEachCollective) {
   EXPECT_EQ(gathers[0]->stream, StreamKind::kAllGather);
 }
 
+TEST(ZeroStep, GathersNameTheirModuleAndParametersAndReleasesAreRecorded) {
+  const Simulated s = Simulate(MakeRun(TwoLayers(), 4, kDemandOnly));
+  const auto gathers = OpsOf(s.trace, OpKind::kAllGather);
+  ASSERT_EQ(gathers.size(), 4u);  // a, b forward; b, a backward
+  const std::vector<std::string> modules = {"a", "b", "b", "a"};
+  for (std::size_t i = 0; i < gathers.size(); ++i) {
+    ASSERT_NE(gathers[i]->module, trace::kNone) << i;
+    EXPECT_EQ(s.trace.string(gathers[i]->module), modules[i]) << i;
+  }
+  EXPECT_EQ(s.trace.string(gathers[0]->params), "a.weight");
+  EXPECT_EQ(s.trace.string(gathers[1]->params), "b.weight, b.bias");
+  // Nothing reused, nothing persistent: every parameter is released after each use, as an
+  // instant on the compute stream named by the parameter and the module that owns it.
+  const auto releases = OpsOf(s.trace, OpKind::kRelease);
+  std::int64_t counted = 0;
+  for (const StepReport& step : s.result.ranks.front().steps)
+    counted += step.coordinator.releases;
+  ASSERT_EQ(static_cast<std::int64_t>(releases.size()), counted);
+  ASSERT_EQ(releases.size(), 6u);
+  for (const trace::Op* r : releases) {
+    EXPECT_EQ(r->start, r->end);
+    EXPECT_EQ(r->stream, StreamKind::kCompute);
+    const std::string param = s.trace.string(r->params);
+    EXPECT_EQ(r->name, r->params) << "named after the parameter";
+    EXPECT_EQ(s.trace.string(r->module), param.substr(0, 1)) << param;
+    EXPECT_EQ(r->bytes, param == "a.weight" ? 96 : (param == "b.weight" ? 48 : 8)) << param;
+  }
+  // a's forward release comes when a's forward is done.
+  const trace::Op* a = ComputeOf(s.trace, OpKind::kForward, "a");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(s.trace.string(releases[0]->params), "a.weight");
+  EXPECT_GE(releases[0]->start, a->end);
+  // Without a trace, the same simulation (the trace only records).
+  SimOptions exact;
+  exact.model_allocator = false;
+  const SimulationResult untraced =
+      simulate_zero3(MakeRun(TwoLayers(), 4, kDemandOnly), exact, nullptr);
+  EXPECT_EQ(untraced.ranks.front().steps.back().end_ns, s.result.ranks.front().steps.back().end_ns);
+}
+
 TEST(ZeroStep, ComputeWaitsForItsGatherAndACoalescedGatherIsSplitFirst) {
   const Simulated s = Simulate(MakeRun(TwoLayers(), 4, kDemandOnly));
   const auto gathers = OpsOf(s.trace, OpKind::kAllGather);
