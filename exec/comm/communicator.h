@@ -13,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -44,6 +45,14 @@ struct GroupSpec {
   int size = 1;
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
+
+class Communicator;
+
+// Makes the communicator of a group of ranks (a sub-group of the world, DeepSpeed's
+// dist.new_group): each member calls it with its own rank in the group, in the same order as the
+// other members make their groups. `group.axis` must name the group uniquely among the groups of
+// the job (it keys the rendezvous). CommError when the members do not all join in time.
+using GroupMaker = std::function<std::unique_ptr<Communicator>(const GroupSpec& group)>;
 
 class Communicator {
  public:

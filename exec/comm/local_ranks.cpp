@@ -11,6 +11,13 @@ namespace zp::exec::comm {
 
 void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
                      std::chrono::milliseconds timeout) {
+  run_local_ranks_with_groups(
+      world, [&](Communicator& comm, const GroupMaker&) { body(comm); }, timeout);
+}
+
+void run_local_ranks_with_groups(int world,
+                                 const std::function<void(Communicator&, const GroupMaker&)>& body,
+                                 std::chrono::milliseconds timeout) {
   Store::Options host;
   host.host_store = true;
   host.port = 0;
@@ -32,7 +39,10 @@ void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
         GlooOptions gloo;
         gloo.hostname = "127.0.0.1";
         const auto comm = make_gloo_communicator(store, group, gloo);
-        body(*comm);
+        const GroupMaker make_group = [&](const GroupSpec& sub) {
+          return make_gloo_communicator(store, sub, gloo);
+        };
+        body(*comm, make_group);
       } catch (...) {
         errors[static_cast<std::size_t>(r)] = std::current_exception();
       }

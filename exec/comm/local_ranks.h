@@ -15,4 +15,9 @@ namespace zp::exec::comm {
 void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
                      std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+// The same, with a GroupMaker that makes sub-groups of the world over Gloo through the same store.
+void run_local_ranks_with_groups(int world,
+                                 const std::function<void(Communicator&, const GroupMaker&)>& body,
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
 }  // namespace zp::exec::comm

@@ -101,6 +101,7 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   world.timeout = timeout;
 
   std::unique_ptr<comm::Communicator> communicator;
+  comm::GroupMaker make_group;  // a pipeline's sub-groups (Gloo: pipelines run on CPU ranks)
   std::unique_ptr<comm::BufferMemory> memory;
   if (options.backend == "nccl") {
 #ifdef ZEROPLAN_HAVE_CUDA
@@ -113,11 +114,14 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
     comm::GlooOptions gloo;
     if (is_loopback(env.master_addr)) gloo.hostname = "127.0.0.1";
     communicator = comm::make_gloo_communicator(store, world, gloo);
+    make_group = [store, gloo](const comm::GroupSpec& group) {
+      return comm::make_gloo_communicator(store, group, gloo);
+    };
     memory = comm::host_memory();
   }
   ZP_CHECK(communicator != nullptr, "no communicator for backend ", options.backend);
 
-  if (plan) return run_training(*plan, *communicator, out);
+  if (plan) return run_training(*plan, *communicator, make_group, out);
   if (options.calibrate)
     return run_calibration(*communicator, CalibrationOptions{options.calibrate_quick}, out,
                            std::cerr);

@@ -787,8 +787,8 @@ class CausalLm : public Node {
       }
       if (m == lm_head->id) {
         ZP_CHECK(i + 1 == layers.size(), "lm_head is layer ", i, " of ", layers.size());
-        ZP_CHECK(labels.defined(), "the last stage needs the labels for its loss");
-        x = next_token_loss(lm_head->forward(pass, x), labels);
+        x = lm_head->forward(pass, x);
+        if (labels.defined()) x = next_token_loss(x, labels);
       } else if (gpt2 && m == gpt2->wte->id) {
         x = gpt2->wte->forward(pass, x);
       } else if (gpt2 && m == gpt2->wpe->id) {
@@ -1052,8 +1052,8 @@ at::Tensor LmModel::forward_layers(std::int64_t first, std::int64_t last, const 
              "a later stage takes hidden states [batch, seq, ", impl_->config.hidden_size,
              "], got ", input.sizes());
   }
-  if (last == count) {
-    ZP_CHECK(labels.defined() && labels.dim() == 2 && labels.size(0) == input.size(0) &&
+  if (last == count && labels.defined()) {
+    ZP_CHECK(labels.dim() == 2 && labels.size(0) == input.size(0) &&
                  labels.size(1) == input.size(1) && labels.scalar_type() == at::kLong,
              "the last stage takes int64 labels [", input.size(0), ", ", input.size(1), "]");
   }
@@ -1062,6 +1062,14 @@ at::Tensor LmModel::forward_layers(std::int64_t first, std::int64_t last, const 
   return impl_->root->forward_layers(pass, impl_->layers.layers, impl_->layer_starts,
                                      impl_->layer_ends, static_cast<std::size_t>(first),
                                      static_cast<std::size_t>(last), input, labels);
+}
+
+at::Tensor LmModel::next_token_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  ZP_CHECK(logits.dim() == 3 && labels.dim() == 2 && labels.size(0) == logits.size(0) &&
+               labels.size(1) == logits.size(1) && labels.size(1) >= 2 &&
+               labels.scalar_type() == at::kLong,
+           "a loss of logits ", logits.sizes(), " against labels ", labels.sizes());
+  return CausalLm::next_token_loss(logits, labels);
 }
 
 std::vector<ParamId> LmModel::layer_parameters(std::int64_t first, std::int64_t last) const {

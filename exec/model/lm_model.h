@@ -142,9 +142,12 @@ class LmModel {
   // indices in tree.calls(); the wrappers around the layers (the root, GPT2Model, LlamaModel) are
   // not called. A Llama stage whose decoder layers come after rotary_emb's stage computes the
   // rotary tables itself, outside any call. A tied layer (GPT-2's lm_head) reads this model's own
-  // copy of the tied weight.
+  // copy of the tied weight. Without `labels`, a range ending with lm_head returns the logits
+  // (DeepSpeed's last stage keeps them as its output; its loss_fn is next_token_loss).
   at::Tensor forward_layers(std::int64_t first, std::int64_t last, const at::Tensor& input,
                             const at::Tensor& labels, ModuleHooks* hooks = nullptr);
+  // The loss forward_layers computes from the logits of lm_head and the micro-batch's token ids.
+  static at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& labels);
   // The parameters that layers [first, last) use, in ParamId order; a tied weight belongs to every
   // range holding one of its layers.
   std::vector<ParamId> layer_parameters(std::int64_t first, std::int64_t last) const;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/util/error.h"
 #include "exec/memory/counting_allocator.h"
@@ -18,6 +19,7 @@ namespace {
 trace::MemoryCategory category_of(pipe::InstructionKind kind) {
   using K = pipe::InstructionKind;
   switch (kind) {
+    case K::kLoadMicroBatch:
     case K::kSendActivation:
     case K::kRecvActivation:
     case K::kSendGrad:
@@ -28,7 +30,6 @@ trace::MemoryCategory category_of(pipe::InstructionKind kind) {
       return trace::MemoryCategory::kCommBuffers;
     case K::kOptimizerStep:
       return trace::MemoryCategory::kOptimizerStates;
-    case K::kLoadMicroBatch:
     case K::kForwardPass:
     case K::kBackwardPass:
       return trace::MemoryCategory::kActivations;
@@ -42,9 +43,10 @@ using K = pipe::InstructionKind;
 // Gloo matches a send to a receive by (peer, tag): each kind of traffic has its own.
 constexpr int kActivationTag = 1;
 constexpr int kGradTag = 2;
-constexpr int kTiedTag = 3;
-constexpr int kDataTag = 4;
-constexpr int kLossTag = 5;
+constexpr int kMetaTag = 3;
+
+// engine.py's TENSOR_META_SIZE: the int32 values of the shape message.
+constexpr std::int64_t kTensorMetaSize = 256;
 
 comm::Buffer view(const at::Tensor& t) {
   ZP_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat && t.device().is_cpu(),
@@ -52,24 +54,23 @@ comm::Buffer view(const at::Tensor& t) {
   return comm::host_buffer(t.data_ptr<float>(), t.numel());
 }
 
-// What one pipeline buffer holds between a micro-batch's forward and its backward.
+// What one pipeline buffer holds (DeepSpeed's pipe_buffers at one buffer id).
 struct PipeBuffer {
   int micro_batch = -1;
-  at::Tensor input;   // token ids on the first stage, else the received activation
+  at::Tensor input;   // token ids on the first stage, else the received activation's clone
   at::Tensor labels;  // last stage
-  at::Tensor output;  // the activation sent on, or the loss on the last stage
-  at::Tensor grad;    // the output's gradient, received from the next stage
-};
-
-// A send in flight and the tensor it reads, kept alive until the wait.
-struct PendingSend {
-  comm::WorkPtr work;
-  at::Tensor data;
+  at::Tensor output;  // the stage's output: the activation sent on, or the logits
+  at::Tensor loss;    // last stage: the micro-batch's loss, which backward starts from
 };
 
 struct TiedGrad {
   ParamId param = 0;
-  std::vector<std::int64_t> ranks;  // world ranks that sum it, increasing
+  comm::Communicator* comm = nullptr;
+};
+
+struct OwnedGroup {
+  std::string name;
+  std::unique_ptr<comm::Communicator> comm;
 };
 
 }  // namespace
@@ -87,12 +88,23 @@ struct PipelineEngine::Impl {
   std::vector<ParamId> params;
   std::vector<at::Tensor> param_tensors;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
+  // The optimizer's parameters: pieces of the stage's parameters (views), so that the
+  // temporaries of torch's update (AdamW's denominator) are a piece's size, as DeepSpeed's fused
+  // optimizer on a GPU keeps none. piece_of[k]: the parameter (index into param_tensors) and the
+  // offset piece k starts at.
+  std::vector<at::Tensor> pieces;
+  std::vector<std::pair<std::size_t, std::int64_t>> piece_of;
   std::vector<TiedGrad> tied;
-  std::vector<std::int64_t> data_group;
+  comm::Communicator* data_comm = nullptr;  // the stage's data-parallel group, when D > 1
+  comm::Communicator* pipe_comm = nullptr;  // this pipeline's stages, when P > 1
+  int pipe_root = 0;                        // the last stage's rank in it
+  std::vector<OwnedGroup> groups;
   pipe::StageSchedule schedule;
 
   std::vector<PipeBuffer> buffers;
-  std::vector<PendingSend> pending;
+  bool first_output_send = true;  // DeepSpeed's: the shape message goes before the first send
+  at::Tensor recv_buf;            // pipe_recv_buf, from the shape message, kept for good
+  at::Tensor grad_layer;          // the received gradient's buffer, kept for good
   const std::vector<TokenBatch>* batches = nullptr;
   double loss_sum = 0.0;
   std::int64_t comm_wait_ns = 0;
@@ -131,40 +143,59 @@ struct PipelineEngine::Impl {
     comm_wait_ns += comm::wall_clock_ns() - begin;
   }
 
-  void send(at::Tensor data_out, int to, int tag, const char* label) {
-    comm::WorkPtr work = world.send(view(data_out), to, tag, label);
-    pending.push_back({std::move(work), std::move(data_out)});
+  // p2p.send and p2p.recv: blocking.
+  void send(const at::Tensor& data_out, int to, int tag, const char* label) {
+    wait(*world.send(view(data_out), to, tag, label));
   }
 
   void recv(const at::Tensor& into, int from, int tag, const char* label) {
     wait(*world.recv(view(into), from, tag, label));
   }
 
-  // Sums `t` in place over `ranks`: the first one adds the others' in rank order and sends the
-  // sum back, so every member ends with the same bits.
-  void group_sum(at::Tensor& t, const std::vector<std::int64_t>& ranks, int tag,
-                 const char* label) {
-    if (ranks.size() < 2) return;
-    ZP_CHECK(std::find(ranks.begin(), ranks.end(), rank) != ranks.end(), "rank ", rank,
-             " reduces in a group it is not in");
-    at::Tensor flat = t.contiguous();
-    const int leader = static_cast<int>(ranks.front());
-    if (rank == leader) {
-      at::Tensor other = at::empty_like(flat);
-      for (std::size_t i = 1; i < ranks.size(); ++i) {
-        recv(other, static_cast<int>(ranks[i]), tag, label);
-        flat.add_(other);
-      }
-      std::vector<comm::WorkPtr> works;
-      for (std::size_t i = 1; i < ranks.size(); ++i)
-        works.push_back(world.send(view(flat), static_cast<int>(ranks[i]), tag, label));
-      for (const comm::WorkPtr& w : works)
-        wait(*w);
-    } else {
-      wait(*world.send(view(flat), leader, tag, label));
-      recv(flat, leader, tag, label);
-    }
-    if (!flat.is_same(t)) t.copy_(flat);
+  // The communicator of a group of world ranks (increasing) that holds this rank; none for a
+  // group of one. The axis names the member set, so that distinct groups never share keys.
+  comm::Communicator* make_group(const comm::GroupMaker& maker, const std::string& name,
+                                 const std::vector<std::int64_t>& ranks) {
+    if (ranks.size() < 2) return nullptr;
+    const auto it = std::find(ranks.begin(), ranks.end(), rank);
+    ZP_CHECK(it != ranks.end(), "rank ", rank, " makes group '", name, "' it is not in");
+    ZP_CHECK(static_cast<bool>(maker), "the pipeline's group '", name,
+             "' needs a GroupMaker: the engine was given none");
+    comm::GroupSpec spec;
+    spec.axis = name;
+    for (std::size_t i = 0; i < ranks.size(); ++i)
+      spec.axis += (i == 0 ? " " : ",") + std::to_string(ranks[i]);
+    spec.rank = static_cast<int>(it - ranks.begin());
+    spec.size = static_cast<int>(ranks.size());
+    spec.timeout = world.group().timeout;
+    groups.push_back({name, maker(spec)});
+    ZP_CHECK(groups.back().comm != nullptr, "no communicator for group '", spec.axis, "'");
+    return groups.back().comm.get();
+  }
+
+  // _send_tensor_meta for one tensor: [type 0 (a tensor), dtype id 0 (fp32), ndims, shape...].
+  void send_meta(const at::Tensor& t) {
+    std::vector<std::int32_t> meta(static_cast<std::size_t>(kTensorMetaSize), 0);
+    meta[1] = 0;
+    meta[2] = static_cast<std::int32_t>(t.dim());
+    for (std::int64_t d = 0; d < t.dim(); ++d)
+      meta[static_cast<std::size_t>(3 + d)] = static_cast<std::int32_t>(t.size(d));
+    wait(*world.send(comm::host_buffer(meta.data(), kTensorMetaSize), peer(stage + 1), kMetaTag,
+                     "meta"));
+  }
+
+  // _recv_tensor_meta: the shape message, and the receive buffer it describes (zeros).
+  at::Tensor recv_meta() {
+    std::vector<std::int32_t> meta(static_cast<std::size_t>(kTensorMetaSize), 0);
+    wait(*world.recv(comm::host_buffer(meta.data(), kTensorMetaSize), peer(stage - 1), kMetaTag,
+                     "meta"));
+    ZP_CHECK(meta[0] == 0 && meta[1] == 0 && meta[2] >= 1 && meta[2] <= kTensorMetaSize - 3,
+             "a shape message of type ", meta[0], ", dtype ", meta[1], ", ", meta[2],
+             " dimensions");
+    std::vector<std::int64_t> shape;
+    for (std::int32_t d = 0; d < meta[2]; ++d)
+      shape.push_back(meta[static_cast<std::size_t>(3 + d)]);
+    return at::zeros(shape, at::kFloat);
   }
 
   PipeBuffer& buffer(const Instruction& in) {
@@ -175,10 +206,10 @@ struct PipelineEngine::Impl {
     return buffers[static_cast<std::size_t>(in.buffer_id)];
   }
 
-  // The activation shape of a micro-batch: [rows, seq, hidden] fp32.
-  at::Tensor activation(int micro_batch) const {
+  // The activation shape of a micro-batch: [rows, seq, hidden].
+  std::vector<std::int64_t> activation_shape(int micro_batch) const {
     const TokenBatch& b = (*batches)[static_cast<std::size_t>(micro_batch)];
-    return at::empty({b.batch, b.seq, model.config().hidden_size}, at::kFloat);
+    return {b.batch, b.seq, model.config().hidden_size};
   }
 
   void execute(const Instruction& in) {
@@ -187,6 +218,8 @@ struct PipelineEngine::Impl {
     if (logging) log.push_back(in);
     switch (in.kind) {
       case K::kLoadMicroBatch: {
+        // The new micro-batch replaces what the buffer held (its last forward's on the last stage
+        // included: DeepSpeed keeps the output until the buffer's next forward).
         PipeBuffer& b = buffer(in);
         const at::Tensor ids = token_tensor((*batches)[static_cast<std::size_t>(in.micro_batch)]);
         b.micro_batch = in.micro_batch;
@@ -196,18 +229,36 @@ struct PipelineEngine::Impl {
       }
       case K::kRecvActivation: {
         PipeBuffer& b = buffer(in);
-        at::Tensor x = activation(in.micro_batch);
-        recv(x, peer(stage - 1), kActivationTag, "activation");
+        if (!recv_buf.defined()) recv_buf = recv_meta();
+        ZP_CHECK(recv_buf.sizes() == activation_shape(in.micro_batch), "an activation of ",
+                 recv_buf.sizes(), " announced; micro-batch ", in.micro_batch, " needs ",
+                 activation_shape(in.micro_batch));
+        recv(recv_buf, peer(stage - 1), kActivationTag, "activation");
         b.micro_batch = in.micro_batch;
-        b.input = x.requires_grad_(true);
+        b.input = recv_buf.clone().requires_grad_(true);
         return;
       }
       case K::kForwardPass: {
         PipeBuffer& b = buffer(in);
         ZP_CHECK(b.micro_batch == in.micro_batch && b.input.defined(), "forward of micro-batch ",
                  in.micro_batch, " on buffer ", in.buffer_id, " holding ", b.micro_batch);
-        b.output = model.forward_layers(first, end, b.input, is_last ? b.labels : at::Tensor());
-        if (is_last) loss_sum += b.output.item<double>();
+        // _exec_forward_pass runs the module on a clone of the buffer's input, puts the output in
+        // the pipeline buffer (the previous one goes only now), then, on the last stage, computes
+        // the loss from it.
+        at::Tensor output;
+        {
+          memory::MemoryScope forward(trace::MemoryCategory::kActivations);
+          output = model.forward_layers(first, end, b.input.clone(), at::Tensor());
+        }
+        // The output is the pipeline buffer's (the simulator's pipe_buffers), whatever the
+        // forward allocated it under.
+        memory::recharge(output.storage().data(), trace::MemoryCategory::kPipeBuffers);
+        b.output = output;
+        if (is_last) {
+          memory::MemoryScope loss(trace::MemoryCategory::kActivations);
+          b.loss = LmModel::next_token_loss(b.output, b.labels);
+          loss_sum += b.loss.item<double>();
+        }
         record(trace::OpKind::kForward, start_ns, in.micro_batch);
         return;
       }
@@ -215,29 +266,43 @@ struct PipelineEngine::Impl {
         PipeBuffer& b = buffer(in);
         ZP_CHECK(b.micro_batch == in.micro_batch && b.output.defined(), "no activation of ",
                  in.micro_batch, " in buffer ", in.buffer_id);
-        send(b.output.detach().contiguous(), peer(stage + 1), kActivationTag, "activation");
+        const at::Tensor out = b.output.detach();
+        ZP_CHECK(out.is_contiguous(), "a stage's output must be contiguous to be sent");
+        if (first_output_send) {
+          first_output_send = false;
+          send_meta(out);
+        }
+        send(out, peer(stage + 1), kActivationTag, "activation");
         return;
       }
       case K::kRecvGrad: {
         PipeBuffer& b = buffer(in);
         ZP_CHECK(b.micro_batch == in.micro_batch && b.output.defined(), "no activation of ",
                  in.micro_batch, " in buffer ", in.buffer_id, " for its gradient");
-        at::Tensor g = at::empty(b.output.sizes(), at::kFloat);
-        recv(g, peer(stage + 1), kGradTag, "gradient");
-        b.grad = g;
+        // _allocate_or_extend_buffers: allocated once; a middle stage's shares the receive
+        // buffer, which is large enough (every activation has the same shape here).
+        if (!grad_layer.defined()) {
+          grad_layer = recv_buf.defined() && recv_buf.sizes() == b.output.sizes()
+                           ? recv_buf
+                           : at::zeros(b.output.sizes(), at::kFloat);
+        }
+        recv(grad_layer, peer(stage + 1), kGradTag, "gradient");
         return;
       }
       case K::kBackwardPass: {
         PipeBuffer& b = buffer(in);
         ZP_CHECK(b.micro_batch == in.micro_batch && b.output.defined(), "backward of ",
                  in.micro_batch, " on buffer ", in.buffer_id, " holding ", b.micro_batch);
-        if (is_last) {
-          // DeepSpeed scales the loss by the gradient accumulation steps before backward.
-          (b.output / static_cast<double>(options.micro_batches)).backward();
-        } else {
-          ZP_CHECK(b.grad.defined(), "backward of micro-batch ", in.micro_batch,
-                   " before its gradient arrived");
-          b.output.backward(b.grad);
+        {
+          memory::MemoryScope backward(trace::MemoryCategory::kActivations);
+          if (is_last) {
+            // DeepSpeed scales the loss by the gradient accumulation steps before backward.
+            (b.loss / static_cast<double>(options.micro_batches)).backward();
+          } else {
+            ZP_CHECK(grad_layer.defined(), "backward of micro-batch ", in.micro_batch,
+                     " before its gradient arrived");
+            b.output.backward(grad_layer);
+          }
         }
         // The parameters' gradients live on to the step: DeepSpeed's gradient buffers, which the
         // simulator counts as such, whatever the backward allocated them under.
@@ -246,10 +311,12 @@ struct PipelineEngine::Impl {
           if (g.defined())
             memory::recharge(g.storage().data(), trace::MemoryCategory::kGradBuckets);
         }
-        b.output = at::Tensor();
-        b.grad = at::Tensor();
-        b.labels = at::Tensor();
-        if (is_first) b.input = at::Tensor();
+        // So is the input's gradient, a pipeline buffer's until SendGrad.
+        if (!is_first && b.input.grad().defined())
+          memory::recharge(b.input.grad().storage().data(), trace::MemoryCategory::kPipeBuffers);
+        // The last stage's backward returns before freeing its output (the logits stay).
+        b.loss = at::Tensor();
+        if (!is_last) b.output = at::Tensor();
         record(trace::OpKind::kBackward, start_ns, in.micro_batch);
         return;
       }
@@ -257,25 +324,28 @@ struct PipelineEngine::Impl {
         PipeBuffer& b = buffer(in);
         ZP_CHECK(b.micro_batch == in.micro_batch && b.input.defined() && b.input.grad().defined(),
                  "no input gradient of micro-batch ", in.micro_batch, " in buffer ", in.buffer_id);
-        send(b.input.grad().contiguous(), peer(stage - 1), kGradTag, "gradient");
+        const at::Tensor g = b.input.grad();
+        ZP_CHECK(g.is_contiguous(), "an input gradient must be contiguous to be sent");
+        send(g, peer(stage - 1), kGradTag, "gradient");
         b.input = at::Tensor();
         return;
       }
       case K::kReduceTiedGrads: {
-        for (const TiedGrad& t : tied) {
-          at::Tensor& g = grad_of(t.param);
-          group_sum(g, t.ranks, kTiedTag, "tied gradient");
-        }
+        for (const TiedGrad& t : tied)
+          wait(*t.comm->all_reduce(view(grad_of(t.param)), comm::ReduceOp::kSum, "tied gradient"));
         return;
       }
       case K::kReduceGrads: {
-        if (data_group.size() < 2) return;
+        // buffered_allreduce_fallback: one bucket (MEMORY_OPT_ALLREDUCE_SIZE elements is far
+        // above a stage here), flattened, all-reduced, averaged, copied back.
+        if (data_comm == nullptr) return;
         std::vector<at::Tensor> grads;
         for (const ParamId p : params)
           grads.push_back(grad_of(p).reshape(-1));
         at::Tensor flat = at::cat(grads);
-        group_sum(flat, data_group, kDataTag, "gradients");
-        flat.div_(static_cast<double>(data_group.size()));
+        grads.clear();
+        wait(*data_comm->all_reduce(view(flat), comm::ReduceOp::kSum, "gradients"));
+        flat.div_(static_cast<double>(data_comm->size()));
         std::int64_t offset = 0;
         for (const ParamId p : params) {
           at::Tensor& g = grad_of(p);
@@ -285,7 +355,19 @@ struct PipelineEngine::Impl {
         return;
       }
       case K::kOptimizerStep:
+        for (std::size_t k = 0; k < pieces.size(); ++k) {
+          const at::Tensor& g = param_tensors[piece_of[k].first].grad();
+          if (g.defined()) {
+            pieces[k].mutable_grad() =
+                g.reshape(-1).narrow(0, piece_of[k].second, pieces[k].numel());
+          }
+        }
         optimizer->step();
+        for (at::Tensor& piece : pieces)
+          piece.mutable_grad() = at::Tensor();
+        // DeepSpeedEngine.zero_grad after the step sets every gradient to None: freed.
+        for (at::Tensor& p : param_tensors)
+          p.mutable_grad() = at::Tensor();
         record(trace::OpKind::kOptimizerStep, start_ns, trace::kNone);
         return;
     }
@@ -301,7 +383,7 @@ struct PipelineEngine::Impl {
 };
 
 PipelineEngine::PipelineEngine(LmModel& model, comm::Communicator& world,
-                               const PipelineOptions& options) {
+                               const PipelineOptions& options, const comm::GroupMaker& make_group) {
   const int p = options.stages;
   if (p < 1 || world.size() % p != 0) {
     SourceLocation key;
@@ -343,9 +425,21 @@ PipelineEngine::PipelineEngine(LmModel& model, comm::Communicator& world,
   model.release_parameters_except(s.params);
   for (const ParamId id : s.params)
     s.param_tensors.push_back(model.parameters()[static_cast<std::size_t>(id)]);
-  s.optimizer = make_optimizer(options.optimizer, s.param_tensors);
+  constexpr std::int64_t kPiece = std::int64_t{1} << 14;
+  for (std::size_t i = 0; i < s.param_tensors.size(); ++i) {
+    const at::Tensor& t = s.param_tensors[i];
+    ZP_CHECK(t.is_contiguous(), "parameter ", s.params[i], " is not contiguous");
+    const at::Tensor flat = t.detach().view(-1);
+    for (std::int64_t begin = 0; begin < flat.numel(); begin += kPiece) {
+      s.pieces.push_back(flat.narrow(0, begin, std::min(kPiece, flat.numel() - begin)));
+      s.piece_of.emplace_back(i, begin);
+    }
+  }
+  s.optimizer = make_optimizer(options.optimizer, s.pieces);
 
-  // The tied weights this rank holds a copy of, and the ranks of its pipeline that hold the others.
+  // The groups, made in the same order on every rank (tied, data-parallel, pipe), so that no
+  // member waits for one that is joining another group first. The tied weights this rank holds
+  // a copy of are all-reduced with the ranks of its pipeline that hold the others.
   const ModuleTree& tree = model.tree();
   for (const pipe::TiedGroup& group : pipe::tied_groups(layers, partition.boundaries, s.grid)) {
     for (const pipe::TiedGroup::Comm& c : group.comms) {
@@ -358,10 +452,16 @@ PipelineEngine::PipelineEngine(LmModel& model, comm::Communicator& world,
       ZP_CHECK(param >= 0, "tied key ", group.key, " names no parameter");
       ZP_CHECK(std::binary_search(s.params.begin(), s.params.end(), param), "stage ", s.stage,
                " shares tied ", group.key, " but does not hold it");
-      s.tied.push_back({param, c.ranks});
+      if (comm::Communicator* c_comm = s.make_group(make_group, "tied " + group.key, c.ranks))
+        s.tied.push_back({param, c_comm});
     }
   }
-  s.data_group = s.grid.data_parallel_group(s.rank);
+  s.data_comm = s.make_group(make_group, "data", s.grid.data_parallel_group(s.rank));
+  const std::vector<std::int64_t> pipe_ranks = s.grid.pipe_parallel_group(s.rank);
+  s.pipe_comm = s.make_group(make_group, "pipe", pipe_ranks);
+  s.pipe_root = static_cast<int>(
+      std::find(pipe_ranks.begin(), pipe_ranks.end(), s.grid.stage_to_global(p - 1, s.data)) -
+      pipe_ranks.begin());
 
   s.schedule = pipe::stage_schedule(
       pipe::ScheduleSpec{pipe::ScheduleKind::kTrain, options.micro_batches, p, 1}, s.stage);
@@ -383,32 +483,29 @@ PipelineStepStats PipelineEngine::step(const std::vector<TokenBatch>& micro_batc
   s.batches = &micro_batches;
   s.loss_sum = 0.0;
   s.comm_wait_ns = 0;
-  s.optimizer->zero_grad();
   for (const pipe::Step& step : s.schedule.steps)
     for (const Instruction& in : step)
       s.execute(in);
-  for (PendingSend& p : s.pending)
-    s.wait(*p.work);
-  s.pending.clear();
-  for (PipeBuffer& b : s.buffers)
-    b = PipeBuffer{};
 
-  // DeepSpeed's _aggregate_total_loss: the last stages average over the pipelines, then each
-  // sends its pipeline's other stages the result.
-  at::Tensor loss = at::zeros({1}, at::kFloat);
+  // _aggregate_total_loss: the last stage averages its loss over the micro-batches and the
+  // pipelines, then broadcasts [its pipeline's loss, the average] to the pipeline's stages.
+  at::Tensor losses = at::zeros({2}, at::kFloat);
   if (s.is_last) {
-    loss.fill_(s.loss_sum / s.options.micro_batches);
-    s.group_sum(loss, s.data_group, kLossTag, "loss");
-    loss.div_(static_cast<double>(s.data_group.size()));
-    for (int stage = 0; stage < s.options.stages - 1; ++stage)
-      s.wait(*s.world.send(view(loss), s.peer(stage), kLossTag, "loss"));
-  } else {
-    s.recv(loss, s.peer(s.options.stages - 1), kLossTag, "loss");
+    const at::Tensor loss = at::full({1}, s.loss_sum / s.options.micro_batches, at::kFloat);
+    const at::Tensor average = loss.clone();
+    if (s.data_comm != nullptr) {
+      s.wait(*s.data_comm->all_reduce(view(average), comm::ReduceOp::kSum, "loss"));
+      average.div_(static_cast<double>(s.data_comm->size()));
+    }
+    losses = at::cat({loss, average});
+  }
+  if (s.pipe_comm != nullptr) {
+    s.wait(*s.pipe_comm->broadcast(view(losses), s.pipe_root, "loss"));
   }
   s.batches = nullptr;
 
   PipelineStepStats stats;
-  stats.loss = loss.item<double>();
+  stats.loss = losses[1].item<double>();
   stats.comm_wait_ns = s.comm_wait_ns;
   stats.step_ns = comm::wall_clock_ns() - start;
   ++s.step_index;
@@ -445,6 +542,13 @@ std::vector<float> PipelineEngine::parameter_values(ParamId id) const {
   ZP_CHECK(std::binary_search(impl_->params.begin(), impl_->params.end(), id), "stage ",
            impl_->stage, " does not hold parameter ", id);
   return impl_->model.parameter_values(id);
+}
+
+std::vector<PipelineEngine::Group> PipelineEngine::groups() const {
+  std::vector<Group> out;
+  for (const OwnedGroup& g : impl_->groups)
+    out.push_back({g.name, g.comm.get()});
+  return out;
 }
 
 void PipelineEngine::set_instruction_logging(bool on) {

@@ -13,20 +13,31 @@
 // gradient over the data-parallel group, and each rank steps its own torch optimizer over its
 // stage's parameters.
 //
-// Communication: everything goes over one world communicator. Sends are issued asynchronously and
-// waited at the end of the step; receives block. DeepSpeed's schedule is lock-step: a send and the
-// receive it pairs with sit in the same step on the two neighbours, so the blocking receives
-// cannot wait on each other. The all-reduces over sub-groups (tied, data) are built from send and
-// recv on the world group, since exec/comm makes groups only through a rendezvous store: the
-// group's first rank receives the others' buffers, sums them in rank order and sends the sum
-// back, so every member holds the same bits. Distinct tags keep activations, gradients and
-// reductions apart.
+// Communication, as DeepSpeed's engine issues it: activations and gradients go to the
+// neighbouring stage by blocking send/recv on the world communicator (p2p.send and p2p.recv are
+// dist.send and dist.recv on global ranks); the first activation ever sent is preceded by the
+// 1024-byte shape message (TENSOR_META_SIZE int32, _send_tensor_meta), from which the receiver
+// allocates its receive buffer, kept for good and cloned into the pipeline buffer at each receive;
+// the gradient buffer is allocated once too. DeepSpeed's schedule is lock-step: a send and the
+// receive it pairs with sit in the same step on the two neighbours, so the blocking calls cannot
+// wait on each other. The reductions are real collectives over sub-groups made with a GroupMaker
+// (DeepSpeed's process groups): the tied weight's gradient all-reduced over the stages holding it
+// (_exec_reduce_tied_grads), every gradient flattened and all-reduced over the data-parallel group
+// (buffered_allreduce_fallback), the loss all-reduced over it by the last stage and broadcast from
+// there over the pipeline as [this pipeline's loss, the average] (_aggregate_total_loss). A group
+// of one rank is not made: its collective moves nothing.
+//
+// Memory as DeepSpeed holds it: each forward runs on a clone of the buffer's input; the output
+// stays in its pipeline buffer until the backward, and on the last stage (the logits) until the
+// buffer's next forward, across steps; the first stage's inputs and the last stage's labels stay
+// until the buffer's next load; the parameters' gradients are freed after the optimizer step.
 //
 // Every rank of the world must call step() together. Not thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/pipe/partition.h"
@@ -60,7 +71,10 @@ class PipelineEngine {
   // releases its parameters outside this rank's stage. `world` is the group of all P x D ranks,
   // its rank the topology's. UserError when P does not divide the world size, P < 1, or the
   // micro-batch count is below 1; partition_layers' errors.
-  PipelineEngine(LmModel& model, comm::Communicator& world, const PipelineOptions& options);
+  // `make_group` makes the sub-groups (it may be empty when no group has two ranks: one stage
+  // and one pipeline, or a single stage per pipeline without tied weights).
+  PipelineEngine(LmModel& model, comm::Communicator& world, const PipelineOptions& options,
+                 const comm::GroupMaker& make_group = {});
   ~PipelineEngine();
   PipelineEngine(const PipelineEngine&) = delete;
   PipelineEngine& operator=(const PipelineEngine&) = delete;
@@ -85,6 +99,14 @@ class PipelineEngine {
   // `origin_ns`, and a marker at each step's start. Sends and receives are in the communicator's
   // log. nullptr: stop.
   void record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns);
+
+  // The sub-groups this rank is in, made at construction: `name` is the trace's group axis
+  // ("tied KEY", "data", "pipe"), `comm` the communicator, whose log holds its collectives.
+  struct Group {
+    std::string name;
+    comm::Communicator* comm = nullptr;
+  };
+  std::vector<Group> groups() const;
 
   // Records every instruction executed, in order, from now on.
   void set_instruction_logging(bool on);

@@ -234,7 +234,8 @@ TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptio
   return plan;
 }
 
-int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostream& out) {
+int run_training(const TrainingPlan& plan, comm::Communicator& world,
+                 const comm::GroupMaker& make_group, std::ostream& out) {
   const RunSpec& spec = plan.spec;
   const int rank = world.rank();
   ZP_CHECK(world.size() == plan.world, "planned for ", plan.world, " ranks, running on ",
@@ -272,7 +273,8 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
         model, world,
         PipelineOptions{
             static_cast<int>(spec.parallel.pipeline), static_cast<int>(plan.accumulation),
-            pipe::parse_partition_method(spec.deepspeed.pipeline.partition), plan.optimizer});
+            pipe::parse_partition_method(spec.deepspeed.pipeline.partition), plan.optimizer},
+        make_group);
   } else {
     zero3.emplace(model, zero_model, world, engine_options);
   }
@@ -344,6 +346,24 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostre
                             trace);
     }
     records.insert(records.end(), step_records.begin(), step_records.end());
+    // A pipeline's collectives over its sub-groups (tied weights, data parallel, the loss).
+    for (const PipelineEngine::Group& g :
+         pipe_engine ? pipe_engine->groups() : std::vector<PipelineEngine::Group>{}) {
+      const std::vector<comm::OpRecord> group_records = g.comm->log().records();
+      g.comm->log().clear();
+      if (plan.wants_trace()) {
+        const std::size_t before = trace.ops.size();
+        comm::append_to_trace(
+            group_records,
+            comm::TraceTarget{0, g.name, g.comm->size(), origin, static_cast<std::int32_t>(step)},
+            trace);
+        // DeepSpeed's pipeline engine runs without overlap_comm: its collectives hold the compute
+        // stream, where the simulator puts them too.
+        for (std::size_t i = before; i < trace.ops.size(); ++i)
+          trace.ops[i].stream = trace::StreamKind::kCompute;
+      }
+      records.insert(records.end(), group_records.begin(), group_records.end());
+    }
     if (rank == 0 && !plan.options.json) {
       const Zero3StepStats& s = steps.back();
       char line[200];

@@ -47,8 +47,10 @@ struct TrainingPlan {
 // Checks that exec can train `spec` on `world` ranks; UserError naming the key otherwise.
 TrainingPlan plan_training(RunSpec spec, std::int64_t world, const TrainingOptions& options);
 
-// Trains on this rank (`world` is the communicator of every rank); rank 0 writes the report to
-// `out` and the trace. Returns the exit status.
-int run_training(const TrainingPlan& plan, comm::Communicator& world, std::ostream& out);
+// Trains on this rank (`world` is the communicator of every rank; `make_group` makes a
+// pipeline's sub-groups, and may be empty for a run without a pipeline); rank 0 writes the report
+// to `out` and the trace. Returns the exit status.
+int run_training(const TrainingPlan& plan, comm::Communicator& world,
+                 const comm::GroupMaker& make_group, std::ostream& out);
 
 }  // namespace zp::exec

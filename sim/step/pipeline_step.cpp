@@ -165,6 +165,7 @@ enum class Code : std::uint8_t {
   kAlloc,       // allocate into a register, then free what it held (a Python reassignment)
   kAllocOnce,   // allocate unless the register holds a block (lazily created buffers)
   kFree,        // free the register's block, if any
+  kMove,        // hand the block of register `seq` to register `reg` (freeing what that held)
   kHost,        // add to a host category
   kSync,        // a send, a receive or a collective
   kRunning,     // what runs from now on
@@ -237,7 +238,12 @@ struct Registers {
   std::int32_t part_grads() const { return single(5); }
   std::int32_t fp32_grads() const { return single(6); }
   std::int32_t flat() const { return single(7); }
-  std::int32_t count() const { return single(8); }
+  // The last stage's input and its gradient after SendGrad: the output's autograd graph still
+  // reaches them (the input's AccumulateGrad node holds it, and it holds its .grad) until the
+  // buffer's next forward replaces the output.
+  std::int32_t graph_in(int b) const { return single(8) + b; }
+  std::int32_t graph_in_grad(int b) const { return single(8) + buffers + b; }
+  std::int32_t count() const { return single(8) + 2 * buffers; }
 };
 
 struct Shared {
@@ -341,6 +347,11 @@ class Builder {
     op.bytes = bytes;
   }
   void free(std::int32_t reg) { push(Code::kFree).reg = reg; }
+  void move(std::int32_t from, std::int32_t to) {
+    Op& op = push(Code::kMove);
+    op.reg = to;
+    op.seq = from;
+  }
   // `body` with `bytes` of `category` held around it (in the scratch register).
   template <class F>
   void with_workspace(MemoryCategory category, std::int64_t bytes, F&& body) {
@@ -487,6 +498,13 @@ class Builder {
       tensor_reduces(l.forward_reduces);
     }
     if (last_) {
+      // The logits go into the pipeline buffer before the loss is computed from them; the
+      // previous micro-batch's go then, and with them the graph that held its input.
+      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      if (!first_) {
+        free(r_.graph_in(b));
+        free(r_.graph_in_grad(b));
+      }
       // The loss (loss_fn on the last layer's output) keeps what its backward needs, and holds
       // its workspace while it runs.
       if (plan_.loss_kept_bytes > 0)
@@ -498,7 +516,7 @@ class Builder {
       alloc(r_.tmp(), MemoryCategory::kPipeBuffers, plan_.out_bytes);
       alloc(r_.out(b), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.out_bytes));
       free(r_.tmp());
-    } else {
+    } else if (!last_) {
       alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
     }
   }
@@ -530,8 +548,14 @@ class Builder {
     }
     p2p(true, kPrev, kTagGrad, grad_sent(), "send grad");
     if (gpart_) free(r_.tmp());
-    free(r_.in(b));
-    free(r_.in_grad(b));
+    if (last_) {
+      // The buffer lets go of them, but the output's graph holds them until its next forward.
+      move(r_.in(b), r_.graph_in(b));
+      move(r_.in_grad(b), r_.graph_in_grad(b));
+    } else {
+      free(r_.in(b));
+      free(r_.in_grad(b));
+    }
   }
 
   // _exec_backward_pass: checkpointed segments recompute their forward first (inputs back from
@@ -840,6 +864,14 @@ class Runner {
           MemoryAccountant::Block& reg = pr.regs[static_cast<std::size_t>(op.reg)];
           if (reg >= 0) pr.memory->free(reg, pr.now);
           reg = -1;
+          break;
+        }
+        case Code::kMove: {
+          MemoryAccountant::Block& from = pr.regs[static_cast<std::size_t>(op.seq)];
+          MemoryAccountant::Block& to = pr.regs[static_cast<std::size_t>(op.reg)];
+          if (to >= 0) pr.memory->free(to, pr.now);
+          to = from;
+          from = -1;
           break;
         }
         case Code::kHost:
@@ -1539,6 +1571,11 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       // tensors the last micro-batches left in the pipeline buffers) is there at the start.
       std::vector<std::pair<MemoryCategory, std::int64_t>> live(pr.regs.size(), {{}, -1});
       for (const Op& op : pr.program->ops) {
+        if (op.code == Code::kMove) {
+          live[static_cast<std::size_t>(op.reg)] = live[static_cast<std::size_t>(op.seq)];
+          live[static_cast<std::size_t>(op.seq)].second = -1;
+          continue;
+        }
         if (op.code != Code::kAlloc && op.code != Code::kAllocOnce && op.code != Code::kFree)
           continue;
         auto& r = live[static_cast<std::size_t>(op.reg)];

@@ -138,6 +138,9 @@ struct Outcome {
   std::vector<std::vector<pipe::Instruction>> instructions;  // by rank
   std::vector<std::vector<std::int64_t>> held_numel;         // by rank, every parameter's numel
   std::vector<int> stage_of;                                 // by rank
+  // By rank: every communication, "group kind bytes", in the order each communicator issued it
+  // (the world's first, then each sub-group's).
+  std::vector<std::vector<std::string>> comms;
 };
 
 Outcome train_pipeline(const Case& c) {
@@ -150,38 +153,51 @@ Outcome train_pipeline(const Case& c) {
   out.instructions.resize(static_cast<std::size_t>(world));
   out.held_numel.resize(static_cast<std::size_t>(world));
   out.stage_of.resize(static_cast<std::size_t>(world));
+  out.comms.resize(static_cast<std::size_t>(world));
   std::vector<std::vector<double>> losses(static_cast<std::size_t>(world));
   std::mutex mutex;
-  comm::testing::run_ranks(world, [&](comm::Communicator& group) {
-    LmModel model(c.config, tree, /*seed=*/5);
-    model.set_checkpoint_interval(c.checkpoint_interval);
-    PipelineEngine engine(
-        model, group,
-        PipelineOptions{
-            .stages = c.stages, .micro_batches = c.micro_batches, .optimizer = c.optimizer});
-    engine.set_instruction_logging(true);
-    std::vector<double> mine;
-    for (std::int64_t step = 0; step < c.steps; ++step) {
-      const TokenBatch global = synthetic_batch(data, step);
-      std::vector<TokenBatch> micro;
-      for (int mb = 0; mb < c.micro_batches; ++mb)
-        micro.push_back(micro_batch(global, engine.data_index(), c.data, mb, c.micro_batches));
-      mine.push_back(engine.step(micro).loss);
-    }
-    std::map<ParamId, std::vector<float>> params;
-    for (const ParamId p : engine.parameters())
-      params[p] = engine.parameter_values(p);
-    std::vector<std::int64_t> numel;
-    for (const at::Tensor& p : model.parameters())
-      numel.push_back(p.numel());
-    const auto r = static_cast<std::size_t>(group.rank());
-    std::lock_guard<std::mutex> lock(mutex);
-    losses[r] = std::move(mine);
-    out.by_rank[r] = std::move(params);
-    out.instructions[r] = engine.instruction_log();
-    out.held_numel[r] = std::move(numel);
-    out.stage_of[r] = engine.stage();
-  });
+  comm::run_local_ranks_with_groups(
+      world, [&](comm::Communicator& group, const comm::GroupMaker& make_group) {
+        LmModel model(c.config, tree, /*seed=*/5);
+        model.set_checkpoint_interval(c.checkpoint_interval);
+        PipelineEngine engine(
+            model, group,
+            PipelineOptions{
+                .stages = c.stages, .micro_batches = c.micro_batches, .optimizer = c.optimizer},
+            make_group);
+        engine.set_instruction_logging(true);
+        std::vector<double> mine;
+        for (std::int64_t step = 0; step < c.steps; ++step) {
+          const TokenBatch global = synthetic_batch(data, step);
+          std::vector<TokenBatch> micro;
+          for (int mb = 0; mb < c.micro_batches; ++mb)
+            micro.push_back(micro_batch(global, engine.data_index(), c.data, mb, c.micro_batches));
+          mine.push_back(engine.step(micro).loss);
+        }
+        std::map<ParamId, std::vector<float>> params;
+        for (const ParamId p : engine.parameters())
+          params[p] = engine.parameter_values(p);
+        std::vector<std::int64_t> numel;
+        for (const at::Tensor& p : model.parameters())
+          numel.push_back(p.numel());
+        std::vector<std::string> comms;
+        const auto describe = [&](const std::string& name, const comm::Communicator& from) {
+          for (const comm::OpRecord& rec : from.log().records())
+            comms.push_back(name + " " + std::string(comm::to_string(rec.kind)) + " " +
+                            std::to_string(rec.bytes));
+        };
+        describe("world", group);
+        for (const PipelineEngine::Group& g : engine.groups())
+          describe(g.name, *g.comm);
+        const auto r = static_cast<std::size_t>(group.rank());
+        std::lock_guard<std::mutex> lock(mutex);
+        out.comms[r] = std::move(comms);
+        losses[r] = std::move(mine);
+        out.by_rank[r] = std::move(params);
+        out.instructions[r] = engine.instruction_log();
+        out.held_numel[r] = std::move(numel);
+        out.stage_of[r] = engine.stage();
+      });
   out.losses = losses[0];
   for (std::size_t r = 1; r < losses.size(); ++r)
     EXPECT_EQ(losses[r], losses[0]) << "rank " << r << " reports another loss";
@@ -315,6 +331,52 @@ TEST(PipelineEngine, ExecutesTheCoresTrainScheduleAndHoldsOnlyItsStage) {
       tree.parameters().begin());
   EXPECT_GT(got.held_numel.front()[wte], 0);
   EXPECT_GT(got.held_numel.back()[wte], 0);
+}
+
+// What DeepSpeed's engine exchanges, and over which groups: the shape message (256 int32) before
+// the first activation ever, then per micro-batch the activation and its gradient between the
+// neighbours; per step the tied embedding's gradient all-reduced over the two ends of the
+// pipeline, the gradients flattened and all-reduced over the stage's data-parallel group, the
+// loss all-reduced there by the last stage and broadcast from it as two floats over the pipeline.
+TEST(PipelineEngine, ExchangesWhatDeepSpeedExchangesOverItsGroups) {
+  const Case c{
+      .config = tiny_gpt2(), .data = 2, .micro_batches = 2, .steps = 2, .optimizer = sgd()};
+  const Outcome got = train_pipeline(c);
+  const ModuleTree tree = tiny_tree(c.config);
+  LmModel whole(c.config, tree, 5);
+  const pipe::PipelinePartition partition =
+      pipe::partition_layers(whole.pipeline_layers(), c.stages, pipe::PartitionMethod{});
+  const std::int64_t activation = 2 * 12 * c.config.hidden_size * 4;  // rows x seq x hidden fp32
+  const std::int64_t wte = tree.parameter(whole.layer_parameters(0, 1).front()).numel() * 4;
+  const std::int64_t mb_total = c.micro_batches * c.steps;
+  for (std::size_t r = 0; r < got.comms.size(); ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    const int stage = got.stage_of[r];
+    std::int64_t stage_bytes = 0;
+    for (const ParamId p :
+         whole.layer_parameters(partition.stage_begin(stage), partition.stage_end(stage)))
+      stage_bytes += tree.parameter(p).numel() * 4;
+    std::map<std::string, std::int64_t> want;
+    const auto expect = [&](const std::string& what, std::int64_t bytes, std::int64_t count) {
+      want[what + " " + std::to_string(bytes)] += count;
+    };
+    const std::string out = stage == 0 ? "send" : "recv";
+    const std::string back = stage == 0 ? "recv" : "send";
+    expect("world " + out, 1024, 1);
+    expect("world " + out, activation, mb_total);
+    expect("world " + back, activation, mb_total);
+    expect("tied transformer.wte.weight all_reduce", wte, c.steps);
+    expect("data all_reduce", stage_bytes, c.steps);
+    if (stage == 1) expect("data all_reduce", 4, c.steps);
+    expect("pipe broadcast", 8, c.steps);
+    std::map<std::string, std::int64_t> have;
+    for (const std::string& what : got.comms[r])
+      ++have[what];
+    EXPECT_EQ(have, want);
+    // The shape message goes first.
+    ASSERT_FALSE(got.comms[r].empty());
+    EXPECT_EQ(got.comms[r].front(), "world " + out + " 1024");
+  }
 }
 
 TEST(PipelineEngine, RefusesStagesThatDoNotDivideTheRanks) {

@@ -46,12 +46,13 @@ std::string plan_error(const RunSpec& spec, std::int64_t world = 2) {
 std::string train_on_threads(const TrainingPlan& plan) {
   std::string report;
   std::mutex mutex;
-  comm::run_local_ranks(static_cast<int>(plan.world), [&](comm::Communicator& world) {
-    std::ostringstream out;
-    EXPECT_EQ(run_training(plan, world, out), 0);
-    std::lock_guard<std::mutex> lock(mutex);
-    report += out.str();
-  });
+  comm::run_local_ranks_with_groups(static_cast<int>(plan.world),
+                                    [&](comm::Communicator& world, const comm::GroupMaker& groups) {
+                                      std::ostringstream out;
+                                      EXPECT_EQ(run_training(plan, world, groups, out), 0);
+                                      std::lock_guard<std::mutex> lock(mutex);
+                                      report += out.str();
+                                    });
   return report;
 }
 

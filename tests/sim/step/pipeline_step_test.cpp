@@ -156,13 +156,16 @@ TEST(PipelineStep, HandWorkedTwoStages) {
   EXPECT_EQ(s0.peak.running, 2 + 0);  // backward of layer 0: L + 0
   EXPECT_EQ(s0.peak_running, "backward of l0 (micro-batch 0)");
   // Stage 1 peaks at the end of FW1, when its new output sits beside the two outputs the
-  // buffers hold (the last stage keeps its outputs until the buffer is reused): receive buffer
-  // 2000, labels 2 x 32, outputs 3 x 2000, input 2000.
+  // buffers hold (the last stage keeps its outputs until the buffer is reused), and each kept
+  // output's graph still holds its micro-batch's input and that input's gradient: receive buffer
+  // 2000, labels 2 x 32, outputs 3 x 2000, input 2000, the two kept inputs and gradients
+  // 2 x (2000 + 2000).
   const RankReport& s1 = r.ranks[1];
-  EXPECT_EQ(s1.peak.allocated, 36064);
+  EXPECT_EQ(s1.peak.allocated, 44064);
   EXPECT_EQ(s1.peak.time, 14000);
   EXPECT_EQ(Bytes(s1.peak, MemoryCategory::kActivations), 10000);
-  EXPECT_EQ(Bytes(s1.peak, MemoryCategory::kPipeBuffers), 2000 + 64 + 3 * 2000 + 2000);
+  EXPECT_EQ(Bytes(s1.peak, MemoryCategory::kPipeBuffers),
+            2000 + 64 + 3 * 2000 + 2000 + 2 * (2000 + 2000));
   EXPECT_EQ(s1.peak_running, "forward of l1 (micro-batch 1)");
   EXPECT_DOUBLE_EQ(r.mfu, 12e6 / (2 * 22036e-9 * 1e12));
   // The trace: stage 0's second backward and stage 1's wait for the broadcast.
@@ -180,6 +183,32 @@ TEST(PipelineStep, HandWorkedTwoStages) {
   EXPECT_TRUE(found);
   ASSERT_EQ(trace.ranks.size(), 2u);
   EXPECT_EQ(trace.ranks[1].pipeline_stage, 1);
+}
+
+// The last stage keeps its outputs (the logits) until each buffer's next forward, and with them
+// their autograd graph, which holds the micro-batch's input and the input's gradient after
+// SendGrad: a step ends with both buffers' outputs, inputs and input gradients allocated (the
+// receive buffer and the labels beside them). Stage 0 frees its outputs in backward.
+TEST(PipelineStep, TheLastStagesOutputsKeepTheirInputsAndGradients) {
+  trace::Trace trace;
+  SimOptions options = Exact();
+  options.steps = 2;
+  simulate_pipeline(HandWorked(), options, &trace);
+  const auto last_value = [&](std::int32_t rank, MemoryCategory c) {
+    std::int64_t value = -1;
+    trace::TimeNs at = -1;
+    for (const trace::MemorySample& m : trace.memory) {
+      if (m.rank == rank && m.category == c && m.time >= at) {
+        at = m.time;
+        value = m.bytes;
+      }
+    }
+    return value;
+  };
+  EXPECT_EQ(last_value(1, MemoryCategory::kPipeBuffers),
+            2000 + 2 * 32 + 2 * 2000 + 2 * (2000 + 2000));
+  // Stage 0: the gradient receive buffer and the two loaded id buffers.
+  EXPECT_EQ(last_value(0, MemoryCategory::kPipeBuffers), 2000 + 2 * 32);
 }
 
 // With every stage alike and communication free, the idle share of device time is
