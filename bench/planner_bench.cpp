@@ -36,7 +36,9 @@ void BM_OneSimulation(benchmark::State& state) {
 BENCHMARK(BM_OneSimulation)->Unit(benchmark::kMicrosecond);
 
 // Simulated configurations per second: an exhaustive search of a slice of the default space
-// (thresholds free, the rest pinned), on `workers` threads.
+// (thresholds free, the rest pinned), on `workers` threads (first argument); the second argument
+// says whether configurations that decide as an earlier one share its timed step
+// (sim::DecisionMemo), so that the run measures the figure with and without it.
 void BM_ConfigurationsPerSecond(benchmark::State& state) {
   const zp::RunSpec run = Llama7b64();
   zp::planner::SpaceOptions space_options;
@@ -53,16 +55,27 @@ void BM_ConfigurationsPerSecond(benchmark::State& state) {
   zp::planner::SearchOptions options;
   options.exhaustive = true;
   options.workers = static_cast<int>(state.range(0));
+  options.share_decisions = state.range(1) != 0;
   std::int64_t simulated = 0;
+  zp::planner::SearchStats stats;
   for (auto _ : state) {
     const zp::planner::SearchResult r = zp::planner::search(run, space, options);
     simulated += r.stats.simulated;
+    stats = r.stats;
     benchmark::DoNotOptimize(r.best);
   }
   state.SetItemsProcessed(simulated);
   state.counters["configurations"] = space.size();
+  state.counters["shared_steps"] = static_cast<double>(stats.shared_steps);
 }
-BENCHMARK(BM_ConfigurationsPerSecond)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ConfigurationsPerSecond)
+    ->ArgNames({"workers", "shared"})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Args({2, 0})
+    ->Args({2, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // A full tune: the default search space, the fastest step within a budget that binds.
 void BM_FullTune(benchmark::State& state) {

@@ -869,6 +869,7 @@ std::string tune_report(const TuneOutcome& o) {
   std::vector<std::vector<std::string>> figures = {
       {"configurations in the space", configurations(s.space)},
       {"simulated", units::format_count(s.simulated)},
+      {"  deciding as an earlier one (its timed step reused)", units::format_count(s.shared_steps)},
       {"examined one by one", units::format_count(s.reached)},
       {"pruned", configurations(pruned)},
       {"  over the memory budget", configurations(s.pruned_over_budget)},
@@ -1147,6 +1148,7 @@ Json tune_json(const TuneOutcome& o) {
         {"over_time_budget", count_json(s.pruned_too_slow)},
         {"dominated", count_json(s.pruned_dominated)}}},
       {"collapsed_values", s.collapsed},
+      {"shared_steps", s.shared_steps},
       {"seconds", s.seconds},
       {"workers", o.options.workers},
       {"exhaustive", o.options.exhaustive},

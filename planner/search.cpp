@@ -10,13 +10,17 @@
 
 #include "core/util/error.h"
 #include "sim/simulate.h"
+#include "sim/step/decision_memo.h"
 
 namespace zp::planner {
 
-Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache) {
+Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache,
+                    sim::DecisionMemo* memo, std::vector<std::int64_t> memo_context) {
   sim::SimOptions options;
   options.model_allocator = model_allocator;
   options.cache = cache;
+  options.memo = memo;
+  options.memo_context = std::move(memo_context);
   Evaluation e;
   sim::SimulationResult r;
   try {
@@ -49,13 +53,21 @@ using Clock = std::chrono::steady_clock;
 // Simulates batches of candidates on a fixed set of threads, each with its own copy of the run.
 class WorkerPool {
  public:
-  WorkerPool(const RunSpec& run, const SearchSpace& space, int workers, bool model_allocator)
-      : base_(run), space_(space), model_allocator_(model_allocator) {
+  WorkerPool(const RunSpec& run, const SearchSpace& space, int workers, bool model_allocator,
+             bool share_decisions)
+      : base_(run),
+        space_(space),
+        model_allocator_(model_allocator),
+        share_decisions_(share_decisions) {
     const int n = std::max(1, workers);
-    for (std::size_t d = 0; d < space.dims.size(); ++d)
-      if (space.dims[d].knob->name == "micro_batch" ||
-          space.dims[d].knob->name == "pipeline_stages")
-        layout_dims_.push_back(d);
+    for (std::size_t d = 0; d < space.dims.size(); ++d) {
+      const std::string_view name = space.dims[d].knob->name;
+      if (name == "micro_batch" || name == "pipeline_stages") layout_dims_.push_back(d);
+      // What the coordinator alone reads (sim::DecisionMemo): the rest tells runs apart.
+      if (name != "max_live_parameters" && name != "max_reuse_distance" &&
+          name != "prefetch_bucket_size")
+        context_dims_.push_back(d);
+    }
     slots_.resize(static_cast<std::size_t>(n));
     for (int i = 1; i < n; ++i)
       threads_.emplace_back([this, i] { loop(i); });
@@ -71,6 +83,8 @@ class WorkerPool {
   }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
+
+  std::int64_t shared_steps() const { return memo_.hits(); }
 
   std::vector<Evaluation> run(const std::vector<Candidate>& batch) {
     std::vector<Evaluation> out(batch.size());
@@ -119,7 +133,11 @@ class WorkerPool {
       if (i >= batch_->size()) return;
       Slot& s = slot(worker, (*batch_)[i]);
       apply(space_, (*batch_)[i], s.run);
-      (*out_)[i] = evaluate(s.run, model_allocator_, &s.cache);
+      std::vector<std::int64_t> context;
+      for (std::size_t d : context_dims_)
+        context.push_back((*batch_)[i][d]);
+      (*out_)[i] = evaluate(s.run, model_allocator_, &s.cache, share_decisions_ ? &memo_ : nullptr,
+                            std::move(context));
     }
   }
   void loop(int worker) {
@@ -143,7 +161,10 @@ class WorkerPool {
   const RunSpec& base_;
   const SearchSpace& space_;
   const bool model_allocator_;
+  const bool share_decisions_;
   std::vector<std::size_t> layout_dims_;
+  std::vector<std::size_t> context_dims_;
+  sim::DecisionMemo memo_;  // shared by the workers
   std::vector<std::map<std::vector<std::int32_t>, std::unique_ptr<Slot>>> slots_;  // per worker
   std::vector<std::thread> threads_;
   std::mutex mutex_;
@@ -161,7 +182,7 @@ class Searcher {
   Searcher(const RunSpec& run, const SearchSpace& space, const SearchOptions& options)
       : space_(space),
         options_(options),
-        pool_(run, space, options.workers, options.model_allocator),
+        pool_(run, space, options.workers, options.model_allocator, options.share_decisions),
         start_(Clock::now()),
         last_progress_(start_) {
     const std::size_t n = space.dims.size();
@@ -563,6 +584,7 @@ class Searcher {
       result_.runners_up.push_back(ranked_[i]);
     for (const Dimension& d : space_.dims)
       result_.stats.collapsed += d.considered - static_cast<std::int64_t>(d.size());
+    result_.stats.shared_steps = pool_.shared_steps();
     result_.stats.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
   }
 

@@ -27,6 +27,7 @@
 #include "core/config/run_spec.h"
 #include "core/trace/trace.h"
 #include "planner/search_space.h"
+#include "sim/step/decision_memo.h"
 #include "sim/step/sim_cache.h"
 
 namespace zp::planner {
@@ -63,6 +64,9 @@ struct SearchOptions {
   int workers = 2;
   bool exhaustive = false;
   bool model_allocator = true;  // compare reserved memory, as the GPU runs out of it
+  // A configuration whose coordinator decides exactly as an earlier one's, call for call, takes
+  // that one's timed step instead of simulating it again (sim::DecisionMemo): the same result.
+  bool share_decisions = true;
   std::size_t runners_up = 4;
   // How far the simulator may depart from the monotonicity the bounds assume: a node is pruned
   // only when its bounds, lowered by these fractions, still lose. Memory is bounded by allocated
@@ -88,6 +92,8 @@ struct SearchStats {
   std::int64_t polished = 0;      // of the simulations, those spent improving the best one
                                   // knob at a time after the bounded search
   std::int64_t collapsed = 0;     // values merged because DeepSpeed acts on them alike
+  std::int64_t shared_steps = 0;  // of the simulations, those whose decisions matched an earlier
+                                  // one's, so that its timed step was taken as it was
   double seconds = 0;
   bool interrupted = false;
 };
@@ -102,7 +108,10 @@ struct SearchResult {
 };
 
 // Simulates one configuration. `cache`, if given, must only ever see this run's model tree.
-Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache = nullptr);
+// `memo`, if given, is shared only by runs that differ in nothing but the coordinator's thresholds
+// and what `memo_context` names (sim::DecisionMemo).
+Evaluation evaluate(const RunSpec& run, bool model_allocator, sim::SimCache* cache = nullptr,
+                    sim::DecisionMemo* memo = nullptr, std::vector<std::int64_t> memo_context = {});
 
 SearchResult search(const RunSpec& run, const SearchSpace& space, const SearchOptions& options);
 

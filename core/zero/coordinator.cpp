@@ -44,13 +44,34 @@ void sort_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
 }  // namespace
 
 Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
-    : model_(model),
-      backend_(backend),
+    : model_(&model),
+      backend_(&backend),
       v014_(model.settings().version == DeepSpeedVersion::kV0_14),
       state_(model.tree().parameters().size()),
       mode_(v014_ ? TraceMode::kRecord : TraceMode::kInvalid),
       most_recent_fetch_(model.tree().parameters().size(), kNeverFetched),
       prefetch_mark_(model.tree().parameters().size(), -1) {
+  rebind(model, backend);
+}
+
+namespace {
+std::array<std::int64_t, 3> complete_mode_thresholds(const ZeroSettings& z) {
+  return {z.max_live_parameters, z.max_reuse_distance, z.prefetch_bucket_size};
+}
+}  // namespace
+
+void Coordinator::rebind(const ZeroModel& model, CoordinatorBackend& backend) {
+  ZP_CHECK(model.tree().parameters().size() == state_.size(),
+           "a coordinator rebound to a model of another tree");
+  ZP_CHECK(v014_ == (model.settings().version == DeepSpeedVersion::kV0_14),
+           "a coordinator rebound to another DeepSpeed version");
+  const std::array<std::int64_t, 3> thresholds = complete_mode_thresholds(model.settings());
+  ZP_CHECK(!thresholds_read_ || thresholds == thresholds_,
+           "a coordinator rebound to other thresholds after it read its own");
+  model_ = &model;
+  backend_ = &backend;
+  thresholds_ = thresholds;
+  fetch_of_.clear();
   fetch_of_.reserve(model.tree().modules().size());
   for (std::size_t m = 0; m < model.tree().modules().size(); ++m)
     fetch_of_.push_back(model.fetch_span(static_cast<ModuleId>(m)));
@@ -58,7 +79,7 @@ Coordinator::Coordinator(const ZeroModel& model, CoordinatorBackend& backend)
 
 void Coordinator::deepspeed_fails(const std::string& what) const {
   throw UserError(ErrorKind::kUnsupported, {},
-                  "DeepSpeed " + std::string(to_string(model_.settings().version)) +
+                  "DeepSpeed " + std::string(to_string(model_->settings().version)) +
                       " would stop here: " + what);
 }
 
@@ -66,7 +87,7 @@ std::int64_t Coordinator::live_numel() const {
   std::int64_t n = 0;
   for (size_t p = 0; p < state_.size(); ++p) {
     if (state_[p].status != ParamStatus::kNotAvailable)
-      n += model_.param(static_cast<ParamId>(p)).numel;
+      n += model_->param(static_cast<ParamId>(p)).numel;
   }
   return n;
 }
@@ -103,7 +124,7 @@ void Coordinator::post_backward(ModuleId module) {
 
 void Coordinator::trace_prologue(ModuleId module) {
   if (mode_ != TraceMode::kComplete) return;
-  const auto ds_id = model_.module_ds_id(module);
+  const auto ds_id = model_->module_ds_id(module);
   if (static_cast<std::int64_t>(submodule_order_.size()) <= step_id_) {
     invalidate_trace(module, "Invalidate trace cache @ step " + std::to_string(step_id_) +
                                  " and module " + std::to_string(ds_id) + ": cache has only " +
@@ -114,7 +135,7 @@ void Coordinator::trace_prologue(ModuleId module) {
   if (expected != module) {
     invalidate_trace(module, "Invalidate trace cache @ step " + std::to_string(step_id_) +
                                  ": expected module " +
-                                 std::to_string(model_.module_ds_id(expected)) +
+                                 std::to_string(model_->module_ds_id(expected)) +
                                  ", but got module " + std::to_string(ds_id));
   }
 }
@@ -193,7 +214,7 @@ void Coordinator::reset_step() {
         const std::int64_t step = recorded_step_ids_[i];
         std::vector<ParamId>& params = scratch_sorted_;
         params.assign(fetch_params(m).begin(), fetch_params(m).end());
-        sort_by_ds_id(model_, params);
+        sort_by_ds_id(*model_, params);
         for (ParamId p : params)
           param_order_.push_back({p, step});
       }
@@ -224,7 +245,7 @@ void Coordinator::fetch(ModuleId module, bool forward) {
   const std::span<const ParamId> params = fetch_params(module);
   bool any_partitioned = false;
   for (ParamId p : params) {
-    if (status(p) == ParamStatus::kNotAvailable && model_.param(p).shape.partition_numel > 0)
+    if (status(p) == ParamStatus::kNotAvailable && model_->param(p).shape.partition_numel > 0)
       any_partitioned = true;
   }
   if (any_partitioned) all_gather(params, forward, GatherReason::kDemand, module);
@@ -233,7 +254,7 @@ void Coordinator::fetch(ModuleId module, bool forward) {
     ParamState& s = state_[static_cast<size_t>(p)];
     s.active.add(module);
     wait(p);
-    ZP_CHECK(s.status == ParamStatus::kAvailable, "parameter ", model_.param(p).ds_id,
+    ZP_CHECK(s.status == ParamStatus::kAvailable, "parameter ", model_->param(p).ds_id,
              " is not available after its wait");
   }
 
@@ -258,10 +279,11 @@ void Coordinator::fetch(ModuleId module, bool forward) {
     if (discarded != not_yet) {
       deepspeed_fails("tracing error at step " + std::to_string(step_id_) +
                       ": the parameter trace does not list module " +
-                      std::to_string(model_.module_ds_id(module)) + "'s parameters next");
+                      std::to_string(model_->module_ds_id(module)) + "'s parameters next");
     }
 
-    const ZeroSettings& z = model_.settings();
+    const ZeroSettings& z = model_->settings();
+    thresholds_read_ = true;
     if (z.prefetch_bucket_size > 0) {
       const std::int64_t budget =
           std::min(z.max_live_parameters - n_available_, z.prefetch_bucket_size);
@@ -279,7 +301,7 @@ void Coordinator::fetch(ModuleId module, bool forward) {
         if (take) {
           prefetch_mark_[p] = mark;
           prefetch.push_back(next.param);
-          prefetch_numel += model_.param(next.param).numel;
+          prefetch_numel += model_->param(next.param).numel;
         }
       }
       if (prefetch_numel > 0) all_gather(prefetch, forward, GatherReason::kPrefetch, module);
@@ -302,7 +324,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
   for (ParamId p : params) {
     if (status(p) == ParamStatus::kNotAvailable) {
       request.params.push_back(p);
-      request.numel += model_.param(p).numel;
+      request.numel += model_->param(p).numel;
     }
   }
   if (request.params.empty()) {
@@ -310,7 +332,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     return;
   }
   if (reason != GatherReason::kOutside) n_available_ += request.numel;
-  sort_by_ds_id(model_, request.params);
+  sort_by_ds_id(*model_, request.params);
   request.handle = next_handle_++;
   HandleState h;
   h.pending = true;
@@ -318,7 +340,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     ParamState& st = state_[static_cast<size_t>(p)];
     st.status = ParamStatus::kInflight;
     if (reason != GatherReason::kOutside) {
-      ZP_CHECK(!st.registered, "parameter ", model_.param(p).ds_id, " registered twice");
+      ZP_CHECK(!st.registered, "parameter ", model_->param(p).ds_id, " registered twice");
       st.registered = true;
       st.registry_slot = static_cast<std::int32_t>(inflight_.size());
       inflight_.emplace_back(p, request.handle);
@@ -329,7 +351,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
   handles_.push_back(std::move(h));
   ZP_CHECK(handle_base_ + static_cast<GatherHandle>(handles_.size()) == next_handle_,
            "handles out of step");
-  backend_.start_gather(request);
+  backend_->start_gather(request);
   handles_.back().params = std::move(request.params);
 }
 
@@ -348,7 +370,7 @@ void Coordinator::wait(ParamId param) {
   HandleState& h = handle_state(handle);
   --h.registry_entries;
   land(handle);
-  if (h.registry_entries == 0) backend_.drop_gather(handle);
+  if (h.registry_entries == 0) backend_->drop_gather(handle);
 }
 
 // A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
@@ -356,7 +378,7 @@ void Coordinator::land(GatherHandle handle) {
   HandleState& h = handle_state(handle);
   if (!h.pending) return;
   h.pending = false;
-  backend_.wait_gather(handle);
+  backend_->wait_gather(handle);
   for (ParamId p : h.params)
     state_[static_cast<size_t>(p)].status = ParamStatus::kAvailable;
   spare_params_.push_back(std::move(h.params));
@@ -372,7 +394,7 @@ void Coordinator::release_module(ModuleId module) {
       mode_ == TraceMode::kComplete ? params_to_release(module, step_id_) : params;
   for (ParamId p : params) {
     state_[static_cast<size_t>(p)].active.remove(module);
-    if (!model_.param(p).external &&
+    if (!model_->param(p).external &&
         std::find(releasable.begin(), releasable.end(), p) != releasable.end()) {
       release_param(p, ReleaseReason::kModule);
     }
@@ -397,6 +419,7 @@ std::span<const ParamId> Coordinator::params_to_release(ModuleId module, std::in
 
   // The list is built at the end of release_params_, where it stays cached: the module's
   // non-persistent parameters, less those a later use keeps.
+  thresholds_read_ = true;
   const auto begin = static_cast<std::int32_t>(release_params_.size());
   // Parameters reused within max_reuse_distance elements of trace stay. DeepSpeed walks the trace
   // from the current step, adding up each module's parameters (as deep as the module being
@@ -405,16 +428,16 @@ std::span<const ParamId> Coordinator::params_to_release(ModuleId module, std::in
   // next use are below the distance: the same answer without the walk.
   const auto from = static_cast<std::size_t>(std::max<std::int64_t>(step_id, 0));
   const ReuseIndex* index =
-      from < submodule_order_.size() ? &reuse_index(model_.is_leaf(module)) : nullptr;
+      from < submodule_order_.size() ? &reuse_index(model_->is_leaf(module)) : nullptr;
   auto reused_soon = [&](ParamId p) {
     const auto first = index->uses.begin() + index->first_use[static_cast<size_t>(p)];
     const auto last = index->uses.begin() + index->first_use[static_cast<size_t>(p) + 1];
     const auto next = std::lower_bound(first, last, static_cast<std::int32_t>(from));
     return next != last && index->prefix[static_cast<size_t>(*next)] - index->prefix[from] <
-                               model_.settings().max_reuse_distance;
+                               model_->settings().max_reuse_distance;
   };
   for (ParamId p : fetch_params(module)) {
-    if (model_.param(p).persistent) continue;
+    if (model_->param(p).persistent) continue;
     // A later use of the parameter that a prefetch already covered would otherwise be skipped.
     if (most_recent_fetch_[static_cast<size_t>(p)] > step_id) continue;
     if (index && reused_soon(p)) continue;
@@ -436,6 +459,12 @@ std::span<const ParamId> Coordinator::params_to_release(ModuleId module, std::in
   return view(entry);
 }
 
+void Coordinator::index_trace() {
+  reuse_index(false);
+  // The index through subtrees serves the release of z3 leaves alone.
+  if (!model_->leaves().empty()) reuse_index(true);
+}
+
 const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
   ReuseIndex& index = reuse_index_[recurse ? 1 : 0];
   if (index.built) return index;
@@ -452,9 +481,9 @@ const Coordinator::ReuseIndex& Coordinator::reuse_index(bool recurse) {
   for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
     const auto at = static_cast<std::int32_t>(i);
     std::int64_t numel = 0;
-    for (ParamId p : model_.params_span(submodule_order_[i], recurse)) {
+    for (ParamId p : model_->params_span(submodule_order_[i], recurse)) {
       const auto q = static_cast<size_t>(p);
-      numel += model_.param(p).numel;
+      numel += model_->param(p).numel;
       if (last[q] == at) continue;
       last[q] = at;
       ++index.first_use[q + 1];
@@ -477,8 +506,8 @@ void Coordinator::release_param(ParamId param, ReleaseReason reason) {
   ParamState& s = state_[static_cast<size_t>(param)];
   if (s.status != ParamStatus::kAvailable || !s.active.empty()) return;
   s.status = ParamStatus::kNotAvailable;
-  n_available_ -= model_.param(param).numel;
-  backend_.release(param, reason);
+  n_available_ -= model_->param(param).numel;
+  backend_->release(param, reason);
 }
 
 void Coordinator::drain_inflight() {
@@ -499,25 +528,25 @@ void Coordinator::drain_inflight() {
   for (const auto& entry : registry) {
     if (std::find(dropped.begin(), dropped.end(), entry.second) == dropped.end()) {
       dropped.push_back(entry.second);
-      backend_.drop_gather(entry.second);
+      backend_->drop_gather(entry.second);
     }
   }
 }
 
 void Coordinator::release_and_reset_all() {
-  for (ParamId p : model_.params_by_ds_id()) {
+  for (ParamId p : model_->params_by_ds_id()) {
     if (state_[static_cast<size_t>(p)].registered) {
       if (v014_)
         deepspeed_fails("release_and_reset_all found parameter " +
-                        std::to_string(model_.param(p).ds_id) + " still in flight");
+                        std::to_string(model_->param(p).ds_id) + " still in flight");
       wait(p);
     }
     state_[static_cast<size_t>(p)].active.clear();
     release_param(p, ReleaseReason::kReleaseAll);
   }
   if (!v014_) n_available_ = 0;
-  for (ParamId p : model_.params_by_ds_id()) {
-    ZP_CHECK(status(p) == ParamStatus::kNotAvailable, "parameter ", model_.param(p).ds_id,
+  for (ParamId p : model_->params_by_ds_id()) {
+    ZP_CHECK(status(p) == ParamStatus::kNotAvailable, "parameter ", model_->param(p).ds_id,
              " not released by release_and_reset_all");
   }
 }
@@ -527,14 +556,14 @@ void Coordinator::gather_outside(std::span<const ParamId> params) {
   all_gather(params, /*forward=*/false, GatherReason::kOutside, kNoModule);
   if (handle == next_handle_) return;  // nothing needed gathering
   land(handle);  // param.all_gather() waits before returning, then drops the handle
-  backend_.drop_gather(handle);
+  backend_->drop_gather(handle);
 }
 
 void Coordinator::release_outside(ParamId param) {
   ParamState& s = state_[static_cast<size_t>(param)];
   if (s.status != ParamStatus::kAvailable) return;
   s.status = ParamStatus::kNotAvailable;
-  backend_.release(param, ReleaseReason::kOutside);
+  backend_->release(param, ReleaseReason::kOutside);
 }
 
 }  // namespace zp::zero

@@ -89,6 +89,16 @@ class Coordinator {
   // param.partition() outside the coordinator (engine setup). The counter does not see it either.
   void release_outside(ParamId param);
 
+  // Carries this coordinator's state over to another run: `model` must have the same tree and
+  // settings, but for the thresholds only the COMPLETE mode reads (max_live_parameters,
+  // max_reuse_distance, prefetch_bucket_size), and those only until this coordinator first read
+  // them. The planner warms up one run and starts its variants from there.
+  void rebind(const ZeroModel& model, CoordinatorBackend& backend);
+
+  // Indexes the recorded trace for the reuse-distance rule now rather than at the first release
+  // that needs it, so that copies of this coordinator share the work. No effect on decisions.
+  void index_trace();
+
   TraceMode mode() const { return mode_; }
   std::int64_t available_numel() const { return n_available_; }
   ParamStatus status(ParamId p) const { return state_[static_cast<size_t>(p)].status; }
@@ -184,10 +194,11 @@ class Coordinator {
     return fetch_of_[static_cast<std::size_t>(m)];
   }
 
-  const ZeroModel& model_;
-  CoordinatorBackend& backend_;
+  // Pointers, so that a coordinator's state can be carried over to another run (rebind).
+  const ZeroModel* model_;
+  CoordinatorBackend* backend_;
   std::vector<std::span<const ParamId>> fetch_of_;
-  const bool v014_;
+  bool v014_;
 
   std::vector<ParamState> state_;
   // In-flight registry: parameter -> handle, in insertion order (DeepSpeed drains it in order).
@@ -242,6 +253,9 @@ class Coordinator {
   std::vector<std::int32_t> scratch_last_use_;                  // reuse_index's
   std::vector<std::pair<ParamId, std::int32_t>> scratch_uses_;  // reuse_index's (param, position)
   std::int64_t fetches_ = 0;
+  // The thresholds of COMPLETE mode, and whether they were read yet: what rebind may change.
+  std::array<std::int64_t, 3> thresholds_{};
+  bool thresholds_read_ = false;
 };
 
 }  // namespace zp::zero

@@ -5,7 +5,14 @@
 namespace zp::zero {
 
 GradientReducer::GradientReducer(const ZeroModel& model, GradientReducerBackend& backend)
-    : model_(model), backend_(backend) {}
+    : model_(&model), backend_(&backend) {}
+
+void GradientReducer::rebind(const ZeroModel& model, GradientReducerBackend& backend) {
+  // Between micro-steps the bucket is empty: nothing refers to the old model's parameters.
+  ZP_CHECK(bucket_.empty() && numel_ == 0, "a gradient reducer rebound with a bucket filling");
+  model_ = &model;
+  backend_ = &backend;
+}
 
 GradientBuffers gradient_buffers(const ZeroModel& model) {
   const ZeroSettings& z = model.settings();
@@ -22,16 +29,16 @@ GradientBuffers gradient_buffers(const ZeroModel& model) {
 }
 
 void GradientReducer::grad_ready(ParamId param) {
-  const ZeroSettings& z = model_.settings();
-  const std::int64_t numel = model_.param(param).numel;
+  const ZeroSettings& z = model_->settings();
+  const std::int64_t numel = model_->param(param).numel;
   ZP_CHECK(std::find(bucket_.begin(), bucket_.end(), param) == bucket_.end(),
-           "gradient of parameter ", model_.param(param).ds_id, " is ready twice in one bucket");
+           "gradient of parameter ", model_->param(param).ds_id, " is ready twice in one bucket");
   if (numel_ + numel > z.reduce_bucket_size && numel_ > 0) flush();
   const bool contiguous = z.contiguous_gradients && numel_ + numel <= z.reduce_bucket_size;
   if (contiguous) contiguous_numel_ += numel;
   bucket_.push_back(param);
   numel_ += numel;
-  backend_.grad_added(param, contiguous);
+  backend_->grad_added(param, contiguous);
 }
 
 void GradientReducer::epilogue() {
@@ -41,7 +48,7 @@ void GradientReducer::epilogue() {
 
 void GradientReducer::flush() {
   if (bucket_.empty()) return;
-  const ZeroSettings& z = model_.settings();
+  const ZeroSettings& z = model_->settings();
   GradBucket b;
   b.index = index_++;
   b.numel = numel_;
@@ -52,15 +59,16 @@ void GradientReducer::flush() {
     b.reduced_numel = numel_;
   } else {
     b.path = ReducePath::kReduceScatter;
-    std::sort(b.params.begin(), b.params.end(),
-              [&](ParamId x, ParamId y) { return model_.param(x).ds_id < model_.param(y).ds_id; });
+    std::sort(b.params.begin(), b.params.end(), [&](ParamId x, ParamId y) {
+      return model_->param(x).ds_id < model_->param(y).ds_id;
+    });
     for (ParamId p : b.params)
-      b.reduced_numel += model_.param(p).shape.padded_numel;
+      b.reduced_numel += model_->param(p).shape.padded_numel;
   }
   bucket_.clear();
   numel_ = 0;
   contiguous_numel_ = 0;
-  backend_.reduce(b);
+  backend_->reduce(b);
   // The next bucket reuses this one's list: no allocation per bucket.
   bucket_ = std::move(b.params);
   bucket_.clear();

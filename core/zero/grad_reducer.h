@@ -62,6 +62,8 @@ class GradientReducer {
   GradientReducer(const ZeroModel& model, GradientReducerBackend& backend);
 
   void grad_ready(ParamId param);
+  // The same reducer for another model of the same tree and settings (Coordinator::rebind).
+  void rebind(const ZeroModel& model, GradientReducerBackend& backend);
   // independent_gradient_partition_epilogue: reduce what is left; the next step starts at 0.
   void epilogue();
 
@@ -70,8 +72,8 @@ class GradientReducer {
  private:
   void flush();
 
-  const ZeroModel& model_;
-  GradientReducerBackend& backend_;
+  const ZeroModel* model_;
+  GradientReducerBackend* backend_;
   std::vector<ParamId> bucket_;
   std::int64_t numel_ = 0;
   std::int64_t contiguous_numel_ = 0;

@@ -7,7 +7,7 @@ namespace zp::zero {
 TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
                            GradientReducerBackend& reductions, StepObserver* observer,
                            const std::vector<RecomputeRange>& recompute)
-    : model_(model),
+    : model_(&model),
       schedule_(training_step_schedule(model, recompute)),
       coordinator_(model, gathers),
       reducer_(model, reductions),
@@ -16,16 +16,24 @@ TrainingLoop::TrainingLoop(const ZeroModel& model, CoordinatorBackend& gathers,
 TrainingLoop::TrainingLoop(const ZeroModel& model, StepSchedule schedule,
                            CoordinatorBackend& gathers, GradientReducerBackend& reductions,
                            StepObserver* observer)
-    : model_(model),
+    : model_(&model),
       schedule_(std::move(schedule)),
       coordinator_(model, gathers),
       reducer_(model, reductions),
       observer_(observer) {}
 
+void TrainingLoop::rebind(const ZeroModel& model, CoordinatorBackend& gathers,
+                          GradientReducerBackend& reductions, StepObserver* observer) {
+  model_ = &model;
+  coordinator_.rebind(model, gathers);
+  reducer_.rebind(model, reductions);
+  observer_ = observer;
+}
+
 void TrainingLoop::initialize() {
   if (observer_) observer_->on_phase(StepPhase::kInit, -1);
-  for (ParamId p : model_.params_by_ds_id()) {
-    if (!model_.param(p).requires_grad) continue;
+  for (ParamId p : model_->params_by_ds_id()) {
+    if (!model_->param(p).requires_grad) continue;
     const ParamId one[] = {p};
     coordinator_.gather_outside(one);
     coordinator_.release_outside(p);
@@ -33,6 +41,7 @@ void TrainingLoop::initialize() {
 }
 
 void TrainingLoop::run(const StepEvent& e) {
+  ++events_;
   StepObserver* const observer = decisions_only_ ? nullptr : observer_;
   const std::uint8_t bit = StepObserver::event_bit(e.kind);
   if (observer && (observer->before_event_kinds() & bit)) observer->before_event(e);
@@ -74,7 +83,7 @@ void TrainingLoop::step(std::int64_t micro_batches) {
   if (observer) observer->on_phase(StepPhase::kOptimizerStep, step_);
   coordinator_.release_and_reset_all();
   if (observer) observer->on_optimizer_update(step_);
-  const std::vector<ParamId>& persistent = model_.persistent_params();
+  const std::vector<ParamId>& persistent = model_->persistent_params();
   if (!persistent.empty()) coordinator_.gather_outside(persistent);
   ++step_;
 }

@@ -67,6 +67,12 @@ class TrainingLoop {
   // deepspeed.initialize: each trainable parameter is gathered once and partitioned again while
   // the gradient hooks are installed.
   void initialize();
+  // Carries the loop's state (its steps so far, the coordinator's trace) over to another run of
+  // the same model whose settings differ at most in what Coordinator::rebind allows: a warm-up
+  // done once for many variants. A copy of a loop refers to the original's model and backends
+  // until it is rebound.
+  void rebind(const ZeroModel& model, CoordinatorBackend& gathers,
+              GradientReducerBackend& reductions, StepObserver* observer);
   // One optimizer step over `micro_batches` forward/backward passes.
   void step(std::int64_t micro_batches = 1);
   // Decisions only: the coordinator decides as always, but the observer is not told and no
@@ -79,16 +85,19 @@ class TrainingLoop {
   const GradientReducer& reducer() const { return reducer_; }
   const StepSchedule& schedule() const { return schedule_; }
   std::int64_t steps_done() const { return step_; }
+  // Hook events run so far: where in the schedule the loop is.
+  std::int64_t events_run() const { return events_; }
 
  private:
   void run(const StepEvent& event);
 
-  const ZeroModel& model_;
+  const ZeroModel* model_;
   StepSchedule schedule_;
   Coordinator coordinator_;
   GradientReducer reducer_;
   StepObserver* observer_;
   std::int64_t step_ = 0;
+  std::int64_t events_ = 0;
   bool decisions_only_ = false;
 };
 

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace zp::sim {
 
+class DecisionMemo;
 class SimCache;
 
 struct SimOptions {
@@ -19,6 +21,11 @@ struct SimOptions {
   // Work kept between simulations of one run under other settings (the planner's); null: none.
   // Used by the ZeRO-3 simulation without tensor parallelism.
   SimCache* cache = nullptr;
+  // Steps shared between runs that differ only in the coordinator's prefetch and reuse thresholds
+  // (see DecisionMemo); null: none. `memo_context` names everything else that differs between the
+  // runs sharing it. Used by the ZeRO-3 simulation's steady-state step without a trace.
+  DecisionMemo* memo = nullptr;
+  std::vector<std::int64_t> memo_context;
 };
 
 // What a memory snapshot's `running` field holds besides a call index.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +19,7 @@
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
 #include "sim/step/checkpoint_segments.h"
+#include "sim/step/decision_memo.h"
 #include "sim/step/model_states.h"
 #include "sim/step/rank_timeline.h"
 #include "sim/step/sim_cache.h"
@@ -202,6 +204,11 @@ class ZeroRank final : public RankTimeline,
   }
 
   MemoryAccountant& memory() { return memory_; }
+  // While inactive, every call the coordinator makes goes into `digest` with its arguments and its
+  // place in the schedule (null: nowhere): what a step decided, for DecisionMemo. The loop runs
+  // decisions only then: the hooks and the gradient buckets are the same in every run of a memo's
+  // context.
+  void record_decisions(DecisionDigest* digest) { digest_ = digest; }
   zero::TrainingLoop* loop = nullptr;
   std::int32_t tensor_group = trace::kNone;  // the trace's group for tensor-parallel collectives
 
@@ -277,10 +284,27 @@ class ZeroRank final : public RankTimeline,
     return report;
   }
 
+  // A decision, with where in the schedule of hooks it falls: every run of a context runs the same
+  // schedule (and the same gradient buckets), so where each decision falls is what can differ.
+  void note(std::initializer_list<std::int64_t> words) {
+    if (!digest_) return;
+    digest_->add(loop->events_run());
+    for (std::int64_t w : words)
+      digest_->add(w);
+  }
+
   // ---- CoordinatorBackend ----------------------------------------------------------------------
 
   void start_gather(const GatherRequest& r) override {
-    if (!active_) return;
+    if (!active_) {
+      if (digest_) {
+        note({1, r.handle, static_cast<std::int64_t>(r.reason), r.forward, r.module,
+              loop->coordinator().available_numel()});
+        for (ParamId p : r.params)
+          digest_->add(p);
+      }
+      return;
+    }
     const std::size_t first_op = trace_ ? trace_->ops.size() : 0;
     count_gather(r);
     const zero::ZeroModel& model = *s_.model;
@@ -328,7 +352,7 @@ class ZeroRank final : public RankTimeline,
   }
 
   void wait_gather(GatherHandle handle) override {
-    if (!active_) return;
+    if (!active_) return note({2, handle});
     Gather& g = gather(handle);
     // DeepSpeed records an event per wait and makes the host wait once more than two are pending.
     while (!fetch_events_.empty() && fetch_events_.front() <= now_)
@@ -360,7 +384,7 @@ class ZeroRank final : public RankTimeline,
   }
 
   void drop_gather(GatherHandle handle) override {
-    if (!active_) return;
+    if (!active_) return note({3, handle});
     const auto h = static_cast<std::size_t>(handle);
     if (h >= slot_of_handle_.size() || slot_of_handle_[h] < 0) return;
     Gather& g = gather_slots_[static_cast<std::size_t>(slot_of_handle_[h])];
@@ -371,7 +395,7 @@ class ZeroRank final : public RankTimeline,
   }
 
   void release(ParamId param, zero::ReleaseReason reason) override {
-    if (!active_) return;
+    if (!active_) return note({4, param, static_cast<std::int64_t>(reason)});
     if (reason != zero::ReleaseReason::kOutside) ++figures_.releases;
     live_numel_ -= s_.model->param(param).numel;
     MemoryAccountant::Block& b = param_block_[static_cast<std::size_t>(param)];
@@ -820,6 +844,7 @@ class ZeroRank final : public RankTimeline,
   const CheckpointWork& checkpoints_;
   MemoryAccountant memory_;
   bool active_ = false;
+  DecisionDigest* digest_ = nullptr;
 
   std::deque<TimeNs> fetch_events_;
   std::deque<TimeNs> reduce_events_;
@@ -929,8 +954,13 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     forward_flops += static_cast<double>(cost.forward_flops + cost.backward_or_default());
   }
 
+  // A memo's entry stands for the one rank class of a run without a trace.
+  DecisionMemo* const memo =
+      options.steps == 0 && !trace && classes.size() == 1 ? options.memo : nullptr;
   for (const std::vector<std::int64_t>& ranks : classes) {
     const std::int64_t rank = ranks.front();
+    DecisionMemo::Key memo_key{};
+    bool memo_hit = false;
     setup.gpu = rank;
     setup.dp_shape = network.shape(grid.data_parallel_group(rank));
     setup.tp_shape = network.shape(grid.slice_parallel_group(rank));
@@ -957,36 +987,87 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
       sim.tensor_group = static_cast<std::int32_t>(trace->groups.size());
       trace->groups.push_back(trace::GroupInfo{"model", tp});
     }
-    zero::TrainingLoop loop =
-        cache ? zero::TrainingLoop(model, cache->step_schedule(model, checkpoints.ranges), sim, sim,
-                                   &sim)
-              : zero::TrainingLoop(model, sim, sim, &sim, checkpoints.ranges);
+    // A memo's run starts from the warm-up of the first run of its context, if there was one.
+    const std::shared_ptr<const zero::TrainingLoop> warmed =
+        memo ? memo->warm_up(options.memo_context) : nullptr;
+    std::optional<zero::TrainingLoop> held;
+    if (warmed) {
+      held.emplace(*warmed);
+      held->rebind(model, sim, sim, &sim);
+    } else if (cache) {
+      held.emplace(model, cache->step_schedule(model, checkpoints.ranges), sim, sim, &sim);
+    } else {
+      held.emplace(model, sim, sim, &sim, checkpoints.ranges);
+    }
+    zero::TrainingLoop& loop = *held;
     sim.loop = &loop;
-    loop.initialize();
+    if (!warmed) loop.initialize();
     if (options.steps == 0) {
-      // Warm-up steps only advance the coordinator: nothing of them is reported.
-      loop.set_decisions_only(true);
-      while (loop.coordinator().mode() != zero::TraceMode::kComplete &&
-             loop.steps_done() < kMaxWarmupSteps) {
-        loop.step(micro_batches);
+      if (!warmed) {
+        // Warm-up steps only advance the coordinator: nothing of them is reported.
+        loop.set_decisions_only(true);
+        while (loop.coordinator().mode() != zero::TraceMode::kComplete &&
+               loop.steps_done() < kMaxWarmupSteps) {
+          loop.step(micro_batches);
+        }
+        loop.set_decisions_only(false);
+        if (memo) {
+          loop.coordinator().index_trace();  // once, for every run that starts from here
+          memo->store_warm_up(options.memo_context, loop);
+        }
       }
-      loop.set_decisions_only(false);
       if (loop.coordinator().mode() != zero::TraceMode::kComplete) {
         result.warnings.push_back({{},
                                    "the ZeRO-3 trace never completed in " +
                                        std::to_string(kMaxWarmupSteps) +
                                        " steps: the reported step runs without prefetching"});
       }
-      sim.begin();
-      report.steps.push_back(sim.run_step(micro_batches));
+      if (memo) {
+        // The step's decisions first, on a copy of the loop: a run that decided the same has
+        // simulated this rank already.
+        DecisionDigest digest;
+        for (std::int64_t word : options.memo_context)
+          digest.add(word);
+        digest.add(-1);
+        const zero::Coordinator& c = loop.coordinator();
+        for (const std::int64_t word :
+             {loop.steps_done(), static_cast<std::int64_t>(c.mode()),
+              static_cast<std::int64_t>(c.invalidations().size()), c.available_numel()})
+          digest.add(word);
+        for (ParamId p : model.params_by_ds_id())
+          digest.add(static_cast<std::int64_t>(c.status(p)));
+        zero::TrainingLoop probe = loop;
+        sim.loop = &probe;
+        sim.record_decisions(&digest);
+        probe.set_decisions_only(true);
+        probe.step(micro_batches);
+        digest.add(static_cast<std::int64_t>(probe.coordinator().invalidations().size()));
+        sim.record_decisions(nullptr);
+        sim.loop = &loop;
+        memo_key = digest.value();
+        if (std::optional<RankReport> known = memo->find(memo_key)) {
+          known->ranks = std::move(report.ranks);
+          known->label = std::move(report.label);
+          known->trace_rank = report.trace_rank;
+          report = std::move(*known);
+          memo_hit = true;
+        }
+      }
+      if (!memo_hit) {
+        sim.begin();
+        report.steps.push_back(sim.run_step(micro_batches));
+      }
     } else {
       sim.begin();
       for (std::int64_t s = 0; s < options.steps; ++s)
         report.steps.push_back(sim.run_step(micro_batches));
     }
-    report.transfers = sim.transfers();
-    take_memory_peaks(sim.memory(), report);
-    report.peak_running = running_label(run.tree, report.peak.running);
+    if (!memo_hit) {
+      report.transfers = sim.transfers();
+      take_memory_peaks(sim.memory(), report);
+      report.peak_running = running_label(run.tree, report.peak.running);
+      if (memo) memo->store(memo_key, report);
+    }
     // The rank's share of the whole model's work: the replicated modules that every tensor rank
     // runs again count once.
     report.model_flops_per_step =

@@ -170,6 +170,26 @@ TEST_F(SearchVsExhaustive, TheAnswerDoesNotDependOnTheWorkers) {
   EXPECT_EQ(a.stats.simulated, b.stats.simulated);
 }
 
+// Steps shared between configurations that decide alike (sim::DecisionMemo) change no figure:
+// the whole front, point for point, is the one every configuration simulated in full gives.
+TEST_F(SearchVsExhaustive, SharedStepsChangeNoResult) {
+  SearchOptions all;
+  all.exhaustive = true;
+  all.objective = Objective::kPareto;
+  all.share_decisions = false;
+  const SearchResult full = search(*run_, *space_, all);
+  EXPECT_EQ(full.stats.shared_steps, 0);
+  EXPECT_GT(everything_->stats.shared_steps, 0);
+  ASSERT_EQ(full.pareto.size(), everything_->pareto.size());
+  for (std::size_t i = 0; i < full.pareto.size(); ++i) {
+    EXPECT_EQ(full.pareto[i].candidate, everything_->pareto[i].candidate);
+    EXPECT_EQ(full.pareto[i].eval.step_ns, everything_->pareto[i].eval.step_ns);
+    EXPECT_EQ(full.pareto[i].eval.memory, everything_->pareto[i].eval.memory);
+    EXPECT_EQ(full.pareto[i].eval.allocated, everything_->pareto[i].eval.allocated);
+    EXPECT_EQ(full.pareto[i].eval.gathered_bytes, everything_->pareto[i].eval.gathered_bytes);
+  }
+}
+
 TEST_F(SearchVsExhaustive, NothingFitsGivesTheLeastMemoryFound) {
   SearchOptions o;
   o.memory_budget = Memories().front() - 1;

@@ -1,0 +1,70 @@
+// Work shared between runs whose ZeRO-3 coordinator decides alike. The planner simulates one run
+// under many values of stage3_max_live_parameters, stage3_max_reuse_distance and
+// stage3_prefetch_bucket_size, and only the coordinator reads them, in COMPLETE mode only:
+//  - the warm-up steps, which end as the trace completes, never read them: one warm-up serves every
+//    combination (the loop is copied and rebound to the new run);
+//  - many combinations make exactly the same gathers and releases (without prefetch the live limit
+//    is moot; reuse distances past the model's own reuse keep the same parameters). So the
+//    simulation runs the step's decisions alone first, a small part of its cost, and takes the
+//    timed rank from an earlier run that decided the same, call for call.
+//
+// Sound only between runs that differ in those three settings alone: the caller names everything
+// else in a context (the planner: every other knob's value) that is part of the key. Keys are
+// 128-bit digests of the context and of every call the rank receives with its arguments: two
+// independent 64-bit hashes, so that a memo of thousands of steps holds no call lists; a false
+// match needs both to collide at once. Thread-safe: workers share one.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "core/zero/training_step.h"
+#include "sim/step/step_result.h"
+
+namespace zp::sim {
+
+// A running digest of a sequence of words.
+class DecisionDigest {
+ public:
+  // Two multiplicative hashes with unrelated constants, each over the whole sequence; cheap, since
+  // a step adds tens of thousands of words.
+  void add(std::int64_t word) {
+    const auto v = static_cast<std::uint64_t>(word);
+    a_ = (a_ ^ v) * 0x100000001b3ull;  // FNV-1a
+    b_ = (((b_ << 23) | (b_ >> 41)) ^ v) * 0x9e3779b97f4a7c15ull;
+  }
+  std::pair<std::uint64_t, std::uint64_t> value() const { return {a_, b_}; }
+
+ private:
+  std::uint64_t a_ = 0xcbf29ce484222325ull;
+  std::uint64_t b_ = 0;
+};
+
+class DecisionMemo {
+ public:
+  using Key = std::pair<std::uint64_t, std::uint64_t>;
+
+  std::optional<RankReport> find(const Key& key) const;
+  void store(const Key& key, const RankReport& rank);
+
+  std::int64_t hits() const;
+  std::int64_t size() const;
+
+  // The loop as the warm-up left it for runs of this context, or null; still bound to the run that
+  // warmed up (TrainingLoop::rebind it).
+  std::shared_ptr<const zero::TrainingLoop> warm_up(const std::vector<std::int64_t>& context) const;
+  void store_warm_up(const std::vector<std::int64_t>& context, const zero::TrainingLoop& loop);
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<Key, RankReport> entries_;
+  std::map<std::vector<std::int64_t>, std::shared_ptr<const zero::TrainingLoop>> warm_ups_;
+  mutable std::int64_t hits_ = 0;
+};
+
+}  // namespace zp::sim
