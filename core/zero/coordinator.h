@@ -94,6 +94,9 @@ class Coordinator {
   // max_reuse_distance, prefetch_bucket_size), and those only until this coordinator first read
   // them. The planner warms up one run and starts its variants from there.
   void rebind(const ZeroModel& model, CoordinatorBackend& backend);
+  // Whether rebind may still change those thresholds: none was read yet. (A warm-up of several
+  // micro-steps reads them: its later micro-steps run with the trace complete.)
+  bool thresholds_unread() const { return !thresholds_read_; }
 
   // Indexes the recorded trace for the reuse-distance rule now rather than at the first release
   // that needs it, so that copies of this coordinator share the work. No effect on decisions.

@@ -34,6 +34,11 @@ std::int64_t DecisionMemo::hits() const {
   return hits_;
 }
 
+std::int64_t DecisionMemo::warm_ups() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::int64_t>(warm_ups_.size());
+}
+
 std::int64_t DecisionMemo::size() const {
   std::lock_guard lock(mutex_);
   return static_cast<std::int64_t>(entries_.size());

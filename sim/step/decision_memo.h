@@ -1,7 +1,8 @@
 // Work shared between runs whose ZeRO-3 coordinator decides alike. The planner simulates one run
 // under many values of stage3_max_live_parameters, stage3_max_reuse_distance and
 // stage3_prefetch_bucket_size, and only the coordinator reads them, in COMPLETE mode only:
-//  - the warm-up steps, which end as the trace completes, never read them: one warm-up serves every
+//  - the warm-up steps, which end as the trace completes, do not read them (unless a step has
+//    several micro-steps, whose later ones run with the trace complete): one warm-up serves every
 //    combination (the loop is copied and rebound to the new run);
 //  - many combinations make exactly the same gathers and releases (without prefetch the live limit
 //    is moot; reuse distances past the model's own reuse keep the same parameters). So the
@@ -54,6 +55,7 @@ class DecisionMemo {
 
   std::int64_t hits() const;
   std::int64_t size() const;
+  std::int64_t warm_ups() const;  // warm-ups kept
 
   // The loop as the warm-up left it for runs of this context, or null; still bound to the run that
   // warmed up (TrainingLoop::rebind it).

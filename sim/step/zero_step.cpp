@@ -1011,7 +1011,8 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
           loop.step(micro_batches);
         }
         loop.set_decisions_only(false);
-        if (memo) {
+        // Only a warm-up that never read the thresholds serves other values of them.
+        if (memo && loop.coordinator().thresholds_unread()) {
           loop.coordinator().index_trace();  // once, for every run that starts from here
           memo->store_warm_up(options.memo_context, loop);
         }

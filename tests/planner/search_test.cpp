@@ -341,6 +341,55 @@ INSTANTIATE_TEST_SUITE_P(Examples, EveryBundledExample,
                            return name;
                          });
 
+// On every bundled ZeRO-3 example (offload, a mixture of experts, tensor parallelism, CPU), the
+// three thresholds that configurations share warm-ups and steps over, searched exhaustively with
+// and without sharing: every point of the Pareto front is the same, and some steps were shared.
+class SharedStepsOnEveryZero3Example : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SharedStepsOnEveryZero3Example, ChangeNoResult) {
+  const RunSpec run = Example(GetParam());
+  SpaceOptions so;
+  so.grid_ratio = 16;
+  SearchSpace space = build_search_space(run, so);
+  // The other knobs at one value each (their least-memory one).
+  for (Dimension& d : space.dims) {
+    const std::string_view name = d.knob->name;
+    if (name == "max_live_parameters" || name == "max_reuse_distance" ||
+        name == "prefetch_bucket_size")
+      continue;
+    d.values.resize(1);
+    if (!d.model_caps.empty()) d.model_caps.resize(1);
+  }
+  ASSERT_LE(space.size(), 200) << "keep the exhaustive searches small";
+  SearchOptions o;
+  o.exhaustive = true;
+  o.objective = Objective::kPareto;
+  const SearchResult shared = search(run, space, o);
+  o.share_decisions = false;
+  const SearchResult full = search(run, space, o);
+  EXPECT_GT(shared.stats.shared_steps, 0);
+  ASSERT_EQ(shared.pareto.size(), full.pareto.size());
+  for (std::size_t i = 0; i < full.pareto.size(); ++i) {
+    EXPECT_EQ(shared.pareto[i].candidate, full.pareto[i].candidate);
+    EXPECT_EQ(shared.pareto[i].eval.step_ns, full.pareto[i].eval.step_ns);
+    EXPECT_EQ(shared.pareto[i].eval.memory, full.pareto[i].eval.memory);
+    EXPECT_EQ(shared.pareto[i].eval.allocated, full.pareto[i].eval.allocated);
+    EXPECT_EQ(shared.pareto[i].eval.gathered_bytes, full.pareto[i].eval.gathered_bytes);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, SharedStepsOnEveryZero3Example,
+                         ::testing::Values("tiny-gpt2-cpu.yaml", "gpt2-zero3.yaml",
+                                           "llama2-7b-offload.yaml", "mixtral-8x7b-h200.yaml",
+                                           "llama2-70b-h100.yaml"),
+                         [](const ::testing::TestParamInfo<const char*>& param) {
+                           std::string name = param.param;
+                           name = name.substr(0, name.find('.'));
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
 TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
   const RunSpec run = Example("gpt2-zero3.yaml");
   const Evaluation with = evaluate(run, true);
