@@ -53,6 +53,7 @@ struct ZeroSettings {
   }
 
   static ZeroSettings from(const DeepSpeedConfig& config, std::int64_t data_parallel_size);
+  bool operator==(const ZeroSettings&) const = default;
 };
 
 }  // namespace zp::zero

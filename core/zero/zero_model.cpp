@@ -60,6 +60,17 @@ std::vector<ModuleId> modules_of_classes(const ModuleTree& tree,
   return out;
 }
 
+ZeroModel ZeroModel::with_thresholds(const ZeroSettings& settings) const {
+  ZeroSettings same = settings;
+  same.max_live_parameters = settings_.max_live_parameters;
+  same.max_reuse_distance = settings_.max_reuse_distance;
+  same.prefetch_bucket_size = settings_.prefetch_bucket_size;
+  ZP_CHECK(same == settings_, "with_thresholds given settings that change more than thresholds");
+  ZeroModel out = *this;
+  out.settings_ = settings;
+  return out;
+}
+
 ZeroModel::ZeroModel(const ModuleTree& tree, const ZeroSettings& settings)
     : tree_(&tree), settings_(settings) {
   const size_t n = tree.modules().size();

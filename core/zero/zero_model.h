@@ -53,6 +53,10 @@ class ZeroModel {
  public:
   // Throws UserError when leaf classes match no module.
   ZeroModel(const ModuleTree& tree, const ZeroSettings& settings);
+  // This model under `settings`, which may differ from its own only in the thresholds the
+  // coordinator alone reads (max_live_parameters, max_reuse_distance, prefetch_bucket_size):
+  // nothing else of the model depends on them, so it is a copy rather than a rebuild.
+  ZeroModel with_thresholds(const ZeroSettings& settings) const;
 
   const ModuleTree& tree() const { return *tree_; }
   const ZeroSettings& settings() const { return settings_; }

@@ -1,5 +1,7 @@
 #include "sim/step/decision_memo.h"
 
+#include <algorithm>
+
 namespace zp::sim {
 
 std::optional<RankReport> DecisionMemo::find(const Key& key) const {
@@ -15,18 +17,18 @@ void DecisionMemo::store(const Key& key, const RankReport& rank) {
   entries_.emplace(key, rank);
 }
 
-std::shared_ptr<const zero::TrainingLoop> DecisionMemo::warm_up(
-    const std::vector<std::int64_t>& context) const {
+std::shared_ptr<const DecisionMemo::WarmUp> DecisionMemo::warm_up(
+    const std::vector<std::int64_t>& context, const ModuleTree* tree) const {
   std::lock_guard lock(mutex_);
-  const auto it = warm_ups_.find(context);
+  const auto it = warm_ups_.find({context, tree});
   return it == warm_ups_.end() ? nullptr : it->second;
 }
 
-void DecisionMemo::store_warm_up(const std::vector<std::int64_t>& context,
-                                 const zero::TrainingLoop& loop) {
-  auto copy = std::make_shared<const zero::TrainingLoop>(loop);
+void DecisionMemo::store_warm_up(const std::vector<std::int64_t>& context, const ModuleTree* tree,
+                                 WarmUp warm_up) {
+  auto kept = std::make_shared<const WarmUp>(std::move(warm_up));
   std::lock_guard lock(mutex_);
-  warm_ups_.emplace(context, std::move(copy));
+  warm_ups_.emplace(std::make_pair(context, tree), std::move(kept));
 }
 
 std::int64_t DecisionMemo::hits() const {
@@ -36,7 +38,9 @@ std::int64_t DecisionMemo::hits() const {
 
 std::int64_t DecisionMemo::warm_ups() const {
   std::lock_guard lock(mutex_);
-  return static_cast<std::int64_t>(warm_ups_.size());
+  return static_cast<std::int64_t>(
+      std::count_if(warm_ups_.begin(), warm_ups_.end(),
+                    [](const auto& w) { return w.second->loop.has_value(); }));
 }
 
 std::int64_t DecisionMemo::size() const {

@@ -1,6 +1,8 @@
 // Work shared between runs whose ZeRO-3 coordinator decides alike. The planner simulates one run
 // under many values of stage3_max_live_parameters, stage3_max_reuse_distance and
 // stage3_prefetch_bucket_size, and only the coordinator reads them, in COMPLETE mode only:
+//  - the model and the costs of its calls do not depend on them: the first run's serve the others
+//    (ZeroModel::with_thresholds);
 //  - the warm-up steps, which end as the trace completes, do not read them (unless a step has
 //    several micro-steps, whose later ones run with the trace complete): one warm-up serves every
 //    combination (the loop is copied and rebound to the new run);
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "core/zero/training_step.h"
+#include "sim/step/call_work.h"
 #include "sim/step/step_result.h"
 
 namespace zp::sim {
@@ -55,17 +58,29 @@ class DecisionMemo {
 
   std::int64_t hits() const;
   std::int64_t size() const;
-  std::int64_t warm_ups() const;  // warm-ups kept
+  std::int64_t warm_ups() const;  // warm-up loops kept
 
-  // The loop as the warm-up left it for runs of this context, or null; still bound to the run that
-  // warmed up (TrainingLoop::rebind it).
-  std::shared_ptr<const zero::TrainingLoop> warm_up(const std::vector<std::int64_t>& context) const;
-  void store_warm_up(const std::vector<std::int64_t>& context, const zero::TrainingLoop& loop);
+  // What the first run of a context on a model tree leaves for the next ones.
+  struct WarmUp {
+    // Of that tree, under the first run's thresholds, and the costs of its calls; none for a tree
+    // made for the run alone (a tensor-parallel shard), which dies with it.
+    std::optional<zero::ZeroModel> model;
+    std::vector<CallWork> work;
+    // As the warm-up left it, still bound to the first run (TrainingLoop::rebind it); none if the
+    // warm-up read the thresholds.
+    std::optional<zero::TrainingLoop> loop;
+  };
+  // Null if no run of this context on `tree` was kept.
+  std::shared_ptr<const WarmUp> warm_up(const std::vector<std::int64_t>& context,
+                                        const ModuleTree* tree) const;
+  void store_warm_up(const std::vector<std::int64_t>& context, const ModuleTree* tree,
+                     WarmUp warm_up);
 
  private:
   mutable std::mutex mutex_;
   std::map<Key, RankReport> entries_;
-  std::map<std::vector<std::int64_t>, std::shared_ptr<const zero::TrainingLoop>> warm_ups_;
+  std::map<std::pair<std::vector<std::int64_t>, const ModuleTree*>, std::shared_ptr<const WarmUp>>
+      warm_ups_;
   mutable std::int64_t hits_ = 0;
 };
 

@@ -18,6 +18,7 @@
 #include "core/zero/training_step.h"
 #include "sim/hardware/compute_model.h"
 #include "sim/network/collectives.h"
+#include "sim/step/call_work.h"
 #include "sim/step/checkpoint_segments.h"
 #include "sim/step/decision_memo.h"
 #include "sim/step/model_states.h"
@@ -45,114 +46,6 @@ constexpr std::size_t kMaxOngoingFetchEvents = 2;
 constexpr std::size_t kMaxParamReduceEvents = 2;
 // Warm-up steps before giving up on a complete trace.
 constexpr std::int64_t kMaxWarmupSteps = 8;
-
-// A tensor-parallel all-reduce that a call issues after its forward or backward work.
-struct TensorAllReduce {
-  std::int64_t bytes = 0;
-  TimeNs time = 0;
-  ModuleId module = kNoModule;  // the module that issues it
-};
-
-// What one hooked forward call costs, with the calls below it that have no hooks of their own.
-struct CallWork {
-  TimeNs forward_ns = 0;
-  TimeNs backward_ns = 0;
-  std::int64_t forward_flops = 0;
-  std::int64_t backward_flops = 0;
-  std::int64_t activation_bytes = 0;
-  // The most any of the calls holds while it runs, beyond what it keeps (ModuleCost); in
-  // backward the same, and what the calls hold until the backward inside them is done.
-  std::int64_t workspace_bytes = 0;
-  std::int64_t backward_workspace_bytes = 0;
-  std::int64_t backward_held_bytes = 0;
-  // Of the hooked call's own backward workspace, what outlives it: the gradient it made for its
-  // input (the workspace less the output's gradient), until the next call's backward takes it.
-  std::int64_t input_grad_bytes = 0;
-  bool checkpointed = false;  // inside a checkpointed segment: nothing saved in the first forward
-  std::vector<TensorAllReduce> forward_tensor, backward_tensor;
-  // Trainable parameters of the calls' modules: their backward makes a gradient for each.
-  std::vector<ParamId> grads;
-};
-
-// What a checkpointed segment does around its calls, keyed by the segment's first call.
-using SegmentWork = CheckpointSegment;
-
-struct CheckpointWork {
-  std::vector<zero::RecomputeRange> ranges;
-  std::map<std::int32_t, SegmentWork> segments;  // by first call
-};
-
-CheckpointWork checkpoint_work(const RunSpec& run, SimCache* cache) {
-  CheckpointWork out;
-  const CheckpointSegments segments =
-      cache ? cache->checkpoint_segments(run) : checkpoint_segments(run);
-  for (const CheckpointSegment& s : segments.segments) {
-    out.ranges.push_back({s.first, s.end});
-    out.segments.emplace(s.first, s);
-  }
-  return out;
-}
-
-// `tensor`: the tensor-parallel shard the model was built from, with its collectives costed on a
-// group of `tensor_shape`; null without tensor parallelism.
-std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel& compute,
-                                const CheckpointWork& checkpoints,
-                                const TensorParallelModel* tensor = nullptr,
-                                const CollectiveModel* network = nullptr,
-                                const GroupShape& tensor_shape = {}) {
-  const ModuleTree& tree = model.tree();
-  const auto& calls = tree.calls();
-  std::vector<CallWork> work(calls.size());
-  for (const zero::RecomputeRange& r : checkpoints.ranges) {
-    for (std::int32_t c = r.first_call; c < r.end_call; ++c)
-      work[static_cast<std::size_t>(c)].checkpointed = true;
-  }
-  std::vector<std::int32_t> owner(calls.size(), kNoCall);
-  for (std::size_t c = 0; c < calls.size(); ++c) {
-    const ForwardCall& call = calls[c];
-    if (model.is_hooked(call.module) || call.parent_call == kNoCall) {
-      owner[c] = static_cast<std::int32_t>(c);
-    } else {
-      owner[c] = owner[static_cast<std::size_t>(call.parent_call)];
-    }
-    const Module& m = tree.module(call.module);
-    std::int64_t param_bytes = 0;
-    for (const ParamSlot& s : m.params)
-      param_bytes += tree.parameter(s.param).bytes();
-    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
-    CallWork& w = work[static_cast<std::size_t>(owner[c])];
-    w.forward_flops += m.cost.forward_flops;
-    w.backward_flops += m.cost.backward_or_default();
-    w.activation_bytes += m.cost.activation_bytes;
-    w.workspace_bytes = std::max(w.workspace_bytes, m.cost.workspace_bytes);
-    w.backward_workspace_bytes =
-        std::max(w.backward_workspace_bytes, m.cost.backward_workspace_bytes);
-    w.backward_held_bytes += m.cost.backward_held_bytes;
-    if (owner[c] == static_cast<std::int32_t>(c))
-      w.input_grad_bytes =
-          std::max<std::int64_t>(m.cost.backward_workspace_bytes - m.cost.output_bytes, 0);
-    for (const ParamSlot& s : m.params) {
-      if (tree.parameter(s.param).requires_grad &&
-          std::find(w.grads.begin(), w.grads.end(), s.param) == w.grads.end())
-        w.grads.push_back(s.param);
-    }
-    w.forward_ns += compute.time(m.cost.forward_flops, moved);
-    w.backward_ns += compute.time(m.cost.backward_or_default(), 2 * moved);
-    if (tensor) {
-      const ModuleCollectives& mc = tensor->collectives[static_cast<std::size_t>(call.module)];
-      const auto add = [&](const TensorCollective& t, std::vector<TensorAllReduce>& out) {
-        ZP_CHECK(t.kind == TensorCollectiveKind::kAllReduce, "only all-reduces are costed");
-        const TimeNs time = network->cost(CollectiveKind::kAllReduce, tensor_shape, t.bytes).time;
-        out.push_back({t.bytes, time, call.module});
-      };
-      for (const TensorCollective& t : mc.forward)
-        add(t, w.forward_tensor);
-      for (const TensorCollective& t : mc.backward)
-        add(t, w.backward_tensor);
-    }
-  }
-  return work;
-}
 
 // One simulated rank: carries out the coordinator's and the reducer's decisions in time and
 // memory. Inactive during warm-up steps, which only advance the coordinator's state.
@@ -909,7 +802,17 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
   const RunSpec& local = sharded_run ? *sharded_run : run;
 
   const zero::ZeroSettings settings = run.zero_settings();
-  const zero::ZeroModel model(local.tree, settings);
+  // A memo's entry stands for the one rank class of a run without a trace. What the first run of
+  // its context kept serves this one: the model and the costs per call if the tree is the same (a
+  // tensor-parallel shard is made anew for every run), the warm-up in any case.
+  DecisionMemo* const memo =
+      options.steps == 0 && !trace && !options.all_ranks ? options.memo : nullptr;
+  const ModuleTree* const kept_tree = sharded_run ? nullptr : &local.tree;
+  const std::shared_ptr<const DecisionMemo::WarmUp> kept =
+      memo ? memo->warm_up(options.memo_context, kept_tree) : nullptr;
+  const bool kept_model = kept && kept->model;
+  const zero::ZeroModel model =
+      kept_model ? kept->model->with_thresholds(settings) : zero::ZeroModel(local.tree, settings);
   const ComputeModel compute(run.cluster, run.training.dtype);
   const CollectiveModel network(run.cluster);
   // The cache is bound to one tree: a tensor-parallel shard is a new tree every time.
@@ -923,8 +826,12 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
   // Tensor groups are alike unless the nodes split them unevenly; the work is costed again then.
   GroupShape tensor_shape;
   if (tensor) tensor_shape = network.shape(grid.slice_parallel_group(0));
-  std::vector<CallWork> work =
-      call_work(model, compute, checkpoints, tensor ? &*tensor : nullptr, &network, tensor_shape);
+  std::vector<CallWork> own_work;
+  if (!kept_model) {
+    own_work =
+        call_work(model, compute, checkpoints, tensor ? &*tensor : nullptr, &network, tensor_shape);
+  }
+  const std::vector<CallWork>* work = kept_model ? &kept->work : &own_work;
   ZeroRank::Setup setup;
   setup.run = &run;
   setup.model = &model;
@@ -954,9 +861,6 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
     forward_flops += static_cast<double>(cost.forward_flops + cost.backward_or_default());
   }
 
-  // A memo's entry stands for the one rank class of a run without a trace.
-  DecisionMemo* const memo =
-      options.steps == 0 && !trace && classes.size() == 1 ? options.memo : nullptr;
   for (const std::vector<std::int64_t>& ranks : classes) {
     const std::int64_t rank = ranks.front();
     DecisionMemo::Key memo_key{};
@@ -968,7 +872,8 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
       const GroupShape shape = network.shape(grid.slice_parallel_group(rank));
       if (!(shape == tensor_shape)) {
         tensor_shape = shape;
-        work = call_work(model, compute, checkpoints, &*tensor, &network, tensor_shape);
+        own_work = call_work(model, compute, checkpoints, &*tensor, &network, tensor_shape);
+        work = &own_work;
       }
     }
     RankReport report;
@@ -981,15 +886,13 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
       trace->ranks.push_back(trace::RankInfo{report.label, ranks, 0});
     }
     report.trace_rank = trace_rank;
-    ZeroRank sim(setup, work, checkpoints, trace, trace_rank,
+    ZeroRank sim(setup, *work, checkpoints, trace, trace_rank,
                  {run.cluster.gpu_memory, options.model_allocator});
     if (trace && tensor) {
       sim.tensor_group = static_cast<std::int32_t>(trace->groups.size());
       trace->groups.push_back(trace::GroupInfo{"model", tp});
     }
-    // A memo's run starts from the warm-up of the first run of its context, if there was one.
-    const std::shared_ptr<const zero::TrainingLoop> warmed =
-        memo ? memo->warm_up(options.memo_context) : nullptr;
+    const zero::TrainingLoop* const warmed = kept && kept->loop ? &*kept->loop : nullptr;
     std::optional<zero::TrainingLoop> held;
     if (warmed) {
       held.emplace(*warmed);
@@ -1011,10 +914,18 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
           loop.step(micro_batches);
         }
         loop.set_decisions_only(false);
-        // Only a warm-up that never read the thresholds serves other values of them.
-        if (memo && loop.coordinator().thresholds_unread()) {
-          loop.coordinator().index_trace();  // once, for every run that starts from here
-          memo->store_warm_up(options.memo_context, loop);
+        if (memo && !kept) {
+          DecisionMemo::WarmUp keep;
+          if (kept_tree) {
+            keep.model.emplace(model);
+            keep.work = *work;
+          }
+          // Only a warm-up that never read the thresholds serves other values of them.
+          if (loop.coordinator().thresholds_unread()) {
+            loop.coordinator().index_trace();  // once, for every run that starts from here
+            keep.loop.emplace(loop);
+          }
+          memo->store_warm_up(options.memo_context, kept_tree, std::move(keep));
         }
       }
       if (loop.coordinator().mode() != zero::TraceMode::kComplete) {
@@ -1037,14 +948,17 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
           digest.add(word);
         for (ParamId p : model.params_by_ds_id())
           digest.add(static_cast<std::int64_t>(c.status(p)));
-        zero::TrainingLoop probe = loop;
+        // On the loop itself when the kept warm-up can start it again, else on a copy.
+        std::optional<zero::TrainingLoop> copy;
+        if (!warmed) copy.emplace(loop);
+        zero::TrainingLoop& probe = copy ? *copy : loop;
         sim.loop = &probe;
         sim.record_decisions(&digest);
         probe.set_decisions_only(true);
         probe.step(micro_batches);
+        probe.set_decisions_only(false);
         digest.add(static_cast<std::int64_t>(probe.coordinator().invalidations().size()));
         sim.record_decisions(nullptr);
-        sim.loop = &loop;
         memo_key = digest.value();
         if (std::optional<RankReport> known = memo->find(memo_key)) {
           known->ranks = std::move(report.ranks);
@@ -1052,7 +966,11 @@ SimulationResult simulate_zero3(const RunSpec& run, const SimOptions& options,
           known->trace_rank = report.trace_rank;
           report = std::move(*known);
           memo_hit = true;
+        } else if (!copy) {
+          held.emplace(*warmed);
+          held->rebind(model, sim, sim, &sim);
         }
+        sim.loop = &*held;
       }
       if (!memo_hit) {
         sim.begin();

@@ -45,12 +45,13 @@ TEST(DecisionMemo, FindsWhatWasStored) {
 }
 
 RunSpec Gpt2(std::int64_t live, std::int64_t reuse, std::int64_t bucket,
-            std::int64_t accumulation = 1) {
+             std::int64_t accumulation = 1) {
   const std::string yaml =
       "model: gpt2\ncluster: {preset: dgx-a100-80g, nodes: 1}\n"
       "training: {sequence_length: 1024, micro_batch: 2, dtype: bf16, checkpoint_interval: 1}\n"
       "deepspeed: {train_micro_batch_size_per_gpu: 2, gradient_accumulation_steps: " +
-      std::to_string(accumulation) + ", "
+      std::to_string(accumulation) +
+      ", "
       "bf16: {enabled: true}, zero_optimization: {stage: 3, stage3_max_live_parameters: " +
       std::to_string(live) + ", stage3_max_reuse_distance: " + std::to_string(reuse) +
       ", stage3_prefetch_bucket_size: " + std::to_string(bucket) + "}}\n";
