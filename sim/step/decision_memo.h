@@ -70,7 +70,9 @@ class DecisionMemo {
     // warm-up read the thresholds.
     std::optional<zero::TrainingLoop> loop;
   };
-  // Null if no run of this context on `tree` was kept.
+  // Null if no run of this context on `tree` was kept. The memo keeps the most recently used
+  // kMaxWarmUps: a warm-up holds a copy of the model, its schedule and the coordinator's trace.
+  static constexpr std::size_t kMaxWarmUps = 32;
   std::shared_ptr<const WarmUp> warm_up(const std::vector<std::int64_t>& context,
                                         const ModuleTree* tree) const;
   void store_warm_up(const std::vector<std::int64_t>& context, const ModuleTree* tree,
@@ -79,8 +81,12 @@ class DecisionMemo {
  private:
   mutable std::mutex mutex_;
   std::map<Key, RankReport> entries_;
-  std::map<std::pair<std::vector<std::int64_t>, const ModuleTree*>, std::shared_ptr<const WarmUp>>
-      warm_ups_;
+  struct KeptWarmUp {
+    std::shared_ptr<const WarmUp> warm_up;
+    std::uint64_t last_use = 0;
+  };
+  mutable std::map<std::pair<std::vector<std::int64_t>, const ModuleTree*>, KeptWarmUp> warm_ups_;
+  mutable std::uint64_t uses_ = 0;
   mutable std::int64_t hits_ = 0;
 };
 

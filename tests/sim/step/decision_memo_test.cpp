@@ -44,6 +44,23 @@ TEST(DecisionMemo, FindsWhatWasStored) {
   EXPECT_EQ(memo.size(), 1);
 }
 
+// Warm-ups are large (a model, its schedule, the trace): the memo keeps the most recently used.
+TEST(DecisionMemo, KeepsTheMostRecentlyUsedWarmUps) {
+  DecisionMemo memo;
+  const auto context = [](std::int64_t i) { return std::vector<std::int64_t>{i}; };
+  for (std::int64_t i = 0; i < static_cast<std::int64_t>(DecisionMemo::kMaxWarmUps); ++i)
+    memo.store_warm_up(context(i), nullptr, {});
+  ASSERT_NE(memo.warm_up(context(0), nullptr), nullptr);  // now the most recently used
+  memo.store_warm_up(context(-1), nullptr, {});
+  EXPECT_NE(memo.warm_up(context(0), nullptr), nullptr);
+  EXPECT_EQ(memo.warm_up(context(1), nullptr), nullptr);  // the least recently used went
+  EXPECT_NE(memo.warm_up(context(2), nullptr), nullptr);
+  EXPECT_NE(memo.warm_up(context(-1), nullptr), nullptr);
+  // The tree is part of the key.
+  ModuleTree other;
+  EXPECT_EQ(memo.warm_up(context(0), &other), nullptr);
+}
+
 RunSpec Gpt2(std::int64_t live, std::int64_t reuse, std::int64_t bucket,
              std::int64_t accumulation = 1) {
   const std::string yaml =
