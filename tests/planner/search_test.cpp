@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <string>
@@ -14,6 +15,26 @@ namespace {
 
 RunSpec Example(const std::string& name) {
   return load_run_spec(std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/" + name);
+}
+
+// "llama2-7b-offload.yaml" -> "llama2_7b_offload": a test name.
+std::string ExampleTestName(const ::testing::TestParamInfo<const char*>& param) {
+  std::string name = param.param;
+  name = name.substr(0, name.find('.'));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+// Two fronts, point for point: the same configurations with the same figures.
+void ExpectSameFront(const std::vector<Point>& a, const std::vector<Point>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].candidate, b[i].candidate);
+    EXPECT_EQ(a[i].eval.step_ns, b[i].eval.step_ns);
+    EXPECT_EQ(a[i].eval.memory, b[i].eval.memory);
+    EXPECT_EQ(a[i].eval.allocated, b[i].eval.allocated);
+    EXPECT_EQ(a[i].eval.gathered_bytes, b[i].eval.gathered_bytes);
+  }
 }
 
 // GPT-2 (124M) on 8 GPUs: a space small enough to simulate exhaustively, with the knobs that move
@@ -180,14 +201,7 @@ TEST_F(SearchVsExhaustive, SharedStepsChangeNoResult) {
   const SearchResult full = search(*run_, *space_, all);
   EXPECT_EQ(full.stats.shared_steps, 0);
   EXPECT_GT(everything_->stats.shared_steps, 0);
-  ASSERT_EQ(full.pareto.size(), everything_->pareto.size());
-  for (std::size_t i = 0; i < full.pareto.size(); ++i) {
-    EXPECT_EQ(full.pareto[i].candidate, everything_->pareto[i].candidate);
-    EXPECT_EQ(full.pareto[i].eval.step_ns, everything_->pareto[i].eval.step_ns);
-    EXPECT_EQ(full.pareto[i].eval.memory, everything_->pareto[i].eval.memory);
-    EXPECT_EQ(full.pareto[i].eval.allocated, everything_->pareto[i].eval.allocated);
-    EXPECT_EQ(full.pareto[i].eval.gathered_bytes, everything_->pareto[i].eval.gathered_bytes);
-  }
+  ExpectSameFront(everything_->pareto, full.pareto);
 }
 
 TEST_F(SearchVsExhaustive, NothingFitsGivesTheLeastMemoryFound) {
@@ -333,13 +347,7 @@ INSTANTIATE_TEST_SUITE_P(Examples, EveryBundledExample,
                                            "gpt2-zero2.yaml", "bert-large-pipeline.yaml",
                                            "llama2-7b-offload.yaml", "mixtral-8x7b-h200.yaml",
                                            "llama2-70b-h100.yaml"),
-                         [](const ::testing::TestParamInfo<const char*>& param) {
-                           std::string name = param.param;
-                           name = name.substr(0, name.find('.'));
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         ExampleTestName);
 
 // On every bundled ZeRO-3 example (offload, a mixture of experts, tensor parallelism, CPU), the
 // three thresholds that configurations share warm-ups and steps over, searched exhaustively with
@@ -368,27 +376,14 @@ TEST_P(SharedStepsOnEveryZero3Example, ChangeNoResult) {
   o.share_decisions = false;
   const SearchResult full = search(run, space, o);
   EXPECT_GT(shared.stats.shared_steps, 0);
-  ASSERT_EQ(shared.pareto.size(), full.pareto.size());
-  for (std::size_t i = 0; i < full.pareto.size(); ++i) {
-    EXPECT_EQ(shared.pareto[i].candidate, full.pareto[i].candidate);
-    EXPECT_EQ(shared.pareto[i].eval.step_ns, full.pareto[i].eval.step_ns);
-    EXPECT_EQ(shared.pareto[i].eval.memory, full.pareto[i].eval.memory);
-    EXPECT_EQ(shared.pareto[i].eval.allocated, full.pareto[i].eval.allocated);
-    EXPECT_EQ(shared.pareto[i].eval.gathered_bytes, full.pareto[i].eval.gathered_bytes);
-  }
+  ExpectSameFront(shared.pareto, full.pareto);
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, SharedStepsOnEveryZero3Example,
                          ::testing::Values("tiny-gpt2-cpu.yaml", "gpt2-zero3.yaml",
                                            "llama2-7b-offload.yaml", "mixtral-8x7b-h200.yaml",
                                            "llama2-70b-h100.yaml"),
-                         [](const ::testing::TestParamInfo<const char*>& param) {
-                           std::string name = param.param;
-                           name = name.substr(0, name.find('.'));
-                           for (char& ch : name)
-                             if (ch == '-') ch = '_';
-                           return name;
-                         });
+                         ExampleTestName);
 
 TEST(Evaluate, MemoryIsReservedWithTheAllocatorModelAndAllocatedWithout) {
   const RunSpec run = Example("gpt2-zero3.yaml");
