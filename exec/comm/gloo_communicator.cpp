@@ -380,6 +380,10 @@ std::unique_ptr<Communicator> make_gloo_communicator(const std::shared_ptr<Store
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(prefix, c10d_store->c10d());
     auto pg =
         c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, group.rank, group.size, gloo_options);
+    // A rank's mesh is up before its peers' are: without this barrier a rank that returns and
+    // fails at once closes connections a peer is still setting up, and the peer reports a join
+    // failure instead of waiting for the real error.
+    pg->barrier()->wait();
     return std::make_unique<GlooCommunicator>(group, std::move(pg));
   } catch (const std::exception& e) {
     throw CommError("rank " + std::to_string(group.rank) + ": the " + std::to_string(group.size) +
