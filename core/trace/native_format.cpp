@@ -91,6 +91,16 @@ void visit_tables(const Trace& trace, Visitor& v) {
   v.column("category", memory, [](const MemorySample& m) { return static_cast<int>(m.category); });
   v.column("bytes", memory, [](const MemorySample& m) { return m.bytes; });
 
+  const auto& allocations = trace.allocations;
+  v.table("allocations");
+  v.column("rank", allocations, [](const Allocation& a) { return a.rank; });
+  v.column("category", allocations,
+           [](const Allocation& a) { return static_cast<int>(a.category); });
+  v.column("bytes", allocations, [](const Allocation& a) { return a.bytes; });
+  v.column("start", allocations, [](const Allocation& a) { return a.start; });
+  v.column("end", allocations, [](const Allocation& a) { return a.end; });
+  v.column("name", allocations, [](const Allocation& a) { return a.name; });
+
   const auto& reserved = trace.reserved;
   v.table("reserved");
   v.column("rank", reserved, [](const ReservedSample& s) { return s.rank; });
@@ -183,8 +193,9 @@ class TextWriter {
 std::string native_text(const Trace& trace) {
   std::string out;
   // About 8 bytes per integer; one reservation instead of a dozen doublings of a large buffer.
-  out.reserve(4096 + 8 * (13 * trace.ops.size() + 4 * trace.memory.size() +
-                          3 * (trace.reserved.size() + trace.markers.size())));
+  out.reserve(4096 +
+              8 * (13 * trace.ops.size() + 4 * trace.memory.size() + 6 * trace.allocations.size() +
+                   3 * (trace.reserved.size() + trace.markers.size())));
   out += '{';
   TextWriter writer(out);
   const Json top = head(trace);
@@ -501,6 +512,27 @@ std::optional<TraceViolation> check_trace(const Trace& trace) {
     if (m.bytes < 0) return negative("memory.bytes", i, "bytes", m.bytes);
   }
 
+  for (std::size_t i = 0; i < trace.allocations.size(); ++i) {
+    const Allocation& a = trace.allocations[i];
+    if (!in_range(a.rank, rank_count))
+      return out_of_range("allocations.rank", i, "rank", a.rank, rank_count, "the trace");
+    if (static_cast<std::size_t>(a.category) >= kMemoryCategoryCount) {
+      return TraceViolation{
+          indexed("allocations.category", i),
+          std::to_string(static_cast<int>(a.category)) + " is not a memory category"};
+    }
+    if (a.bytes < 0) return negative("allocations.bytes", i, "bytes", a.bytes);
+    if (a.end < a.start) {
+      return TraceViolation{
+          indexed("allocations.end", i),
+          "end " + std::to_string(a.end) + " is before start " + std::to_string(a.start)};
+    }
+    if (a.name != kNone && !in_range(a.name, string_count)) {
+      return out_of_range("allocations.name", i, "string", a.name, string_count,
+                          "the string table");
+    }
+  }
+
   for (std::size_t i = 0; i < trace.reserved.size(); ++i) {
     const ReservedSample& s = trace.reserved[i];
     if (!in_range(s.rank, rank_count))
@@ -654,6 +686,19 @@ Trace from_native_json(const Json& json, const std::string& origin) {
             [](MemorySample& m, MemoryCategory x) { m.category = x; });
     t.integers("bytes", mem, kI64Min, kI64Max,
                [](MemorySample& m, std::int64_t x) { m.bytes = x; });
+  }
+  if (v >= 3) {
+    Table t(reader, json, "allocations");
+    auto& al = trace.allocations;
+    t.integers("rank", al, kInt32Min, kInt32Max,
+               [](Allocation& a, std::int64_t x) { a.rank = static_cast<std::int32_t>(x); });
+    t.enums("category", al, categories, category_list, "enums.memory_category", "memory category",
+            [](Allocation& a, MemoryCategory x) { a.category = x; });
+    t.integers("bytes", al, kI64Min, kI64Max, [](Allocation& a, std::int64_t x) { a.bytes = x; });
+    t.integers("start", al, kI64Min, kI64Max, [](Allocation& a, std::int64_t x) { a.start = x; });
+    t.integers("end", al, kI64Min, kI64Max, [](Allocation& a, std::int64_t x) { a.end = x; });
+    t.integers("name", al, kInt32Min, kInt32Max,
+               [](Allocation& a, std::int64_t x) { a.name = static_cast<std::int32_t>(x); });
   }
   {
     Table t(reader, json, "reserved");

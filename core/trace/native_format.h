@@ -14,9 +14,10 @@
 namespace zp::trace {
 
 inline constexpr const char* kNativeFormat = "zeroplan-trace";
-inline constexpr int kNativeFormatVersion = 2;
+inline constexpr int kNativeFormatVersion = 3;
 // The oldest version the reader still reads: version 1 has no ops.module and ops.params columns
-// (its ops get kNone) and no release ops.
+// (its ops get kNone) and no release ops; versions 1 and 2 have no allocations table (the trace
+// gets none).
 inline constexpr int kOldestNativeFormatVersion = 1;
 
 // A trace that breaks a rule of the format (see check_trace) is a bug in whoever built it: the

@@ -99,7 +99,8 @@ const std::string& Trace::string(std::int32_t index) const {
 bool Trace::operator==(const Trace& other) const {
   return source == other.source && metadata == other.metadata && strings == other.strings &&
          ranks == other.ranks && groups == other.groups && ops == other.ops &&
-         memory == other.memory && reserved == other.reserved && markers == other.markers;
+         memory == other.memory && allocations == other.allocations && reserved == other.reserved &&
+         markers == other.markers;
 }
 
 void append_ranks(Trace& into, const Trace& from) {
@@ -125,6 +126,11 @@ void append_ranks(Trace& into, const Trace& from) {
   for (MemorySample m : from.memory) {
     m.rank += rank_offset;
     into.memory.push_back(m);
+  }
+  for (Allocation a : from.allocations) {
+    a.rank += rank_offset;
+    a.name = text(a.name);
+    into.allocations.push_back(a);
   }
   for (ReservedSample r : from.reserved) {
     r.rank += rank_offset;

@@ -150,6 +150,21 @@ struct MemorySample {
   bool operator==(const MemorySample&) const = default;
 };
 
+// One device allocation, live over [start, end): what the memory samples' totals are made of, so a
+// viewer can list the largest tensors live at any time.
+inline constexpr TimeNs kNever = INT64_MAX;  // the end of an allocation not freed in the trace
+struct Allocation {
+  std::int32_t rank = 0;  // index into Trace::ranks
+  MemoryCategory category = MemoryCategory::kActivations;
+  std::int64_t bytes = 0;  // as counted in the category's total (rounded when the allocator is)
+  TimeNs start = 0;
+  TimeNs end = kNever;  // kNever: still live when the trace ends
+  // Index into Trace::strings: what the allocation holds, or else what was running when it was
+  // made (a module, a phase); kNone when neither is known.
+  std::int32_t name = kNone;
+  bool operator==(const Allocation&) const = default;
+};
+
 // What the caching allocator holds from the device (allocated plus cached).
 struct ReservedSample {
   std::int32_t rank = 0;
@@ -178,6 +193,7 @@ struct Trace {
   std::vector<GroupInfo> groups;
   std::vector<Op> ops;
   std::vector<MemorySample> memory;
+  std::vector<Allocation> allocations;  // device allocations (see Allocation)
   std::vector<ReservedSample> reserved;
   std::vector<Marker> markers;
 
@@ -191,9 +207,9 @@ struct Trace {
   std::unordered_map<std::string, std::int32_t> index_;
 };
 
-// Appends `from`'s ranks, with their ops, memory samples and markers, to `into`: the traces that
-// the ranks of one measured run write each become one. Strings are interned again and groups
-// matched by axis and size; markers for every rank stay so. Metadata is `into`'s.
+// Appends `from`'s ranks, with their ops, memory samples, allocations and markers, to `into`: the
+// traces that the ranks of one measured run write each become one. Strings are interned again and
+// groups matched by axis and size; markers for every rank stay so. Metadata is `into`'s.
 void append_ranks(Trace& into, const Trace& from);
 
 }  // namespace zp::trace

@@ -695,11 +695,35 @@ void Viewer::draw_memory(float width, float height) {
                 format_bytes(static_cast<double>(c.bytes)).c_str());
   }
   ImGui::Separator();
-  ImGui::TextUnformatted("latest gathers (largest first)");
-  for (std::uint32_t i : recent_gathers(t.trace, st.memory_rank, at, 8)) {
-    const trace::Op& op = t.trace.ops[i];
-    ImGui::Text("%-14s %s", op_title(t.trace, op).c_str(),
-                format_bytes(static_cast<double>(op.bytes)).c_str());
+  if (!t.trace.allocations.empty()) {
+    // A block's name, or else its category (the same colours as the stacked area).
+    ImGui::TextUnformatted("largest live tensors");
+    const auto time = static_cast<trace::TimeNs>(std::floor(at));
+    for (std::uint32_t i : largest_live(t.trace, st.memory_rank, time, 10)) {
+      const trace::Allocation& a = t.trace.allocations[i];
+      const std::string category(trace::to_string(a.category));
+      ImGui::ColorButton(("##live" + std::to_string(i)).c_str(),
+                         ImGui::ColorConvertU32ToFloat4(category_color(a.category)),
+                         ImGuiColorEditFlags_NoTooltip, v2(10, 10));
+      ImGui::SameLine();
+      ImGui::Text("%9s %s", format_bytes(static_cast<double>(a.bytes)).c_str(),
+                  a.name == trace::kNone ? category.c_str() : t.trace.string(a.name).c_str());
+      if (ImGui::IsItemHovered()) {
+        ImGui::SetTooltip("%s\nfrom %s to %s", category.c_str(),
+                          format_duration(static_cast<double>(a.start)).c_str(),
+                          a.end == trace::kNever
+                              ? "the end"
+                              : format_duration(static_cast<double>(a.end)).c_str());
+      }
+    }
+  } else {
+    // Traces without allocation records (format versions 1 and 2, measured runs).
+    ImGui::TextUnformatted("latest gathers (largest first)");
+    for (std::uint32_t i : recent_gathers(t.trace, st.memory_rank, at, 8)) {
+      const trace::Op& op = t.trace.ops[i];
+      ImGui::Text("%-14s %s", op_title(t.trace, op).c_str(),
+                  format_bytes(static_cast<double>(op.bytes)).c_str());
+    }
   }
   ImGui::EndChild();
 }

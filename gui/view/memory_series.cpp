@@ -132,6 +132,27 @@ std::vector<std::uint32_t> recent_gathers(const trace::Trace& trace, std::int32_
   return out;
 }
 
+std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t rank,
+                                        trace::TimeNs t, std::size_t n) {
+  std::vector<std::uint32_t> live;
+  for (std::size_t i = 0; i < trace.allocations.size(); ++i) {
+    const trace::Allocation& a = trace.allocations[i];
+    if (a.rank == rank && a.start <= t && t < a.end) live.push_back(static_cast<std::uint32_t>(i));
+  }
+  const auto larger = [&](std::uint32_t x, std::uint32_t y) {
+    const trace::Allocation& a = trace.allocations[x];
+    const trace::Allocation& b = trace.allocations[y];
+    if (a.bytes != b.bytes) return a.bytes > b.bytes;
+    if (a.start != b.start) return a.start < b.start;
+    return x < y;
+  };
+  const std::size_t keep = std::min(n, live.size());
+  std::partial_sort(live.begin(), live.begin() + static_cast<std::ptrdiff_t>(keep), live.end(),
+                    larger);
+  live.resize(keep);
+  return live;
+}
+
 std::vector<MemoryColumn> memory_columns(const MemorySeries& series, const TimeAxis& axis,
                                          float column_px) {
   ZP_CHECK(column_px > 0, "column width ", column_px);

@@ -56,6 +56,13 @@ std::vector<CategoryShare> largest_at(const MemorySeries& series, double t);
 std::vector<std::uint32_t> recent_gathers(const trace::Trace& trace, std::int32_t rank, double t,
                                           std::size_t limit);
 
+// The `n` largest allocations of `rank` live at `t` (start <= t < end), as indices into
+// trace.allocations, largest first (ties: the earlier start, then the earlier row). An allocation
+// freed at `t` is no longer live, one made at `t` is: the state after everything at `t`, as
+// breakdown_at gives it. Empty for a trace without allocations (format version 1 and 2).
+std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t rank,
+                                        trace::TimeNs t, std::size_t n);
+
 // One pixel column of the stacked area: the device categories stacked in category order at the
 // sample with the highest device total inside the column, so no peak is lost when many samples
 // share a pixel.

@@ -10,7 +10,8 @@ MemoryAccountant::MemoryAccountant(Options options, trace::Trace* trace, std::in
 }
 
 MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std::int64_t bytes,
-                                                   TimeNs time, AllocStream stream) {
+                                                   TimeNs time, AllocStream stream,
+                                                   std::int32_t label) {
   ZP_CHECK(trace::on_device(category), "host category ", trace::to_string(category),
            " allocated on the device");
   ZP_CHECK(bytes >= 0, "negative allocation of ", bytes, " bytes");
@@ -24,6 +25,11 @@ MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std:
     b.allocator_block = a.handle;
   } else {
     b.size = bytes;
+  }
+  if (trace_ && b.size > 0) {
+    b.trace_row = static_cast<std::int64_t>(trace_->allocations.size());
+    trace_->allocations.push_back(
+        trace::Allocation{trace_rank_, category, b.size, time, trace::kNever, label});
   }
   Block id;
   if (!free_list_.empty()) {
@@ -47,6 +53,15 @@ void MemoryAccountant::free(Block block, TimeNs time) {
   ZP_CHECK(b.live, "block ", block, " freed twice");
   flush_peaks();
   b.live = false;
+  if (b.trace_row >= 0) {
+    const auto row = static_cast<std::size_t>(b.trace_row);
+    trace::Allocation& a = trace_->allocations[row];
+    ZP_CHECK(time >= a.start, "block ", block, " freed at ", time, " before its allocation at ",
+             a.start);
+    a.end = time;
+    // Freed when it was made (a workspace) and the latest row: never live, so not kept.
+    if (a.end == a.start && row + 1 == trace_->allocations.size()) trace_->allocations.pop_back();
+  }
   if (allocator_) allocator_->free_handle(b.allocator_block);
   bytes_[static_cast<std::size_t>(b.category)] -= b.size;
   allocated_ -= b.size;

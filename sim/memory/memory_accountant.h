@@ -2,7 +2,10 @@
 // blocks, each in one category (core/trace/trace.h); host and NVMe memory is added and removed by
 // category. The accountant keeps the totals, the device peak with its breakdown and the module
 // running then, what PyTorch's caching allocator would reserve (optional), and, when given a
-// trace, one sample per change (a reserved sample only when reserved memory changes).
+// trace, one sample per change (a reserved sample only when reserved memory changes) and one
+// allocation record per device block of non-zero size (its category, counted bytes, when it was
+// allocated and freed, and the caller's label); a block freed at the time it was made is dropped
+// when it is still the latest record (it was never live).
 //
 // Device totals count what PyTorch's memory_allocated() counts: each block at its rounded size
 // (a multiple of 512 bytes) when the allocator is modelled, its exact size otherwise.
@@ -47,9 +50,11 @@ class MemoryAccountant {
   MemoryAccountant(Options options, trace::Trace* trace, std::int32_t trace_rank);
 
   using Block = std::int64_t;
-  // A device allocation in a device category. Returns a handle for free().
+  // A device allocation in a device category. Returns a handle for free(). `label`, an index into
+  // the trace's strings (a parameter's name, a module, "gather 12") or kNone, names the block in
+  // the trace's allocations; ignored without a trace.
   Block allocate(MemoryCategory category, std::int64_t bytes, TimeNs time,
-                 AllocStream stream = AllocStream::kCompute);
+                 AllocStream stream = AllocStream::kCompute, std::int32_t label = trace::kNone);
   void free(Block block, TimeNs time);
   // Host and NVMe categories: add `delta` bytes (negative to remove).
   void add_host(MemoryCategory category, std::int64_t delta, TimeNs time);
@@ -91,6 +96,7 @@ class MemoryAccountant {
     std::int64_t size = 0;
     std::int32_t allocator_block = -1;  // the allocator's handle
     bool live = false;
+    std::int64_t trace_row = -1;  // index into the trace's allocations, or -1
   };
   // After every change: the peaks, and the trace's samples. Inline, as allocate() and free() run
   // per simulated tensor.

@@ -150,7 +150,8 @@ class ZeroRank final : public RankTimeline,
     for (ParamId p : model.params_by_ds_id()) {
       if (loop->coordinator().status(p) != ParamStatus::kNotAvailable) {
         param_block_[static_cast<std::size_t>(p)] =
-            memory_.allocate(category_of(p), gathered_bytes(p), now_, AllocStream::kAllGather);
+            memory_.allocate(category_of(p), gathered_bytes(p), now_, AllocStream::kAllGather,
+                             label(s_.model->tree().parameter(p).name));
         live_numel_ += model.param(p).numel;
       }
     }
@@ -218,11 +219,13 @@ class ZeroRank final : public RankTimeline,
       // The parameter's data is a view of the padded buffer until it is released.
       const ParamId p = r.params.front();
       param_block_[static_cast<std::size_t>(p)] =
-          memory_.allocate(category_of(p), buffer_bytes, now_, AllocStream::kAllGather);
+          memory_.allocate(category_of(p), buffer_bytes, now_, AllocStream::kAllGather,
+                           label(s_.model->tree().parameter(p).name));
     } else {
       for (const zero::GatherBuffer& b : buffers)
         g.flat.push_back(memory_.allocate(MemoryCategory::kGatheredParams, b.bytes(), now_,
-                                          AllocStream::kAllGather));
+                                          AllocStream::kAllGather,
+                                          numbered_label("gather ", r.handle)));
     }
     TimeNs ready = now_;
     const std::int32_t name = numbered_label("gather ", r.handle);
@@ -263,7 +266,8 @@ class ZeroRank final : public RankTimeline,
       for (ParamId p : g.params) {
         const std::int64_t b = gathered_bytes(p);
         param_block_[static_cast<std::size_t>(p)] =
-            memory_.allocate(category_of(p), b, now_, AllocStream::kAllGather);
+            memory_.allocate(category_of(p), b, now_, AllocStream::kAllGather,
+                             label(s_.model->tree().parameter(p).name));
         bytes += b;
       }
       const TimeNs start = std::max(stream, g.end);
@@ -337,7 +341,7 @@ class ZeroRank final : public RankTimeline,
       MemoryAccountant::Block in = -1;
       if (!in_place) {
         in = memory_.allocate(MemoryCategory::kCommBuffers, bytes, now_,
-                              AllocStream::kReduceScatter);
+                              AllocStream::kReduceScatter, name);
       }
       end = collective(reduce_stream(), StreamKind::kReduceScatter, kReduceScatterOp, now_, bytes,
                        name);
@@ -406,12 +410,14 @@ class ZeroRank final : public RankTimeline,
       const MemoryCategory category =
           e.recompute ? MemoryCategory::kRecompute : MemoryCategory::kActivations;
       if (keeps && w.activation_bytes > 0) {
-        activation_block_[static_cast<std::size_t>(e.call)] =
-            memory_.allocate(category, w.activation_bytes, now_);
+        activation_block_[static_cast<std::size_t>(e.call)] = memory_.allocate(
+            category, w.activation_bytes, now_, AllocStream::kCompute, module_label(e.module));
       }
       // What the forward holds only while it runs (the loss's logits and their fp32 copy).
       const MemoryAccountant::Block workspace =
-          w.workspace_bytes > 0 ? memory_.allocate(category, w.workspace_bytes, now_) : -1;
+          w.workspace_bytes > 0 ? memory_.allocate(category, w.workspace_bytes, now_,
+                                                   AllocStream::kCompute, module_label(e.module))
+                                : -1;
       run_module(e.recompute ? OpKind::kRecompute : OpKind::kForward, w.forward_ns, w.forward_flops,
                  e.module);
       if (workspace >= 0) memory_.free(workspace, now_);
@@ -422,7 +428,9 @@ class ZeroRank final : public RankTimeline,
       if (pending_block_[p] >= 0) memory_.free(pending_block_[p], now_);
       pending_block_[p] = -1;
       if (grad_block_[p] < 0)
-        grad_block_[p] = memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_);
+        grad_block_[p] = memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_,
+                                          AllocStream::kCompute,
+                                          label(s_.model->tree().parameter(e.param).name));
       grad_done_[p] = true;
     }
   }
@@ -446,7 +454,8 @@ class ZeroRank final : public RankTimeline,
       release_input_grad();
       const MemoryAccountant::Block flowing =
           w.backward_workspace_bytes > 0
-              ? memory_.allocate(MemoryCategory::kActivations, w.backward_workspace_bytes, now_)
+              ? memory_.allocate(MemoryCategory::kActivations, w.backward_workspace_bytes, now_,
+                                 AllocStream::kCompute, module_label(e.module))
               : -1;
       run_module(OpKind::kBackward, w.backward_ns, w.backward_flops, e.module);
       // The backward makes a gradient for each of the call's parameters while its output's
@@ -458,7 +467,8 @@ class ZeroRank final : public RankTimeline,
       for (ParamId p : w.grads) {
         if (grad_done_[static_cast<std::size_t>(p)]) continue;
         const MemoryAccountant::Block made =
-            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_);
+            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_,
+                             AllocStream::kCompute, label(s_.model->tree().parameter(p).name));
         MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
         if (pending < 0) {
           pending = made;
@@ -468,12 +478,13 @@ class ZeroRank final : public RankTimeline,
       }
       if (flowing >= 0) memory_.free(flowing, now_);
       if (w.input_grad_bytes > 0)
-        input_grad_block_ =
-            memory_.allocate(MemoryCategory::kActivations, w.input_grad_bytes, now_);
+        input_grad_block_ = memory_.allocate(MemoryCategory::kActivations, w.input_grad_bytes, now_,
+                                             AllocStream::kCompute, module_label(e.module));
       for (const auto& [p, made] : added) {
         MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
         const MemoryAccountant::Block sum =
-            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_);
+            memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_,
+                             AllocStream::kCompute, label(s_.model->tree().parameter(p).name));
         memory_.free(pending, now_);
         memory_.free(made, now_);
         pending = sum;
@@ -483,7 +494,8 @@ class ZeroRank final : public RankTimeline,
       b = -1;
       if (w.backward_held_bytes > 0) {
         held_grad_block_[static_cast<std::size_t>(e.call)] =
-            memory_.allocate(MemoryCategory::kActivations, w.backward_held_bytes, now_);
+            memory_.allocate(MemoryCategory::kActivations, w.backward_held_bytes, now_,
+                             AllocStream::kCompute, module_label(e.module));
       }
       tensor_all_reduces(w.backward_tensor);
       // The segment's input goes when its backward is done.
@@ -496,7 +508,8 @@ class ZeroRank final : public RankTimeline,
   // CheckpointFunction.forward: the input is kept (partitioned, on the host, or as it is).
   void keep_segment_input(std::int32_t call, const SegmentWork& w) {
     if (w.held_bytes > 0)
-      held_block_[call] = memory_.allocate(MemoryCategory::kActivations, w.held_bytes, now_);
+      held_block_[call] = memory_.allocate(MemoryCategory::kActivations, w.held_bytes, now_,
+                                           AllocStream::kCompute, label("checkpoint input"));
     if (w.host_bytes > 0) memory_.add_host(MemoryCategory::kHostActivations, w.host_bytes, now_);
     if (w.to_host_bytes > 0) {
       transfer(StreamKind::kDeviceToHost, OpKind::kCopyToHost, TransferKind::kDeviceToHost, now_,

@@ -63,6 +63,10 @@ Trace FullTrace() {
                         static_cast<MemoryCategory>(c), static_cast<std::int64_t>(c) * 1'000'003});
   }
   t.memory.push_back({0, 0, MemoryCategory::kActivations, kI64Max});
+  // Freed, never freed, zero-length, unnamed, on every rank class.
+  t.allocations = {{0, MemoryCategory::kGatheredParams, 4096, 10, 20, layer},
+                   {1, MemoryCategory::kActivations, kI64Max, -5, kNever, kNone},
+                   {2, MemoryCategory::kCommBuffers, 0, 7, 7, peak}};
   t.reserved = {{0, 0, 1 << 20}, {1, 5, 0}, {0, 10, kI64Max}};
   t.markers = {{kNone, 0, step_marker}, {1, 42, peak}, {0, 43, kNone}};
   return t;
@@ -119,7 +123,7 @@ TEST(NativeFormat, LayoutIsColumnWiseWithEnumNameTables) {
   const Trace t = FullTrace();
   const Json j = to_native_json(t);
   EXPECT_EQ(j["format"], "zeroplan-trace");
-  EXPECT_EQ(j["version"], 2);
+  EXPECT_EQ(j["version"], 3);
   EXPECT_EQ(j["source"], "measured");
   EXPECT_EQ(j["strings"], Json(t.strings));
   for (const char* column : {"rank", "stream", "kind", "start", "end", "name", "bytes", "flops",
@@ -136,6 +140,10 @@ TEST(NativeFormat, LayoutIsColumnWiseWithEnumNameTables) {
   EXPECT_EQ(j["ops"]["module"][5], kNone);
   EXPECT_EQ(j["ops"]["params"][6], kNone);
   EXPECT_EQ(j["memory"].size(), 4u);
+  EXPECT_EQ(j["allocations"].size(), 6u);
+  EXPECT_EQ(j["allocations"]["end"][1], kNever);
+  EXPECT_EQ(j["enums"]["memory_category"][j["allocations"]["category"][0].get<std::size_t>()],
+            "gathered_params");
   EXPECT_EQ(j["reserved"].size(), 3u);
   EXPECT_EQ(j["markers"].size(), 3u);
   EXPECT_EQ(j["ranks"]["ranks"][1], Json({4, 5, 6, 7}));
@@ -160,6 +168,8 @@ TEST(NativeFormat, ReadsVersion1WithoutModuleAttribution) {
   std::erase_if(t.ops, [](const Op& op) { return op.kind == OpKind::kRelease; });
   Json j = to_native_json(t);
   j["version"] = 1;
+  j.erase("allocations");
+  t.allocations.clear();
   j["ops"].erase("module");
   j["ops"].erase("params");
   j["enums"]["op_kind"].erase(static_cast<std::size_t>(OpKind::kRelease));
@@ -176,6 +186,53 @@ TEST(NativeFormat, ReadsVersion1WithoutModuleAttribution) {
   for (const Op& op : FromJson(extra).ops) {
     EXPECT_EQ(op.module, kNone);
     EXPECT_EQ(op.params, kNone);
+  }
+}
+
+// Version 2 had no allocations table: the trace gets none, and one in the file is ignored.
+TEST(NativeFormat, ReadsVersion2WithoutAllocations) {
+  Trace t = FullTrace();
+  Json j = to_native_json(t);
+  j["version"] = 2;
+  j.erase("allocations");
+  t.allocations.clear();
+  EXPECT_EQ(FromJson(Json::parse(j.dump())), t);
+  Json extra = to_native_json(FullTrace());
+  extra["version"] = 2;
+  extra["allocations"]["end"][0] = -1;  // would break a rule in version 3
+  EXPECT_TRUE(FromJson(extra).allocations.empty());
+  // Version 3 requires the table.
+  Json v3 = to_native_json(FullTrace());
+  v3.erase("allocations");
+  ExpectError(v3, ErrorKind::kMissing, "", "'allocations'");
+}
+
+TEST(NativeFormat, AllocationRulesAreChecked) {
+  const Json good = to_native_json(FullTrace());
+  {
+    Json j = good;
+    j["allocations"]["end"][0] = 9;
+    ExpectError(j, ErrorKind::kValue, "allocations.end[0]", "end 9 is before start 10");
+  }
+  {
+    Json j = good;
+    j["allocations"]["bytes"][2] = -1;
+    ExpectError(j, ErrorKind::kValue, "allocations.bytes[2]", "-1");
+  }
+  {
+    Json j = good;
+    j["allocations"]["rank"][1] = 3;
+    ExpectError(j, ErrorKind::kValue, "allocations.rank[1]", "rank 3 is out of range");
+  }
+  {
+    Json j = good;
+    j["allocations"]["name"][0] = 4;
+    ExpectError(j, ErrorKind::kValue, "allocations.name[0]", "string 4 is out of range");
+  }
+  {
+    Json j = good;
+    j["allocations"]["category"][0] = 99;
+    ExpectError(j, ErrorKind::kValue, "allocations.category[0]", "99");
   }
 }
 
@@ -227,15 +284,15 @@ TEST(NativeFormat, FormatAndVersionAreChecked) {
   }
   {
     Json j = good;
-    j["version"] = 3;
+    j["version"] = 4;
     ExpectError(j, ErrorKind::kUnsupported, "version",
-                "version 3 was written by a newer zeroplan; this build reads versions 1 to 2");
+                "version 4 was written by a newer zeroplan; this build reads versions 1 to 3");
   }
   {
     Json j = good;
     j["version"] = 0;
     ExpectError(j, ErrorKind::kUnsupported, "version",
-                "version 0 is not supported; this build reads versions 1 to 2");
+                "version 0 is not supported; this build reads versions 1 to 3");
   }
   {
     Json j = good;
@@ -262,7 +319,7 @@ TEST(NativeFormat, FormatAndVersionAreChecked) {
 TEST(NativeFormat, EveryTableAndColumnIsRequired) {
   const Json good = to_native_json(FullTrace());
   for (const char* key : {"source", "metadata", "strings", "enums", "ranks", "groups", "ops",
-                          "memory", "reserved", "markers"}) {
+                          "memory", "allocations", "reserved", "markers"}) {
     Json j = good;
     j.erase(key);
     ExpectError(j, ErrorKind::kMissing, "", std::string("'") + key + "'");
@@ -604,7 +661,7 @@ TEST_F(NativeFile, WrittenFileReadsBack) {
   EXPECT_EQ(Files(), std::vector<std::string>{"run.trace.json"});
   // The first line names the format, for `head`; each column sits on one line.
   const std::string text = read_file(path);
-  EXPECT_TRUE(text.starts_with("{\n \"format\": \"zeroplan-trace\",\n \"version\": 2,\n")) << text;
+  EXPECT_TRUE(text.starts_with("{\n \"format\": \"zeroplan-trace\",\n \"version\": 3,\n")) << text;
   EXPECT_TRUE(Contains(text, "\n  \"start\": [7,1007,"));
   EXPECT_EQ(Json::parse(text), to_native_json(t));
 }

@@ -178,6 +178,7 @@ TEST(Trace, EqualityComparesEveryFieldButNotTheInternIndex) {
   EXPECT_TRUE(differs([](Trace& t) { t.memory.push_back({}); }));
   EXPECT_TRUE(differs([](Trace& t) { t.reserved.push_back({}); }));
   EXPECT_TRUE(differs([](Trace& t) { t.markers.push_back({}); }));
+  EXPECT_TRUE(differs([](Trace& t) { t.allocations.push_back({}); }));
 }
 
 TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
@@ -206,6 +207,8 @@ TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
       Op{.rank = 0, .kind = OpKind::kForward, .start = 3, .end = 4, .name = b.intern("embed")});
   b.memory.push_back(MemorySample{0, 2, MemoryCategory::kGatheredParams, 64});
   b.markers.push_back(Marker{0, 1, b.intern("step 0")});
+  b.allocations.push_back(
+      Allocation{0, MemoryCategory::kGatheredParams, 64, 2, kNever, b.intern("embed.weight")});
 
   append_ranks(a, b);
   ASSERT_EQ(a.ranks.size(), 2u);
@@ -221,6 +224,10 @@ TEST(AppendRanks, RemapsRanksStringsAndGroupsOfTheAppendedTrace) {
   EXPECT_EQ(a.ops[2].name, a.ops[0].name);
   ASSERT_EQ(a.memory.size(), 1u);
   EXPECT_EQ(a.memory[0].rank, 1);
+  ASSERT_EQ(a.allocations.size(), 1u);
+  EXPECT_EQ(a.allocations[0].rank, 1);
+  EXPECT_EQ(a.allocations[0].end, kNever);
+  EXPECT_EQ(a.string(a.allocations[0].name), "embed.weight");
   ASSERT_EQ(a.markers.size(), 2u);
   EXPECT_EQ(a.markers[0].rank, kNone);
   EXPECT_EQ(a.markers[1].rank, 1);

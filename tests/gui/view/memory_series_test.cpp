@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace zp::gui {
 namespace {
 
@@ -54,6 +56,62 @@ TEST(MemorySeries, BreakdownIsZeroBeforeTheFirstSampleAndHoldsBetweenSamples) {
   EXPECT_EQ(reserved_at(s, 9), 0);
   EXPECT_EQ(reserved_at(s, 20), 1000);
   EXPECT_EQ(reserved_at(s, 40), 500);
+}
+
+trace::Allocation alloc(std::int32_t rank, std::int64_t bytes, trace::TimeNs start,
+                        trace::TimeNs end, MemoryCategory c = MemoryCategory::kActivations) {
+  return {rank, c, bytes, start, end, trace::kNone};
+}
+
+TEST(LargestLive, LargestFirstWithTiesByStartThenRow) {
+  trace::Trace t = base();
+  t.allocations = {alloc(0, 100, 0, 50), alloc(0, 300, 5, 50), alloc(0, 200, 1, 50),
+                   alloc(0, 200, 0, 50), alloc(0, 200, 0, trace::kNever)};
+  EXPECT_EQ(largest_live(t, 0, 10, 10), (std::vector<std::uint32_t>{1, 3, 4, 2, 0}));
+}
+
+TEST(LargestLive, LiveFromStartUntilEndExclusive) {
+  trace::Trace t = base();
+  t.allocations = {alloc(0, 10, 100, 200), alloc(0, 20, 150, 150), alloc(0, 30, 200, 300),
+                   alloc(0, 40, 250, trace::kNever)};
+  EXPECT_TRUE(largest_live(t, 0, 99, 5).empty());
+  EXPECT_EQ(largest_live(t, 0, 100, 5), (std::vector<std::uint32_t>{0}));
+  EXPECT_EQ(largest_live(t, 0, 199, 5), (std::vector<std::uint32_t>{0}));
+  // Freed at 200, made at 200: only the new one; one made and freed at 150 is never live.
+  EXPECT_EQ(largest_live(t, 0, 200, 5), (std::vector<std::uint32_t>{2}));
+  EXPECT_EQ(largest_live(t, 0, 150, 5), (std::vector<std::uint32_t>{0}));
+  EXPECT_EQ(largest_live(t, 0, 300, 5), (std::vector<std::uint32_t>{3}));
+  // Never freed: live to the end of time.
+  EXPECT_EQ(largest_live(t, 0, std::numeric_limits<trace::TimeNs>::max() - 1, 5),
+            (std::vector<std::uint32_t>{3}));
+}
+
+TEST(LargestLive, FiltersByRankAndLimitsToN) {
+  trace::Trace t = base();
+  t.allocations = {alloc(1, 1000, 0, 100), alloc(0, 10, 0, 100), alloc(0, 30, 0, 100),
+                   alloc(0, 20, 0, 100), alloc(1, 5, 0, 100)};
+  EXPECT_EQ(largest_live(t, 0, 50, 2), (std::vector<std::uint32_t>{2, 3}));
+  EXPECT_EQ(largest_live(t, 1, 50, 10), (std::vector<std::uint32_t>{0, 4}));
+  EXPECT_TRUE(largest_live(t, 0, 50, 0).empty());
+  EXPECT_TRUE(largest_live(t, 2, 50, 5).empty());
+  EXPECT_TRUE(largest_live(base(), 0, 50, 5).empty()) << "a trace without allocations";
+}
+
+// The live allocations add up to the samples' totals when both describe the same blocks.
+TEST(LargestLive, LiveAllocationsAddUpToTheBreakdown) {
+  trace::Trace t = base();
+  t.allocations = {alloc(0, 100, 10, 30, MemoryCategory::kGatheredParams),
+                   alloc(0, 50, 20, trace::kNever)};
+  t.memory = {sample(0, 10, MemoryCategory::kGatheredParams, 100),
+              sample(0, 20, MemoryCategory::kActivations, 50),
+              sample(0, 30, MemoryCategory::kGatheredParams, 0)};
+  const MemorySeries s = build_memory_series(t)[0];
+  for (trace::TimeNs time : {5, 10, 20, 25, 30, 40}) {
+    std::int64_t live = 0;
+    for (std::uint32_t i : largest_live(t, 0, time, 100))
+      live += t.allocations[i].bytes;
+    EXPECT_EQ(live, device_total(breakdown_at(s, static_cast<double>(time)))) << time;
+  }
 }
 
 TEST(MemorySeries, PeakCountsDeviceCategoriesOnlyAndTakesTheFirstTime) {

@@ -166,6 +166,57 @@ TEST(MemoryAccountant, TraceGetsOneSamplePerChange) {
   EXPECT_EQ(t.reserved, reserved);
 }
 
+TEST(MemoryAccountant, TraceGetsOneAllocationPerBlock) {
+  trace::Trace t;
+  const std::int32_t weight = t.intern("layers.0.weight");
+  MemoryAccountant m(Modelled(), &t, 2);
+  const auto a = m.allocate(C::kGatheredParams, 1000, 5, AllocStream::kAllGather, weight);
+  m.allocate(C::kActivations, 0, 6);  // nothing counted: no record
+  const auto b = m.allocate(C::kActivations, 3000, 7);
+  m.free(a, 9);
+  const auto c = m.allocate(C::kCommBuffers, 512, 9);  // reuses a's slot
+  m.free(c, 12);
+  // Sizes as counted (rounded to 512 bytes); a block still live ends at kNever.
+  const std::vector<trace::Allocation> expected = {
+      {2, C::kGatheredParams, 1024, 5, 9, weight},
+      {2, C::kActivations, 3072, 7, trace::kNever, trace::kNone},
+      {2, C::kCommBuffers, 512, 9, 12, trace::kNone},
+  };
+  EXPECT_EQ(t.allocations, expected);
+  std::int64_t live = 0;
+  for (const trace::Allocation& x : t.allocations)
+    if (x.end == trace::kNever) live += x.bytes;
+  EXPECT_EQ(live, m.allocated());
+  m.free(b, 20);
+  EXPECT_EQ(t.allocations[1].end, 20);
+}
+
+TEST(MemoryAccountant, ABlockFreedWhenMadeIsDroppedWhileItIsTheLatestRecord) {
+  trace::Trace t;
+  MemoryAccountant m(Exact(), &t, 0);
+  const auto a = m.allocate(C::kActivations, 100, 1);
+  m.free(m.allocate(C::kActivations, 200, 2), 2);  // the latest row: dropped
+  const auto b = m.allocate(C::kActivations, 300, 3);
+  m.free(a, 3);  // freed later than made: kept
+  m.free(b, 3);  // freed when made, the latest row: dropped
+  const auto c = m.allocate(C::kActivations, 400, 4);
+  m.allocate(C::kActivations, 500, 4);
+  m.free(c, 4);  // freed when made but not the latest row: kept, never live
+  const std::vector<trace::Allocation> expected = {
+      {0, C::kActivations, 100, 1, 3, trace::kNone},
+      {0, C::kActivations, 400, 4, 4, trace::kNone},
+      {0, C::kActivations, 500, 4, trace::kNever, trace::kNone},
+  };
+  EXPECT_EQ(t.allocations, expected);
+}
+
+TEST(MemoryAccountant, NoAllocationRecordsWithoutATrace) {
+  MemoryAccountant m(Exact(), nullptr, 0);
+  const auto a = m.allocate(C::kActivations, 100, 1, AllocStream::kCompute, 7);
+  m.free(a, 2);
+  EXPECT_EQ(m.allocated(), 0);
+}
+
 TEST(MemoryAccountant, NoReservedSamplesWithoutTheAllocator) {
   trace::Trace t;
   MemoryAccountant m(Exact(), &t, 0);
