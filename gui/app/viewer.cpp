@@ -6,9 +6,11 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <system_error>
 
 #include "gui/view/compare.h"
+#include "gui/view/file_list.h"
 #include "gui/view/memory_series.h"
 #include "gui/view/pareto.h"
 #include "gui/view/tables.h"
@@ -178,29 +180,18 @@ struct Viewer::Entry {
   int tables_rank = -2;  // the rank the tables were built for
 };
 
-// An ImGui file browser: one folder at a time, folders first.
+// An ImGui file browser over gui/view/file_list.h: one folder at a time.
 struct Viewer::FileDialog {
   bool open = false;
-  fs::path folder;
-  std::vector<fs::directory_entry> entries;
-  std::string error;
+  ListOptions options;
+  FolderListing listing;
+  std::string message;  // the last choice's, shown above the listing's own error
   char path_text[1024] = {};
 
   void list(const fs::path& dir) {
-    folder = dir;
-    entries.clear();
-    error.clear();
-    std::error_code ec;
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-      entries.push_back(*it);
-    if (ec) error = dir.string() + ": " + ec.message();
-    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-      std::error_code e1, e2;
-      const bool da = a.is_directory(e1), db = b.is_directory(e2);
-      if (da != db) return da;
-      return a.path().filename() < b.path().filename();
-    });
-    std::snprintf(path_text, sizeof(path_text), "%s", dir.string().c_str());
+    listing = list_folder(dir, options);
+    message.clear();
+    std::snprintf(path_text, sizeof(path_text), "%s", listing.folder.string().c_str());
   }
 };
 
@@ -384,39 +375,53 @@ void Viewer::draw_file_dialog() {
     ImGui::End();
     return;
   }
-  if (ImGui::Button("Up")) d.list(d.folder.parent_path());
+  DialogChoice choice;
+  const auto list_choice = [](fs::path folder) {
+    DialogChoice c;
+    c.action = DialogChoice::Action::kList;
+    c.path = std::move(folder);
+    return c;
+  };
+  if (ImGui::Button("Up")) choice = list_choice(parent_folder(d.listing.folder));
+  ImGui::SameLine();
+  if (ImGui::Checkbox("all files", &d.options.all_files)) choice = list_choice(d.listing.folder);
   ImGui::SameLine();
   ImGui::SetNextItemWidth(-1);
   if (ImGui::InputText("##path", d.path_text, sizeof(d.path_text),
                        ImGuiInputTextFlags_EnterReturnsTrue)) {
-    const fs::path p(d.path_text);
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      d.list(p);
-    } else {
-      open(p);
-      d.open = false;
-    }
+    const char* home = std::getenv("HOME");
+    choice = choose_typed_path(d.listing.folder, d.path_text, home ? fs::path(home) : fs::path());
   }
-  if (!d.error.empty()) ImGui::TextColored(ImVec4(1, 0.4f, 0.4f, 1), "%s", d.error.c_str());
+  const ImVec4 red(1, 0.4f, 0.4f, 1);
+  if (!d.message.empty()) ImGui::TextColored(red, "%s", d.message.c_str());
+  if (!d.listing.error.empty()) ImGui::TextColored(red, "%s", d.listing.error.c_str());
   ImGui::BeginChild("entries");
-  fs::path go_to;
-  for (const fs::directory_entry& e : d.entries) {
-    std::error_code ec;
-    const bool dir = e.is_directory(ec);
-    const std::string name = e.path().filename().string() + (dir ? "/" : "");
-    if (ImGui::Selectable(name.c_str())) {
-      if (dir) {
-        go_to = e.path();
-      } else {
-        open(e.path());
-        d.open = false;
-      }
-    }
+  for (const FileEntry& e : d.listing.entries) {
+    const bool broken = e.kind == FileEntry::Kind::kBrokenLink;
+    if (broken) ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(0.6f, 0.6f, 0.65f, 1));
+    if (ImGui::Selectable(e.label.c_str())) choice = choose_entry(e);
+    if (broken) ImGui::PopStyleColor();
   }
   ImGui::EndChild();
   ImGui::End();
-  if (!go_to.empty()) d.list(go_to);
+  // Acted on after the listing is drawn: listing again replaces the entries drawn from.
+  switch (choice.action) {
+    case DialogChoice::Action::kNone:
+      break;
+    case DialogChoice::Action::kList:
+      d.list(choice.path);
+      break;
+    case DialogChoice::Action::kOpen:
+      // A file that is not a readable trace or report opens as its message, in the window.
+      open(choice.path);
+      d.open = false;
+      break;
+    case DialogChoice::Action::kMessage:
+      // What was listed may have changed (a file gone): list again, keeping the message.
+      d.list(d.listing.folder);
+      d.message = choice.message;
+      break;
+  }
 }
 
 Viewer::Entry* Viewer::trace_entry(const char* none_open) {

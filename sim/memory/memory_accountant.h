@@ -33,10 +33,14 @@ enum class AllocStream : std::uint8_t { kCompute, kAllGather, kReduceScatter };
 
 struct MemorySnapshot {
   TimeNs time = 0;
-  std::int64_t allocated = 0;           // device
-  std::int64_t reserved = 0;            // device, when the allocator is modelled
-  CategoryBytes bytes{};                // every category, device and host
-  std::int32_t running = trace::kNone;  // string index of what was running (a module, a phase)
+  std::int64_t allocated = 0;  // device
+  std::int64_t reserved = 0;   // device, when the allocator is modelled
+  CategoryBytes bytes{};       // every category, device and host
+  // What was running, in the code of the step that set it (set_running): not an index into the
+  // trace's strings. Each step encodes its own (a forward call, a call in a phase, a pipeline
+  // layer in a phase; the kRunning* constants outside them) and decodes it for the report's
+  // `peak_running`; trace::kNone (kRunningNothing) before anything ran.
+  std::int32_t running = trace::kNone;
   std::int32_t step = 0;
 };
 
@@ -59,7 +63,8 @@ class MemoryAccountant {
   // Host and NVMe categories: add `delta` bytes (negative to remove).
   void add_host(MemoryCategory category, std::int64_t delta, TimeNs time);
 
-  // What is running from now on, for the peak's label; and the training step.
+  // What is running from now on, as the caller encodes it (see MemorySnapshot::running), for the
+  // peak's label; and the training step.
   void set_running(std::int32_t label) { running_ = label; }
   void set_step(std::int32_t step) { step_ = step; }
 

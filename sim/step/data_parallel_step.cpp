@@ -317,6 +317,22 @@ class DataParallelRank final : public RankTimeline {
         recomputed_(p_.segments.size(), false),
         had_grad_(setup.run->tree.parameters().size(), false) {
     partition_grads_numel_ = partition_members(p_, s_.dp_index, in_partition_);
+    if (trace) {
+      names_.parameters = label("parameters");
+      names_.master = label("master weights");
+      names_.optimizer = label("optimizer states");
+      names_.fp32_flat_gradients = label("fp32 gradients (flat)");
+      names_.offload_buffer = label("offload gradient buffer");
+      names_.contiguous_checkpoints = label("contiguous checkpoint buffers");
+      names_.checkpoint_input = label("checkpoint input");
+      names_.ipg[0] = label("ipg buffer 0");
+      names_.ipg[1] = label("ipg buffer 1");
+      names_.gradient_partition = label("gradient partition");
+      names_.flat_gradient_partition = label("flat gradient partition");
+      names_.fp32_gradient_partition = label("fp32 gradient partition");
+      names_.fp32_gradients = label("fp32 gradients");
+      names_.fp32_partition = label("fp32 partition");
+    }
   }
 
   MemoryAccountant& memory() { return memory_; }
@@ -325,23 +341,25 @@ class DataParallelRank final : public RankTimeline {
   void begin() {
     memory_.set_running(kRunningNothing);
     const DataParallelModelStates m = model_states(p_, partition_grads_numel_);
-    hold(MemoryCategory::kParamPartitions, m.params);
-    hold(MemoryCategory::kMasterWeights, m.master);
-    hold(MemoryCategory::kOptimizerStates, m.optimizer);
+    hold(MemoryCategory::kParamPartitions, m.params, names_.parameters);
+    hold(MemoryCategory::kMasterWeights, m.master, names_.master);
+    hold(MemoryCategory::kOptimizerStates, m.optimizer, names_.optimizer);
     if (m.host > 0) memory_.add_host(MemoryCategory::kHostOptimizer, m.host, 0);
     if (p_.precision.wrapper == Wrapper::kBf16) {
       // fp32_groups_gradients_flat: the whole flat buffer in the accumulation dtype, for good.
-      hold(MemoryCategory::kGradBuckets, p_.padded * dtype_size(p_.precision.accum));
+      hold(MemoryCategory::kGradBuckets, p_.padded * dtype_size(p_.precision.accum),
+           names_.fp32_flat_gradients);
     }
     if (p_.cpu_offload) {
       // temp_grad_buffer_for_gpu_offload: the largest parameter in 16 bits, for good.
-      hold(MemoryCategory::kCommBuffers, p_.largest_param * p_.elem);
+      hold(MemoryCategory::kCommBuffers, p_.largest_param * p_.elem, names_.offload_buffer);
     }
     if (p_.contiguous_checkpoint_bytes > 0) {
       if (p_.contiguous_checkpoint_on_host) {
         memory_.add_host(MemoryCategory::kHostActivations, p_.contiguous_checkpoint_bytes, 0);
       } else {
-        hold(MemoryCategory::kActivations, p_.contiguous_checkpoint_bytes);
+        hold(MemoryCategory::kActivations, p_.contiguous_checkpoint_bytes,
+             names_.contiguous_checkpoints);
       }
     }
   }
@@ -368,12 +386,15 @@ class DataParallelRank final : public RankTimeline {
   }
 
  private:
-  void hold(MemoryCategory c, std::int64_t bytes) {
-    if (bytes > 0) memory_.allocate(c, bytes, now_);
+  // Every block is named in the trace as the ZeRO-3 step names its own: by parameter, module,
+  // bucket, or what DeepSpeed holds it for.
+  void hold(MemoryCategory c, std::int64_t bytes, std::int32_t name) {
+    if (bytes > 0) memory_.allocate(c, bytes, now_, AllocStream::kCompute, name);
   }
-  MemoryAccountant::Block alloc(MemoryCategory c, std::int64_t bytes) {
-    return bytes > 0 ? memory_.allocate(c, bytes, now_) : -1;
+  MemoryAccountant::Block alloc(MemoryCategory c, std::int64_t bytes, std::int32_t name) {
+    return bytes > 0 ? memory_.allocate(c, bytes, now_, AllocStream::kCompute, name) : -1;
   }
+  std::int32_t param_label(ParamId p) { return label(s_.run->tree.parameter(p).name); }
   void release(MemoryAccountant::Block& b) {
     if (b >= 0) memory_.free(b, now_);
     b = -1;
@@ -438,9 +459,10 @@ class DataParallelRank final : public RankTimeline {
       if (seg.first == c) keep_segment_input(w.segment, seg);
     } else {
       act_block_[static_cast<std::size_t>(c)] =
-          alloc(MemoryCategory::kActivations, w.activation_bytes);
+          alloc(MemoryCategory::kActivations, w.activation_bytes, w.name);
     }
-    MemoryAccountant::Block workspace = alloc(MemoryCategory::kActivations, w.workspace_bytes);
+    MemoryAccountant::Block workspace =
+        alloc(MemoryCategory::kActivations, w.workspace_bytes, w.name);
     run_compute_if_any(OpKind::kForward, w.forward_ns, w.forward_flops, w.name);
     release(workspace);
   }
@@ -448,10 +470,10 @@ class DataParallelRank final : public RankTimeline {
   // CheckpointFunction.forward keeps the segment's input (partitioned, on the host, or whole).
   void keep_segment_input(std::int32_t index, const SegmentCost& seg) {
     held_block_[static_cast<std::size_t>(index)] =
-        alloc(MemoryCategory::kActivations, seg.held_bytes);
+        alloc(MemoryCategory::kActivations, seg.held_bytes, names_.checkpoint_input);
     if (seg.host_bytes > 0)
       memory_.add_host(MemoryCategory::kHostActivations, seg.host_bytes, now_);
-    host_transfer(true, now_, seg.to_host_bytes, label("checkpoint input"));
+    host_transfer(true, now_, seg.to_host_bytes, names_.checkpoint_input);
   }
 
   // CheckpointFunction.backward: the input comes back and the segment's forward runs again.
@@ -459,15 +481,16 @@ class DataParallelRank final : public RankTimeline {
     const SegmentCost& seg = p_.segments[static_cast<std::size_t>(index)];
     recomputed_[static_cast<std::size_t>(index)] = true;
     extra_block_[static_cast<std::size_t>(index)] =
-        alloc(MemoryCategory::kRecompute, seg.extra_recompute_bytes);
+        alloc(MemoryCategory::kRecompute, seg.extra_recompute_bytes, names_.checkpoint_input);
     if (seg.from_host_bytes > 0)
-      wait_until(host_transfer(false, now_, seg.from_host_bytes, label("checkpoint input")));
+      wait_until(host_transfer(false, now_, seg.from_host_bytes, names_.checkpoint_input));
     for (std::int32_t c = seg.first; c < seg.end; ++c) {
       const CallCost& w = p_.calls[static_cast<std::size_t>(c)];
       memory_.set_running(2 * calls() + c);
       act_block_[static_cast<std::size_t>(c)] =
-          alloc(MemoryCategory::kRecompute, w.activation_bytes);
-      MemoryAccountant::Block workspace = alloc(MemoryCategory::kRecompute, w.workspace_bytes);
+          alloc(MemoryCategory::kRecompute, w.activation_bytes, w.name);
+      MemoryAccountant::Block workspace =
+          alloc(MemoryCategory::kRecompute, w.workspace_bytes, w.name);
       run_compute_if_any(OpKind::kRecompute, w.forward_ns, w.forward_flops, w.name);
       release(workspace);
     }
@@ -496,8 +519,10 @@ class DataParallelRank final : public RankTimeline {
         release(b);
       ipg_.clear();
       const int count = z_.overlap_comm ? 2 : 1;
-      for (int i = 0; i < count; ++i)
-        ipg_.push_back(alloc(MemoryCategory::kGradBuckets, z_.reduce_bucket_size * p_.elem));
+      for (int i = 0; i < count; ++i) {
+        ipg_.push_back(
+            alloc(MemoryCategory::kGradBuckets, z_.reduce_bucket_size * p_.elem, names_.ipg[i]));
+      }
     }
     if (outermost_last()) backward_call(0, boundary);
     for (std::int32_t c = calls() - 1; c >= (outermost_last() ? 1 : 0); --c)
@@ -512,13 +537,14 @@ class DataParallelRank final : public RankTimeline {
     // A call that holds its output's gradient through the backward inside it (a model body) holds
     // it from the first of those; its first call takes it over as its own output's.
     for (std::int32_t h : p_.held_from[static_cast<std::size_t>(c)]) {
-      held_[static_cast<std::size_t>(h)] = alloc(
-          MemoryCategory::kActivations, p_.calls[static_cast<std::size_t>(h)].backward_held_bytes);
+      const CallCost& holder = p_.calls[static_cast<std::size_t>(h)];
+      held_[static_cast<std::size_t>(h)] =
+          alloc(MemoryCategory::kActivations, holder.backward_held_bytes, holder.name);
     }
     if (cost.parent != kNoCall && c == cost.parent + 1)
       release(held_[static_cast<std::size_t>(cost.parent)]);
     MemoryAccountant::Block flowing =
-        alloc(MemoryCategory::kActivations, cost.backward_workspace_bytes);
+        alloc(MemoryCategory::kActivations, cost.backward_workspace_bytes, cost.name);
     run_compute_if_any(OpKind::kBackward, cost.backward_ns, cost.backward_flops, cost.name);
     release(flowing);
     release(act_block_[static_cast<std::size_t>(c)]);
@@ -531,7 +557,7 @@ class DataParallelRank final : public RankTimeline {
   // AccumulateGrad: a new gradient unless one is held (autograd then adds in place); the hook.
   void grad_ready(ParamId p, bool boundary) {
     MemoryAccountant::Block& b = grad_block_[static_cast<std::size_t>(p)];
-    if (b < 0) b = alloc(MemoryCategory::kGradBuckets, grad_bytes(p));
+    if (b < 0) b = alloc(MemoryCategory::kGradBuckets, grad_bytes(p), param_label(p));
     had_grad_[static_cast<std::size_t>(p)] = true;
     if (p_.hooks && (p_.stage >= 2 || boundary)) add_to_bucket(p);
   }
@@ -583,8 +609,10 @@ class DataParallelRank final : public RankTimeline {
     for (const Chunk& c : chunks) {
       const std::int64_t bytes = c.numel * elem;
       if (p_.dp > 1) {
-        MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
-        issue_collective(now_, kAllReduceOp, bytes, numbered_label("bucket ", index));
+        const std::int32_t name = numbered_label("bucket ", index);
+        MemoryAccountant::Block flat =
+            c.copied ? alloc(MemoryCategory::kCommBuffers, bytes, name) : -1;
+        issue_collective(now_, kAllReduceOp, bytes, name);
         ++figures_.reduce_calls;
         figures_.reduce_elements += c.numel;
         release(flat);
@@ -640,7 +668,8 @@ class DataParallelRank final : public RankTimeline {
     }
     for (const Chunk& c : chunks) {
       const std::int64_t bytes = c.numel * p_.elem;
-      MemoryAccountant::Block flat = c.copied ? alloc(MemoryCategory::kCommBuffers, bytes) : -1;
+      MemoryAccountant::Block flat =
+          c.copied ? alloc(MemoryCategory::kCommBuffers, bytes, name) : -1;
       if (c.copied) copy_on(stream, bytes);
       issue_collective(stream, kAllReduceOp, bytes, name);
       if (c.copied) copy_on(stream, bytes);  // unflattened back
@@ -695,8 +724,8 @@ class DataParallelRank final : public RankTimeline {
       return;
     }
     if (grads_in_partition_ < 0)
-      grads_in_partition_ =
-          alloc(MemoryCategory::kGradPartitions, partition_grads_numel_ * p_.elem);
+      grads_in_partition_ = alloc(MemoryCategory::kGradPartitions, partition_grads_numel_ * p_.elem,
+                                  names_.gradient_partition);
     copy_on(stream, n * p_.elem);
     release(grad_block_[i]);
   }
@@ -756,7 +785,8 @@ class DataParallelRank final : public RankTimeline {
         break;
       case Wrapper::kFp16: {
         // FP16_Optimizer flattens the gradients into fp32 and drops the fp16 ones.
-        MemoryAccountant::Block fp32 = alloc(MemoryCategory::kGradBuckets, p_.trainable_numel * 4);
+        MemoryAccountant::Block fp32 =
+            alloc(MemoryCategory::kGradBuckets, p_.trainable_numel * 4, names_.fp32_gradients);
         for (MemoryAccountant::Block& b : grad_block_)
           release(b);
         run_compute_if_any(OpKind::kOptimizerStep,
@@ -799,18 +829,21 @@ class DataParallelRank final : public RankTimeline {
       host_ = t + host;
       wait_until(host_);
       // bit16_partitions[id].copy_(fp32_partition.to(device)): the fp32 partition comes up.
-      MemoryAccountant::Block up = alloc(MemoryCategory::kCommBuffers, p_.partition * 4);
+      MemoryAccountant::Block up =
+          alloc(MemoryCategory::kCommBuffers, p_.partition * 4, names_.fp32_partition);
       wait_until(host_transfer(false, now_, p_.partition * 4, name));
       copy_on(now_, p_.partition * (4 + p_.elem) / 2);
       release(up);
     } else {
       // The partition's gradients flattened, then cast to fp32 (the cast is the same tensor for
       // an fp32 model); the 16-bit ones go with averaged_gradients.
-      MemoryAccountant::Block flat = alloc(MemoryCategory::kGradPartitions, p_.partition * p_.elem);
+      MemoryAccountant::Block flat = alloc(MemoryCategory::kGradPartitions, p_.partition * p_.elem,
+                                           names_.flat_gradient_partition);
       copy_on(now_, p_.partition * p_.elem);
       MemoryAccountant::Block fp32 = -1;
       if (p_.elem != 4) {
-        fp32 = alloc(MemoryCategory::kGradPartitions, p_.partition * 4);
+        fp32 = alloc(MemoryCategory::kGradPartitions, p_.partition * 4,
+                     names_.fp32_gradient_partition);
         copy_on(now_, p_.partition * (4 + p_.elem) / 2);
         release(flat);
       } else {
@@ -837,6 +870,19 @@ class DataParallelRank final : public RankTimeline {
   const Plan& p_;
   const ZeroConfig& z_;
   MemoryAccountant memory_;
+  // The trace's names of the blocks that are neither a parameter's, a module's nor a bucket's.
+  struct Names {
+    std::int32_t parameters = trace::kNone, master = trace::kNone, optimizer = trace::kNone;
+    std::int32_t fp32_flat_gradients = trace::kNone;  // BF16_Optimizer's fp32_groups_gradients_flat
+    std::int32_t offload_buffer = trace::kNone;       // temp_grad_buffer_for_gpu_offload
+    std::int32_t contiguous_checkpoints = trace::kNone;
+    std::int32_t checkpoint_input = trace::kNone;
+    std::int32_t ipg[2] = {trace::kNone, trace::kNone};
+    std::int32_t gradient_partition = trace::kNone;  // grads_in_partition
+    std::int32_t flat_gradient_partition = trace::kNone, fp32_gradient_partition = trace::kNone;
+    std::int32_t fp32_gradients = trace::kNone;  // FP16_Optimizer's
+    std::int32_t fp32_partition = trace::kNone;  // come up from the host after an offloaded step
+  } names_;
 
   std::vector<MemoryAccountant::Block> grad_block_;
   std::vector<bool> in_partition_;

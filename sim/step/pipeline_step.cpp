@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -327,6 +328,24 @@ class Builder {
   std::int32_t label(const std::string& text) const {
     return s_.trace ? s_.trace->intern(text) : trace::kNone;
   }
+  // "what (micro-batch k)" for a tensor of the current micro-batch, "what" outside one: a block's
+  // name in the trace. Formatted only when there is a trace.
+  std::int32_t mb_label(std::string_view what) const {
+    if (!s_.trace) return trace::kNone;
+    std::string text(what);
+    if (mb_ >= 0) text += " (micro-batch " + std::to_string(mb_) + ")";
+    return s_.trace->intern(text);
+  }
+  std::int32_t layer_label(const LayerWork& l) const {
+    return s_.trace ? mb_label(s_.layers->layers[static_cast<std::size_t>(l.index)].name)
+                    : trace::kNone;
+  }
+  // The gradients of a layer's parameters, made once a step.
+  std::int32_t grads_label(const LayerWork& l) const {
+    return s_.trace ? s_.trace->intern(s_.layers->layers[static_cast<std::size_t>(l.index)].name +
+                                       " gradients")
+                    : trace::kNone;
+  }
 
   Op& push(Code code) {
     prog_.ops.emplace_back();
@@ -340,11 +359,14 @@ class Builder {
     mb_ = mb;
     push(Code::kMicroBatch).reg = mb;
   }
-  void alloc(std::int32_t reg, MemoryCategory category, std::int64_t bytes, bool once = false) {
+  // `name`: the block's name in the trace.
+  void alloc(std::int32_t reg, MemoryCategory category, std::int64_t bytes, std::int32_t name,
+             bool once = false) {
     Op& op = push(once ? Code::kAllocOnce : Code::kAlloc);
     op.reg = reg;
     op.category = category;
     op.bytes = bytes;
+    op.name = name;
   }
   void free(std::int32_t reg) { push(Code::kFree).reg = reg; }
   void move(std::int32_t from, std::int32_t to) {
@@ -354,8 +376,8 @@ class Builder {
   }
   // `body` with `bytes` of `category` held around it (in the scratch register).
   template <class F>
-  void with_workspace(MemoryCategory category, std::int64_t bytes, F&& body) {
-    if (bytes > 0) alloc(r_.tmp(), category, bytes);
+  void with_workspace(MemoryCategory category, std::int64_t bytes, std::int32_t name, F&& body) {
+    if (bytes > 0) alloc(r_.tmp(), category, bytes, name);
     body();
     if (bytes > 0) free(r_.tmp());
   }
@@ -455,8 +477,9 @@ class Builder {
   // what the buffer held.
   void load(int b) {
     running(kRunningLoadMicroBatch);
-    if (first_) alloc(r_.in(b), MemoryCategory::kPipeBuffers, s_.token_bytes);
-    if (last_) alloc(r_.labels(b), MemoryCategory::kPipeBuffers, s_.token_bytes);
+    if (first_) alloc(r_.in(b), MemoryCategory::kPipeBuffers, s_.token_bytes, mb_label("inputs"));
+    if (last_)
+      alloc(r_.labels(b), MemoryCategory::kPipeBuffers, s_.token_bytes, mb_label("labels"));
   }
 
   // _exec_recv_activations: the first receive takes the shape message and allocates the receive
@@ -464,10 +487,12 @@ class Builder {
   void recv_activation(int b, bool first) {
     running(kRunningRecvActivation);
     if (first) p2p(false, kPrev, kTagShape, kTensorMetaBytes, "recv meta").first_step_only = true;
-    alloc(r_.recv_buf(), MemoryCategory::kPipeBuffers, act_received(), /*once=*/true);
+    alloc(r_.recv_buf(), MemoryCategory::kPipeBuffers, act_received(), label("receive buffer"),
+          /*once=*/true);
     if (part_) p2p(false, kPrev, kTagActivationMeta, partition_meta_bytes(s_.tp), "recv meta");
     p2p(false, kPrev, kTagActivation, act_received(), "recv activation");
-    alloc(r_.in(b), MemoryCategory::kPipeBuffers, act_received());
+    alloc(r_.in(b), MemoryCategory::kPipeBuffers, act_received(),
+          mb_label(part_ ? "input part" : "input"));
   }
 
   void send_activation(bool first) {
@@ -484,40 +509,43 @@ class Builder {
     if (part_ && !first_) {
       running(kRunningRecvActivation);
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.in_bytes, "gather input");
-      alloc(r_.in(b), MemoryCategory::kPipeBuffers, plan_.in_bytes);
+      alloc(r_.in(b), MemoryCategory::kPipeBuffers, plan_.in_bytes, mb_label("input"));
     }
     for (std::size_t k = 0; k < plan_.layers.size(); ++k) {
       const LayerWork& l = plan_.layers[k];
       running(layer_code(static_cast<std::int64_t>(k), 0));
+      const std::int32_t name = layer_label(l);
       alloc(r_.act(b, static_cast<std::int64_t>(k)), MemoryCategory::kActivations,
-            l.ckpt.held_bytes);
+            l.ckpt.held_bytes, name);
       if (l.ckpt.host_bytes > 0) host(MemoryCategory::kHostActivations, l.ckpt.host_bytes);
       if (l.ckpt.to_host_bytes > 0) host_copy(true, l.ckpt.to_host_bytes, l.name);
-      with_workspace(MemoryCategory::kActivations, l.workspace_bytes,
+      with_workspace(MemoryCategory::kActivations, l.workspace_bytes, name,
                      [&] { compute(OpKind::kForward, l.forward_ns, l.forward_flops, l.name); });
       tensor_reduces(l.forward_reduces);
     }
     if (last_) {
       // The logits go into the pipeline buffer before the loss is computed from them; the
       // previous micro-batch's go then, and with them the graph that held its input.
-      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes, mb_label("logits"));
       if (!first_) {
         free(r_.graph_in(b));
         free(r_.graph_in_grad(b));
       }
       // The loss (loss_fn on the last layer's output) keeps what its backward needs, and holds
       // its workspace while it runs.
+      const std::int32_t loss = mb_label("loss");
       if (plan_.loss_kept_bytes > 0)
-        alloc(r_.loss(b), MemoryCategory::kActivations, plan_.loss_kept_bytes);
-      with_workspace(MemoryCategory::kActivations, plan_.loss_workspace_bytes, [] {});
+        alloc(r_.loss(b), MemoryCategory::kActivations, plan_.loss_kept_bytes, loss);
+      with_workspace(MemoryCategory::kActivations, plan_.loss_workspace_bytes, loss, [] {});
       tensor_reduces(plan_.loss_forward_reduces);
     }
     if (part_ && !last_) {
-      alloc(r_.tmp(), MemoryCategory::kPipeBuffers, plan_.out_bytes);
-      alloc(r_.out(b), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.out_bytes));
+      alloc(r_.tmp(), MemoryCategory::kPipeBuffers, plan_.out_bytes, mb_label("output"));
+      alloc(r_.out(b), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.out_bytes),
+            mb_label("output part"));
       free(r_.tmp());
     } else if (!last_) {
-      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes, mb_label("output"));
     }
   }
 
@@ -529,12 +557,13 @@ class Builder {
     running(kRunningRecvGrad);
     if (part_ && !gpart_) {
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.out_bytes, "gather output");
-      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      alloc(r_.out(b), MemoryCategory::kPipeBuffers, plan_.out_bytes, mb_label("output"));
     }
     const int recv_index = part_ ? 1 : 0;
     const int grad_index = gpart_ ? 1 : 0;
     if (first_ || recv_index != grad_index || grad_received() > act_received()) {
-      alloc(r_.grad_buf(), MemoryCategory::kPipeBuffers, grad_received(), /*once=*/true);
+      alloc(r_.grad_buf(), MemoryCategory::kPipeBuffers, grad_received(),
+            label("gradient receive buffer"), /*once=*/true);
     }
     if (gpart_) p2p(false, kNext, kTagGradMeta, partition_meta_bytes(s_.tp), "recv meta");
     p2p(false, kNext, kTagGrad, grad_received(), "recv grad");
@@ -543,7 +572,8 @@ class Builder {
   void send_grad(int b) {
     running(kRunningSendGrad);
     if (gpart_) {
-      alloc(r_.tmp(), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.in_bytes));
+      alloc(r_.tmp(), MemoryCategory::kPipeBuffers, partition_bytes(s_, plan_.in_bytes),
+            mb_label("input gradient part"));
       p2p(true, kPrev, kTagGradMeta, partition_meta_bytes(s_.tp), "send meta");
     }
     p2p(true, kPrev, kTagGrad, grad_sent(), "send grad");
@@ -572,15 +602,17 @@ class Builder {
     if (!last_ && part_ && gpart_) {
       running(kRunningRecvGrad);
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.out_bytes, "gather output");
-      alloc(r_.out_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      alloc(r_.out_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes, mb_label("output"));
     }
     if (!last_ && gpart_) {
       running(kRunningRecvGrad);
       collective(CollectiveKind::kAllGather, kSlice, kTagLocal, plan_.out_bytes, "gather grad");
-      alloc(r_.grad_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes);
+      alloc(r_.grad_full(b), MemoryCategory::kPipeBuffers, plan_.out_bytes,
+            mb_label("output gradient"));
     }
     if (last_) {
-      with_workspace(MemoryCategory::kActivations, plan_.loss_backward_workspace_bytes, [] {});
+      with_workspace(MemoryCategory::kActivations, plan_.loss_backward_workspace_bytes,
+                     mb_label("loss"), [] {});
       if (plan_.loss_kept_bytes > 0) free(r_.loss(b));
       tensor_reduces(plan_.loss_backward_reduces);
     }
@@ -598,11 +630,11 @@ class Builder {
         std::int64_t recompute = 0;
         for (std::int64_t k = first; k < end; ++k)
           recompute += plan_.layers[static_cast<size_t>(k)].ckpt.recompute_bytes;
-        alloc(r_.recompute(), MemoryCategory::kRecompute, recompute);
+        alloc(r_.recompute(), MemoryCategory::kRecompute, recompute, layer_label(head));
         for (std::int64_t k = first; k < end; ++k) {
           const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
           running(layer_code(k, 2));
-          with_workspace(MemoryCategory::kRecompute, l.workspace_bytes, [&] {
+          with_workspace(MemoryCategory::kRecompute, l.workspace_bytes, layer_label(l), [&] {
             compute(OpKind::kRecompute, l.forward_ns, l.ckpt.extra_forward_flops, l.name);
           });
           tensor_reduces(l.forward_reduces);
@@ -611,12 +643,13 @@ class Builder {
       for (std::int64_t k = end - 1; k >= first; --k) {
         const LayerWork& l = plan_.layers[static_cast<size_t>(k)];
         running(layer_code(k, 1));
-        with_workspace(MemoryCategory::kActivations, l.backward_workspace_bytes, [&] {
-          compute(OpKind::kBackward, l.backward_ns, l.backward_flops, l.name);
-        });
+        with_workspace(
+            MemoryCategory::kActivations, l.backward_workspace_bytes, layer_label(l),
+            [&] { compute(OpKind::kBackward, l.backward_ns, l.backward_flops, l.name); });
         tensor_reduces(l.backward_reduces);
         // Autograd creates a parameter's .grad at its first backward of the step.
-        alloc(r_.grad(k), MemoryCategory::kGradBuckets, l.grad_bytes, /*once=*/true);
+        alloc(r_.grad(k), MemoryCategory::kGradBuckets, l.grad_bytes, grads_label(l),
+              /*once=*/true);
         if (!seg->checkpointed || k != first) free(r_.act(b, k));
       }
       if (seg->checkpointed) {
@@ -638,7 +671,9 @@ class Builder {
       free(r_.out_full(b));
       free(r_.grad_full(b));
     }
-    if (!first_) alloc(r_.in_grad(b), MemoryCategory::kPipeBuffers, plan_.in_bytes);
+    if (!first_)
+      alloc(r_.in_grad(b), MemoryCategory::kPipeBuffers, plan_.in_bytes,
+            mb_label("input gradient"));
   }
 
   void reduce_tied() {
@@ -661,15 +696,16 @@ class Builder {
         w == Wrapper::kBf16 ? dtype_size(s_.precision.accum) : dtype_size(s_.precision.model);
     const ZeroConfig& z = s_.run->deepspeed.zero;
     if (w == Wrapper::kZero && z.contiguous_gradients) {
-      alloc(r_.ipg(), MemoryCategory::kGradBuckets, z.reduce_bucket_size * elem);
+      alloc(r_.ipg(), MemoryCategory::kGradBuckets, z.reduce_bucket_size * elem,
+            label("ipg buffer"));
     }
     int index = 0;
     for (const Chunk& c : plan_.reduce_chunks) {
       const std::int64_t bytes = c.numel * elem;
       if (s_.dp > 1) {
-        if (c.copied) alloc(r_.flat(), MemoryCategory::kCommBuffers, bytes);
-        collective(CollectiveKind::kAllReduce, kData, kTagLocal, bytes,
-                   "bucket " + std::to_string(index));
+        const std::string name = "bucket " + std::to_string(index);
+        if (c.copied) alloc(r_.flat(), MemoryCategory::kCommBuffers, bytes, label(name));
+        collective(CollectiveKind::kAllReduce, kData, kTagLocal, bytes, name);
         if (c.copied) free(r_.flat());
       }
       ++index;
@@ -678,7 +714,7 @@ class Builder {
       free(r_.ipg());
       // The partition's gradients (averaged_gradients) until the step; the full ones go.
       alloc(r_.part_grads(), MemoryCategory::kGradPartitions,
-            partition_numel() * dtype_size(s_.precision.accum));
+            partition_numel() * dtype_size(s_.precision.accum), label("gradient partition"));
       free_grads();
     }
   }
@@ -710,7 +746,7 @@ class Builder {
         break;
       case Wrapper::kFp16:
         // FP16_Optimizer flattens the gradients into fp32 and drops the fp16 ones.
-        alloc(r_.fp32_grads(), MemoryCategory::kGradBuckets, numel * 4);
+        alloc(r_.fp32_grads(), MemoryCategory::kGradBuckets, numel * 4, label("fp32 gradients"));
         free_grads();
         grad = 4;
         break;
@@ -847,7 +883,9 @@ class Runner {
         case Code::kAlloc: {
           MemoryAccountant::Block& reg = pr.regs[static_cast<std::size_t>(op.reg)];
           const MemoryAccountant::Block old = reg;
-          reg = op.bytes > 0 ? pr.memory->allocate(op.category, op.bytes, pr.now) : -1;
+          reg = op.bytes > 0 ? pr.memory->allocate(op.category, op.bytes, pr.now,
+                                                   AllocStream::kCompute, op.name)
+                             : -1;
           if (old >= 0) pr.memory->free(old, pr.now);
           note_peak(pr);
           break;
@@ -855,7 +893,8 @@ class Runner {
         case Code::kAllocOnce: {
           MemoryAccountant::Block& reg = pr.regs[static_cast<std::size_t>(op.reg)];
           if (reg < 0 && op.bytes > 0) {
-            reg = pr.memory->allocate(op.category, op.bytes, pr.now);
+            reg =
+                pr.memory->allocate(op.category, op.bytes, pr.now, AllocStream::kCompute, op.name);
             note_peak(pr);
           }
           break;
@@ -1533,28 +1572,35 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
     const std::int64_t align = kNcclStartAlignmentFactor * sh.dp;
     const std::int64_t padded = ceil_div(sp.trainable_numel, align) * align;
     const std::int64_t part = padded / sh.dp;
-    auto hold = [&](MemoryCategory c, std::int64_t bytes) {
-      if (bytes > 0) mem.allocate(c, bytes, 0);
+    // Named as the data-parallel step names them.
+    auto hold = [&](MemoryCategory c, std::int64_t bytes, const char* name) {
+      if (bytes > 0)
+        mem.allocate(c, bytes, 0, AllocStream::kCompute,
+                     trace ? trace->intern(name) : trace::kNone);
     };
     switch (wrapper) {
       case Wrapper::kNone:
-        hold(MemoryCategory::kParamPartitions, sp.trainable_bytes + sp.frozen_bytes);
-        hold(MemoryCategory::kOptimizerStates, sp.trainable_numel * sh.optimizer.state_bytes);
+        hold(MemoryCategory::kParamPartitions, sp.trainable_bytes + sp.frozen_bytes, "parameters");
+        hold(MemoryCategory::kOptimizerStates, sp.trainable_numel * sh.optimizer.state_bytes,
+             "optimizer states");
         break;
       case Wrapper::kFp16:
-        hold(MemoryCategory::kParamPartitions, sp.trainable_bytes + sp.frozen_bytes);
-        hold(MemoryCategory::kMasterWeights, sp.trainable_numel * sh.optimizer.master_bytes);
-        hold(MemoryCategory::kOptimizerStates, sp.trainable_numel * sh.optimizer.state_bytes);
+        hold(MemoryCategory::kParamPartitions, sp.trainable_bytes + sp.frozen_bytes, "parameters");
+        hold(MemoryCategory::kMasterWeights, sp.trainable_numel * sh.optimizer.master_bytes,
+             "master weights");
+        hold(MemoryCategory::kOptimizerStates, sp.trainable_numel * sh.optimizer.state_bytes,
+             "optimizer states");
         break;
       case Wrapper::kBf16:
       case Wrapper::kZero:
         // The flat bit16 buffer, padded; the fp32 partition and its states.
-        hold(MemoryCategory::kParamPartitions, padded * model_elem + sp.frozen_bytes);
-        hold(MemoryCategory::kMasterWeights, part * sh.optimizer.master_bytes);
-        hold(MemoryCategory::kOptimizerStates, part * sh.optimizer.state_bytes);
+        hold(MemoryCategory::kParamPartitions, padded * model_elem + sp.frozen_bytes, "parameters");
+        hold(MemoryCategory::kMasterWeights, part * sh.optimizer.master_bytes, "master weights");
+        hold(MemoryCategory::kOptimizerStates, part * sh.optimizer.state_bytes, "optimizer states");
         if (wrapper == Wrapper::kBf16) {
           // fp32_groups_gradients_flat: the whole flat buffer in the accumulation dtype.
-          hold(MemoryCategory::kGradBuckets, padded * dtype_size(sh.precision.accum));
+          hold(MemoryCategory::kGradBuckets, padded * dtype_size(sh.precision.accum),
+               "fp32 gradients (flat)");
         }
         break;
     }
@@ -1563,29 +1609,37 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
       if (sp.contiguous_on_host) {
         mem.add_host(MemoryCategory::kHostActivations, sp.contiguous_bytes, 0);
       } else {
-        hold(MemoryCategory::kActivations, sp.contiguous_bytes);
+        hold(MemoryCategory::kActivations, sp.contiguous_bytes, "contiguous checkpoint buffers");
       }
     }
     if (options.steps == 0) {
       // The steady state: what one step leaves allocated (buffers created at first use, the
       // tensors the last micro-batches left in the pipeline buffers) is there at the start.
-      std::vector<std::pair<MemoryCategory, std::int64_t>> live(pr.regs.size(), {{}, -1});
+      struct Live {
+        MemoryCategory category = MemoryCategory::kActivations;
+        std::int64_t bytes = -1;
+        std::int32_t name = trace::kNone;  // as the previous step named it
+      };
+      std::vector<Live> live(pr.regs.size());
       for (const Op& op : pr.program->ops) {
         if (op.code == Code::kMove) {
           live[static_cast<std::size_t>(op.reg)] = live[static_cast<std::size_t>(op.seq)];
-          live[static_cast<std::size_t>(op.seq)].second = -1;
+          live[static_cast<std::size_t>(op.seq)].bytes = -1;
           continue;
         }
         if (op.code != Code::kAlloc && op.code != Code::kAllocOnce && op.code != Code::kFree)
           continue;
-        auto& r = live[static_cast<std::size_t>(op.reg)];
-        if (op.code == Code::kAlloc) r = {op.category, op.bytes > 0 ? op.bytes : -1};
-        if (op.code == Code::kAllocOnce && r.second < 0 && op.bytes > 0)
-          r = {op.category, op.bytes};
-        if (op.code == Code::kFree) r.second = -1;
+        Live& r = live[static_cast<std::size_t>(op.reg)];
+        if (op.code == Code::kAlloc) r = {op.category, op.bytes > 0 ? op.bytes : -1, op.name};
+        if (op.code == Code::kAllocOnce && r.bytes < 0 && op.bytes > 0)
+          r = {op.category, op.bytes, op.name};
+        if (op.code == Code::kFree) r.bytes = -1;
       }
       for (std::size_t r = 0; r < live.size(); ++r) {
-        if (live[r].second > 0) pr.regs[r] = mem.allocate(live[r].first, live[r].second, 0);
+        if (live[r].bytes > 0) {
+          pr.regs[r] =
+              mem.allocate(live[r].category, live[r].bytes, 0, AllocStream::kCompute, live[r].name);
+        }
       }
       pr.step = 1;
       pr.first_step = false;

@@ -58,6 +58,16 @@ TEST(Document, AMissingFileIsAMessage) {
   EXPECT_FALSE(doc.error.empty());
 }
 
+// A folder dropped on the window, or named on the command line.
+TEST(Document, AFolderIsAMessage) {
+  const fs::path dir = fs::temp_directory_path() / "zeroplan_gui_document_test" / "a.trace.json";
+  fs::create_directories(dir);
+  const Document doc = load_document(dir);
+  EXPECT_FALSE(doc.trace);
+  EXPECT_FALSE(doc.report);
+  EXPECT_NE(doc.error.find("a.trace.json"), std::string::npos) << doc.error;
+}
+
 TEST(Document, ATuningReportIsRecognised) {
   const Document doc = load_document(
       temp_file("tune.json",

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <climits>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -449,6 +451,96 @@ TEST(DataParallelStep, OffloadedOptimizerStepsOnTheHost) {
   EXPECT_TRUE(host_step);
   // Rank 0's slice of a.weight goes to the host as fp32: 10 elements, 40 bytes.
   EXPECT_EQ(r.transfers[static_cast<std::size_t>(TransferKind::kDeviceToHost)].bytes, 40);
+}
+
+// ---- The trace's allocation names ------------------------------------------------------------
+
+// The blocks on trace rank 0 live at `time` (start <= time < end), by name with their bytes. At a
+// peak this is what made it: a backward frees its layer's activations before its gradient is
+// allocated, at the same instant.
+std::map<std::string, std::int64_t> LiveAt(const trace::Trace& t, TimeNs time) {
+  std::map<std::string, std::int64_t> out;
+  for (const trace::Allocation& a : t.allocations) {
+    if (a.rank == 0 && a.start <= time && time < a.end)
+      out[a.name >= 0 ? t.string(a.name) : "(unnamed)"] += a.bytes;
+  }
+  return out;
+}
+
+// Every device block is named as the ZeRO-3 step names its own (the viewer lists the largest live
+// tensors by name), under each wrapper and reduction path, and each path by its own name.
+TEST(DataParallelStep, EveryAllocationIsNamed) {
+  ModuleTree tree = Chain(4, 1000, 1'000'000);
+  for (ModuleId m = 1; m <= 4; ++m)
+    tree.set_cost(m, {1'000'000, 1000, 100});
+  ModuleTree fp16 = Chain(4, 1000, 1'000'000, DType::kFloat16);
+  ModuleTree bf16 = Chain(4, 1000, 1'000'000, DType::kBFloat16);
+  const std::string accumulate = ", gradient_accumulation_steps: 2, train_batch_size: 8";
+  const std::string checkpoint = ", checkpoint_interval: 1";
+  struct Case {
+    const ModuleTree* tree;
+    std::string zero, top, training;
+  };
+  const std::vector<Case> cases = {
+      {&tree, "stage: 2, reduce_bucket_size: 1500, overlap_comm: true", accumulate, checkpoint},
+      {&tree, "stage: 2, contiguous_gradients: false, reduce_bucket_size: 2500", accumulate, ""},
+      {&tree, "stage: 1, reduce_bucket_size: 1500", accumulate, checkpoint},
+      {&tree, "stage: 2, offload_optimizer: {device: cpu}", accumulate, ""},
+      {&tree, "stage: 0", accumulate, ""},
+      {&fp16, "stage: 0", "", ""},
+      {&bf16, "stage: 0", "", ""},
+      {&bf16, "stage: 2, reduce_bucket_size: 1500", "", ""},
+  };
+  std::set<std::string> seen;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.zero + c.top + c.training);
+    RunSpec run = MakeRun(*c.tree, 4, c.zero, c.top, c.training);
+    run.cluster.peak_flops["fp16"] = 1e12;
+    for (std::int64_t steps : {0, 2}) {
+      SimOptions options;
+      options.steps = steps;
+      const Simulated s = Simulate(run, options);
+      ASSERT_FALSE(s.trace.allocations.empty());
+      for (const trace::Allocation& a : s.trace.allocations) {
+        ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of "
+                             << a.bytes << " bytes at " << a.start;
+        EXPECT_FALSE(s.trace.string(a.name).empty());
+        seen.insert(s.trace.string(a.name));
+      }
+    }
+  }
+  for (const char* name :
+       {"parameters", "master weights", "optimizer states", "l0", "l3.weight", "checkpoint input",
+        "ipg buffer 0", "ipg buffer 1", "bucket 0", "gradient partition", "flat gradient partition",
+        "fp32 gradient partition", "fp32 gradients", "fp32 gradients (flat)",
+        "offload gradient buffer", "fp32 partition"})
+    EXPECT_EQ(seen.count(name), 1u) << name;
+}
+
+// ZeRO-2 with every layer's activations kept: the peak is the last layer's gradient at the start
+// of backward, and each block then is named by what holds it.
+TEST(DataParallelStep, TheBlocksAtThePeakAreNamedByParameterModuleAndBuffer) {
+  ModuleTree tree = Chain(4, 1000, 1'000'000);
+  for (ModuleId m = 1; m <= 4; ++m)
+    tree.set_cost(m, {1'000'000, 1000, 100});
+  const Simulated s = Simulate(MakeRun(tree, 4, "stage: 2, reduce_bucket_size: 1500"));
+  const RankReport& r = s.result.ranks.front();
+  const std::map<std::string, std::int64_t> peak = LiveAt(s.trace, r.peak.time);
+  // The flat fp32 buffer of 4000 elements, this rank's partition of 1000 (master and Adam's two
+  // moments), the three layers' activations backward has not reached, the contiguous bucket
+  // buffer and l3's gradient, made before it is copied into that buffer.
+  EXPECT_EQ(peak, (std::map<std::string, std::int64_t>{{"parameters", 4000 * 4},
+                                                       {"master weights", 1000 * 4},
+                                                       {"optimizer states", 1000 * 8},
+                                                       {"l0", 1000},
+                                                       {"l1", 1000},
+                                                       {"l2", 1000},
+                                                       {"ipg buffer 0", 1500 * 4},
+                                                       {"l3.weight", 1000 * 4}}));
+  std::int64_t total = 0;
+  for (const auto& [name, bytes] : peak)
+    total += bytes;
+  EXPECT_EQ(total, r.peak.allocated);
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/checkpoint/checkpointing.h"
@@ -515,6 +517,110 @@ TEST(PipelineStep, TheBundledExampleSimulates) {
   EXPECT_TRUE(std::any_of(trace.ops.begin(), trace.ops.end(), [](const trace::Op& op) {
     return op.kind == trace::OpKind::kRecompute;
   }));
+}
+
+// ---- The trace's allocation names ------------------------------------------------------------
+
+// Every device block in `t` has a name: the viewer lists the largest live tensors by it.
+void ExpectEveryAllocationNamed(const trace::Trace& t) {
+  ASSERT_FALSE(t.allocations.empty());
+  for (const trace::Allocation& a : t.allocations) {
+    ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of " << a.bytes
+                         << " bytes on trace rank " << a.rank << " at " << a.start;
+    EXPECT_FALSE(t.string(a.name).empty());
+  }
+}
+
+// The blocks on `rank` at the peak `time`, by name with their bytes: those live then, and those
+// freed at that instant (after the allocation that made the peak).
+std::map<std::string, std::int64_t> AtPeak(const trace::Trace& t, std::int32_t rank,
+                                           trace::TimeNs time) {
+  std::map<std::string, std::int64_t> out;
+  for (const trace::Allocation& a : t.allocations) {
+    if (a.rank == rank && a.start <= time && time <= a.end)
+      out[a.name >= 0 ? t.string(a.name) : "(unnamed)"] += a.bytes;
+  }
+  return out;
+}
+
+TEST(PipelineStep, EveryAllocationIsNamed) {
+  std::vector<std::pair<std::string, RunSpec>> runs;
+  runs.emplace_back("hand-worked", HandWorked());
+  RunSpec zero1 = MakeRun(Chain(2, 1001, {1'000'000, 1000, 400}), {4, 2, 1}, 4, TestCluster(1, 8));
+  zero1.deepspeed.zero.stage = 1;
+  zero1.deepspeed.zero.reduce_bucket_size = 600;
+  runs.emplace_back("zero-1", zero1);
+  RunSpec fp16 = zero1;
+  fp16.deepspeed.zero.stage = 0;
+  for (std::size_t p = 0; p < fp16.tree.parameters().size(); ++p)
+    fp16.tree.mutable_parameter(static_cast<ParamId>(p)).dtype = DType::kFloat16;
+  fp16.training.dtype = DType::kFloat16;
+  fp16.deepspeed.fp16.enabled = true;
+  runs.emplace_back("fp16", fp16);
+  RunSpec bf16 = fp16;
+  for (std::size_t p = 0; p < bf16.tree.parameters().size(); ++p)
+    bf16.tree.mutable_parameter(static_cast<ParamId>(p)).dtype = DType::kBFloat16;
+  bf16.training.dtype = DType::kBFloat16;
+  bf16.deepspeed.fp16.enabled = false;
+  bf16.deepspeed.bf16.enabled = true;
+  runs.emplace_back("bf16", bf16);
+  RunSpec checkpointed = TinyGpt2(4);
+  checkpointed.deepspeed.pipeline.activation_checkpoint_interval = 1;
+  runs.emplace_back("checkpointed", checkpointed);
+  RunSpec on_host = checkpointed;
+  on_host.deepspeed.activation_checkpointing.cpu_checkpointing = true;
+  runs.emplace_back("cpu_checkpointing", on_host);
+  for (const auto& [what, run] : runs) {
+    SCOPED_TRACE(what);
+    // The steady state (what the step before left is booked at the start) and a cold start.
+    for (std::int64_t steps : {0, 2}) {
+      SCOPED_TRACE(testing::Message() << steps << " steps");
+      SimOptions options = Exact();
+      options.steps = steps;
+      trace::Trace trace;
+      simulate_pipeline(run, options, &trace);
+      ExpectEveryAllocationNamed(trace);
+    }
+  }
+}
+
+// HandWorkedTwoStages' peaks, block by block: each tensor named by what holds it and the
+// micro-batch it belongs to.
+TEST(PipelineStep, TheBlocksAtThePeakAreNamedByLayerAndMicroBatch) {
+  trace::Trace trace;
+  const SimulationResult r = simulate_pipeline(HandWorked(), Exact(), &trace);
+  ASSERT_EQ(r.ranks.size(), 2u);
+  // Stage 0 as BW0 creates the gradient: both micro-batches' activations and outputs, the loaded
+  // ids and the gradient receive buffer.
+  const std::map<std::string, std::int64_t> s0 = AtPeak(trace, 0, r.ranks[0].peak.time);
+  EXPECT_EQ(s0, (std::map<std::string, std::int64_t>{{"parameters", 4000},
+                                                     {"optimizer states", 8000},
+                                                     {"l0 gradients", 4000},
+                                                     {"l0 (micro-batch 0)", 10'000},
+                                                     {"l0 (micro-batch 1)", 10'000},
+                                                     {"output (micro-batch 0)", 2000},
+                                                     {"output (micro-batch 1)", 2000},
+                                                     {"inputs (micro-batch 0)", 32},
+                                                     {"inputs (micro-batch 1)", 32},
+                                                     {"gradient receive buffer", 2000}}));
+  std::int64_t total = 0;
+  for (const auto& [name, bytes] : s0)
+    total += bytes;
+  EXPECT_EQ(total, r.ranks[0].peak.allocated);
+  // Stage 1 at the end of FW1: micro-batch 1's activations and new logits, beside the logits
+  // the buffer held until then (the previous step's micro-batch 1) and what their graphs hold.
+  const std::map<std::string, std::int64_t> s1 = AtPeak(trace, 1, r.ranks[1].peak.time);
+  EXPECT_EQ(s1.count("(unnamed)"), 0u);
+  EXPECT_EQ(s1.at("l1 (micro-batch 1)"), 10'000);
+  EXPECT_EQ(s1.at("logits (micro-batch 1)"), 2 * 2000);
+  EXPECT_EQ(s1.at("logits (micro-batch 0)"), 2000);
+  EXPECT_EQ(s1.at("labels (micro-batch 1)"), 32);
+  EXPECT_EQ(s1.at("receive buffer"), 2000);
+  EXPECT_EQ(s1.at("input gradient (micro-batch 1)"), 2000);
+  total = 0;
+  for (const auto& [name, bytes] : s1)
+    total += bytes;
+  EXPECT_EQ(total, r.ranks[1].peak.allocated);
 }
 
 // ---- Errors and warnings ----------------------------------------------------------------------

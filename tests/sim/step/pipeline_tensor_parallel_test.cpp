@@ -307,5 +307,28 @@ TEST(PipelineTensorParallel, RunsItCannotShardAreUserErrors) {
   EXPECT_NE(h.message().find("model.num_heads"), std::string::npos) << h.what();
 }
 
+// Every device block is named (the viewer lists the largest live ones by name), those of the
+// partitioned paths too: a slice sent, a slice gathered whole, a checkpoint gathered back.
+TEST(PipelineTensorParallel, EveryAllocationIsNamed) {
+  for (const std::string pipeline :
+       {"", ", grad_partitioned: false", ", pipe_partitioned: false, grad_partitioned: false",
+        ", activation_checkpoint_interval: 1"}) {
+    SCOPED_TRACE(pipeline);
+    RunSpec run = PipeRun(2, 3, pipeline);
+    if (pipeline.find("checkpoint") != std::string::npos)
+      run.deepspeed.activation_checkpointing.partition_activations = true;
+    for (std::int64_t steps : {0, 2}) {
+      SimOptions options;
+      options.steps = steps;
+      const Simulated s = Simulate(run, options);
+      ASSERT_FALSE(s.trace.allocations.empty());
+      for (const trace::Allocation& a : s.trace.allocations) {
+        ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of "
+                             << a.bytes << " bytes on trace rank " << a.rank << " at " << a.start;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace zp::sim
