@@ -5,6 +5,10 @@
 // alternating batches of the same run (which goes first alternates too) and reports
 // counting/plain as the counter "ratio": run with --benchmark_repetitions=N and quote the median's
 // ratio. One intra-op thread, so that the loaded machine's scheduling moves both sides alike.
+// The benchmarks with a second argument run the counting allocator without recording (0), with
+// every change sampled (1), and with the samples and every allocation's life, as a trace records
+// them (2): compare the rows' ratios of one run for what tracing costs. (Each recorded change
+// reads the wall clock, which is most of it.)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
@@ -31,9 +35,12 @@ c10::Allocator* as_allocator(const void* p) {
 // Runs `batch` alternately under the plain and the counting allocator, `batches` times per
 // benchmark iteration, and reports ns per call of each and their ratio.
 template <typename Work>
-void run_ratio(benchmark::State& state, std::int64_t calls_per_batch, Work&& batch) {
+void run_ratio(benchmark::State& state, std::int64_t calls_per_batch, Work&& batch,
+               std::int64_t recording = 0) {
   at::set_num_threads(1);
-  CountingAllocator counting;
+  CountingAllocator counting(CountingAllocator::Options{.record_samples = recording >= 1,
+                                                        .record_allocations = recording >= 2});
+  const bool traced = recording > 0;
   c10::Allocator* const counted = as_allocator(counting.installed());
   c10::Allocator* const plain = as_allocator(counting.previous());
   MemoryScope scope(MemoryCategory::kActivations);
@@ -56,6 +63,13 @@ void run_ratio(benchmark::State& state, std::int64_t calls_per_batch, Work&& bat
       plain_ns += timed(plain);
     }
     plain_first = !plain_first;
+    if (traced) {
+      // Outside the timed batches: the records would otherwise grow without bound.
+      state.PauseTiming();
+      benchmark::DoNotOptimize(counting.take_samples());
+      benchmark::DoNotOptimize(counting.take_allocations());
+      state.ResumeTiming();
+    }
   }
   c10::SetCPUAllocator(counted, CountingAllocator::kPriority);  // the destructor restores plain
   const double calls = static_cast<double>(state.iterations() * calls_per_batch);
@@ -68,27 +82,33 @@ void run_ratio(benchmark::State& state, std::int64_t calls_per_batch, Work&& bat
 void BM_AllocFreeRatio(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   constexpr int kCalls = 256;
-  run_ratio(state, kCalls, [&] {
-    for (int i = 0; i < kCalls; ++i) {
-      c10::DataPtr p = c10::GetCPUAllocator()->allocate(bytes);
-      benchmark::DoNotOptimize(p.get());
-    }
-  });
+  run_ratio(
+      state, kCalls,
+      [&] {
+        for (int i = 0; i < kCalls; ++i) {
+          c10::DataPtr p = c10::GetCPUAllocator()->allocate(bytes);
+          benchmark::DoNotOptimize(p.get());
+        }
+      },
+      state.range(1));
 }
-BENCHMARK(BM_AllocFreeRatio)->Arg(64)->Arg(4096)->Arg(1 << 20);
+BENCHMARK(BM_AllocFreeRatio)->ArgsProduct({{64, 4096, 1 << 20}, {0, 1, 2}});
 
 // A tensor made and dropped: the allocation as libtorch code pays it, with the TensorImpl.
 void BM_EmptyTensorRatio(benchmark::State& state) {
   const std::int64_t numel = state.range(0);
   constexpr int kCalls = 256;
-  run_ratio(state, kCalls, [&] {
-    for (int i = 0; i < kCalls; ++i) {
-      at::Tensor t = at::empty({numel});
-      benchmark::DoNotOptimize(t.data_ptr());
-    }
-  });
+  run_ratio(
+      state, kCalls,
+      [&] {
+        for (int i = 0; i < kCalls; ++i) {
+          at::Tensor t = at::empty({numel});
+          benchmark::DoNotOptimize(t.data_ptr());
+        }
+      },
+      state.range(1));
 }
-BENCHMARK(BM_EmptyTensorRatio)->Arg(16)->Arg(1 << 18);
+BENCHMARK(BM_EmptyTensorRatio)->ArgsProduct({{16, 1 << 18}, {0, 1, 2}});
 
 // y = x @ w + b over square matrices: two allocations and two frees per step.
 void BM_MatmulAddRatio(benchmark::State& state) {

@@ -20,6 +20,9 @@ struct LiveBlock {
   c10::DeleterFnPtr deleter = nullptr;
   std::int64_t bytes = 0;
   Slot slot = kUnattributed;
+  // With MemoryLedger::Options::record_allocations: when its life in `slot` started, and its name.
+  Label label = kNoLabel;
+  std::int64_t start_ns = 0;
 };
 
 // Every live block by its data pointer. c10's raw interface (raw_allocate / raw_deallocate, which
@@ -63,7 +66,7 @@ void release(void* data) {
     wrapped->raw_deleter()(data);
     return;
   }
-  block.ledger->freed(block.slot, block.bytes);
+  block.ledger->freed(block.slot, block.bytes, block.start_ns, block.label);
   if (block.deleter != nullptr) block.deleter(block.context);
 }
 
@@ -75,7 +78,10 @@ struct CountingAllocator::Shim final : c10::Allocator {
   c10::Allocator* wrapped = nullptr;
   mutable MemoryLedger ledger;  // allocate() is const in c10's interface
 
-  Shim(c10::Allocator* w, Options options) : wrapped(w), ledger(options) {}
+  const bool records_allocations;
+
+  Shim(c10::Allocator* w, Options options)
+      : wrapped(w), ledger(options), records_allocations(options.record_allocations) {}
 
   c10::DataPtr allocate(std::size_t n) const override {
     c10::DataPtr inner = wrapped->allocate(n);
@@ -83,8 +89,11 @@ struct CountingAllocator::Shim final : c10::Allocator {
     if (data == nullptr) return inner;  // 0 bytes: no memory, nothing to count
     LiveBlock block{&ledger, nullptr, inner.get_deleter(), static_cast<std::int64_t>(n),
                     current_slot()};
+    if (records_allocations) block.label = current_label();
     const c10::Device device = inner.device();
     block.context = inner.release_context();
+    // Booked before the block is in the table, so that it goes in with the time its sample has.
+    block.start_ns = ledger.allocated(block.slot, block.bytes);
     LiveBlock stale;
     try {
       BlockTable& t = table();
@@ -92,35 +101,32 @@ struct CountingAllocator::Shim final : c10::Allocator {
       const auto [it, inserted] = t.blocks.try_emplace(data, block);
       if (!inserted) stale = std::exchange(it->second, block);
     } catch (...) {
+      ledger.freed(block.slot, block.bytes, block.start_ns, block.label);
       block.deleter(block.context);
       throw;
     }
     // A known address again: its block was raw_deallocate'd after its allocator was uninstalled,
     // through the allocator restored then, and the free was not seen.
-    if (stale.ledger != nullptr) stale.ledger->freed(stale.slot, stale.bytes);
-    ledger.allocated(block.slot, block.bytes);
+    if (stale.ledger != nullptr)
+      stale.ledger->freed(stale.slot, stale.bytes, stale.start_ns, stale.label);
     return {data, data, &release, device};
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 };
 
-bool recharge(const void* data, MemoryCategory category) {
+bool recharge(const void* data, MemoryCategory category, Label label) {
   const auto to = static_cast<Slot>(category);
   BlockTable& t = table();
-  MemoryLedger* ledger = nullptr;
-  Slot from = kUnattributed;
-  std::int64_t bytes = 0;
-  {
-    const std::lock_guard lock(t.lock);
-    const auto it = t.blocks.find(data);
-    if (it == t.blocks.end()) return false;
-    LiveBlock& block = it->second;
-    ledger = block.ledger;
-    from = std::exchange(block.slot, to);
-    bytes = block.bytes;
-  }
-  ledger->moved(from, to, bytes);
+  // The ledger's lock is taken inside the table's (never the other way round), so that the block's
+  // new start is the time of the samples that move it.
+  const std::lock_guard lock(t.lock);
+  const auto it = t.blocks.find(data);
+  if (it == t.blocks.end()) return false;
+  LiveBlock& block = it->second;
+  if (label != kNoLabel) block.label = label;
+  block.start_ns = block.ledger->moved(block.slot, to, block.bytes, block.start_ns, block.label);
+  block.slot = to;
   return true;
 }
 
@@ -166,6 +172,19 @@ void CountingAllocator::reset_peak() {
 
 std::vector<MemoryLedger::Sample> CountingAllocator::take_samples() {
   return shim_->ledger.take_samples();
+}
+
+std::vector<MemoryLedger::Allocation> CountingAllocator::take_allocations() {
+  std::vector<MemoryLedger::Allocation> out = shim_->ledger.take_allocations();
+  if (!shim_->records_allocations) return out;
+  BlockTable& t = table();
+  const std::lock_guard lock(t.lock);
+  for (const auto& [data, block] : t.blocks) {
+    if (block.ledger == &shim_->ledger && is_device_slot(block.slot))
+      out.push_back(
+          {block.slot, block.label, block.bytes, block.start_ns, MemoryLedger::kStillLive});
+  }
+  return out;
 }
 
 const void* CountingAllocator::installed() const {

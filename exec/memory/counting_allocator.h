@@ -11,7 +11,9 @@
 // and a short critical section in the ledger (memory_ledger.h), each free the same; the data
 // pointer is the wrapped allocator's own, so memory raw_allocate'd here and raw_deallocate'd after
 // uninstalling is freed correctly (though the ledger does not see that free).
-// bench/exec_bench.cpp measures the cost against the plain allocator.
+// bench/exec_bench.cpp measures the cost against the plain allocator. Recording allocations for a
+// trace (Options::record_allocations) adds, per allocation, the current label and the clock read
+// under the ledger's lock, and per free one row in the ledger; without it nothing more is done.
 //
 // One counting allocator at a time per process (a second is a broken invariant): c10 has one CPU
 // allocator per process, so ranks run as threads of one process share it. Installing makes the
@@ -47,6 +49,11 @@ class CountingAllocator final : public MemoryMeter {
   MemoryReading read() const override;
   void reset_peak() override;
   std::vector<MemoryLedger::Sample> take_samples();
+  // With Options::record_allocations: the device blocks' lives that ended since the last call,
+  // then every device block live now, its life still going (so call it once, at the end, while no
+  // other thread allocates). Each is named by the label current where it was allocated, or the
+  // one it was recharged with.
+  std::vector<MemoryLedger::Allocation> take_allocations();
 
   // The c10::Allocator* this object installed, and the one it replaced (opaque here, so that this
   // header needs no libtorch).
@@ -61,8 +68,8 @@ class CountingAllocator final : public MemoryMeter {
 
 // Charges the live block that starts at `data` (a storage's data pointer) to `category` from now
 // on, its free included: memory whose purpose is only known after it was allocated (a parameter's
-// gradient, which autograd allocates during backward). False when no counting allocator made the
-// block.
-bool recharge(const void* data, MemoryCategory category);
+// gradient, which autograd allocates during backward). A `label` renames the block over its whole
+// life (what it holds, now known). False when no counting allocator made the block.
+bool recharge(const void* data, MemoryCategory category, Label label = kNoLabel);
 
 }  // namespace zp::exec::memory

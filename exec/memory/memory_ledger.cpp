@@ -2,6 +2,7 @@
 
 #include <mutex>
 #include <numeric>
+#include <unordered_map>
 
 #include "core/util/error.h"
 #include "exec/comm/op_log.h"
@@ -23,7 +24,7 @@ std::int64_t CategoryTotals::total() const {
   return std::accumulate(bytes.begin(), bytes.end(), unattributed);
 }
 
-void MemoryLedger::allocated(Slot slot, std::int64_t bytes) noexcept {
+std::int64_t MemoryLedger::allocated(Slot slot, std::int64_t bytes) noexcept {
   const std::lock_guard lock(lock_);
   std::int64_t& live = live_[slot];
   live += bytes;
@@ -31,7 +32,7 @@ void MemoryLedger::allocated(Slot slot, std::int64_t bytes) noexcept {
   ++allocations_;
   if (live > slot_peaks_[slot]) slot_peaks_[slot] = live;
   const bool new_peak = total_ > peak_;
-  if (!new_peak && !options_.record_samples) return;
+  if (!new_peak && !timed_) return 0;
   const std::int64_t now = comm::wall_clock_ns();
   if (new_peak) {
     peak_ = total_;
@@ -40,31 +41,46 @@ void MemoryLedger::allocated(Slot slot, std::int64_t bytes) noexcept {
   }
   // Growth of the vector comes from malloc, not from the allocator being counted.
   if (options_.record_samples) samples_.push_back({now, slot, live});
+  return timed_ ? now : 0;
 }
 
-void MemoryLedger::freed(Slot slot, std::int64_t bytes) noexcept {
+void MemoryLedger::freed(Slot slot, std::int64_t bytes, std::int64_t start_ns,
+                         Label label) noexcept {
   const std::lock_guard lock(lock_);
   flush_peak();
   std::int64_t& live = live_[slot];
   live -= bytes;
   total_ -= bytes;
   ++frees_;
-  if (options_.record_samples) samples_.push_back({comm::wall_clock_ns(), slot, live});
+  if (!timed_) return;
+  const std::int64_t now = comm::wall_clock_ns();
+  if (options_.record_samples) samples_.push_back({now, slot, live});
+  record(slot, label, bytes, start_ns, now);
 }
 
-void MemoryLedger::moved(Slot from, Slot to, std::int64_t bytes) noexcept {
-  if (from == to) return;
+std::int64_t MemoryLedger::moved(Slot from, Slot to, std::int64_t bytes, std::int64_t start_ns,
+                                 Label label) noexcept {
+  if (from == to) return start_ns;
   const std::lock_guard lock(lock_);
   flush_peak();
   live_[from] -= bytes;
   std::int64_t& live = live_[to];
   live += bytes;
   if (live > slot_peaks_[to]) slot_peaks_[to] = live;
+  if (!timed_) return 0;
+  const std::int64_t now = comm::wall_clock_ns();
   if (options_.record_samples) {
-    const std::int64_t now = comm::wall_clock_ns();
     samples_.push_back({now, from, live_[from]});
     samples_.push_back({now, to, live});
   }
+  record(from, label, bytes, start_ns, now);
+  return now;
+}
+
+void MemoryLedger::record(Slot slot, Label label, std::int64_t bytes, std::int64_t start_ns,
+                          std::int64_t end_ns) {
+  if (!options_.record_allocations || !is_device_slot(slot) || end_ns <= start_ns) return;
+  lives_.push_back({slot, label, bytes, start_ns, end_ns});
 }
 
 void MemoryLedger::flush_peak() const {
@@ -108,6 +124,13 @@ std::vector<MemoryLedger::Sample> MemoryLedger::take_samples() {
   return out;
 }
 
+std::vector<MemoryLedger::Allocation> MemoryLedger::take_allocations() {
+  std::vector<Allocation> out;
+  const std::lock_guard lock(lock_);
+  out.swap(lives_);
+  return out;
+}
+
 void append_to_trace(const std::vector<MemoryLedger::Sample>& samples, std::int32_t rank,
                      std::int64_t origin_ns, trace::Trace& trace) {
   for (const MemoryLedger::Sample& s : samples) {
@@ -115,6 +138,23 @@ void append_to_trace(const std::vector<MemoryLedger::Sample>& samples, std::int3
     ZP_CHECK(s.slot < kUnattributed, "memory sample with slot ", int{s.slot});
     trace.memory.push_back(
         {rank, s.time_ns - origin_ns, static_cast<trace::MemoryCategory>(s.slot), s.bytes});
+  }
+}
+
+void append_to_trace(const std::vector<MemoryLedger::Allocation>& allocations, std::int32_t rank,
+                     std::int64_t origin_ns, trace::Trace& trace) {
+  std::unordered_map<Label, std::int32_t> names;
+  for (const MemoryLedger::Allocation& a : allocations) {
+    ZP_CHECK(is_device_slot(a.slot), "allocation with slot ", int{a.slot});
+    std::int32_t name = trace::kNone;
+    if (a.label != kNoLabel) {
+      const auto [it, added] = names.try_emplace(a.label, trace::kNone);
+      if (added) it->second = trace.intern(label_text(a.label));
+      name = it->second;
+    }
+    trace.allocations.push_back(
+        {rank, static_cast<MemoryCategory>(a.slot), a.bytes, a.start_ns - origin_ns,
+         a.end_ns == MemoryLedger::kStillLive ? trace::kNever : a.end_ns - origin_ns, name});
   }
 }
 

@@ -4,6 +4,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,30 @@ struct OwnedGroup {
   std::unique_ptr<comm::Communicator> comm;
 };
 
+// While tracing, names what a forward allocates after the module running (the innermost call), as
+// the trace's allocations name activations.
+class MemoryNaming final : public ModuleHooks {
+ public:
+  explicit MemoryNaming(const ModuleTree& tree) {
+    for (ModuleId m = 0; m < static_cast<ModuleId>(tree.modules().size()); ++m)
+      labels_.push_back(
+          memory::intern_label(m == 0 ? std::string("model") : tree.qualified_name(m)));
+  }
+  void pre_forward(const ModuleCall& call) override {
+    running_.push_back(call.module);
+    memory::set_memory_label(labels_[static_cast<std::size_t>(call.module)]);
+  }
+  void post_forward(const ModuleCall& /*call*/) override {
+    running_.pop_back();
+    memory::set_memory_label(
+        labels_[static_cast<std::size_t>(running_.empty() ? 0 : running_.back())]);
+  }
+
+ private:
+  std::vector<memory::Label> labels_;  // by ModuleId
+  std::vector<ModuleId> running_;
+};
+
 }  // namespace
 
 struct PipelineEngine::Impl {
@@ -116,6 +141,39 @@ struct PipelineEngine::Impl {
   std::int64_t origin_ns = 0;
   std::int32_t step_index = 0;
   std::int32_t stage_label = -1;
+  std::optional<MemoryNaming> naming;  // while tracing
+
+  // While tracing, the name of what an instruction allocates, as the simulator names the blocks
+  // of a pipeline stage: "what (micro-batch k)" for a micro-batch's tensors.
+  memory::Label memory_label(const std::string& what, int micro_batch = -1) const {
+    if (trace == nullptr) return memory::kNoLabel;
+    return memory::intern_label(
+        micro_batch < 0 ? what : what + " (micro-batch " + std::to_string(micro_batch) + ")");
+  }
+  memory::Label memory_label(const Instruction& in) const {
+    switch (in.kind) {
+      case K::kLoadMicroBatch:
+        return memory_label(is_first ? "inputs" : "labels", in.micro_batch);
+      case K::kRecvActivation:
+        return memory_label("input", in.micro_batch);
+      case K::kForwardPass:
+        return memory_label("model");
+      case K::kSendActivation:
+      case K::kRecvGrad:
+        return memory_label("output", in.micro_batch);
+      case K::kBackwardPass:
+        return memory_label("backward", in.micro_batch);
+      case K::kSendGrad:
+        return memory_label("input gradient", in.micro_batch);
+      case K::kReduceTiedGrads:
+        return memory_label("tied gradient");
+      case K::kReduceGrads:
+        return memory_label("gradients");
+      case K::kOptimizerStep:
+        return memory_label("optimizer states");
+    }
+    return memory::kNoLabel;
+  }
 
   // The compute instructions as trace ops on the compute stream.
   void record(trace::OpKind kind, std::int64_t start_ns, std::int32_t micro_batch) {
@@ -213,7 +271,7 @@ struct PipelineEngine::Impl {
   }
 
   void execute(const Instruction& in) {
-    memory::MemoryScope scope(category_of(in.kind));
+    memory::MemoryScope scope(category_of(in.kind), memory_label(in));
     const std::int64_t start_ns = comm::wall_clock_ns();
     if (logging) log.push_back(in);
     switch (in.kind) {
@@ -229,7 +287,11 @@ struct PipelineEngine::Impl {
       }
       case K::kRecvActivation: {
         PipeBuffer& b = buffer(in);
-        if (!recv_buf.defined()) recv_buf = recv_meta();
+        if (!recv_buf.defined()) {
+          memory::MemoryScope named(trace::MemoryCategory::kPipeBuffers,
+                                    memory_label("receive buffer"));
+          recv_buf = recv_meta();
+        }
         ZP_CHECK(recv_buf.sizes() == activation_shape(in.micro_batch), "an activation of ",
                  recv_buf.sizes(), " announced; micro-batch ", in.micro_batch, " needs ",
                  activation_shape(in.micro_batch));
@@ -248,14 +310,17 @@ struct PipelineEngine::Impl {
         at::Tensor output;
         {
           memory::MemoryScope forward(trace::MemoryCategory::kActivations);
-          output = model.forward_layers(first, end, b.input.clone(), at::Tensor());
+          output = model.forward_layers(first, end, b.input.clone(), at::Tensor(),
+                                        naming ? &*naming : nullptr);
         }
         // The output is the pipeline buffer's (the simulator's pipe_buffers), whatever the
         // forward allocated it under.
-        memory::recharge(output.storage().data(), trace::MemoryCategory::kPipeBuffers);
+        memory::recharge(output.storage().data(), trace::MemoryCategory::kPipeBuffers,
+                         memory_label(is_last ? "logits" : "output", in.micro_batch));
         b.output = output;
         if (is_last) {
-          memory::MemoryScope loss(trace::MemoryCategory::kActivations);
+          memory::MemoryScope loss(trace::MemoryCategory::kActivations,
+                                   memory_label("loss", in.micro_batch));
           b.loss = LmModel::next_token_loss(b.output, b.labels);
           loss_sum += b.loss.item<double>();
         }
@@ -282,6 +347,8 @@ struct PipelineEngine::Impl {
         // _allocate_or_extend_buffers: allocated once; a middle stage's shares the receive
         // buffer, which is large enough (every activation has the same shape here).
         if (!grad_layer.defined()) {
+          memory::MemoryScope named(trace::MemoryCategory::kPipeBuffers,
+                                    memory_label("gradient receive buffer"));
           grad_layer = recv_buf.defined() && recv_buf.sizes() == b.output.sizes()
                            ? recv_buf
                            : at::zeros(b.output.sizes(), at::kFloat);
@@ -308,12 +375,15 @@ struct PipelineEngine::Impl {
         // simulator counts as such, whatever the backward allocated them under.
         for (const ParamId p : params) {
           const at::Tensor& g = model.parameters()[static_cast<std::size_t>(p)].grad();
-          if (g.defined())
-            memory::recharge(g.storage().data(), trace::MemoryCategory::kGradBuckets);
+          if (g.defined()) {
+            memory::recharge(g.storage().data(), trace::MemoryCategory::kGradBuckets,
+                             memory_label(model.tree().parameter(p).name));
+          }
         }
         // So is the input's gradient, a pipeline buffer's until SendGrad.
         if (!is_first && b.input.grad().defined())
-          memory::recharge(b.input.grad().storage().data(), trace::MemoryCategory::kPipeBuffers);
+          memory::recharge(b.input.grad().storage().data(), trace::MemoryCategory::kPipeBuffers,
+                           memory_label("input gradient", in.micro_batch));
         // The last stage's backward returns before freeing its output (the logits stay).
         b.loss = at::Tensor();
         if (!is_last) b.output = at::Tensor();
@@ -517,6 +587,11 @@ void PipelineEngine::record_into(trace::Trace* trace, std::int32_t rank, std::in
   impl_->trace_rank = rank;
   impl_->origin_ns = origin_ns;
   impl_->stage_label = -1;
+  if (trace != nullptr) {
+    impl_->naming.emplace(impl_->model.tree());
+  } else {
+    impl_->naming.reset();
+  }
 }
 
 const pipe::PipelineGrid& PipelineEngine::grid() const {

@@ -97,7 +97,8 @@ class PipelineEngine {
   // Records the stage's forward and backward passes and optimizer steps into `trace` as rank
   // `rank` (an index into trace->ranks), named "stage S", at times relative to the wall-clock
   // `origin_ns`, and a marker at each step's start. Sends and receives are in the communicator's
-  // log. nullptr: stop.
+  // log. While recording, what the stage allocates is named for the trace's allocations as the
+  // simulator names a stage's blocks (memory_scope.h's labels). nullptr: stop.
   void record_into(trace::Trace* trace, std::int32_t rank, std::int64_t origin_ns);
 
   // The sub-groups this rank is in, made at construction: `name` is the trace's group axis

@@ -255,11 +255,13 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
     engine_options.synchronize = [index = device.index()] { cuda_synchronize(index); };
 #endif
   } else if (plan.options.count_memory) {
-    allocator.emplace(memory::CountingAllocator::Options{.record_samples = plan.wants_trace()});
+    allocator.emplace(memory::CountingAllocator::Options{.record_samples = plan.wants_trace(),
+                                                         .record_allocations = plan.wants_trace()});
   }
   const bool pipeline = spec.parallel.pipeline > 1;
   // Whole parameters until the engine partitions them (ZeRO-3) or keeps its stage's (pipeline).
-  std::optional<memory::MemoryScope> building(trace::MemoryCategory::kParamPartitions);
+  std::optional<memory::MemoryScope> building(
+      std::in_place, trace::MemoryCategory::kParamPartitions, memory::intern_label("parameters"));
   LmModel model(spec.model.config, spec.tree, plan.options.seed);
   model.to(plan.options.device);
   model.set_checkpoint_interval(pipeline ? spec.deepspeed.pipeline.activation_checkpoint_interval
@@ -400,7 +402,10 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
   const std::vector<std::int64_t> all = gather_int64(world, device, mine);
 
   if (plan.wants_trace()) {
-    if (allocator) memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
+    if (allocator) {
+      memory::append_to_trace(allocator->take_samples(), 0, origin, trace);
+      memory::append_to_trace(allocator->take_allocations(), 0, origin, trace);
+    }
     trace::Trace merged;
     collect_trace(world, device, trace, merged);
     if (rank == 0) {

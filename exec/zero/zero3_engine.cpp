@@ -215,6 +215,17 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   std::int32_t micro_index = 0;
   std::vector<std::int32_t> labels;  // by ModuleId: the interned name, -1 until needed
   std::vector<ModuleId> owners;      // by ParamId, built for the first release traced
+  // Names for the trace's allocations, as the simulator gives them: a parameter's name, the
+  // module running (the root as "model"), "gather N", "bucket N". Set only while tracing.
+  bool name_memory = false;
+  std::vector<memory::Label> param_memory_labels;   // by ParamId
+  std::vector<memory::Label> module_memory_labels;  // by ModuleId
+  memory::Label contiguous_label = memory::kNoLabel, optimizer_label = memory::kNoLabel;
+  // Names what the model allocates from here on after the module running now.
+  void name_running_module();
+  memory::Label numbered_memory_label(const char* what, std::int64_t n) const {
+    return name_memory ? memory::intern_label(what + std::to_string(n)) : memory::kNoLabel;
+  }
 
   std::function<void()> synchronize;  // Zero3Options::synchronize
 
@@ -245,6 +256,13 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     targets.push_back(c10::make_intrusive<HookTarget>(this, m));
   bucket_grad.resize(n);
   labels.assign(modules.size(), -1);
+  for (ParamId p = 0; p < static_cast<ParamId>(n); ++p)
+    param_memory_labels.push_back(memory::intern_label(zm.tree().parameter(p).name));
+  for (ModuleId m = 0; m < static_cast<ModuleId>(modules.size()); ++m)
+    module_memory_labels.push_back(
+        memory::intern_label(m == 0 ? std::string("model") : zm.tree().qualified_name(m)));
+  contiguous_label = memory::intern_label("ipg buffer");
+  optimizer_label = memory::intern_label("optimizer states");
 
   // This rank's partitions, cut from the full initial values every rank holds.
   offset.assign(n, 0);
@@ -254,7 +272,8 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     total += zm.param(p).shape.partition_numel;
   }
   {
-    MemoryScope scope(MemoryCategory::kParamPartitions);
+    MemoryScope scope(MemoryCategory::kParamPartitions,
+                      memory::intern_label("parameter partitions"));
     partition_flat = at::zeros({total}, params.front().options().requires_grad(false));
   }
   partition.resize(n);
@@ -270,14 +289,14 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     }
   }
   {
-    MemoryScope scope(MemoryCategory::kGradPartitions);
+    MemoryScope scope(MemoryCategory::kGradPartitions, memory::intern_label("gradient partitions"));
     grad_flat = at::zeros({total}, partition_flat.options());
   }
   grad_partition.resize(n);
   for (ParamId p = 0; p < static_cast<ParamId>(n); ++p)
     grad_partition[idx(p)] = grad_flat.narrow(0, offset[idx(p)], zm.param(p).shape.partition_numel);
   {
-    MemoryScope scope(MemoryCategory::kMasterWeights);
+    MemoryScope scope(MemoryCategory::kMasterWeights, memory::intern_label("master weights"));
     master = partition_flat.clone();
   }
   constexpr std::int64_t kPiece = std::int64_t{1} << 14;
@@ -324,7 +343,9 @@ void Zero3Engine::Impl::start_gather(const zero::GatherRequest& request) {
   {
     MemoryScope scope(single && zm.param(g.params.front()).persistent
                           ? MemoryCategory::kPersistentParams
-                          : MemoryCategory::kGatheredParams);
+                          : MemoryCategory::kGatheredParams,
+                      single ? param_memory_labels[idx(g.params.front())]
+                             : numbered_memory_label("gather ", request.handle));
     g.flat = at::empty({world, sum}, partition_flat.options());
   }
   at::Tensor mine = g.flat[rank];
@@ -383,8 +404,9 @@ void Zero3Engine::Impl::wait_gather(zero::GatherHandle handle) {
   std::int64_t column = 0;
   for (ParamId p : g.params) {
     const zero::ZeroParam& zp = zm.param(p);
-    MemoryScope scope(zp.persistent ? MemoryCategory::kPersistentParams
-                                    : MemoryCategory::kGatheredParams);
+    MemoryScope scope(
+        zp.persistent ? MemoryCategory::kPersistentParams : MemoryCategory::kGatheredParams,
+        param_memory_labels[idx(p)]);
     // One allocation, filled row by row, as torch.cat fills DeepSpeed's: a reshape of the strided
     // slice and a clone of it would hold the parameter twice for a moment.
     at::Tensor full = at::empty({zp.numel}, g.flat.options());
@@ -464,8 +486,17 @@ void Zero3Engine::Impl::enter_hook() {
   trace->ops.push_back(op);
 }
 
+void Zero3Engine::Impl::name_running_module() {
+  // Outside every call (the loss, the start of backward, the step's end) the model is running.
+  const ModuleId running = !forward_stack.empty()      ? forward_stack.back()
+                           : phase == Phase::kBackward ? backward_module
+                                                       : kNoModule;
+  memory::set_memory_label(module_memory_labels[idx(running == kNoModule ? 0 : running)]);
+}
+
 void Zero3Engine::Impl::leave_hook() {
   if (--hook_depth > 0) return;
+  if (name_memory) name_running_module();
   if (synchronize) synchronize();
   const std::int64_t now = comm::wall_clock_ns();
   stats.hook_ns += now - hook_start_ns;
@@ -552,7 +583,10 @@ void Zero3Engine::Impl::hand_over(ParamId p) {
   // Autograd made the gradient during backward, as the backward's memory (activations): from
   // here on it is a gradient waiting for its bucket, as the simulator counts it.
   const at::Tensor& grad = params[idx(p)].grad();
-  if (grad.defined()) memory::recharge(grad.storage().data(), MemoryCategory::kGradBuckets);
+  if (grad.defined()) {
+    memory::recharge(grad.storage().data(), MemoryCategory::kGradBuckets,
+                     param_memory_labels[idx(p)]);
+  }
   reducer.grad_ready(p);
 }
 
@@ -561,7 +595,7 @@ void Zero3Engine::Impl::grad_added(ParamId param, bool in_contiguous) {
   ZP_CHECK(grad.defined(), "parameter ", param, " is ready but has no gradient");
   if (in_contiguous) {
     if (!contiguous.defined()) {
-      MemoryScope scope(MemoryCategory::kGradBuckets);
+      MemoryScope scope(MemoryCategory::kGradBuckets, contiguous_label);
       contiguous = at::empty({zero::gradient_buffers(zm).bucket_numel}, partition_flat.options());
     }
     const std::int64_t numel = grad.numel();
@@ -576,7 +610,7 @@ void Zero3Engine::Impl::grad_added(ParamId param, bool in_contiguous) {
 }
 
 void Zero3Engine::Impl::reduce(const zero::GradBucket& bucket) {
-  MemoryScope scope(MemoryCategory::kCommBuffers);
+  MemoryScope scope(MemoryCategory::kCommBuffers, numbered_memory_label("bucket ", bucket.index));
   const std::string label = "bucket " + std::to_string(bucket.index);
   if (bucket.path == zero::ReducePath::kContiguousAllReduce) {
     // __avg_scatter_contiguous_grads: the contiguous buffer, averaged and all-reduced in place.
@@ -671,6 +705,7 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
     at::Tensor loss;
     {
       MemoryScope scope(MemoryCategory::kActivations);
+      if (name_memory) name_running_module();
       // The token ids: the embedding keeps them for its backward.
       const at::Tensor tokens = token_tensor(batch).to(partition_flat.device());
       phase = Phase::kForward;
@@ -705,7 +740,7 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
   }
   const std::int64_t optimizer_start = comm::wall_clock_ns();
   {
-    MemoryScope scope(MemoryCategory::kOptimizerStates);
+    MemoryScope scope(MemoryCategory::kOptimizerStates, optimizer_label);
     for (at::Tensor& piece : master_pieces)
       piece.mutable_grad() =
           grad_flat.narrow(0, piece.storage_offset() - master.storage_offset(), piece.numel());
@@ -770,6 +805,7 @@ void Zero3Engine::record_into(trace::Trace* trace, std::int32_t rank, std::int64
   impl_->trace_rank = rank;
   impl_->origin_ns = origin_ns;
   impl_->labels.assign(impl_->modules.size(), -1);
+  impl_->name_memory = trace != nullptr;
 }
 
 const zero::Coordinator& Zero3Engine::coordinator() const {

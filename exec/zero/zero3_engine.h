@@ -17,7 +17,9 @@
 //    which is then copied back; persistent parameters are gathered again after the step.
 //  - Activation checkpointing is LmModel's; its recomputation fires the hooks again.
 //
-// Every allocation the engine makes is charged to its memory category (exec/memory's scopes).
+// Every allocation the engine makes is charged to its memory category (exec/memory's scopes),
+// and named as the simulator names its blocks (a parameter, "gather N", "bucket N", the module
+// running; record_into turns the module names on).
 //
 // Every rank of the group must call the same methods in the same order. Not thread-safe.
 #pragma once

@@ -117,7 +117,8 @@ class ZeroRank final : public RankTimeline,
       if (zp.requires_grad) partition_numel += zp.shape.partition_numel;
     }
     if (s_.offload_param == OffloadDevice::kNone) {
-      memory_.allocate(MemoryCategory::kParamPartitions, partition_bytes, now_);
+      memory_.allocate(MemoryCategory::kParamPartitions, partition_bytes, now_,
+                       AllocStream::kCompute, label("parameter partitions"));
     } else {
       memory_.add_host(s_.offload_param == OffloadDevice::kCpu ? MemoryCategory::kHostParams
                                                                : MemoryCategory::kNvme,
@@ -128,8 +129,10 @@ class ZeroRank final : public RankTimeline,
     const zero::GradientBuffers grads = zero::gradient_buffers(model);
     switch (z_.offload_optimizer) {
       case OffloadDevice::kNone:
-        memory_.allocate(MemoryCategory::kMasterWeights, master, now_);
-        memory_.allocate(MemoryCategory::kOptimizerStates, states, now_);
+        memory_.allocate(MemoryCategory::kMasterWeights, master, now_, AllocStream::kCompute,
+                         label("master weights"));
+        memory_.allocate(MemoryCategory::kOptimizerStates, states, now_, AllocStream::kCompute,
+                         label("optimizer states"));
         break;
       case OffloadDevice::kCpu:
         memory_.add_host(MemoryCategory::kHostOptimizer, master + states, now_);
@@ -143,10 +146,12 @@ class ZeroRank final : public RankTimeline,
     if (grads.partitions_on_host) {
       memory_.add_host(MemoryCategory::kHostOptimizer, grads.partition_bytes(), now_);
     } else {
-      memory_.allocate(MemoryCategory::kGradPartitions, grads.partition_bytes(), now_);
+      memory_.allocate(MemoryCategory::kGradPartitions, grads.partition_bytes(), now_,
+                       AllocStream::kCompute, label("gradient partitions"));
     }
     if (grads.bucket_numel > 0)
-      memory_.allocate(MemoryCategory::kGradBuckets, grads.bucket_bytes(), now_);
+      memory_.allocate(MemoryCategory::kGradBuckets, grads.bucket_bytes(), now_,
+                       AllocStream::kCompute, label("ipg buffer"));
     for (ParamId p : model.params_by_ds_id()) {
       if (loop->coordinator().status(p) != ParamStatus::kNotAvailable) {
         param_block_[static_cast<std::size_t>(p)] =
@@ -527,8 +532,8 @@ class ZeroRank final : public RankTimeline,
   void begin_recompute(std::int32_t call, const SegmentWork& w) {
     release_input_grad();
     if (w.extra_recompute_bytes > 0)
-      extra_block_[call] =
-          memory_.allocate(MemoryCategory::kRecompute, w.extra_recompute_bytes, now_);
+      extra_block_[call] = memory_.allocate(MemoryCategory::kRecompute, w.extra_recompute_bytes,
+                                            now_, AllocStream::kCompute, label("checkpoint input"));
     if (w.allgather_bytes > 0) {
       // The partitioned input is gathered whole again over the tensor group, blocking compute.
       const std::int64_t tp = s_.tp_shape.size;

@@ -4,7 +4,10 @@
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
+#include <array>
+#include <map>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,6 +47,37 @@ TEST(MemoryScope, NestedScopesRestoreTheOuterCategory) {
   }
   EXPECT_EQ(current_memory_category(), std::nullopt);
   EXPECT_EQ(current_slot(), kUnattributed);
+}
+
+TEST(MemoryScope, ANamedScopeNamesWhatItAllocatesAndAnUnnamedOneKeepsTheName) {
+  const Label module = intern_label("transformer.h.0.attn");
+  const Label gather = intern_label("gather 3");
+  EXPECT_EQ(intern_label("gather 3"), gather);  // interned once
+  EXPECT_EQ(label_text(gather), "gather 3");
+  EXPECT_EQ(label_text(kNoLabel), "");
+  EXPECT_EQ(current_label(), kNoLabel);
+  {
+    MemoryScope outer(MemoryCategory::kActivations);
+    set_memory_label(module);  // what a hook does: the module running from now on
+    {
+      MemoryScope named(MemoryCategory::kGatheredParams, gather);
+      EXPECT_EQ(current_label(), gather);
+      EXPECT_EQ(current_slot(), static_cast<Slot>(MemoryCategory::kGatheredParams));
+    }
+    EXPECT_EQ(current_label(), module);
+    const Label next = intern_label("transformer.h.0.mlp");
+    {
+      MemoryScope unnamed(MemoryCategory::kRecompute);
+      EXPECT_EQ(current_label(), module);
+      set_memory_label(next);  // a hook inside a recomputation
+    }
+    // The unnamed scope gave its category back, not the name set inside it.
+    EXPECT_EQ(current_label(), next);
+    EXPECT_EQ(current_memory_category(), MemoryCategory::kActivations);
+    set_memory_label(kNoLabel);
+  }
+  EXPECT_EQ(current_label(), kNoLabel);
+  EXPECT_EQ(current_memory_category(), std::nullopt);
 }
 
 TEST(CountingAllocator, InstallAndUninstallRestoreThePreviousAllocator) {
@@ -276,6 +310,129 @@ TEST(CountingAllocator, SamplesBecomeTraceMemorySamples) {
   EXPECT_GE(trace.memory[0].time, 0);
   EXPECT_LE(trace.memory[0].time, trace.memory[1].time);
   EXPECT_TRUE(counting.take_samples().empty());
+}
+
+// The rows live at `time` (start <= time < end), per slot.
+std::array<std::int64_t, kSlotCount> live_at(const std::vector<MemoryLedger::Allocation>& rows,
+                                             std::int64_t time) {
+  std::array<std::int64_t, kSlotCount> live{};
+  for (const MemoryLedger::Allocation& a : rows)
+    if (a.start_ns <= time && time < a.end_ns) live[a.slot] += a.bytes;
+  return live;
+}
+
+TEST(CountingAllocator, RecordedAllocationsAddUpToTheSamplesAtEverySampledTime) {
+  CountingAllocator counting(
+      CountingAllocator::Options{.record_samples = true, .record_allocations = true});
+  const Label w = intern_label("h.0.attn.c_attn.weight");
+  const Label attn = intern_label("h.0.attn");
+  at::Tensor param, grad, kept;
+  {
+    MemoryScope scope(MemoryCategory::kGatheredParams, w);
+    param = floats(100);
+  }
+  {
+    MemoryScope scope(MemoryCategory::kActivations);
+    set_memory_label(attn);
+    kept = floats(10);
+    grad = floats(100);  // autograd's gradient: known as such only when handed over
+    { const at::Tensor temporary = floats(50); }
+    set_memory_label(kNoLabel);
+  }
+  EXPECT_TRUE(recharge(grad.storage().data(), MemoryCategory::kGradBuckets, w));
+  {
+    MemoryScope host(MemoryCategory::kHostActivations);
+    kept = floats(3);  // frees the first one; host memory is not a device allocation
+  }
+  const at::Tensor unattributed = floats(7);
+  param.reset();
+  grad.reset();
+
+  const std::vector<MemoryLedger::Sample> samples = counting.take_samples();
+  const std::vector<MemoryLedger::Allocation> rows = counting.take_allocations();
+  ASSERT_EQ(samples.size(), 12u);
+  // The parameter, the kept activation, the gradient as an activation and as a bucket, the
+  // temporary: the host block and the unattributed one are not device allocations.
+  ASSERT_EQ(rows.size(), 5u);
+  std::array<std::int64_t, kSlotCount> totals{};
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    totals[samples[i].slot] = samples[i].bytes;
+    if (i + 1 < samples.size() && samples[i + 1].time_ns == samples[i].time_ns) continue;
+    const std::array<std::int64_t, kSlotCount> live = live_at(rows, samples[i].time_ns);
+    for (Slot s = 0; s < kUnattributed; ++s) {
+      if (is_device_slot(s)) {
+        EXPECT_EQ(live[s], totals[s]) << "sample " << i << " slot " << int{s};
+      }
+    }
+  }
+  std::map<std::string, std::vector<MemoryLedger::Allocation>> by_name;
+  for (const MemoryLedger::Allocation& a : rows) {
+    by_name[label_text(a.label)].push_back(a);
+    EXPECT_LT(a.start_ns, a.end_ns);
+  }
+  ASSERT_EQ(by_name[label_text(w)].size(), 3u);  // the parameter, and the gradient renamed
+  ASSERT_EQ(by_name[label_text(attn)].size(), 2u);
+  for (const MemoryLedger::Allocation& a : by_name[label_text(attn)])
+    EXPECT_EQ(a.slot, static_cast<Slot>(MemoryCategory::kActivations));
+  // The gradient's life splits where it was recharged: one end is the other's start.
+  std::vector<MemoryLedger::Allocation> grad_rows;
+  for (const MemoryLedger::Allocation& a : by_name[label_text(w)])
+    if (a.slot != static_cast<Slot>(MemoryCategory::kGatheredParams)) grad_rows.push_back(a);
+  ASSERT_EQ(grad_rows.size(), 2u);
+  EXPECT_EQ(grad_rows[0].slot, static_cast<Slot>(MemoryCategory::kActivations));
+  EXPECT_EQ(grad_rows[1].slot, static_cast<Slot>(MemoryCategory::kGradBuckets));
+  EXPECT_EQ(grad_rows[0].end_ns, grad_rows[1].start_ns);
+  EXPECT_EQ(grad_rows[0].bytes, 400);
+  EXPECT_TRUE(counting.take_allocations().empty());
+}
+
+TEST(CountingAllocator, ABlockStillLiveIsListedAsStillGoing) {
+  CountingAllocator counting(CountingAllocator::Options{.record_allocations = true});
+  at::Tensor partitions;
+  {
+    MemoryScope scope(MemoryCategory::kParamPartitions, intern_label("parameter partitions"));
+    partitions = floats(16);
+  }
+  const std::vector<MemoryLedger::Allocation> rows = counting.take_allocations();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].end_ns, MemoryLedger::kStillLive);
+  EXPECT_EQ(rows[0].bytes, 64);
+  EXPECT_EQ(label_text(rows[0].label), "parameter partitions");
+
+  trace::Trace trace;
+  const std::int64_t origin = rows[0].start_ns - 5;
+  append_to_trace(rows, 1, origin, trace);
+  ASSERT_EQ(trace.allocations.size(), 1u);
+  const trace::Allocation& a = trace.allocations[0];
+  EXPECT_EQ(a.rank, 1);
+  EXPECT_EQ(a.category, MemoryCategory::kParamPartitions);
+  EXPECT_EQ(a.start, 5);
+  EXPECT_EQ(a.end, trace::kNever);
+  ASSERT_NE(a.name, trace::kNone);
+  EXPECT_EQ(trace.string(a.name), "parameter partitions");
+}
+
+TEST(MemoryLedger, ALifeThatEndsNoLaterThanItStartsIsNotRecorded) {
+  MemoryLedger ledger(MemoryLedger::Options{.record_allocations = true});
+  const auto slot = static_cast<Slot>(MemoryCategory::kActivations);
+  const std::int64_t start = ledger.allocated(slot, 64);
+  EXPECT_GT(start, 0);
+  ledger.freed(slot, 64, start, kNoLabel);
+  ASSERT_EQ(ledger.take_allocations().size(), 1u);
+  // A block whose free reads the clock at its allocation's nanosecond was never live at a sampled
+  // time: the samples of that time net to nothing. (A start ahead of the clock stands in for it
+  // here: the clock cannot be made to repeat a reading.)
+  ledger.allocated(slot, 64);
+  ledger.freed(slot, 64, comm::wall_clock_ns() + 1'000'000'000, kNoLabel);
+  EXPECT_TRUE(ledger.take_allocations().empty());
+}
+
+TEST(CountingAllocator, WithoutRecordingAllocationsNoneAreListed) {
+  CountingAllocator counting(CountingAllocator::Options{.record_samples = true});
+  MemoryScope scope(MemoryCategory::kActivations, intern_label("model"));
+  const at::Tensor t = floats(8);
+  { const at::Tensor gone = floats(8); }
+  EXPECT_TRUE(counting.take_allocations().empty());
 }
 
 TEST(CountingAllocator, WithoutSamplingRecordsNoSamples) {

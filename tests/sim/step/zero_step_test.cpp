@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
+#include <string>
 
 #include "../sim_test_util.h"
 #include "core/zero/training_step.h"
@@ -399,6 +401,33 @@ ModuleTree FourBlocks() {
   for (ModuleId l : ls)
     t.add_call(l, root, true);
   return t;
+}
+
+TEST(ZeroStep, EveryAllocationIsNamed) {
+  // Cold steps (model states booked at the start) and the steady state, with and without
+  // checkpointing (its kept inputs and recompute buffers).
+  for (const std::string checkpoint : {"", ", checkpoint_interval: 2"}) {
+    for (const std::int64_t steps : {0, 2}) {
+      SCOPED_TRACE(checkpoint + " steps " + std::to_string(steps));
+      SimOptions options;
+      options.steps = steps;
+      const Simulated s = Simulate(MakeRun(FourBlocks(), 4, kDemandOnly, checkpoint), options);
+      const trace::Trace& t = s.trace;
+      ASSERT_FALSE(t.allocations.empty());
+      std::set<std::string> names;
+      for (const trace::Allocation& a : t.allocations) {
+        ASSERT_NE(a.name, trace::kNone) << trace::to_string(a.category) << " of " << a.bytes
+                                        << " bytes at " << a.start << " has no name";
+        names.insert(t.string(a.name));
+      }
+      for (const char* state : {"parameter partitions", "master weights", "optimizer states",
+                                "gradient partitions", "ipg buffer"})
+        EXPECT_TRUE(names.count(state)) << state;
+      if (!checkpoint.empty()) {
+        EXPECT_TRUE(names.count("checkpoint input"));
+      }
+    }
+  }
 }
 
 TEST(ZeroStep, CheckpointingKeepsSegmentInputsAndRecomputesInBackward) {
