@@ -721,8 +721,20 @@ void Viewer::draw_memory(float width, float height) {
                               : format_duration(static_cast<double>(a.end)).c_str());
       }
     }
+    // Blocks freed at this very time were live up to it: at a peak, often the buffers whose
+    // successors made it.
+    const std::vector<std::uint32_t> freed = largest_freed_at(t.trace, st.memory_rank, time, 5);
+    if (!freed.empty()) {
+      ImGui::TextUnformatted("freed at this time");
+      for (std::uint32_t i : freed) {
+        const trace::Allocation& a = t.trace.allocations[i];
+        ImGui::Text("%9s %s", format_bytes(static_cast<double>(a.bytes)).c_str(),
+                    a.name == trace::kNone ? std::string(trace::to_string(a.category)).c_str()
+                                           : t.trace.string(a.name).c_str());
+      }
+    }
   } else {
-    // Traces without allocation records (format versions 1 and 2, measured runs).
+    // Traces without allocation records (format versions 1 and 2, measured GPU runs).
     ImGui::TextUnformatted("latest gathers (largest first)");
     for (std::uint32_t i : recent_gathers(t.trace, st.memory_rank, at, 8)) {
       const trace::Op& op = t.trace.ops[i];

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 
 #include "core/util/error.h"
 
@@ -132,13 +133,12 @@ std::vector<std::uint32_t> recent_gathers(const trace::Trace& trace, std::int32_
   return out;
 }
 
-std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t rank,
-                                        trace::TimeNs t, std::size_t n) {
-  std::vector<std::uint32_t> live;
-  for (std::size_t i = 0; i < trace.allocations.size(); ++i) {
-    const trace::Allocation& a = trace.allocations[i];
-    if (a.rank == rank && a.start <= t && t < a.end) live.push_back(static_cast<std::uint32_t>(i));
-  }
+namespace {
+
+// The `n` largest of `rows` (indices into trace.allocations), largest first; ties: the earlier
+// start, then the earlier row.
+std::vector<std::uint32_t> largest_of(const trace::Trace& trace, std::vector<std::uint32_t> live,
+                                      std::size_t n) {
   const auto larger = [&](std::uint32_t x, std::uint32_t y) {
     const trace::Allocation& a = trace.allocations[x];
     const trace::Allocation& b = trace.allocations[y];
@@ -151,6 +151,28 @@ std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t 
                     larger);
   live.resize(keep);
   return live;
+}
+
+}  // namespace
+
+std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t rank,
+                                        trace::TimeNs t, std::size_t n) {
+  std::vector<std::uint32_t> live;
+  for (std::size_t i = 0; i < trace.allocations.size(); ++i) {
+    const trace::Allocation& a = trace.allocations[i];
+    if (a.rank == rank && a.start <= t && t < a.end) live.push_back(static_cast<std::uint32_t>(i));
+  }
+  return largest_of(trace, std::move(live), n);
+}
+
+std::vector<std::uint32_t> largest_freed_at(const trace::Trace& trace, std::int32_t rank,
+                                            trace::TimeNs t, std::size_t n) {
+  std::vector<std::uint32_t> freed;
+  for (std::size_t i = 0; i < trace.allocations.size(); ++i) {
+    const trace::Allocation& a = trace.allocations[i];
+    if (a.rank == rank && a.start < t && a.end == t) freed.push_back(static_cast<std::uint32_t>(i));
+  }
+  return largest_of(trace, std::move(freed), n);
 }
 
 std::vector<MemoryColumn> memory_columns(const MemorySeries& series, const TimeAxis& axis,

@@ -62,6 +62,11 @@ std::vector<std::uint32_t> recent_gathers(const trace::Trace& trace, std::int32_
 // breakdown_at gives it. Empty for a trace without allocations (format version 1 and 2).
 std::vector<std::uint32_t> largest_live(const trace::Trace& trace, std::int32_t rank,
                                         trace::TimeNs t, std::size_t n);
+// The `n` largest allocations of `rank` freed at `t` that were made before it, in the same order.
+// A peak is often the moment a buffer's successor is made and the buffer itself is freed: these
+// were live at the peak though no longer after it, so the panel lists them beside largest_live.
+std::vector<std::uint32_t> largest_freed_at(const trace::Trace& trace, std::int32_t rank,
+                                            trace::TimeNs t, std::size_t n);
 
 // One pixel column of the stacked area: the device categories stacked in category order at the
 // sample with the highest device total inside the column, so no peak is lost when many samples

@@ -97,6 +97,23 @@ TEST(LargestLive, FiltersByRankAndLimitsToN) {
   EXPECT_TRUE(largest_live(base(), 0, 50, 5).empty()) << "a trace without allocations";
 }
 
+// What the listing after a time leaves out: blocks freed at that time, made before it (a block made
+// and freed at once was never live), largest first, of the rank asked for.
+TEST(LargestFreedAt, BlocksFreedAtTheTimeMadeBeforeIt) {
+  trace::Trace t = base();
+  t.allocations = {alloc(0, 10, 100, 200), alloc(0, 20, 150, 150), alloc(0, 30, 200, 300),
+                   alloc(0, 40, 120, 200), alloc(1, 50, 0, 200)};
+  EXPECT_EQ(largest_freed_at(t, 0, 200, 5), (std::vector<std::uint32_t>{3, 0}));
+  EXPECT_EQ(largest_freed_at(t, 0, 200, 1), (std::vector<std::uint32_t>{3}));
+  EXPECT_TRUE(largest_freed_at(t, 0, 150, 5).empty());
+  EXPECT_TRUE(largest_freed_at(t, 0, 199, 5).empty());
+  EXPECT_EQ(largest_freed_at(t, 0, 300, 5), (std::vector<std::uint32_t>{2}));
+  EXPECT_EQ(largest_freed_at(t, 1, 200, 5), (std::vector<std::uint32_t>{4}));
+  // Together with the blocks live after the time: what was live just before it.
+  const std::vector<std::uint32_t> after = largest_live(t, 0, 200, 5);
+  EXPECT_EQ(after, (std::vector<std::uint32_t>{2}));
+}
+
 // The live allocations add up to the samples' totals when both describe the same blocks.
 TEST(LargestLive, LiveAllocationsAddUpToTheBreakdown) {
   trace::Trace t = base();
