@@ -3,6 +3,7 @@
 // that have no hooks of their own, and the checkpointed segments around them.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -43,8 +44,9 @@ struct CallWork {
   std::int64_t input_grad_bytes = 0;
   bool checkpointed = false;  // inside a checkpointed segment: nothing saved in the first forward
   std::vector<TensorAllReduce> forward_tensor, backward_tensor;
-  // Trainable parameters of the calls' modules: their backward makes a gradient for each.
-  std::vector<ParamId> grads;
+  // Trainable parameters of the calls' modules: their backward makes a gradient for each. Most
+  // hooked calls have one or two, kept in place: a model's calls are costed on every simulation.
+  boost::container::small_vector<ParamId, 4> grads;
 };
 
 // What a checkpointed segment does around its calls, keyed by the segment's first call.
