@@ -6,7 +6,9 @@
 #
 #   tools/validation_table.sh [BUILD_DIR] > table.md      (BUILD_DIR defaults to build)
 #
-# Progress goes to stderr; the Markdown table to stdout. Needs python3 to format the JSON.
+# Progress goes to stderr (with the machine's load before each rank count: timings on a shared
+# machine are only as good as its quiet); the Markdown table to stdout. With KEEP=DIR, the
+# calibrated clusters and each run's JSON are kept in DIR. Needs python3 to format the JSON.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +21,12 @@ if [[ ! -x "$zeroplan" || ! -x "$build/zeroplan-exec" ]]; then
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/zeroplan-validation.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+if [[ -n "${KEEP:-}" ]]; then
+  mkdir -p "$KEEP"
+  trap 'cp "$work"/*.json "$work"/cluster-*.yaml "$KEEP"/ 2>/dev/null; rm -rf "$work"' EXIT
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 
 # The models: the examples' tiny GPT-2, the tiny Llama preset, and a wider, deeper GPT-2.
 declare -A models=(
@@ -61,7 +68,7 @@ EOF
 
 results=()
 for ranks in 2 4; do
-  echo "validation_table.sh: calibrating $ranks rank(s)" >&2
+  echo "validation_table.sh: calibrating $ranks rank(s); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
   if ! "$zeroplan" calibrate --nproc "$ranks" --out "$work/cluster-$ranks.yaml" \
     2>"$work/calibrate-$ranks.err"; then
     cat "$work/calibrate-$ranks.err" >&2

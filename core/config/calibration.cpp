@@ -108,6 +108,8 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.allgather = read_points(json, origin, "allgather", "bytes");
   c.reduce_scatter = read_points(json, origin, "reduce_scatter", "bytes");
   c.send_recv = read_points(json, origin, "send_recv", "bytes");
+  c.kernels_forward = read_points(json, origin, "kernels_forward", "kernels");
+  c.kernels_backward = read_points(json, origin, "kernels_backward", "kernels");
   return c;
 }
 
@@ -126,10 +128,23 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   c.gpu_memory = std::max<std::int64_t>(1, host_memory / m.ranks);
   // The measured rates are the ones reached: efficiencies of 1.
   c.efficiency = Efficiency{1.0, 1.0, 1.0};
+  // CPU ranks run each operation as it is called: launches and work add up.
+  c.asynchronous_launch = false;
   c.peak_flops["fp32"] = static_cast<double>(round_positive(out.matmul.rate()));
   c.hbm_bandwidth = static_cast<double>(round_positive(out.elementwise.rate()));
-  // Every module's pass pays the fixed cost of a small kernel call.
-  c.kernel_launch_ns = std::llround(out.elementwise.fixed * 1e9);
+  // Each kernel of a module's pass pays the forward chain's time per product; each in backward
+  // what the backward chain's takes beyond that.
+  out.has_kernels = !m.kernels_forward.empty() && !m.kernels_backward.empty();
+  if (out.has_kernels) {
+    out.kernels_forward = fit_line(m.kernels_forward, "kernels_forward");
+    out.kernels_backward = fit_line(m.kernels_backward, "kernels_backward");
+    c.kernel_launch_ns = std::llround(out.kernels_forward.per_unit * 1e9);
+    c.autograd_node_ns = std::max<std::int64_t>(
+        0, std::llround((out.kernels_backward.per_unit - out.kernels_forward.per_unit) * 1e9));
+  } else {
+    c.kernel_launch_ns = std::llround(out.elementwise.fixed * 1e9);
+    c.autograd_node_ns = 0;
+  }
   c.pcie_bandwidth = static_cast<double>(round_positive(out.host_copy.rate()));
   c.nvme_bandwidth = 0;
 
@@ -162,6 +177,11 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     << rate(k.matmul.rate(), "FLOP/s") << "\n";
   y << "#   elementwise:   " << seconds_text(k.elementwise.fixed) << " + bytes at "
     << rate(k.elementwise.rate(), "B/s") << "\n";
+  if (k.has_kernels) {
+    y << "#   kernel chains: forward " << seconds_text(k.kernels_forward.per_unit)
+      << " per kernel, backward " << seconds_text(k.kernels_backward.per_unit) << " per kernel (+ "
+      << seconds_text(k.kernels_backward.fixed) << " per backward)\n";
+  }
   y << "#   host copy:     " << seconds_text(k.host_copy.fixed) << " + bytes at "
     << rate(k.host_copy.rate(), "B/s") << "\n";
   if (k.has_collectives) {
@@ -183,6 +203,8 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  peak_flops: {fp32: " << static_cast<std::int64_t>(c.peak_flops.at("fp32")) << "}\n";
   y << "  hbm_bandwidth: " << static_cast<std::int64_t>(c.hbm_bandwidth) << "\n";
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
+  y << "  autograd_node: " << c.autograd_node_ns << "ns\n";
+  y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";
   y << "  intra_node: {bandwidth: " << static_cast<std::int64_t>(c.intra_node.bandwidth)
     << ", latency: " << c.intra_node.latency_ns << "ns}\n";
   y << "  inter_node: {bandwidth: " << static_cast<std::int64_t>(c.inter_node.bandwidth)

@@ -2,8 +2,9 @@
 // calibrate` has zeroplan-exec time matmuls, elementwise kernels, host copies and collectives on
 // every rank at once, then fits the simulator's own cost models to the points here, so that each
 // model predicts the measured time of what it prices:
-//  - a module's pass costs kernel_launch + max(flops / peak_flops, bytes / hbm_bandwidth)
-//    (efficiencies set to 1: the measured rates are the reached ones);
+//  - a module's pass costs kernels x kernel_launch (+ autograd_node per kernel in backward) +
+//    max(flops / peak_flops, bytes / hbm_bandwidth) (efficiencies set to 1: the measured rates are
+//    the reached ones);
 //  - an all-gather or reduce-scatter of S bytes over a ring of n ranks on one node costs
 //    (n - 1) latency + (n - 1) / n x S / bandwidth (docs/network-model.md);
 //  - a host copy costs S / pcie_bandwidth.
@@ -45,6 +46,9 @@ struct Calibration {
   std::vector<CalibrationPoint> allgather;       // the whole gathered buffer
   std::vector<CalibrationPoint> reduce_scatter;  // the whole reduced buffer
   std::vector<CalibrationPoint> send_recv;       // the message
+  // Chains of small products under autograd: kernels, and the forward's or the backward's time.
+  std::vector<CalibrationPoint> kernels_forward;
+  std::vector<CalibrationPoint> kernels_backward;
 };
 // UserError naming `origin` and the key when the JSON is not such an object.
 Calibration calibration_from_json(const Json& json, const std::string& origin);
@@ -52,7 +56,11 @@ Calibration calibration_from_json(const Json& json, const std::string& origin);
 struct CalibratedCluster {
   ClusterSpec cluster;
   LinearFit matmul, elementwise, host_copy, collectives, send_recv;
-  bool has_collectives = false;  // more than one rank was measured
+  LinearFit kernels_forward, kernels_backward;  // per_unit: seconds per kernel
+  bool has_collectives = false;                 // more than one rank was measured
+  // The kernel chains were measured; without them (an older file) kernel_launch is the
+  // elementwise fit's fixed part and autograd_node 0.
+  bool has_kernels = false;
 };
 // The cluster of `calibration.ranks` ranks on one node of this machine; `host_memory` is the
 // node's memory, shared by its ranks.

@@ -259,6 +259,13 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     if (c.kernel_launch_ns < 0)
       n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
   }
+  if (auto n = r.get("autograd_node")) {
+    c.autograd_node_ns = with_units(*n, units::parse_duration_ns);
+    if (c.autograd_node_ns < 0)
+      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
+  }
+  if (auto n = r.get("asynchronous_launch"))
+    c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("host_optimizer_rate")) {
     c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
     if (!(c.host_optimizer_rate > 0))
@@ -305,6 +312,8 @@ Json cluster_to_json(const ClusterSpec& c) {
                 {"hbm", c.efficiency.hbm},
                 {"network", c.efficiency.network}}},
               {"kernel_launch_ns", c.kernel_launch_ns},
+              {"autograd_node_ns", c.autograd_node_ns},
+              {"asynchronous_launch", c.asynchronous_launch},
               {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 

@@ -44,7 +44,16 @@ struct ClusterSpec {
   double pcie_bandwidth = 0;     // host <-> GPU, bytes/s per GPU
   double nvme_bandwidth = 0;     // bytes/s per node
   Efficiency efficiency;
-  std::int64_t kernel_launch_ns = 4000;  // fixed cost of each module's pass on the GPU
+  // Fixed cost of each kernel a module's pass launches (sim/hardware/kernel_counts.h): PyTorch's
+  // dispatch, the output's allocation, the launch; in forward also recording the autograd node.
+  std::int64_t kernel_launch_ns = 4000;
+  // What autograd's engine adds to each kernel it runs in backward (taking the node from its ready
+  // queue, collecting its input gradients, releasing what it saved).
+  std::int64_t autograd_node_ns = 2000;
+  // Whether the host enqueues kernels while earlier ones run, as on a GPU: a pass then takes the
+  // longer of its launches and its roofline. CPU ranks run each operation as it is called, so there
+  // the two add (zeroplan calibrate writes false).
+  bool asynchronous_launch = true;
   // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
   // node, shared by the node's GPUs.
   double host_optimizer_rate = 1e9;

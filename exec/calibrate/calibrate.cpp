@@ -28,27 +28,31 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-// Seconds per call of `fn`: the median of a few batches, each long enough to time well. Batch
-// sizes are fixed on the first batch so that ranks measuring at once stay roughly together.
-double time_per_call(const std::function<void()>& fn, double batch_seconds) {
+// Seconds per call of `fn` while every rank runs it: after a barrier each rank calls it for the
+// same wall-clock window, and the median of a few windows stands. Ranks sharing cores then share
+// them for the whole of each window, as a training step's ranks do; a fixed number of calls
+// would let the ranks that finish first idle at the next barrier and leave the last ones the
+// cores to themselves (with 4 ranks on 2 cores, rates came out up to 4 times too high). A window
+// holds several of the largest calls (a 512-square matmul takes tens of milliseconds), so that
+// the ranks' windows end together.
+double time_per_call(comm::Communicator& world, const std::function<void()>& fn,
+                     double window_seconds) {
   fn();
   fn();
-  int calls = 1;
-  for (;;) {
+  std::vector<double> windows;
+  for (int w = 0; w < 5; ++w) {
+    world.barrier();
     const auto start = Clock::now();
-    for (int i = 0; i < calls; ++i)
+    std::int64_t calls = 0;
+    double elapsed = 0;
+    do {
       fn();
-    if (seconds_since(start) >= batch_seconds || calls >= (1 << 20)) break;
-    calls *= 2;
+      ++calls;
+      elapsed = seconds_since(start);
+    } while (elapsed < window_seconds);
+    windows.push_back(elapsed / static_cast<double>(calls));
   }
-  std::vector<double> batches;
-  for (int b = 0; b < 5; ++b) {
-    const auto start = Clock::now();
-    for (int i = 0; i < calls; ++i)
-      fn();
-    batches.push_back(seconds_since(start) / calls);
-  }
-  return median(batches);
+  return median(windows);
 }
 
 // Seconds per call of a collective `fn`, run the same number of times on every rank.
@@ -73,7 +77,7 @@ Json point(const char* unit, double amount, double seconds) {
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
                     std::ostream& progress) {
   const bool lead = world.rank() == 0;
-  const double batch = options.quick ? 0.002 : 0.02;
+  const double batch = options.quick ? 0.005 : 0.1;
   const int iterations = options.quick ? 5 : 20;
   const auto say = [&](const std::string& text) {
     if (lead) progress << "calibrate: " << text << std::endl;
@@ -97,8 +101,8 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   for (const std::int64_t n : sizes) {
     const at::Tensor x = at::randn({n, n});
     const at::Tensor w = at::randn({n, n}).requires_grad_(true);
-    world.barrier();
-    const double s = time_per_call([&] { (void)at::linear(x, w); }, batch);
+    const double s = time_per_call(
+        world, [&] { (void)at::linear(x, w); }, batch);
     j["matmul"].push_back(point("flops", 2.0 * static_cast<double>(n * n * n), s));
   }
 
@@ -111,9 +115,40 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   for (const std::int64_t n : lengths) {
     const at::Tensor a = at::randn({n}).requires_grad_(true);
     const at::Tensor b = at::randn({n});
-    world.barrier();
-    const double s = time_per_call([&] { (void)at::add(a, b); }, batch);
+    const double s = time_per_call(
+        world, [&] { (void)at::add(a, b); }, batch);
     j["elementwise"].push_back(point("bytes", 12.0 * static_cast<double>(n), s));
+  }
+
+  // The fixed cost of a kernel, forward and backward: chains of K products of a small tensor that
+  // requires a gradient, so that each is one kernel with its autograd node and the bytes cost
+  // nothing. The forward's time per product is kernel_launch; the backward's (sum().backward()
+  // through the chain, less the forward) per product is kernel_launch + autograd_node. The line's
+  // fixed part (the sum, the engine's start) is a backward's, not a kernel's.
+  const std::vector<std::int64_t> chains =
+      options.quick ? std::vector<std::int64_t>{4, 32} : std::vector<std::int64_t>{4, 16, 64};
+  say("kernel fixed costs, forward and backward, " + std::to_string(chains.size()) +
+      " chain lengths on every rank");
+  j["kernels_forward"] = Json::array();
+  j["kernels_backward"] = Json::array();
+  {
+    const at::Tensor x = at::randn({256}).requires_grad_(true);
+    const at::Tensor b = at::randn({256});
+    for (const std::int64_t k : chains) {
+      const auto chain = [&] {
+        at::Tensor y = x;
+        for (std::int64_t i = 0; i < k; ++i)
+          y = y * b;
+        return y;
+      };
+      const double forward = time_per_call(
+          world, [&] { (void)chain(); }, batch);
+      const double both = time_per_call(
+          world, [&] { chain().sum().backward(); }, batch);
+      j["kernels_forward"].push_back(point("kernels", static_cast<double>(k), forward));
+      j["kernels_backward"].push_back(
+          point("kernels", static_cast<double>(k), std::max(both - forward, 1e-9)));
+    }
   }
 
   // Host copies: what a copy between a device and its host costs, here memory to memory.
@@ -122,8 +157,8 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   for (const std::int64_t n : {std::int64_t{1} << 18, std::int64_t{1} << 22}) {
     const at::Tensor from = at::randn({n});
     at::Tensor to = at::empty({n});
-    world.barrier();
-    const double s = time_per_call([&] { to.copy_(from); }, batch);
+    const double s = time_per_call(
+        world, [&] { to.copy_(from); }, batch);
     j["host_copy"].push_back(point("bytes", 4.0 * static_cast<double>(n), s));
   }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/util/error.h"
+#include "sim/hardware/kernel_counts.h"
 
 namespace zp::sim {
 
@@ -29,13 +30,35 @@ ComputeModel::ComputeModel(const ClusterSpec& cluster, DType dtype) {
   flops_per_ns_ = peak_ * cluster.efficiency.compute / 1e9;
   bytes_per_ns_ = cluster.hbm_bandwidth * cluster.efficiency.hbm / 1e9;
   launch_ns_ = cluster.kernel_launch_ns;
+  node_ns_ = cluster.autograd_node_ns;
+  overlap_ = cluster.asynchronous_launch;
 }
 
-TimeNs ComputeModel::time(std::int64_t flops, std::int64_t bytes) const {
-  if (flops <= 0 && bytes <= 0) return 0;
-  const double t = std::max(static_cast<double>(flops) / flops_per_ns_,
-                            static_cast<double>(bytes) / bytes_per_ns_);
-  return launch_ns_ + static_cast<TimeNs>(std::ceil(t));
+TimeNs ComputeModel::roofline(std::int64_t flops, std::int64_t bytes) const {
+  const double t = std::max(static_cast<double>(std::max<std::int64_t>(flops, 0)) / flops_per_ns_,
+                            static_cast<double>(std::max<std::int64_t>(bytes, 0)) / bytes_per_ns_);
+  return static_cast<TimeNs>(std::ceil(t));
+}
+
+TimeNs ComputeModel::kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const {
+  return with_launches(std::max<std::int64_t>(count, 0) * launch_ns_, roofline(flops, bytes));
+}
+
+TimeNs ComputeModel::backward_kernels(std::int64_t count, std::int64_t flops,
+                                      std::int64_t bytes) const {
+  return with_launches(std::max<std::int64_t>(count, 0) * (launch_ns_ + node_ns_),
+                       roofline(flops, bytes));
+}
+
+ModuleTimes ComputeModel::module_call(const ModuleTree& tree, ModuleId module) const {
+  const Module& m = tree.module(module);
+  std::int64_t param_bytes = 0;
+  for (const ParamSlot& s : m.params)
+    param_bytes += tree.parameter(s.param).bytes();
+  const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
+  const KernelCounts k = module_kernels(tree, module);
+  return {kernels(k.forward, m.cost.forward_flops, moved),
+          backward_kernels(k.backward, m.cost.backward_or_default(), 2 * moved)};
 }
 
 }  // namespace zp::sim

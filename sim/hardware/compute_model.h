@@ -1,19 +1,30 @@
 // How long a GPU takes for a piece of work: a roofline over the cluster's peak FLOP/s and HBM
-// bandwidth, each derated by the cluster's efficiency, plus a fixed launch cost.
+// bandwidth, each derated by the cluster's efficiency, plus a fixed cost per kernel launched.
 //
-//   time = kernel_launch + max(flops / (peak_flops[dtype] * efficiency.compute),
-//                              bytes / (hbm_bandwidth * efficiency.hbm))
+//   time = kernels x kernel_launch + max(flops / (peak_flops[dtype] * efficiency.compute),
+//                                        bytes / (hbm_bandwidth * efficiency.hbm))
 //
-// rounded up to whole nanoseconds. Pure and cheap; safe from many threads.
+// rounded up to whole nanoseconds; a backward kernel also pays autograd_node, the engine's work
+// for the node that runs it. A module's pass runs many kernels (kernel_counts.h), and for the
+// small modules of a model their fixed costs are most of its time. Pure and cheap; safe from many
+// threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/config/cluster.h"
 #include "core/model/dtype.h"
+#include "core/model/module_tree.h"
 #include "sim/engine/simulator.h"
 
 namespace zp::sim {
+
+// One call of a module's own work (not its children's).
+struct ModuleTimes {
+  TimeNs forward = 0;  // also a recomputation's
+  TimeNs backward = 0;
+};
 
 class ComputeModel {
  public:
@@ -21,8 +32,19 @@ class ComputeModel {
   // cluster.hbm_bandwidth when it is not positive.
   ComputeModel(const ClusterSpec& cluster, DType dtype);
 
-  // A kernel sequence doing `flops` and moving `bytes` through HBM; 0 when both are 0.
-  TimeNs time(std::int64_t flops, std::int64_t bytes) const;
+  // One kernel doing `flops` and moving `bytes` through HBM; 0 when both are 0.
+  TimeNs time(std::int64_t flops, std::int64_t bytes) const {
+    return flops > 0 || bytes > 0 ? kernels(1, flops, bytes) : 0;
+  }
+  // `count` kernels doing `flops` and moving `bytes` between them: each pays its launch. (A
+  // module whose own work is its children's launches nothing; what it moves is still priced.)
+  TimeNs kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const;
+  // The same run by autograd in backward: each kernel also pays autograd_node.
+  TimeNs backward_kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const;
+  // A call of `module`: its kernels (module_kernels), its FLOPs (backward: the model's or twice
+  // the forward's) and the bytes it moves (its parameters, what it keeps and its output; twice
+  // those in backward).
+  ModuleTimes module_call(const ModuleTree& tree, ModuleId module) const;
   // A memory-bound copy of `bytes` (read and written once), as torch.cat and copy_ do.
   TimeNs copy(std::int64_t bytes) const { return time(0, 2 * bytes); }
 
@@ -34,6 +56,12 @@ class ComputeModel {
   double flops_per_ns_ = 0;
   double bytes_per_ns_ = 0;
   TimeNs launch_ns_ = 0;
+  TimeNs node_ns_ = 0;
+  bool overlap_ = true;  // ClusterSpec::asynchronous_launch
+  TimeNs with_launches(TimeNs launches, TimeNs roofline) const {
+    return overlap_ ? std::max(launches, roofline) : launches + roofline;
+  }
+  TimeNs roofline(std::int64_t flops, std::int64_t bytes) const;
 };
 
 // The name of `dtype` in cluster.peak_flops: fp32 (PyTorch computes fp32 without TF32 unless told

@@ -38,10 +38,6 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
       owner[c] = owner[static_cast<std::size_t>(call.parent_call)];
     }
     const Module& m = tree.module(call.module);
-    std::int64_t param_bytes = 0;
-    for (const ParamSlot& s : m.params)
-      param_bytes += tree.parameter(s.param).bytes();
-    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
     CallWork& w = work[static_cast<std::size_t>(owner[c])];
     w.forward_flops += m.cost.forward_flops;
     w.backward_flops += m.cost.backward_or_default();
@@ -58,8 +54,9 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
           std::find(w.grads.begin(), w.grads.end(), s.param) == w.grads.end())
         w.grads.push_back(s.param);
     }
-    w.forward_ns += compute.time(m.cost.forward_flops, moved);
-    w.backward_ns += compute.time(m.cost.backward_or_default(), 2 * moved);
+    const ModuleTimes times = compute.module_call(tree, call.module);
+    w.forward_ns += times.forward;
+    w.backward_ns += times.backward;
     if (tensor) {
       const ModuleCollectives& mc = tensor->collectives[static_cast<std::size_t>(call.module)];
       const auto add = [&](const TensorCollective& t, std::vector<TensorAllReduce>& out) {

@@ -142,10 +142,6 @@ Plan make_plan(const RunSpec& run, const ComputeModel& compute, trace::Trace* tr
   plan.calls.resize(calls.size());
   for (std::size_t c = 0; c < calls.size(); ++c) {
     const Module& m = tree.module(calls[c].module);
-    std::int64_t param_bytes = 0;
-    for (const ParamSlot& s : m.params)
-      param_bytes += tree.parameter(s.param).bytes();
-    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
     CallCost& w = plan.calls[c];
     w.forward_flops = m.cost.forward_flops;
     w.backward_flops = m.cost.backward_or_default();
@@ -154,8 +150,9 @@ Plan make_plan(const RunSpec& run, const ComputeModel& compute, trace::Trace* tr
     w.backward_workspace_bytes = m.cost.backward_workspace_bytes;
     w.backward_held_bytes = m.cost.backward_held_bytes;
     w.parent = calls[c].parent_call;
-    w.forward_ns = compute.time(m.cost.forward_flops, moved);
-    w.backward_ns = compute.time(m.cost.backward_or_default(), 2 * moved);
+    const ModuleTimes times = compute.module_call(tree, calls[c].module);
+    w.forward_ns = times.forward;
+    w.backward_ns = times.backward;
     if (trace) {
       w.name = trace->intern(calls[c].module == 0 ? std::string("model")
                                                   : tree.qualified_name(calls[c].module));

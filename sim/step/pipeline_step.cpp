@@ -1148,16 +1148,11 @@ LayerCosts layer_costs(const ModuleTree& tree, const pipe::PipelineLayers& layer
       out.outside_activation_bytes += m.cost.activation_bytes;
       continue;
     }
-    std::int64_t param_bytes = 0;
-    for (const ParamSlot& s : m.params)
-      param_bytes += tree.parameter(s.param).bytes();
-    const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
-    const std::int64_t forward = m.cost.forward_flops;
-    const std::int64_t backward = m.cost.backward_or_default();
-    l.forward_flops += forward;
-    l.backward_flops += backward;
-    l.forward_ns += compute.time(forward, moved);
-    l.backward_ns += compute.time(backward, 2 * moved);
+    const ModuleTimes times = compute.module_call(tree, calls[c].module);
+    l.forward_flops += m.cost.forward_flops;
+    l.backward_flops += m.cost.backward_or_default();
+    l.forward_ns += times.forward;
+    l.backward_ns += times.backward;
   }
   return out;
 }

@@ -37,13 +37,21 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
   // Progress on stderr, phase by phase.
-  for (const char* phase : {"matmul", "elementwise", "host copy", "all-gather", "send/recv"})
+  for (const char* phase :
+       {"matmul", "elementwise", "kernel fixed costs", "host copy", "all-gather", "send/recv"})
     EXPECT_NE(r.err.find(phase), std::string::npos) << phase << "\n" << r.err;
 
   const std::string yaml = Slurp(cluster);
   EXPECT_NE(yaml.find("gpus_per_node: 2\n"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("peak_flops: {fp32: "), std::string::npos) << yaml;
+  // Each kernel's fixed cost, forward and under autograd in backward, from the kernel chains.
+  EXPECT_NE(yaml.find("kernel_launch: "), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("autograd_node: "), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("asynchronous_launch: false"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("kernel chains: forward "), std::string::npos) << yaml;
   const Json points = Json::parse(Slurp(raw));
+  EXPECT_EQ(points.at("kernels_forward").size(), 2u);  // --quick: chains of 4 and 32
+  EXPECT_EQ(points.at("kernels_backward").size(), 2u);
   EXPECT_EQ(points.at("ranks").get<int>(), 2);
   EXPECT_FALSE(points.at("allgather").empty());
   EXPECT_FALSE(points.at("send_recv").empty());
@@ -57,6 +65,18 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_TRUE(j.at("verdicts").at("time_judged").get<bool>());
   EXPECT_TRUE(j.at("verdicts").at("memory").get<bool>());
   EXPECT_TRUE(j.at("verdicts").at("decisions").get<bool>());
+  // The prediction pays the calibrated fixed cost for each of the kernels a module runs: GPT-2's
+  // attention launches 12 of its own per forward (one per pass would be a twelfth of it).
+  const std::size_t at = yaml.find("kernel_launch: ");
+  ASSERT_NE(at, std::string::npos);
+  const std::int64_t launch = std::stoll(yaml.substr(at + 15));
+  bool found = false;
+  for (const Json& m : j.at("ranks")[0].at("modules_ns")) {
+    if (m.at("module") != "transformer.h.0.attn" || m.at("kind") != "forward") continue;
+    found = true;
+    EXPECT_GE(m.at("predicted").get<std::int64_t>(), 12 * launch) << m.dump();
+  }
+  EXPECT_TRUE(found) << j.at("ranks")[0].at("modules_ns").dump();
   const Result guess = RunZeroplan("validate configs/examples/tiny-gpt2-cpu.yaml --steps 2 --json");
   ASSERT_EQ(guess.status, 0) << guess.err;
   EXPECT_NE(Json::parse(guess.out).at("ranks")[0].at("step_time_ns").at("predicted"),

@@ -61,6 +61,10 @@ Calibration measured(std::int64_t ranks) {
   c.allgather = line((n - 1) * 20e-6, 2e9 * n / (n - 1), {4096, 65536, 1048576});
   c.reduce_scatter = c.allgather;
   c.send_recv = line(30e-6, 3e9, {4096, 1048576});
+  // Chains of K small products: 2.5 us a kernel forward, 6 us backward (the backward's start,
+  // 30 us, is no kernel's).
+  c.kernels_forward = line(1e-6, 1 / 2.5e-6, {4, 16, 64});
+  c.kernels_backward = line(30e-6, 1 / 6e-6, {4, 16, 64});
   return c;
 }
 
@@ -75,17 +79,59 @@ TEST(CalibrateCluster, InvertsTheSimulatorsCostModels) {
     EXPECT_EQ(c.gpu_memory, (16LL << 30) / ranks);
     EXPECT_NEAR(c.peak_flops.at("fp32"), 50e9, 1);
     EXPECT_NEAR(c.hbm_bandwidth, 10e9, 1);
-    EXPECT_EQ(c.kernel_launch_ns, 1500);
+    // A kernel's fixed cost is the forward chain's slope, not a line's intercept (1 us, or the
+    // elementwise fit's 1.5 us); backward adds the rest of its chain's slope.
+    EXPECT_EQ(c.kernel_launch_ns, 2500);
+    EXPECT_EQ(c.autograd_node_ns, 3500);
     EXPECT_NEAR(c.pcie_bandwidth, 8e9, 1);
     EXPECT_EQ(c.intra_node.latency_ns, 20000);
     EXPECT_NEAR(c.intra_node.bandwidth, 2e9, 1);
     EXPECT_EQ(c.efficiency, (Efficiency{1, 1, 1}));
+    EXPECT_FALSE(c.asynchronous_launch) << "CPU ranks run each operation as it is called";
     // The ring model with these figures: (n - 1) a + (n - 1) / n S / B.
     const double n = static_cast<double>(ranks);
     const double s = 65536;
     const double ring =
         (n - 1) * c.intra_node.latency_ns * 1e-9 + (n - 1) / n * s / c.intra_node.bandwidth;
     EXPECT_NEAR(ring, (n - 1) * 20e-6 + s / (2e9 * n / (n - 1)), 1e-9);
+  }
+}
+
+// A file from before the kernel chains: each kernel pays the elementwise call's fixed part, and
+// backward nothing more.
+TEST(CalibrateCluster, WithoutKernelChainsTheElementwiseFixedPartStands) {
+  Calibration c = measured(2);
+  c.kernels_forward.clear();
+  c.kernels_backward.clear();
+  const CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_FALSE(k.has_kernels);
+  EXPECT_EQ(k.cluster.kernel_launch_ns, 1500);
+  EXPECT_EQ(k.cluster.autograd_node_ns, 0);
+}
+
+// Noise can make the backward chain's slope smaller than the forward's: no negative node cost.
+TEST(CalibrateCluster, AutogradNodeIsNeverNegative) {
+  Calibration c = measured(2);
+  c.kernels_backward = line(30e-6, 1 / 2e-6, {4, 16, 64});
+  EXPECT_EQ(calibrate_cluster(c, 1LL << 30).cluster.autograd_node_ns, 0);
+}
+
+TEST(CalibrationFromJson, ReadsTheKernelChains) {
+  const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "kernels_forward": [{"kernels": 4, "seconds": 1e-5}],
+    "kernels_backward": [{"kernels": 4, "seconds": 3e-5}, {"kernels": 16, "seconds": 1e-4}]})");
+  const Calibration c = calibration_from_json(j, "raw.json");
+  ASSERT_EQ(c.kernels_forward.size(), 1u);
+  EXPECT_EQ(c.kernels_forward[0].amount, 4);
+  ASSERT_EQ(c.kernels_backward.size(), 2u);
+  EXPECT_EQ(c.kernels_backward[1].seconds, 1e-4);
+  const Json bad = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "kernels_forward": [{"flops": 4, "seconds": 1e-5}]})");
+  try {
+    calibration_from_json(bad, "raw.json");
+    ADD_FAILURE() << "a point without its kernels was accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.where().key_path, "kernels_forward[0]");
   }
 }
 

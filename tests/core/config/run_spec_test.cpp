@@ -174,14 +174,19 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_DOUBLE_EQ(defaults.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(defaults.cluster.efficiency.network, 0.8);
   EXPECT_EQ(defaults.cluster.kernel_launch_ns, 4000);
+  EXPECT_EQ(defaults.cluster.autograd_node_ns, 2000);
+  EXPECT_TRUE(defaults.cluster.asynchronous_launch);
   EXPECT_DOUBLE_EQ(defaults.cluster.host_optimizer_rate, 1e9);
 
-  const RunSpec set = Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
-                                 "host_optimizer_rate: 5e8"));
+  const RunSpec set =
+      Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
+                 "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
   EXPECT_EQ(set.cluster.kernel_launch_ns, 2000);
+  EXPECT_EQ(set.cluster.autograd_node_ns, 700);
+  EXPECT_FALSE(set.cluster.asynchronous_launch);
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -195,6 +200,10 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(ErrorOf(spec(", efficiency: {hbm: 0}")).where().key_path, "cluster.efficiency.hbm");
   EXPECT_EQ(ErrorOf(spec(", efficiency: {disk: 0.5}")).kind(), ErrorKind::kUnknownKey);
   EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
+  EXPECT_EQ(ErrorOf(spec(", autograd_node: -1us")).where().key_path, "cluster.autograd_node");
+  EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");
+  EXPECT_EQ(ErrorOf(spec(", asynchronous_launch: sometimes")).where().key_path,
+            "cluster.asynchronous_launch");
   EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
             "cluster.host_optimizer_rate");
 }
@@ -269,12 +278,14 @@ TEST(RunSpec, RequiredSections) {
 }
 
 TEST(RunSpec, LeafModulesAndDeepSpeedVersion) {
-  const RunSpec run = Parse(std::string(kBase) + "z3_leaf_modules: [GPT2Block, GPT2Blok]\ndeepspeed_version: 0.14\n");
+  const RunSpec run = Parse(std::string(kBase) +
+                            "z3_leaf_modules: [GPT2Block, GPT2Blok]\ndeepspeed_version: 0.14\n");
   EXPECT_EQ(run.z3_leaf_modules, (std::vector<std::string>{"GPT2Block", "GPT2Blok"}));
   EXPECT_EQ(run.deepspeed_version, zero::DeepSpeedVersion::kV0_14);
   EXPECT_EQ(run.zero_settings().leaf_module_classes.size(), 2u);
   ASSERT_EQ(run.warnings.size(), 1u);  // one class matches nothing: most likely a typo
-  EXPECT_NE(run.warnings[0].str().find("did you mean 'GPT2Block'"), std::string::npos) << run.warnings[0].str();
+  EXPECT_NE(run.warnings[0].str().find("did you mean 'GPT2Block'"), std::string::npos)
+      << run.warnings[0].str();
   EXPECT_EQ(Parse(kBase).deepspeed_version, zero::DeepSpeedVersion::kCurrent);
   // None matching is DeepSpeed's error.
   const UserError none = ErrorOf(std::string(kBase) + "z3_leaf_modules: [Nothing]\n");

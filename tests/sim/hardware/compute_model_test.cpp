@@ -7,7 +7,10 @@
 #include <functional>
 #include <string>
 
+#include "core/model/model_config.h"
+#include "core/model/presets.h"
 #include "core/util/error.h"
+#include "sim/hardware/kernel_counts.h"
 
 namespace zp::sim {
 namespace {
@@ -15,7 +18,8 @@ namespace {
 using testing::ErrorOf;
 
 // A cluster whose rates divide evenly: bf16 peak 2e12 FLOP/s at efficiency 0.5 is 1000 FLOP/ns;
-// HBM 1e12 B/s at efficiency 0.5 is 500 B/ns; each piece of work pays 4000 ns to launch.
+// HBM 1e12 B/s at efficiency 0.5 is 500 B/ns; each piece of work pays 4000 ns to launch, before
+// its work (synchronous launches, as on CPU ranks; the overlapped rule has its own test).
 ClusterSpec Cluster() {
   ClusterSpec c;
   c.peak_flops = {{"bf16", 2e12}, {"fp16", 4e12}, {"fp32", 1e12}, {"tf32", 8e12}, {"fp64", 5e11}};
@@ -23,6 +27,7 @@ ClusterSpec Cluster() {
   c.efficiency.compute = 0.5;
   c.efficiency.hbm = 0.5;
   c.kernel_launch_ns = 4000;
+  c.asynchronous_launch = false;
   return c;
 }
 
@@ -130,6 +135,121 @@ TEST(ComputeModel, MissingHbmBandwidthNamesTheKey) {
   c.hbm_bandwidth = -1;
   EXPECT_EQ(ErrorOf([&] { ComputeModel(c, DType::kBFloat16); }).where().key_path,
             "cluster.hbm_bandwidth");
+}
+
+// --- Kernels: the fixed cost per kernel, and how many kernels each module's pass runs.
+
+TEST(ComputeModel, EachKernelPaysItsLaunchAndBackwardItsAutogradNodeToo) {
+  ClusterSpec c = Cluster();
+  c.kernel_launch_ns = 3000;
+  c.autograd_node_ns = 500;
+  const ComputeModel m(c, DType::kBFloat16);
+  // 12 kernels around 1e6 FLOP (1000 ns) and 1e5 B (200 ns): 12 launches and the roofline's
+  // larger term. One launch per pass would give 4000.
+  EXPECT_EQ(m.kernels(12, 1'000'000, 100'000), 12 * 3000 + 1000);
+  // In backward each kernel also pays the autograd node: 12 x 3500, not 12 x 3000.
+  EXPECT_EQ(m.backward_kernels(12, 1'000'000, 100'000), 12 * 3500 + 1000);
+  // A module whose work is all its children's launches nothing; its bytes are still priced.
+  EXPECT_EQ(m.kernels(0, 0, 1'000'000), 2000);
+  EXPECT_EQ(m.kernels(0, 0, 0), 0);
+  // time() is one kernel.
+  EXPECT_EQ(m.time(1'000'000, 100'000), m.kernels(1, 1'000'000, 100'000));
+}
+
+// On a GPU the host enqueues kernels while earlier ones run: a pass takes the longer of its
+// launches and its roofline, not their sum.
+TEST(ComputeModel, AsynchronousLaunchesOverlapTheWork) {
+  ClusterSpec c = Cluster();
+  c.kernel_launch_ns = 3000;
+  c.autograd_node_ns = 500;
+  c.asynchronous_launch = true;
+  const ComputeModel m(c, DType::kBFloat16);
+  // Compute-bound: 2 launches (6000 ns) hide behind 1e7 FLOP (10000 ns).
+  EXPECT_EQ(m.kernels(2, 10'000'000, 0), 10'000);
+  // Launch-bound: 12 launches (36000 ns) around 1000 ns of compute.
+  EXPECT_EQ(m.kernels(12, 1'000'000, 100'000), 36'000);
+  EXPECT_EQ(m.backward_kernels(12, 1'000'000, 100'000), 12 * 3500);
+  EXPECT_EQ(m.time(0, 1'000'000), 3000) << "one kernel: at least its launch";
+  EXPECT_EQ(m.kernels(0, 0, 1'000'000), 2000);
+  // Synchronous, as on CPU ranks: the sum.
+  c.asynchronous_launch = false;
+  EXPECT_EQ(ComputeModel(c, DType::kBFloat16).kernels(2, 10'000'000, 0), 16'000);
+}
+
+ModuleTree Preset(const char* name, DType dtype = DType::kFloat32) {
+  const ModelConfig* config = find_preset(name);
+  EXPECT_NE(config, nullptr) << name;
+  return build_model(*config, BatchShape{2, 32, dtype});
+}
+
+ModuleId Find(const ModuleTree& tree, const std::string& qualified) {
+  for (ModuleId id = 0; id < static_cast<ModuleId>(tree.modules().size()); ++id)
+    if (tree.qualified_name(id) == qualified) return id;
+  ADD_FAILURE() << "no module " << qualified;
+  return 0;
+}
+
+// The table of docs/simulator.md, for the modules of GPT-2 and Llama as exec and transformers run
+// them: each count is the kernels of the module's own work, not its children's.
+TEST(KernelCounts, FollowTheModulesClass) {
+  const ModuleTree gpt2 = Preset("tiny-gpt2");
+  const auto k = [&](const ModuleTree& t, const char* name) {
+    return module_kernels(t, Find(t, name));
+  };
+  EXPECT_EQ(k(gpt2, ""), (KernelCounts{4, 5}));                 // the shifted cross-entropy
+  EXPECT_EQ(k(gpt2, "transformer"), (KernelCounts{2, 1}));      // position ids, token + position
+  EXPECT_EQ(k(gpt2, "transformer.wte"), (KernelCounts{1, 2}));  // index_select; zeros, index_add
+  EXPECT_EQ(k(gpt2, "transformer.h.0"), (KernelCounts{2, 2}));  // the residual sums
+  EXPECT_EQ(k(gpt2, "transformer.h.0.ln_1"), (KernelCounts{1, 1}));
+  EXPECT_EQ(k(gpt2, "transformer.h.0.attn"), (KernelCounts{12, 12}));
+  EXPECT_EQ(k(gpt2, "transformer.h.0.attn.c_attn"), (KernelCounts{1, 3}));  // addmm; mm, mm, sum
+  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp"), (KernelCounts{0, 0}));  // its children do the work
+  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp.act"), (KernelCounts{1, 1}));
+  EXPECT_EQ(k(gpt2, "lm_head"), (KernelCounts{1, 2}));  // ZeRO-3's matmul, no bias
+
+  const ModuleTree llama = Preset("tiny-llama");
+  EXPECT_EQ(k(llama, "model.layers.0.input_layernorm"), (KernelCounts{6, 12}));
+  EXPECT_EQ(k(llama, "model.layers.0.self_attn"), (KernelCounts{22, 40}));
+  EXPECT_EQ(k(llama, "model.layers.0.self_attn.q_proj"), (KernelCounts{1, 2}));
+  EXPECT_EQ(k(llama, "model.layers.0.mlp"), (KernelCounts{1, 2}));  // act(gate) * up
+  EXPECT_EQ(k(llama, "model.rotary_emb"), (KernelCounts{9, 0}));    // made without a graph
+  // In 16 bits RMSNorm casts to fp32 and back.
+  const ModuleTree bf16 = Preset("tiny-llama", DType::kBFloat16);
+  EXPECT_EQ(k(bf16, "model.layers.0.input_layernorm"), (KernelCounts{8, 12}));
+}
+
+TEST(KernelCounts, DropoutWithoutProbabilityLaunchesNothing) {
+  ModuleTree t("t");
+  const ModuleId root = t.add_module(kNoModule, "", "Net");
+  const ModuleId active = t.add_module(root, "a", "Dropout");
+  const ModuleId idle = t.add_module(root, "b", "Dropout");
+  t.set_cost(active, ModuleCost{1000, 1000, 4000});
+  t.set_cost(idle, ModuleCost{0, 0, 4000});
+  EXPECT_EQ(module_kernels(t, active), (KernelCounts{3, 2}));
+  EXPECT_EQ(module_kernels(t, idle), (KernelCounts{0, 0}));
+  // A class the table does not know: one operation for a leaf, nothing for a container.
+  EXPECT_EQ(module_kernels(t, t.add_module(active, "x", "MyOp")), (KernelCounts{1, 2}));
+  EXPECT_EQ(module_kernels(t, root), (KernelCounts{0, 0}));
+}
+
+// A module's call is its kernels' fixed costs plus the roofline of its FLOPs and the bytes it
+// moves (its parameters, what it keeps, its output; twice in backward).
+TEST(ComputeModel, AModuleCallPaysEachOfItsKernels) {
+  ClusterSpec c = Cluster();
+  c.kernel_launch_ns = 3000;
+  c.autograd_node_ns = 500;
+  const ComputeModel m(c, DType::kFloat32);  // 500 FLOP/ns, 500 B/ns
+  ModuleTree t("t");
+  const ModuleId root = t.add_module(kNoModule, "", "Net");
+  const ModuleId linear = t.add_module(root, "fc", "Linear");
+  t.add_parameter(linear, "weight", {100, 100}, DType::kFloat32);  // 40000 B
+  t.add_parameter(linear, "bias", {100}, DType::kFloat32);         // 400 B
+  t.set_cost(linear, ModuleCost{1'000'000, 4000, 4000});           // 48400 B moved
+  const ModuleTimes times = m.module_call(t, linear);
+  // Forward: matmul and bias, 2 x 3000, + max(2000 ns of FLOPs, 96.8 ns of bytes).
+  EXPECT_EQ(times.forward, 2 * 3000 + 2000);
+  // Backward: twice the FLOPs (4000 ns), 3 kernels (two products, the bias's sum) at 3500.
+  EXPECT_EQ(times.backward, 3 * 3500 + 4000);
 }
 
 }  // namespace

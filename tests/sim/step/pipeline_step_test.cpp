@@ -20,7 +20,7 @@ namespace {
 
 const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
 
-// Round numbers: 1000 FLOP/ns, 1000 HBM bytes/ns, no launch cost; inside a node 1 byte/ns after
+// Round numbers: 1000 FLOP/ns, 1000 HBM bytes/ns, no fixed cost per kernel; inside a node 1 byte/ns after
 // 1000 ns of latency, between nodes 1 byte/ns after 2000 ns.
 ClusterSpec TestCluster(std::int64_t nodes, std::int64_t gpus_per_node) {
   ClusterSpec c;
@@ -35,6 +35,7 @@ ClusterSpec TestCluster(std::int64_t nodes, std::int64_t gpus_per_node) {
   c.pcie_bandwidth = 1e9;
   c.efficiency = {1, 1, 1};
   c.kernel_launch_ns = 0;
+  c.autograd_node_ns = 0;
   return c;
 }
 
