@@ -98,12 +98,8 @@ class MeasuredTrace : public ::testing::Test {
   static void SetUpTestSuite() {
     std::optional<trace::Trace> measured = measure("tiny-gpt2-cpu");
     if (measured) trace_ = new trace::Trace(std::move(*measured));
-    names_ = {"parameters",
-              "parameter partitions",
-              "gradient partitions",
-              "master weights",
-              "optimizer states",
-              "model",
+    names_ = {"parameters",     "parameter partitions", "gradient partitions",
+              "master weights", "optimizer states",     "model",
               "ipg buffer"};
     const RunSpec spec =
         load_run_spec(std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml");
