@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,23 @@ inline void ExpectDeterministic(SimulateFn simulate, const RunSpec& run) {
   const Simulated b = SimulateWith(simulate, run, steps);
   EXPECT_TRUE(a.trace == b.trace);
   EXPECT_EQ(a.result.step_time_ns, b.result.step_time_ns);
+}
+
+// Every device block in `t` has a name (the viewer lists the largest live tensors by it); returns
+// the names.
+inline std::set<std::string> ExpectEveryAllocationNamed(const trace::Trace& t) {
+  std::set<std::string> names;
+  EXPECT_FALSE(t.allocations.empty());
+  for (const trace::Allocation& a : t.allocations) {
+    if (a.name < 0) {
+      ADD_FAILURE() << "an unnamed " << trace::to_string(a.category) << " block of " << a.bytes
+                    << " bytes on trace rank " << a.rank << " at " << a.start;
+      break;
+    }
+    EXPECT_FALSE(t.string(a.name).empty());
+    names.insert(t.string(a.name));
+  }
+  return names;
 }
 
 inline std::vector<const trace::Op*> OpsOf(const trace::Trace& t, trace::OpKind kind) {

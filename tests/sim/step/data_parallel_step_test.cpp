@@ -26,6 +26,7 @@ namespace zp::sim {
 namespace {
 
 using testing::ErrorOf;
+using testing::ExpectEveryAllocationNamed;
 using testing::OpsOf;
 using testing::RoundCluster;
 using testing::Simulated;
@@ -500,13 +501,8 @@ TEST(DataParallelStep, EveryAllocationIsNamed) {
       SimOptions options;
       options.steps = steps;
       const Simulated s = Simulate(run, options);
-      ASSERT_FALSE(s.trace.allocations.empty());
-      for (const trace::Allocation& a : s.trace.allocations) {
-        ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of "
-                             << a.bytes << " bytes at " << a.start;
-        EXPECT_FALSE(s.trace.string(a.name).empty());
-        seen.insert(s.trace.string(a.name));
-      }
+      const std::set<std::string> names = ExpectEveryAllocationNamed(s.trace);
+      seen.insert(names.begin(), names.end());
     }
   }
   for (const char* name :

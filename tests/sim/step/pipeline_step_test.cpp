@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "../sim_test_util.h"
 #include "core/checkpoint/checkpointing.h"
 #include "core/model/model_config.h"
 #include "core/model/presets.h"
@@ -18,10 +19,12 @@
 namespace zp::sim {
 namespace {
 
+using testing::ExpectEveryAllocationNamed;
+
 const std::filesystem::path kSource = ZEROPLAN_SOURCE_DIR;
 
-// Round numbers: 1000 FLOP/ns, 1000 HBM bytes/ns, no fixed cost per kernel; inside a node 1 byte/ns after
-// 1000 ns of latency, between nodes 1 byte/ns after 2000 ns.
+// Round numbers: 1000 FLOP/ns, 1000 HBM bytes/ns, no fixed cost per kernel; inside a node 1 byte/ns
+// after 1000 ns of latency, between nodes 1 byte/ns after 2000 ns.
 ClusterSpec TestCluster(std::int64_t nodes, std::int64_t gpus_per_node) {
   ClusterSpec c;
   c.name = "test";
@@ -221,7 +224,7 @@ TEST(PipelineStep, BubbleEqualsTheClosedForm) {
   free_links.intra_node = {1e18, 0};
   for (const auto& [p, m] : std::vector<std::pair<int, int>>{
            {2, 1}, {2, 4}, {3, 5}, {4, 4}, {4, 8}, {8, 3}, {8, 16}, {5, 12}}) {
-    SCOPED_TRACE(testing::Message() << "p " << p << " m " << m);
+    SCOPED_TRACE(::testing::Message() << "p " << p << " m " << m);
     // Two parameterless blocks per stage, nothing crossing the stage boundaries.
     const RunSpec run = MakeRun(Chain(2 * p, 0, {1'000'000, 0, 0}), {1, p, 1}, m, free_links);
     const SimulationResult r = simulate_pipeline(run, Exact(), nullptr);
@@ -302,7 +305,7 @@ TEST(PipelineStep, CheckpointingKeepsWhatThePlanSaysAndRecomputes) {
   simulate_pipeline(checkpointed, Exact(), &t_on);
   const pipe::ScheduleSpec spec{pipe::ScheduleKind::kTrain, m, 2, 1};
   for (int s = 0; s < 2; ++s) {
-    SCOPED_TRACE(testing::Message() << "stage " << s);
+    SCOPED_TRACE(::testing::Message() << "stage " << s);
     std::int64_t held_off = 0, held_on = 0, extra = 0, recompute = 0;
     for (const ckpt::LayerCheckpointCost& c : off[static_cast<size_t>(s)].layers)
       held_off += c.held_bytes;
@@ -361,7 +364,7 @@ TEST(PipelineStep, Stage1PartitionsOptimizerStates) {
   const SimulationResult zero = simulate_pipeline(stage0, Exact(), nullptr);
   ASSERT_EQ(one.ranks.size(), 2u);
   for (int s = 0; s < 2; ++s) {
-    SCOPED_TRACE(testing::Message() << "stage " << s);
+    SCOPED_TRACE(::testing::Message() << "stage " << s);
     const RankReport& a = one.ranks[static_cast<size_t>(s)];
     const RankReport& b = zero.ranks[static_cast<size_t>(s)];
     EXPECT_EQ(a.label, "stage " + std::to_string(s) + " (4 ranks)");
@@ -522,16 +525,6 @@ TEST(PipelineStep, TheBundledExampleSimulates) {
 
 // ---- The trace's allocation names ------------------------------------------------------------
 
-// Every device block in `t` has a name: the viewer lists the largest live tensors by it.
-void ExpectEveryAllocationNamed(const trace::Trace& t) {
-  ASSERT_FALSE(t.allocations.empty());
-  for (const trace::Allocation& a : t.allocations) {
-    ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of " << a.bytes
-                         << " bytes on trace rank " << a.rank << " at " << a.start;
-    EXPECT_FALSE(t.string(a.name).empty());
-  }
-}
-
 // The blocks on `rank` at the peak `time`, by name with their bytes: those live then, and those
 // freed at that instant (after the allocation that made the peak).
 std::map<std::string, std::int64_t> AtPeak(const trace::Trace& t, std::int32_t rank,
@@ -575,7 +568,7 @@ TEST(PipelineStep, EveryAllocationIsNamed) {
     SCOPED_TRACE(what);
     // The steady state (what the step before left is booked at the start) and a cold start.
     for (std::int64_t steps : {0, 2}) {
-      SCOPED_TRACE(testing::Message() << steps << " steps");
+      SCOPED_TRACE(::testing::Message() << steps << " steps");
       SimOptions options = Exact();
       options.steps = steps;
       trace::Trace trace;

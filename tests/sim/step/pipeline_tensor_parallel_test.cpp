@@ -19,6 +19,7 @@ namespace zp::sim {
 namespace {
 
 using testing::ExpectDeterministic;
+using testing::ExpectEveryAllocationNamed;
 using testing::RoundCluster;
 using testing::Simulated;
 using testing::SimulateWith;
@@ -321,11 +322,7 @@ TEST(PipelineTensorParallel, EveryAllocationIsNamed) {
       SimOptions options;
       options.steps = steps;
       const Simulated s = Simulate(run, options);
-      ASSERT_FALSE(s.trace.allocations.empty());
-      for (const trace::Allocation& a : s.trace.allocations) {
-        ASSERT_GE(a.name, 0) << "an unnamed " << trace::to_string(a.category) << " block of "
-                             << a.bytes << " bytes on trace rank " << a.rank << " at " << a.start;
-      }
+      ExpectEveryAllocationNamed(s.trace);
     }
   }
 }

@@ -17,6 +17,7 @@
 namespace zp::sim {
 namespace {
 
+using testing::ExpectEveryAllocationNamed;
 using testing::MakeRun;
 using testing::OpsOf;
 using testing::Simulated;
@@ -412,14 +413,7 @@ TEST(ZeroStep, EveryAllocationIsNamed) {
       SimOptions options;
       options.steps = steps;
       const Simulated s = Simulate(MakeRun(FourBlocks(), 4, kDemandOnly, checkpoint), options);
-      const trace::Trace& t = s.trace;
-      ASSERT_FALSE(t.allocations.empty());
-      std::set<std::string> names;
-      for (const trace::Allocation& a : t.allocations) {
-        ASSERT_NE(a.name, trace::kNone) << trace::to_string(a.category) << " of " << a.bytes
-                                        << " bytes at " << a.start << " has no name";
-        names.insert(t.string(a.name));
-      }
+      const std::set<std::string> names = ExpectEveryAllocationNamed(s.trace);
       for (const char* state : {"parameter partitions", "master weights", "optimizer states",
                                 "gradient partitions", "ipg buffer"})
         EXPECT_TRUE(names.count(state)) << state;
