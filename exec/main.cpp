@@ -39,6 +39,7 @@ int run(int argc, char** argv, ExecOptions& options) {
     env->master_addr = "127.0.0.1";
     env->source = "none";
   }
+  if (options.threads > 0) zp::exec::set_intra_op_threads(options.threads);
   return run_rank(options, *env, std::cout);
 }
 

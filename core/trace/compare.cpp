@@ -118,6 +118,16 @@ std::string name_of(const Trace& trace, const Op& op,
   return it == aliases.end() ? name : it->second;
 }
 
+// The median of the steady-state steps (the mean of the middle two for an even count): a step
+// that a shared machine's other work stretched moves a mean by its whole excess, a median not.
+TimeNs steady_median(std::vector<TimeNs> steps, std::int64_t steady_from) {
+  steps.erase(steps.begin(), steps.begin() + steady_from);
+  ZP_CHECK(!steps.empty(), "no steady-state step to take the median of");
+  std::sort(steps.begin(), steps.end());
+  const std::size_t n = steps.size();
+  return n % 2 == 1 ? steps[n / 2] : (steps[n / 2 - 1] + steps[n / 2]) / 2;
+}
+
 // ns per steady-state step of each (module, kind) of compute.
 std::map<std::pair<std::string, OpKind>, std::int64_t> module_times(
     const Trace& trace, std::int32_t rank, std::int64_t steady_from, std::int64_t steps,
@@ -308,17 +318,11 @@ Comparison compare_traces(const Trace& predicted, const Trace& measured,
     // Time.
     const std::vector<TimeNs> pt = step_durations(predicted, prank, out.steps);
     const std::vector<TimeNs> mt = step_durations(measured, mrank, out.steps);
-    std::int64_t psum = 0;
-    std::int64_t msum = 0;
-    for (std::size_t s = 0; s < pt.size(); ++s) {
+    for (std::size_t s = 0; s < pt.size(); ++s)
       rc.step_times.push_back(figure(pt[s], mt[s], mt[s], options.targets.step_time));
-      if (static_cast<std::int64_t>(s) >= out.steady_from) {
-        psum += pt[s];
-        msum += mt[s];
-      }
-    }
-    const std::int64_t steady = out.steps - out.steady_from;
-    rc.step_time = figure(psum / steady, msum / steady, msum / steady, options.targets.step_time);
+    const TimeNs pmid = steady_median(pt, out.steady_from);
+    const TimeNs mmid = steady_median(mt, out.steady_from);
+    rc.step_time = figure(pmid, mmid, mmid, options.targets.step_time);
     const std::int64_t pc = compute_time(predicted, prank, out.steady_from, out.steps);
     const std::int64_t mc = compute_time(measured, mrank, out.steady_from, out.steps);
     rc.compute_time = figure(pc, mc, mc, options.targets.step_time);

@@ -22,7 +22,7 @@ namespace zp::trace {
 struct CompareTargets {
   double peak = 0.03;       // each rank's peak, relative to the measured peak
   double category = 0.05;   // each category at the peak, relative to the measured peak
-  double step_time = 0.10;  // the mean steady-state step time, relative to the measured one
+  double step_time = 0.10;  // the median steady-state step time, relative to the measured one
 };
 
 struct CompareOptions {
@@ -79,7 +79,7 @@ struct RankComparison {
   std::vector<CollectiveFigure> collectives;
   std::optional<DecisionFigure> decisions;  // none when neither trace has gathers or reductions
   std::vector<Figure> step_times;           // ns, per compared step
-  Figure step_time;                         // ns, mean over the steady-state steps
+  Figure step_time;                         // ns, median of the steady-state steps
   Figure compute_time;                      // ns per steady-state step, compute ops summed
   std::vector<ModuleTime> modules;          // by the measured time, largest first
 };

@@ -1,13 +1,16 @@
 #include "exec/launch/launcher.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <ostream>
@@ -68,6 +71,23 @@ bool is_rank_variable(const char* entry) {
   return false;
 }
 
+// torch's default, one intra-op thread per core in every rank, oversubscribes the cores as soon
+// as ranks share them: OpenMP teams then wait on descheduled threads, and a step on 2 ranks of a
+// 2-core machine took 10 times as long. torchrun sets OMP_NUM_THREADS=1 for the same reason.
+std::string omp_threads(const ExecOptions& options) {
+  if (options.threads > 0) return std::to_string(options.threads);
+  if (const char* set = std::getenv("OMP_NUM_THREADS"); set != nullptr && *set != '\0') return set;
+  int cores = static_cast<int>(std::thread::hardware_concurrency());
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) cores = CPU_COUNT(&mask);
+  return std::to_string(std::max(1, cores / std::max(1, options.nproc)));
+}
+
+bool is_omp_threads(const char* entry) {
+  return std::strncmp(entry, "OMP_NUM_THREADS=", 16) == 0;
+}
+
 struct Child {
   pid_t pid = -1;
   bool running = false;
@@ -113,7 +133,8 @@ int launch_local(const ExecOptions& options, const std::vector<std::string>& arg
 
   std::vector<std::string> base_env;
   for (char** e = environ; *e != nullptr; ++e)
-    if (!is_rank_variable(*e)) base_env.emplace_back(*e);
+    if (!is_rank_variable(*e) && !is_omp_threads(*e)) base_env.emplace_back(*e);
+  base_env.push_back("OMP_NUM_THREADS=" + omp_threads(options));
   std::vector<CStrings> child_envs;
   for (int r = 0; r < options.nproc; ++r) {
     std::vector<std::string> env = base_env;

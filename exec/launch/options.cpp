@@ -43,6 +43,10 @@ void add_options(CLI::App& app, ExecOptions& o) {
                  "With --nproc: seconds the other ranks get to report their own error after one "
                  "fails, before they are stopped")
       ->capture_default_str();
+  app.add_option("--threads", o.threads,
+                 "Intra-op threads per rank (OMP_NUM_THREADS); default with --nproc: this "
+                 "machine's cores divided among the ranks, at least 1, unless OMP_NUM_THREADS is "
+                 "set");
   app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   app.add_option("--backend", o.backend, "gloo or nccl (default: gloo on cpu, nccl on cuda)");
   app.add_flag("--selftest", o.selftest,
@@ -113,7 +117,8 @@ Fault parse_fault(const std::string& text) {
 
 void validate(ExecOptions& o) {
   if (o.nproc < 0 || o.nproc > 1024)
-    throw flag_error("--nproc", std::to_string(o.nproc) + " must be in [1, 1024]");
+    throw flag_error("--nproc",
+                     std::to_string(o.nproc) + " must be in [1, 1024], or 0 for the default");
   if (o.master_port < 0 || o.master_port > 65535)
     throw flag_error("--master-port", std::to_string(o.master_port) + " must be in [0, 65535]");
   // c10d counts its connect timeout in whole seconds.
@@ -121,6 +126,9 @@ void validate(ExecOptions& o) {
     throw flag_error("--timeout", std::to_string(o.timeout_s) + " must be in [1, 86400] seconds");
   if (!(o.grace_s >= 0) || o.grace_s > 3600)
     throw flag_error("--grace", std::to_string(o.grace_s) + " must be in [0, 3600] seconds");
+  if (o.threads < 0 || o.threads > 1024)
+    throw flag_error("--threads",
+                     std::to_string(o.threads) + " must be in [1, 1024] (0: the default)");
   if (o.device != "cpu" && o.device != "cuda")
     throw flag_error("--device", "'" + o.device + "' must be cpu or cuda");
   if (o.backend.empty()) o.backend = o.device == "cuda" ? "nccl" : "gloo";
@@ -172,6 +180,9 @@ std::string help_footer() {
   MASTER_ADDR and MASTER_PORT always); rank 0 hosts the store unless
   TORCHELASTIC_USE_AGENT_STORE=True. With none of these set it runs alone.
   GLOO_SOCKET_IFNAME picks the network interface Gloo uses.
+  Each rank started by --nproc gets OMP_NUM_THREADS: --threads, else the variable's own value
+  when it is set, else the cores this process may run on divided among the ranks (at least 1),
+  so ranks do not oversubscribe the cores as torch's default (every core, per rank) would.
 Faults:
   A rank that dies or stops answering makes the others fail within --timeout; the launcher
   then stops every rank still running (after --grace) and exits with the first failure's status.

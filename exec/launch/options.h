@@ -21,6 +21,9 @@ struct ExecOptions {
   int master_port = 0;  // 0: a free port
   double timeout_s = 300;
   double grace_s = 5;
+  // Intra-op threads per rank (OMP_NUM_THREADS). 0: with --nproc, the launcher sets this
+  // machine's cores / nproc (at least 1) unless OMP_NUM_THREADS is set already.
+  int threads = 0;
   std::string device = "cpu";
   std::string backend;  // empty: gloo on cpu, nccl on cuda
   bool selftest = false;

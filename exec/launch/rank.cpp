@@ -15,6 +15,7 @@
 #ifdef ZEROPLAN_HAVE_CUDA
 #include "exec/comm/nccl_communicator.h"
 #include "exec/cuda/cuda_info.h"
+#include "exec/runtime/backend_info.h"
 #endif
 
 namespace zp::exec::launch {
@@ -133,7 +134,8 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   const std::vector<comm::OpRecord> records = comm::run_selftest(*communicator, *memory, selftest);
   if (env.rank == 0) {
     out << "zeroplan-exec self-test: " << env.world_size << " rank(s), " << communicator->backend()
-        << ", " << options.selftest_numel << " elements (fp32) padded to "
+        << ", " << intra_op_threads() << " thread(s) per rank, " << options.selftest_numel
+        << " elements (fp32) padded to "
         << (options.selftest_numel + env.world_size - 1) / env.world_size * env.world_size
         << "; every result checked\n";
     comm::print_records(out, records);

@@ -1,5 +1,6 @@
 #include "exec/runtime/backend_info.h"
 
+#include <ATen/Parallel.h>
 #include <torch/version.h>
 
 #include <fstream>
@@ -59,6 +60,14 @@ std::string describe(const BackendInfo& info) {
   }
   out += "; BLAS: " + info.blas;
   return out;
+}
+
+int intra_op_threads() {
+  return at::get_num_threads();
+}
+
+void set_intra_op_threads(int threads) {
+  at::set_num_threads(threads);
 }
 
 }  // namespace zp::exec

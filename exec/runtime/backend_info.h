@@ -19,6 +19,11 @@ struct BackendInfo {
 
 BackendInfo backend_info();
 
+// torch's intra-op threads in this process (OpenMP's team size), and a way to set them for a
+// rank that another launcher started (--threads); ranks of --nproc get OMP_NUM_THREADS instead.
+int intra_op_threads();
+void set_intra_op_threads(int threads);
+
 // One line: "libtorch 1.13.0 with Gloo; CUDA 13.0 and NCCL 2.28.3 compiled in, no GPU visible;
 // BLAS: OpenBLAS (its library file)".
 std::string describe(const BackendInfo& info);

@@ -1,4 +1,5 @@
 #include "exec/train/training_run.h"
+#include "exec/runtime/backend_info.h"
 
 #include <ATen/ATen.h>
 
@@ -309,9 +310,10 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
         << (pipeline ? std::to_string(spec.parallel.pipeline) + " pipeline stages x " +
                            std::to_string(data_size) + " data-parallel"
                      : std::string("ZeRO-3"))
-        << " over " << plan.world << " rank(s) (" << world.backend() << "), "
-        << spec.training.micro_batch << " x " << spec.training.sequence_length
-        << " tokens per micro-batch, " << plan.accumulation << " micro-batch(es) per step"
+        << " over " << plan.world << " rank(s) (" << world.backend() << ", " << intra_op_threads()
+        << " thread(s) each), " << spec.training.micro_batch << " x "
+        << spec.training.sequence_length << " tokens per micro-batch, " << plan.accumulation
+        << " micro-batch(es) per step"
         << (spec.training.checkpoint_interval > 0
                 ? ", checkpointing every " + std::to_string(spec.training.checkpoint_interval) +
                       " layer(s)"

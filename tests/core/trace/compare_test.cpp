@@ -262,6 +262,32 @@ TEST(CompareTraces, TheFirstStepDoesNotCountForTime) {
   EXPECT_TRUE(c.time_ok());
 }
 
+Trace steps_of(Source source, const std::vector<TimeNs>& lengths) {
+  Builder b(source, {0});
+  b.memory(0, MC::kParamPartitions, 1000);
+  TimeNs t0 = 0;
+  for (std::size_t s = 0; s < lengths.size(); ++s) {
+    b.standard_step(static_cast<std::int32_t>(s), t0, lengths[s], 100);
+    t0 += lengths[s];
+  }
+  return b.trace;
+}
+
+// One step that the machine's other work stretched moves the mean by all its excess; the
+// median of the steady-state steps not.
+TEST(CompareTraces, StepTimeIsTheMedianOfTheSteadyStateSteps) {
+  const Trace predicted = steps_of(Source::kSimulated, {1000, 1000, 1000, 1000, 1000});
+  const Comparison odd = compare_traces(
+      predicted, steps_of(Source::kMeasured, {9000, 1000, 1050, 8000, 1020}), judged_time());
+  EXPECT_EQ(odd.ranks[0].step_time.measured, 1035);  // of 1000, 1020, 1050, 8000
+  EXPECT_TRUE(odd.time_ok());
+  const Comparison three =
+      compare_traces(steps_of(Source::kSimulated, {1000, 1000, 1000, 1000}),
+                     steps_of(Source::kMeasured, {9000, 1000, 8000, 1020}), judged_time());
+  EXPECT_EQ(three.ranks[0].step_time.measured, 1020);
+  EXPECT_EQ(three.ranks[0].step_time.predicted, 1000);
+}
+
 // The root module's measured name is mapped onto the predicted one.
 TEST(CompareTraces, ModuleTimesUseTheAliases) {
   Trace measured = run(Source::kMeasured, {0}, 1000, 3000, 1000, 150);

@@ -2,11 +2,13 @@
 // asserts on speed, only that faults end the job.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -78,10 +80,33 @@ TEST(ExecLauncher, TwoRanksRunTheSelftest) {
   const Outcome r = run(kExec, {"--nproc", "2", "--selftest", "--selftest-numel", "1001",
                                 "--selftest-iterations", "1", "--timeout", "120"});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "2 rank(s), gloo, 1001 elements (fp32) padded to 1002")) << r.out;
+  EXPECT_TRUE(contains(r.out, "2 rank(s), gloo, ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "1001 elements (fp32) padded to 1002")) << r.out;
   for (const char* op : {"all_gather", "reduce_scatter", "all_reduce", "broadcast", "send", "recv"})
     EXPECT_TRUE(contains(r.out, op)) << op << "\n" << r.out;
   EXPECT_TRUE(contains(r.out, "self-test passed"));
+}
+
+// torch's default (every core in every rank) oversubscribes cores that ranks share.
+TEST(ExecLauncher, EachRankGetsItsShareOfTheCoresAsIntraOpThreads) {
+  const std::vector<std::string> selftest{
+      "--nproc", "2",         "--selftest", "--selftest-numel", "1001", "--selftest-iterations",
+      "1",       "--timeout", "120"};
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(mask), &mask), 0);
+  const int share = std::max(1, CPU_COUNT(&mask) / 2);
+  const auto threads = [](const std::string& n) { return ", " + n + " thread(s) per rank, "; };
+  Outcome r = run(kExec, selftest, {{"OMP_NUM_THREADS", ""}});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, threads(std::to_string(share)))) << r.out;
+  // The user's own setting wins, and --threads over it.
+  r = run(kExec, selftest, {{"OMP_NUM_THREADS", "3"}});
+  EXPECT_TRUE(contains(r.out, threads("3"))) << r.out;
+  std::vector<std::string> with_flag = selftest;
+  with_flag.insert(with_flag.end(), {"--threads", "2"});
+  r = run(kExec, with_flag, {{"OMP_NUM_THREADS", "3"}});
+  EXPECT_TRUE(contains(r.out, threads("2"))) << r.out;
 }
 
 TEST(ExecLauncher, ARankThatExitsEarlyMakesTheOthersFailAndEndsTheJob) {
@@ -191,7 +216,7 @@ TEST(ExecTraining, TwoRankProcessesTrainTheBundledExampleAndCountTheirMemory) {
       run(kExec, {std::string(ZEROPLAN_SOURCE_DIR) + "/configs/examples/tiny-gpt2-cpu.yaml",
                   "--nproc", "2", "--steps", "2", "--trace", trace.string(), "--timeout", "120"});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "ZeRO-3 over 2 rank(s) (gloo)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "ZeRO-3 over 2 rank(s) (gloo, ")) << r.out;
   EXPECT_TRUE(contains(r.out, "step 1  loss")) << r.out;
   // Each process counts its own allocations, by category.
   EXPECT_TRUE(contains(r.out, "rank 0: ")) << r.out;

@@ -72,6 +72,11 @@ TEST(ExecOptions, BadValuesNameTheirFlag) {
   EXPECT_EQ(key_of(o), "--selftest-fault");
   o.selftest_fault = "exit@1";
   EXPECT_EQ(key_of(o), "");
+  o = selftest();
+  o.threads = -1;
+  EXPECT_EQ(key_of(o), "--threads");
+  o.threads = 0;  // the default: the launcher's share of the cores
+  EXPECT_EQ(key_of(o), "");
   EXPECT_EQ(key_of(ExecOptions{}), "RUN.yaml") << "nothing to run";
 }
 

@@ -37,7 +37,8 @@ inline std::string slurp(const fs::path& path) {
   return s.str();
 }
 
-// Runs `program args...` with this process's environment minus the rank variables, plus `env`.
+// Runs `program args...` with this process's environment minus the rank variables, plus `env`
+// (which replaces a variable of the same name).
 inline Outcome run(const std::string& program, const std::vector<std::string>& args,
                    const std::map<std::string, std::string>& env = {}) {
   const fs::path dir =
@@ -58,7 +59,8 @@ inline Outcome run(const std::string& program, const std::vector<std::string>& a
     const std::string entry(*e);
     const std::string name = entry.substr(0, entry.find('='));
     if (name == "RANK" || name == "WORLD_SIZE" || name == "LOCAL_RANK" || name == "MASTER_ADDR" ||
-        name == "MASTER_PORT" || name.rfind("SLURM_", 0) == 0 || name.rfind("TORCHELASTIC", 0) == 0)
+        name == "MASTER_PORT" || name.rfind("SLURM_", 0) == 0 ||
+        name.rfind("TORCHELASTIC", 0) == 0 || env.count(name) > 0)
       continue;
     env_s.push_back(entry);
   }
