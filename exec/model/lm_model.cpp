@@ -346,7 +346,10 @@ class RmsNorm : public Node {
   at::Tensor forward(Pass& pass, const at::Tensor& x) const {
     return call(pass, x, [&](const at::Tensor& in) {
       const at::Tensor f = in.to(at::kFloat);
-      const at::Tensor variance = f.pow(2).mean({-1}, /*keepdim=*/true);
+      // mean(-1) as a sum divided in place: this libtorch's MeanBackward keeps its whole input
+      // (x^2, as large as x) where torch 2's keeps only its sizes, as its sum does here.
+      const at::Tensor variance =
+          f.pow(2).sum({-1}, /*keepdim=*/true).div_(static_cast<double>(f.size(-1)));
       return weight * (f * at::rsqrt(variance + kLlamaRmsNormEps)).to(in.scalar_type());
     });
   }
