@@ -110,6 +110,17 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.send_recv = read_points(json, origin, "send_recv", "bytes");
   c.kernels_forward = read_points(json, origin, "kernels_forward", "kernels");
   c.kernels_backward = read_points(json, origin, "kernels_backward", "kernels");
+  c.allgather_after_compute = read_points(json, origin, "allgather_after_compute", "bytes");
+  c.allgather_beside_compute = read_points(json, origin, "allgather_beside_compute", "bytes");
+  if (!c.allgather_after_compute.empty()) {
+    if (!json.contains("compute_piece") || !json.at("compute_piece").is_number() ||
+        !(json.at("compute_piece").get<double>() > 0))
+      throw bad(origin, "compute_piece", "must be a positive number of seconds");
+    c.compute_piece = json.at("compute_piece").get<double>();
+    if (c.allgather_beside_compute.size() != c.allgather_after_compute.size())
+      throw bad(origin, "allgather_beside_compute",
+                "must have a point for each of allgather_after_compute's");
+  }
   return c;
 }
 
@@ -154,6 +165,22 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   if (out.has_collectives) {
     // (n - 1) latency + (n - 1) / n x S / bandwidth = fixed + per_unit x S.
     out.collectives = fit_line(ring, "allgather");
+    // A step issues its collectives between pieces of compute, and that is what it pays: on CPU
+    // ranks sharing their cores, several times the idle figure (the collective's threads wake
+    // on cores the ranks compute on).
+    out.in_step = !m.allgather_after_compute.empty();
+    if (out.in_step) {
+      out.idle_collectives = out.collectives;
+      out.collectives = fit_line(m.allgather_after_compute, "allgather_after_compute");
+      double hidden = 0;
+      for (std::size_t i = 0; i < m.allgather_after_compute.size(); ++i) {
+        const double after = m.allgather_after_compute[i].seconds;
+        const double beside = m.allgather_beside_compute[i].seconds;
+        hidden += std::clamp((after - beside) / std::min(after, m.compute_piece), 0.0, 1.0);
+      }
+      out.overlap = hidden / static_cast<double>(m.allgather_after_compute.size());
+      c.comm_overlaps_compute = out.overlap >= 0.5;
+    }
     const double n = static_cast<double>(m.ranks);
     c.intra_node.latency_ns = std::llround(out.collectives.fixed * 1e9 / (n - 1));
     c.intra_node.bandwidth =
@@ -188,6 +215,13 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     y << "#   all-gather and reduce-scatter over " << c.gpus_per_node
       << " ranks: " << seconds_text(k.collectives.fixed) << " + bytes at "
       << rate(k.collectives.rate(), "B/s") << "\n";
+    if (k.in_step) {
+      y << "#     (all-gathers after a piece of compute, as a step issues them; idle: "
+        << seconds_text(k.idle_collectives.fixed) << " + bytes at "
+        << rate(k.idle_collectives.rate(), "B/s") << ")\n";
+      y << "#   an all-gather beside compute: " << std::llround(100 * k.overlap)
+        << "% of the smaller of the two hidden by running both at once\n";
+    }
     if (k.send_recv.per_unit > 0) {
       y << "#   send/recv:     " << seconds_text(k.send_recv.fixed) << " + bytes at "
         << rate(k.send_recv.rate(), "B/s") << "\n";
@@ -205,6 +239,7 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
   y << "  autograd_node: " << c.autograd_node_ns << "ns\n";
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";
+  y << "  comm_overlaps_compute: " << (c.comm_overlaps_compute ? "true" : "false") << "\n";
   y << "  intra_node: {bandwidth: " << static_cast<std::int64_t>(c.intra_node.bandwidth)
     << ", latency: " << c.intra_node.latency_ns << "ns}\n";
   y << "  inter_node: {bandwidth: " << static_cast<std::int64_t>(c.inter_node.bandwidth)

@@ -49,6 +49,12 @@ struct Calibration {
   // Chains of small products under autograd: kernels, and the forward's or the backward's time.
   std::vector<CalibrationPoint> kernels_forward;
   std::vector<CalibrationPoint> kernels_backward;
+  // All-gathers as a step issues them, beyond a piece of compute of `compute_piece` seconds on
+  // the same rank: issued after the piece (and waited for), and issued before it and waited for
+  // after it. Absent from older files.
+  double compute_piece = 0;
+  std::vector<CalibrationPoint> allgather_after_compute;
+  std::vector<CalibrationPoint> allgather_beside_compute;
 };
 // UserError naming `origin` and the key when the JSON is not such an object.
 Calibration calibration_from_json(const Json& json, const std::string& origin);
@@ -58,6 +64,13 @@ struct CalibratedCluster {
   LinearFit matmul, elementwise, host_copy, collectives, send_recv;
   LinearFit kernels_forward, kernels_backward;  // per_unit: seconds per kernel
   bool has_collectives = false;                 // more than one rank was measured
+  // The collectives' fit is of the all-gathers after compute (what a step pays), not of the idle
+  // ones; `idle_collectives` is then the idle fit, for comparison.
+  bool in_step = false;
+  LinearFit idle_collectives;
+  // Of the smaller of a collective and the compute beside it, the share hidden by running both at
+  // once, averaged over the sizes: 1 when they overlap fully, 0 when they take turns.
+  double overlap = 1;
   // The kernel chains were measured; without them (an older file) kernel_launch is the
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;

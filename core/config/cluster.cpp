@@ -266,6 +266,8 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
   }
   if (auto n = r.get("asynchronous_launch"))
     c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
+  if (auto n = r.get("comm_overlaps_compute"))
+    c.comm_overlaps_compute = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("host_optimizer_rate")) {
     c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
     if (!(c.host_optimizer_rate > 0))
@@ -314,6 +316,7 @@ Json cluster_to_json(const ClusterSpec& c) {
               {"kernel_launch_ns", c.kernel_launch_ns},
               {"autograd_node_ns", c.autograd_node_ns},
               {"asynchronous_launch", c.asynchronous_launch},
+              {"comm_overlaps_compute", c.comm_overlaps_compute},
               {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 

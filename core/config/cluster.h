@@ -54,6 +54,11 @@ struct ClusterSpec {
   // longer of its launches and its roofline. CPU ranks run each operation as it is called, so there
   // the two add (zeroplan calibrate writes false).
   bool asynchronous_launch = true;
+  // Whether a rank's collectives progress while it computes, as on a GPU (NCCL runs on SMs of its
+  // own, copies on copy engines). CPU ranks whose threads fill the cores run their collectives'
+  // threads on the cores their compute holds: each collective then holds the rank's compute for
+  // its whole time (zeroplan calibrate measures which).
+  bool comm_overlaps_compute = true;
   // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
   // node, shared by the node's GPUs.
   double host_optimizer_rate = 1e9;

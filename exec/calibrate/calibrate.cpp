@@ -23,6 +23,9 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// A piece of compute between two collectives, about what a small module's call takes.
+constexpr double kComputePieceSeconds = 500e-6;
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -192,6 +195,57 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
       const double bytes = 4.0 * static_cast<double>(chunk * p);
       j["allgather"].push_back(point("bytes", bytes, gather));
       j["reduce_scatter"].push_back(point("bytes", bytes, reduce));
+    }
+    // Collectives as a training step issues them, between pieces of compute on the same rank:
+    // after a piece (a demand fetch or a gradient reduction: the rank waits for it), and issued
+    // before a piece and waited for after it (a prefetch). Each point is the time beyond the
+    // compute alone. Where ranks share the cores with the collectives' threads, the first costs
+    // more than an idle collective (the threads wake on cores the ranks are computing on) and
+    // the second overlaps nothing; on devices with their own engines, neither.
+    {
+      const at::Tensor x = at::randn({64, 128});
+      const at::Tensor w = at::randn({128, 128});
+      const double one = time_per_call(
+          world, [&] { (void)at::linear(x, w); }, batch);
+      const auto reps = static_cast<int>(std::clamp(kComputePieceSeconds / one, 1.0, 1e4));
+      const auto work = [&] {
+        for (int i = 0; i < reps; ++i)
+          (void)at::linear(x, w);
+      };
+      const double alone = time_collective(world, work, iterations);
+      j["compute_piece"] = alone;
+      j["allgather_after_compute"] = Json::array();
+      j["allgather_beside_compute"] = Json::array();
+      const std::vector<std::int64_t> in_step =
+          options.quick ? std::vector<std::int64_t>{16384}
+                        : std::vector<std::int64_t>{1024, 16384, 262144};
+      say("all-gather between pieces of compute, " + std::to_string(in_step.size()) + " sizes");
+      for (const std::int64_t numel : in_step) {
+        const std::int64_t chunk = (numel + p - 1) / p;
+        at::Tensor flat = at::zeros({chunk * p});
+        at::Tensor mine = at::zeros({chunk});
+        const auto gather = [&] {
+          return world.all_gather(buffer_of(mine), buffer_of(flat), "calibrate");
+        };
+        const double after = time_collective(
+            world,
+            [&] {
+              work();
+              gather()->wait();
+            },
+            iterations);
+        const double beside = time_collective(
+            world,
+            [&] {
+              auto pending = gather();
+              work();
+              pending->wait();
+            },
+            iterations);
+        const double bytes = 4.0 * static_cast<double>(chunk * p);
+        j["allgather_after_compute"].push_back(point("bytes", bytes, after - alone));
+        j["allgather_beside_compute"].push_back(point("bytes", bytes, beside - alone));
+      }
     }
     say("send/recv between ranks 0 and 1, " + std::to_string(elements.size()) + " sizes");
     for (const std::int64_t numel : elements) {

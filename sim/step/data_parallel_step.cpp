@@ -433,7 +433,11 @@ class DataParallelRank final : public RankTimeline {
                     std::max(ready, now_), host_copy_time(bytes), bytes, name);
   }
 
-  TimeNs& reduction_stream() { return z_.overlap_comm ? reduce_ : now_; }
+  // A collective holds the compute stream without overlap_comm, and on ranks whose collectives
+  // cannot progress while they compute (ClusterSpec::comm_overlaps_compute).
+  TimeNs& reduction_stream() {
+    return z_.overlap_comm && s_.run->cluster.comm_overlaps_compute ? reduce_ : now_;
+  }
 
   // ---- Forward and backward ------------------------------------------------------------------
 

@@ -654,8 +654,11 @@ class ZeroRank final : public RankTimeline,
     return gather_slots_[static_cast<std::size_t>(slot_of_handle_[h])];
   }
 
-  TimeNs& allgather_stream() { return z_.overlap_comm ? allgather_ : now_; }
-  TimeNs& reduce_stream() { return z_.overlap_comm ? reduce_ : now_; }
+  // Without overlap_comm, or on ranks whose collectives cannot progress while they compute (CPU
+  // ranks filling their cores), a collective holds the compute stream.
+  bool comm_streams() const { return z_.overlap_comm && s_.run->cluster.comm_overlaps_compute; }
+  TimeNs& allgather_stream() { return comm_streams() ? allgather_ : now_; }
+  TimeNs& reduce_stream() { return comm_streams() ? reduce_ : now_; }
 
   MemoryCategory category_of(ParamId p) const {
     return s_.model->param(p).persistent ? MemoryCategory::kPersistentParams

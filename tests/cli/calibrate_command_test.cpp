@@ -48,6 +48,7 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_NE(yaml.find("kernel_launch: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("autograd_node: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("asynchronous_launch: false"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("comm_overlaps_compute: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("kernel chains: forward "), std::string::npos) << yaml;
   const Json points = Json::parse(Slurp(raw));
   EXPECT_EQ(points.at("kernels_forward").size(), 2u);  // --quick: chains of 4 and 32

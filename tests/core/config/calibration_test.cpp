@@ -116,6 +116,62 @@ TEST(CalibrateCluster, AutogradNodeIsNeverNegative) {
   EXPECT_EQ(calibrate_cluster(c, 1LL << 30).cluster.autograd_node_ns, 0);
 }
 
+// A step issues its collectives between pieces of compute: the all-gathers measured so give the
+// links, and whether one beside compute hides behind it decides comm_overlaps_compute.
+TEST(CalibrateCluster, CollectivesAreFittedAsAStepIssuesThem) {
+  Calibration c = measured(2);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_FALSE(k.in_step);
+  EXPECT_TRUE(k.cluster.comm_overlaps_compute) << "nothing measured says otherwise";
+  // After 500 us of compute an all-gather takes 300 us + bytes at 1 GB/s; beside it, as long
+  // (nothing hidden), on a machine whose cores the ranks fill.
+  c.compute_piece = 500e-6;
+  c.allgather_after_compute = line(300e-6, 1e9, {4096, 65536, 1048576});
+  c.allgather_beside_compute = c.allgather_after_compute;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_TRUE(k.in_step);
+  EXPECT_EQ(k.cluster.intra_node.latency_ns, 300000);  // (n - 1) = 1 latency
+  EXPECT_NEAR(k.cluster.intra_node.bandwidth, 0.5e9, 1);
+  EXPECT_NEAR(k.idle_collectives.fixed, 20e-6, 1e-12);
+  EXPECT_DOUBLE_EQ(k.overlap, 0);
+  EXPECT_FALSE(k.cluster.comm_overlaps_compute);
+  EXPECT_NE(cluster_yaml(k).find("comm_overlaps_compute: false"), std::string::npos);
+  // Beside compute the gathers cost nothing more than the compute: fully hidden.
+  c.allgather_beside_compute = line(1e-9, 1e15, {4096, 65536, 1048576});
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_NEAR(k.overlap, 1, 1e-5);
+  EXPECT_TRUE(k.cluster.comm_overlaps_compute);
+  // Half hidden is where the two part.
+  for (std::size_t i = 0; i < c.allgather_beside_compute.size(); ++i) {
+    const double after = c.allgather_after_compute[i].seconds;
+    c.allgather_beside_compute[i].seconds = after - 0.4 * std::min(after, c.compute_piece);
+  }
+  EXPECT_FALSE(calibrate_cluster(c, 1LL << 30).cluster.comm_overlaps_compute);
+}
+
+TEST(CalibrationFromJson, TheInStepPointsNeedTheirPieceAndAPairEach) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "compute_piece": 5e-4,
+    "allgather_after_compute": [{"bytes": 4096, "seconds": 3e-4}],
+    "allgather_beside_compute": [{"bytes": 4096, "seconds": 2e-4}]})");
+  const Calibration c = calibration_from_json(good, "raw.json");
+  EXPECT_EQ(c.compute_piece, 5e-4);
+  ASSERT_EQ(c.allgather_beside_compute.size(), 1u);
+  Json no_piece = good;
+  no_piece.erase("compute_piece");
+  Json unpaired = good;
+  unpaired["allgather_beside_compute"] = Json::array();
+  for (const auto& [bad, key] :
+       {std::pair{no_piece, "compute_piece"}, std::pair{unpaired, "allgather_beside_compute"}}) {
+    try {
+      calibration_from_json(bad, "raw.json");
+      ADD_FAILURE() << key;
+    } catch (const UserError& e) {
+      EXPECT_EQ(e.where().key_path, key);
+    }
+  }
+}
+
 TEST(CalibrationFromJson, ReadsTheKernelChains) {
   const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "kernels_forward": [{"kernels": 4, "seconds": 1e-5}],

@@ -176,17 +176,20 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(defaults.cluster.kernel_launch_ns, 4000);
   EXPECT_EQ(defaults.cluster.autograd_node_ns, 2000);
   EXPECT_TRUE(defaults.cluster.asynchronous_launch);
+  EXPECT_TRUE(defaults.cluster.comm_overlaps_compute);
   EXPECT_DOUBLE_EQ(defaults.cluster.host_optimizer_rate, 1e9);
 
   const RunSpec set =
       Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
-                 "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8"));
+                 "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
+                 "comm_overlaps_compute: false"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
   EXPECT_EQ(set.cluster.kernel_launch_ns, 2000);
   EXPECT_EQ(set.cluster.autograd_node_ns, 700);
   EXPECT_FALSE(set.cluster.asynchronous_launch);
+  EXPECT_FALSE(set.cluster.comm_overlaps_compute);
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -204,6 +207,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");
   EXPECT_EQ(ErrorOf(spec(", asynchronous_launch: sometimes")).where().key_path,
             "cluster.asynchronous_launch");
+  EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
+            "cluster.comm_overlaps_compute");
   EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
             "cluster.host_optimizer_rate");
 }

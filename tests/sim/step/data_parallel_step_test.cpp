@@ -258,6 +258,25 @@ TEST(DataParallelStep, OverlapCommHidesReductionsBehindBackward) {
   EXPECT_LT(reduces[0]->start, backward.back()->end);
 }
 
+// Ranks whose collectives cannot progress while they compute take turns even with overlap_comm.
+TEST(DataParallelStep, WhereCommunicationCannotOverlapComputeReductionsHoldTheComputeStream) {
+  const std::string zero =
+      "stage: 2, reduce_bucket_size: 1000, allgather_bucket_size: 1000, overlap_comm: true";
+  RunSpec run = MakeRun(Chain(4, 1000, 1'000'000), 4, zero);
+  const Simulated beside = Simulate(run);
+  run.cluster.comm_overlaps_compute = false;
+  const Simulated turns = Simulate(run);
+  ASSERT_EQ(GradReduces(turns.trace).size(), 4u);
+  for (const trace::Op* op : GradReduces(turns.trace))
+    EXPECT_EQ(op->stream, StreamKind::kCompute);
+  TimeNs busy = 0;
+  for (const TransferTotals& t : turns.result.ranks.front().transfers)
+    busy += t.busy_ns;
+  EXPECT_EQ(turns.result.ranks.front().steps.front().exposed_comm_ns, busy);
+  EXPECT_GT(turns.result.ranks.front().steps.front().time_ns(),
+            beside.result.ranks.front().steps.front().time_ns());
+}
+
 TEST(DataParallelStep, UpdatedParametersAreGatheredWhole) {
   // all_gather_into_tensor: the padded flat buffer (40 x 4 bytes) in one all-gather after the step,
   // whatever allgather_bucket_size says.

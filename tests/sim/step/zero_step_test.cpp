@@ -358,6 +358,32 @@ TEST(ZeroStep, WithoutOverlapCommCommunicationRunsOnTheComputeStream) {
   EXPECT_EQ(step.exposed_comm_ns, 2 * 3072 + 2 * 3048 + 3120);
 }
 
+// Ranks whose collectives cannot progress while they compute (CPU ranks filling their cores) take
+// turns: with overlap_comm the collectives leave their streams for the compute stream, while the
+// memory stays overlap_comm's.
+TEST(ZeroStep, WhereCommunicationCannotOverlapComputeEveryCollectiveHoldsTheComputeStream) {
+  const std::string zero = std::string(kDemandOnly) + ", overlap_comm: true";
+  const Simulated beside = Simulate(MakeRun(TwoLayers(), 4, zero));
+  const Simulated turns =
+      Simulate(MakeRun(TwoLayers(), 4, zero, "", "", ", comm_overlaps_compute: false"));
+  std::size_t collectives = 0;
+  for (const trace::Op& op : turns.trace.ops) {
+    if (op.kind == OpKind::kAllGather || op.kind == OpKind::kReduceScatter) {
+      EXPECT_EQ(op.stream, StreamKind::kCompute);
+      ++collectives;
+    }
+  }
+  EXPECT_EQ(collectives, OpsOf(beside.trace, OpKind::kAllGather).size() +
+                             OpsOf(beside.trace, OpKind::kReduceScatter).size());
+  EXPECT_FALSE(OpsOf(beside.trace, OpKind::kReduceScatter).empty());
+  for (const trace::Op* op : OpsOf(beside.trace, OpKind::kReduceScatter))
+    EXPECT_EQ(op->stream, StreamKind::kReduceScatter);
+  const StepReport& step = turns.result.ranks.front().steps.front();
+  EXPECT_EQ(step.exposed_comm_ns, 2 * 3072 + 2 * 3048 + 3120);
+  EXPECT_GT(step.time_ns(), beside.result.ranks.front().steps.front().time_ns());
+  EXPECT_EQ(turns.result.ranks.front().peak.allocated, beside.result.ranks.front().peak.allocated);
+}
+
 TEST(ZeroStep, OffloadedParametersComeUpOverPcieBeforeEachGather) {
   const Simulated s = Simulate(
       MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", offload_param: {device: cpu}"));
