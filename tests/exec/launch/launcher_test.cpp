@@ -185,7 +185,8 @@ TEST(ExecLauncher, OneRankFromTheDeepSpeedLaunchersEnvironmentHostsItsOwnStore) 
                          {"MASTER_ADDR", "127.0.0.1"},
                          {"MASTER_PORT", std::to_string(port)}});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(contains(r.out, "1 rank(s), gloo, 17 elements")) << r.out;
+  EXPECT_TRUE(contains(r.out, "1 rank(s), gloo, ")) << r.out;
+  EXPECT_TRUE(contains(r.out, " 17 elements")) << r.out;
 }
 
 TEST(ExecLauncher, BadEnvironmentIsOneLineAndStatusTwo) {
