@@ -70,6 +70,16 @@ std::int32_t ModuleTree::add_call(ModuleId module, std::int32_t parent_call,
   return index;
 }
 
+void ModuleTree::no_module(ModuleId id) const {
+  detail::internal_check_failed("id >= 0 && static_cast<size_t>(id) < modules_.size()", __FILE__,
+                                __LINE__, detail::concat("no module ", id));
+}
+
+void ModuleTree::no_parameter(ParamId id) const {
+  detail::internal_check_failed("id >= 0 && static_cast<size_t>(id) < params_.size()", __FILE__,
+                                __LINE__, detail::concat("no parameter ", id));
+}
+
 Module& ModuleTree::mutable_module(ModuleId id) {
   ZP_CHECK(id >= 0 && static_cast<size_t>(id) < modules_.size(), "no module ", id);
   return modules_[static_cast<size_t>(id)];

@@ -132,13 +132,17 @@ class ModuleTree {
   const std::vector<Module>& modules() const { return modules_; }
   const std::vector<Parameter>& parameters() const { return params_; }
   const std::vector<ForwardCall>& calls() const { return calls_; }
+  // The checks fail out of line: these run in every simulator's inner loops, and a message built
+  // in place keeps them from being inlined.
   const Module& module(ModuleId id) const {
-    ZP_CHECK(id >= 0 && static_cast<size_t>(id) < modules_.size(), "no module ", id);
+    if (id < 0 || static_cast<size_t>(id) >= modules_.size()) [[unlikely]]
+      no_module(id);
     return modules_[static_cast<size_t>(id)];
   }
   Module& mutable_module(ModuleId id);
   const Parameter& parameter(ParamId id) const {
-    ZP_CHECK(id >= 0 && static_cast<size_t>(id) < params_.size(), "no parameter ", id);
+    if (id < 0 || static_cast<size_t>(id) >= params_.size()) [[unlikely]]
+      no_parameter(id);
     return params_[static_cast<size_t>(id)];
   }
   Parameter& mutable_parameter(ParamId id);
@@ -161,6 +165,9 @@ class ModuleTree {
   bool operator==(const ModuleTree&) const = default;
 
  private:
+  [[noreturn]] void no_module(ModuleId id) const;
+  [[noreturn]] void no_parameter(ParamId id) const;
+
   std::string name_;
   BatchShape shape_;
   std::vector<Module> modules_;

@@ -32,14 +32,18 @@ namespace {
 // DeepSpeed's default for a parameter never fetched: int(-1e10).
 constexpr std::int64_t kNeverFetched = -10'000'000'000;
 
-// In ds_id order, as DeepSpeed coalesces them. Lists mostly come in that order already.
-void sort_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
-  if (params.size() < 2) return;  // most gathers are of one parameter
+void sort_longer_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
   const auto by_ds_id = [&](ParamId a, ParamId b) {
     return model.param(a).ds_id < model.param(b).ds_id;
   };
   if (!std::is_sorted(params.begin(), params.end(), by_ds_id))
     std::sort(params.begin(), params.end(), by_ds_id);
+}
+
+// In ds_id order, as DeepSpeed coalesces them. Lists mostly come in that order already.
+inline void sort_by_ds_id(const ZeroModel& model, std::vector<ParamId>& params) {
+  // Most gathers are of one parameter: no call for them.
+  if (params.size() >= 2) sort_longer_by_ds_id(model, params);
 }
 }  // namespace
 
@@ -100,30 +104,9 @@ void Coordinator::start_of_forward() {
   if (!v014_) reset_step();
 }
 
-void Coordinator::pre_forward(ModuleId module) {
-  trace_prologue(module);
-  if (mode_ == TraceMode::kRecord) record_module(module);
-  fetch(module, /*forward=*/true);
-}
-
-void Coordinator::post_forward(ModuleId module) {
-  release_module(module);
-}
-
-void Coordinator::pre_backward(ModuleId module) {
-  trace_prologue(module);
-  if (mode_ == TraceMode::kRecord) record_module(module);
-  fetch(module, /*forward=*/false);
-}
-
-void Coordinator::post_backward(ModuleId module) {
-  release_module(module);
-}
-
 // --- Trace ------------------------------------------------------------------------------------
 
-void Coordinator::trace_prologue(ModuleId module) {
-  if (mode_ != TraceMode::kComplete) return;
+void Coordinator::trace_mismatch(ModuleId module) {
   const auto ds_id = model_->module_ds_id(module);
   if (static_cast<std::int64_t>(submodule_order_.size()) <= step_id_) {
     invalidate_trace(module, "Invalidate trace cache @ step " + std::to_string(step_id_) +
@@ -184,14 +167,6 @@ void Coordinator::clear_trace_structures() {
   queue_head_ = 0;
 }
 
-void Coordinator::record_module(ModuleId module) {
-  ZP_CHECK(mode_ == TraceMode::kRecord, "recording outside RECORD mode");
-  submodule_order_.push_back(module);
-  for (ReuseIndex& index : reuse_index_)
-    index.built = false;
-  recorded_step_ids_.push_back(step_id_);
-}
-
 void Coordinator::reset_step() {
   if (v014_) {
     if (inflight_live_ > 0) {
@@ -212,8 +187,14 @@ void Coordinator::reset_step() {
       for (std::size_t i = 0; i < submodule_order_.size(); ++i) {
         const ModuleId m = submodule_order_[i];
         const std::int64_t step = recorded_step_ids_[i];
+        const std::span<const ParamId> fetched = fetch_params(m);
+        if (fetched.size() < 2) {  // nothing to sort
+          for (ParamId p : fetched)
+            param_order_.push_back({p, step});
+          continue;
+        }
         std::vector<ParamId>& params = scratch_sorted_;
-        params.assign(fetch_params(m).begin(), fetch_params(m).end());
+        params.assign(fetched.begin(), fetched.end());
         sort_by_ds_id(*model_, params);
         for (ParamId p : params)
           param_order_.push_back({p, step});
@@ -266,17 +247,30 @@ void Coordinator::fetch(ModuleId module, bool forward) {
     for (ParamId p : params) {
       if (most_recent_fetch_[static_cast<size_t>(p)] < step_id_) not_yet.push_back(p);
     }
-    std::sort(not_yet.begin(), not_yet.end());
-    not_yet.erase(std::unique(not_yet.begin(), not_yet.end()), not_yet.end());
-    std::vector<ParamId>& discarded = scratch_discarded_;
-    discarded.clear();
-    while (!queue_empty() && discarded.size() < not_yet.size()) {
-      const ParamInTrace next = queue_pop();
-      most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
-      const auto at = std::lower_bound(discarded.begin(), discarded.end(), next.param);
-      if (at == discarded.end() || *at != next.param) discarded.insert(at, next.param);
+    if (not_yet.size() > 1) {  // most modules have one parameter
+      std::sort(not_yet.begin(), not_yet.end());
+      not_yet.erase(std::unique(not_yet.begin(), not_yet.end()), not_yet.end());
     }
-    if (discarded != not_yet) {
+    bool traced = not_yet.empty();
+    if (not_yet.size() == 1) {
+      // The common case: one parameter, popped alone.
+      if (!queue_empty()) {
+        const ParamInTrace next = queue_pop();
+        most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
+        traced = next.param == not_yet.front();
+      }
+    } else if (!not_yet.empty()) {
+      std::vector<ParamId>& discarded = scratch_discarded_;
+      discarded.clear();
+      while (!queue_empty() && discarded.size() < not_yet.size()) {
+        const ParamInTrace next = queue_pop();
+        most_recent_fetch_[static_cast<size_t>(next.param)] = next.step_id_last_used_at;
+        const auto at = std::lower_bound(discarded.begin(), discarded.end(), next.param);
+        if (at == discarded.end() || *at != next.param) discarded.insert(at, next.param);
+      }
+      traced = discarded == not_yet;
+    }
+    if (!traced) {
       deepspeed_fails("tracing error at step " + std::to_string(step_id_) +
                       ": the parameter trace does not list module " +
                       std::to_string(model_->module_ds_id(module)) + "'s parameters next");
@@ -334,7 +328,7 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
   if (reason != GatherReason::kOutside) n_available_ += request.numel;
   sort_by_ds_id(*model_, request.params);
   request.handle = next_handle_++;
-  HandleState h;
+  HandleState& h = handles_.emplace_back();
   h.pending = true;
   for (ParamId p : request.params) {
     ParamState& st = state_[static_cast<size_t>(p)];
@@ -348,7 +342,6 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
       ++h.registry_entries;
     }
   }
-  handles_.push_back(std::move(h));
   ZP_CHECK(handle_base_ + static_cast<GatherHandle>(handles_.size()) == next_handle_,
            "handles out of step");
   backend_->start_gather(request);
@@ -369,20 +362,18 @@ void Coordinator::wait(ParamId param) {
   st.registered = false;
   HandleState& h = handle_state(handle);
   --h.registry_entries;
-  land(handle);
+  land(handle, h);
   if (h.registry_entries == 0) backend_->drop_gather(handle);
 }
 
 // A gather's wait lands every parameter of the gather at once; later waits on it do nothing.
-void Coordinator::land(GatherHandle handle) {
-  HandleState& h = handle_state(handle);
+void Coordinator::land(GatherHandle handle, HandleState& h) {
   if (!h.pending) return;
   h.pending = false;
   backend_->wait_gather(handle);
   for (ParamId p : h.params)
     state_[static_cast<size_t>(p)].status = ParamStatus::kAvailable;
-  spare_params_.push_back(std::move(h.params));
-  h.params = {};
+  spare_params_.push_back(std::move(h.params));  // leaves h.params empty
 }
 
 // --- Release ----------------------------------------------------------------------------------
@@ -552,11 +543,39 @@ void Coordinator::release_and_reset_all() {
 }
 
 void Coordinator::gather_outside(std::span<const ParamId> params) {
+  if (params.size() == 1 && handles_.empty()) return gather_one_outside(params.front());
   const GatherHandle handle = next_handle_;
   all_gather(params, /*forward=*/false, GatherReason::kOutside, kNoModule);
   if (handle == next_handle_) return;  // nothing needed gathering
   land(handle);  // param.all_gather() waits before returning, then drops the handle
   backend_->drop_gather(handle);
+}
+
+// What the general path does for one parameter, in the same order and with the same calls to the
+// backend, but without tracking the handle: it is done with before this returns, and nothing else
+// is tracked (engine setup gathers every trainable parameter so, one at a time).
+void Coordinator::gather_one_outside(ParamId param) {
+  ParamState& st = state_[static_cast<size_t>(param)];
+  if (st.status != ParamStatus::kNotAvailable) return;  // nothing needs gathering
+  GatherRequest request;
+  request.reason = GatherReason::kOutside;
+  request.forward = false;
+  request.module = kNoModule;
+  if (!spare_params_.empty()) {
+    request.params = std::move(spare_params_.back());
+    spare_params_.pop_back();
+    request.params.clear();
+  }
+  request.params.push_back(param);
+  request.numel = model_->param(param).numel;
+  request.handle = next_handle_++;
+  st.status = ParamStatus::kInflight;
+  backend_->start_gather(request);
+  backend_->wait_gather(request.handle);
+  st.status = ParamStatus::kAvailable;
+  backend_->drop_gather(request.handle);
+  handle_base_ = next_handle_;
+  spare_params_.push_back(std::move(request.params));
 }
 
 void Coordinator::release_outside(ParamId param) {

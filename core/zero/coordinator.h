@@ -75,10 +75,19 @@ class Coordinator {
 
   // Hooks, as DeepSpeedZeRoOffload calls them.
   void start_of_forward();  // the root's first pre-forward hook (resets the step in v0.16)
-  void pre_forward(ModuleId module);
-  void post_forward(ModuleId module);
-  void pre_backward(ModuleId module);
-  void post_backward(ModuleId module);
+  // Inline: a simulation runs them for every hook of every step.
+  void pre_forward(ModuleId module) {
+    trace_prologue(module);
+    if (mode_ == TraceMode::kRecord) record_module(module);
+    fetch(module, /*forward=*/true);
+  }
+  void post_forward(ModuleId module) { release_module(module); }
+  void pre_backward(ModuleId module) {
+    trace_prologue(module);
+    if (mode_ == TraceMode::kRecord) record_module(module);
+    fetch(module, /*forward=*/false);
+  }
+  void post_backward(ModuleId module) { release_module(module); }
   // End of backward (stage 3's backward()).
   void reset_step();
   // Start of the optimizer step: every parameter back to its partition.
@@ -166,14 +175,31 @@ class Coordinator {
     std::int32_t registry_entries = 0;
   };
 
-  void trace_prologue(ModuleId module);
-  void record_module(ModuleId module);
+  // Checks that `module` is the one the complete trace expects next; the message, when it is not,
+  // is built out of line.
+  void trace_prologue(ModuleId module) {
+    if (mode_ != TraceMode::kComplete) return;
+    if (step_id_ < static_cast<std::int64_t>(submodule_order_.size()) &&
+        submodule_order_[static_cast<std::size_t>(step_id_)] == module)
+      return;
+    trace_mismatch(module);
+  }
+  void trace_mismatch(ModuleId module);
+  void record_module(ModuleId module) {
+    ZP_CHECK(mode_ == TraceMode::kRecord, "recording outside RECORD mode");
+    submodule_order_.push_back(module);
+    for (ReuseIndex& index : reuse_index_)
+      index.built = false;
+    recorded_step_ids_.push_back(step_id_);
+  }
   void fetch(ModuleId module, bool forward);
   void release_module(ModuleId module);
   void all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
                   ModuleId module);
+  void gather_one_outside(ParamId param);
   void wait(ParamId param);
-  void land(GatherHandle handle);
+  void land(GatherHandle handle) { land(handle, handle_state(handle)); }
+  void land(GatherHandle handle, HandleState& state);
   void release_param(ParamId param, ReleaseReason reason);
   // Valid until the next call.
   std::span<const ParamId> params_to_release(ModuleId module, std::int64_t step_id);

@@ -40,11 +40,7 @@ void TrainingLoop::initialize() {
   }
 }
 
-void TrainingLoop::run(const StepEvent& e) {
-  ++events_;
-  StepObserver* const observer = decisions_only_ ? nullptr : observer_;
-  const std::uint8_t bit = StepObserver::event_bit(e.kind);
-  if (observer && (observer->before_event_kinds() & bit)) observer->before_event(e);
+void TrainingLoop::decide(const StepEvent& e) {
   switch (e.kind) {
     case StepEventKind::kPreForward:
       coordinator_.pre_forward(e.module);
@@ -62,7 +58,26 @@ void TrainingLoop::run(const StepEvent& e) {
       if (!decisions_only_) reducer_.grad_ready(e.param);
       break;
   }
-  if (observer && (observer->on_event_kinds() & bit)) observer->on_event(e);
+}
+
+void TrainingLoop::run(const std::vector<StepEvent>& events) {
+  StepObserver* const observer = decisions_only_ ? nullptr : observer_;
+  if (!observer) {
+    // Warm-up steps: nothing to tell, so nothing to ask per event.
+    for (const StepEvent& e : events) {
+      ++events_;
+      decide(e);
+    }
+    return;
+  }
+  for (const StepEvent& e : events) {
+    ++events_;
+    // The observer may narrow or widen its kinds at any event: read them each time.
+    const std::uint8_t bit = StepObserver::event_bit(e.kind);
+    if (observer->before_event_kinds() & bit) observer->before_event(e);
+    decide(e);
+    if (observer->on_event_kinds() & bit) observer->on_event(e);
+  }
 }
 
 void TrainingLoop::step(std::int64_t micro_batches) {
@@ -71,11 +86,9 @@ void TrainingLoop::step(std::int64_t micro_batches) {
   for (std::int64_t micro = 0; micro < micro_batches; ++micro) {
     if (observer) observer->on_phase(StepPhase::kForward, step_);
     coordinator_.start_of_forward();
-    for (const StepEvent& e : schedule_.forward)
-      run(e);
+    run(schedule_.forward);
     if (observer) observer->on_phase(StepPhase::kBackward, step_);
-    for (const StepEvent& e : schedule_.backward)
-      run(e);
+    run(schedule_.backward);
     coordinator_.reset_step();
     if (observer) observer->on_reset_step();
     reducer_.epilogue();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/zero/coordinator.h"
 #include "core/zero/grad_reducer.h"
@@ -89,7 +90,9 @@ class TrainingLoop {
   std::int64_t events_run() const { return events_; }
 
  private:
-  void run(const StepEvent& event);
+  void run(const std::vector<StepEvent>& events);
+  // The coordinator's (and the reducer's) part of one event.
+  void decide(const StepEvent& event);
 
   const ZeroModel* model_;
   StepSchedule schedule_;

@@ -55,10 +55,14 @@ ModuleTimes ComputeModel::module_call(const ModuleTree& tree, ModuleId module) c
   std::int64_t param_bytes = 0;
   for (const ParamSlot& s : m.params)
     param_bytes += tree.parameter(s.param).bytes();
-  const std::int64_t moved = param_bytes + m.cost.activation_bytes + m.cost.output_bytes;
-  const KernelCounts k = module_kernels(tree, module);
-  return {kernels(k.forward, m.cost.forward_flops, moved),
-          backward_kernels(k.backward, m.cost.backward_or_default(), 2 * moved)};
+  return module_call(m.cost, param_bytes, module_kernels(tree, module));
+}
+
+ModuleTimes ComputeModel::module_call(const ModuleCost& cost, std::int64_t param_bytes,
+                                      KernelCounts k) const {
+  const std::int64_t moved = param_bytes + cost.activation_bytes + cost.output_bytes;
+  return {kernels(k.forward, cost.forward_flops, moved),
+          backward_kernels(k.backward, cost.backward_or_default(), 2 * moved)};
 }
 
 }  // namespace zp::sim

@@ -17,6 +17,7 @@
 #include "core/model/dtype.h"
 #include "core/model/module_tree.h"
 #include "sim/engine/simulator.h"
+#include "sim/hardware/kernel_counts.h"
 
 namespace zp::sim {
 
@@ -45,6 +46,10 @@ class ComputeModel {
   // the forward's) and the bytes it moves (its parameters, what it keeps and its output; twice
   // those in backward).
   ModuleTimes module_call(const ModuleTree& tree, ModuleId module) const;
+  // The same from the call's parts, for a caller that has them at hand: the module's costs, the
+  // bytes of its parameter slots and its kernels.
+  ModuleTimes module_call(const ModuleCost& cost, std::int64_t param_bytes,
+                          KernelCounts kernels) const;
   // A memory-bound copy of `bytes` (read and written once), as torch.cat and copy_ do.
   TimeNs copy(std::int64_t bytes) const { return time(0, 2 * bytes); }
 

@@ -7,11 +7,12 @@ namespace zp::sim {
 MemoryAccountant::MemoryAccountant(Options options, trace::Trace* trace, std::int32_t trace_rank)
     : options_(options), trace_(trace), trace_rank_(trace_rank) {
   if (options_.model_allocator) allocator_.emplace(options_.device_capacity);
+  bookkeeping_only_ = !allocator_ && !trace_;
 }
 
-MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std::int64_t bytes,
-                                                   TimeNs time, AllocStream stream,
-                                                   std::int32_t label) {
+MemoryAccountant::Block MemoryAccountant::allocate_slow(MemoryCategory category, std::int64_t bytes,
+                                                        TimeNs time, AllocStream stream,
+                                                        std::int32_t label) {
   ZP_CHECK(trace::on_device(category), "host category ", trace::to_string(category),
            " allocated on the device");
   ZP_CHECK(bytes >= 0, "negative allocation of ", bytes, " bytes");
@@ -47,7 +48,7 @@ MemoryAccountant::Block MemoryAccountant::allocate(MemoryCategory category, std:
   return id;
 }
 
-void MemoryAccountant::free(Block block, TimeNs time) {
+void MemoryAccountant::free_slow(Block block, TimeNs time) {
   ZP_CHECK(block >= 0 && static_cast<std::size_t>(block) < blocks_.size(), "no block ", block);
   LiveBlock& b = blocks_[static_cast<std::size_t>(block)];
   ZP_CHECK(b.live, "block ", block, " freed twice");

@@ -58,8 +58,38 @@ class MemoryAccountant {
   // the trace's strings (a parameter's name, a module, "gather 12") or kNone, names the block in
   // the trace's allocations; ignored without a trace.
   Block allocate(MemoryCategory category, std::int64_t bytes, TimeNs time,
-                 AllocStream stream = AllocStream::kCompute, std::int32_t label = trace::kNone);
-  void free(Block block, TimeNs time);
+                 AllocStream stream = AllocStream::kCompute, std::int32_t label = trace::kNone) {
+    // Without the allocator or a trace a block only books its bytes: inline, as the simulators
+    // allocate per simulated tensor (the planner's setting).
+    if (!bookkeeping_only_ || bytes <= 0 || free_list_.empty() || !trace::on_device(category))
+      return allocate_slow(category, bytes, time, stream, label);
+    const Block id = free_list_.back();
+    free_list_.pop_back();
+    --free_slots_;
+    LiveBlock& b = blocks_[static_cast<std::size_t>(id)];
+    b.category = category;
+    b.size = bytes;
+    b.allocator_block = -1;
+    b.live = true;
+    b.trace_row = -1;
+    bytes_[static_cast<std::size_t>(category)] += bytes;
+    allocated_ += bytes;
+    raise_peaks(time);  // reserved is allocated: peak_reserved() reads the peak
+    return id;
+  }
+  void free(Block block, TimeNs time) {
+    if (!bookkeeping_only_ || block < 0 || static_cast<std::size_t>(block) >= blocks_.size() ||
+        !blocks_[static_cast<std::size_t>(block)].live)
+      return free_slow(block, time);
+    LiveBlock& b = blocks_[static_cast<std::size_t>(block)];
+    flush_peaks();
+    b.live = false;
+    bytes_[static_cast<std::size_t>(b.category)] -= b.size;
+    allocated_ -= b.size;
+    free_list_.push_back(block);
+    ++free_slots_;
+    // Less is allocated than at either peak: nothing else changes.
+  }
   // Host and NVMe categories: add `delta` bytes (negative to remove).
   void add_host(MemoryCategory category, std::int64_t delta, TimeNs time);
 
@@ -78,7 +108,9 @@ class MemoryAccountant {
     flush_peaks();
     return peak_;
   }
-  std::int64_t peak_reserved() const { return peak_reserved_; }
+  std::int64_t peak_reserved() const {
+    return allocator_ ? peak_reserved_ : std::max(peak_reserved_, peak_.allocated);
+  }
   // Host memory's largest total at any moment (offloaded state, cpu_checkpointing), and NVMe's.
   std::int64_t peak_host() const { return peak_host_; }
   std::int64_t peak_nvme() const { return peak_nvme_; }
@@ -106,6 +138,12 @@ class MemoryAccountant {
   // After every change: the peaks, and the trace's samples. Inline, as allocate() and free() run
   // per simulated tensor.
   void changed(MemoryCategory category, TimeNs time) {
+    raise_peaks(time);
+    const std::int64_t reserved_now = reserved();
+    peak_reserved_ = std::max(peak_reserved_, reserved_now);
+    if (trace_) sample(category, time, reserved_now);
+  }
+  void raise_peaks(TimeNs time) {
     if (allocated_ > peak_.allocated) {
       peak_.allocated = allocated_;
       peak_time_ = time;
@@ -120,11 +158,11 @@ class MemoryAccountant {
       window_step_ = step_;
       window_pending_ = true;
     }
-    const std::int64_t reserved_now = reserved();
-    peak_reserved_ = std::max(peak_reserved_, reserved_now);
-    if (trace_) sample(category, time, reserved_now);
   }
   void sample(MemoryCategory category, TimeNs time, std::int64_t reserved_now);
+  Block allocate_slow(MemoryCategory category, std::int64_t bytes, TimeNs time, AllocStream stream,
+                      std::int32_t label);
+  void free_slow(Block block, TimeNs time);
   MemorySnapshot snapshot(TimeNs time) const;
   // A new peak is copied out lazily: on the ramp up to it every allocation is a new peak, and the
   // state only needs copying once something other than another allocation is about to change it.
@@ -137,6 +175,7 @@ class MemoryAccountant {
   trace::Trace* trace_;
   std::int32_t trace_rank_;
   std::optional<CachingAllocator> allocator_;
+  bool bookkeeping_only_ = false;  // no allocator and no trace: allocate and free inline
   std::vector<LiveBlock> blocks_;
   std::vector<Block> free_list_;
   std::int64_t free_slots_ = 0;

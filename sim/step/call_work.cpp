@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/util/error.h"
+#include "sim/hardware/kernel_counts.h"
 #include "sim/step/sim_cache.h"
 
 namespace zp::sim {
@@ -49,12 +50,16 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
     if (owner[c] == static_cast<std::int32_t>(c))
       w.input_grad_bytes =
           std::max<std::int64_t>(m.cost.backward_workspace_bytes - m.cost.output_bytes, 0);
+    // The model has each parameter's size at hand (the tree would count it from the shape).
+    std::int64_t param_bytes = 0;
     for (const ParamSlot& s : m.params) {
-      if (tree.parameter(s.param).requires_grad &&
-          std::find(w.grads.begin(), w.grads.end(), s.param) == w.grads.end())
+      const zero::ZeroParam& zp = model.param(s.param);
+      param_bytes += zp.numel * dtype_size(zp.dtype);
+      if (zp.requires_grad && std::find(w.grads.begin(), w.grads.end(), s.param) == w.grads.end())
         w.grads.push_back(s.param);
     }
-    const ModuleTimes times = compute.module_call(tree, call.module);
+    const ModuleTimes times =
+        compute.module_call(m.cost, param_bytes, module_kernels(tree, call.module));
     w.forward_ns += times.forward;
     w.backward_ns += times.backward;
     if (tensor) {

@@ -1,5 +1,7 @@
 #include "sim/step/rank_timeline.h"
 
+#include <string>
+
 namespace zp::sim {
 
 RankTimeline::RankTimeline(trace::Trace* trace, std::int32_t trace_rank,
@@ -18,6 +20,10 @@ RankTimeline::RankTimeline(trace::Trace* trace, std::int32_t trace_rank,
 
 void RankTimeline::marker(const std::string& text) {
   if (trace_) trace_->markers.push_back(trace::Marker{trace_rank_, now_, label(text)});
+}
+
+std::int32_t RankTimeline::intern_numbered(const char* prefix, std::int64_t n) {
+  return trace_->intern(prefix + std::to_string(n));
 }
 
 void RankTimeline::begin_step(StepReport& report) {

@@ -46,8 +46,9 @@ class RankTimeline {
   std::int32_t label(const std::string& text) { return trace_ ? trace_->intern(text) : -1; }
   // "gather 12", formatted only when there is a trace to name it in.
   std::int32_t numbered_label(const char* prefix, std::int64_t n) {
-    return trace_ ? trace_->intern(prefix + std::to_string(n)) : -1;
+    return trace_ ? intern_numbered(prefix, n) : -1;
   }
+  std::int32_t intern_numbered(const char* prefix, std::int64_t n);  // out of line: rarely run
   void marker(const std::string& text);
   // An op of the current step and micro-batch. What runs per op is defined in this header, to stay
   // inline: the planner runs the simulator in its inner loop.

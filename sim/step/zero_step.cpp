@@ -154,9 +154,8 @@ class ZeroRank final : public RankTimeline,
                        AllocStream::kCompute, label("ipg buffer"));
     for (ParamId p : model.params_by_ds_id()) {
       if (loop->coordinator().status(p) != ParamStatus::kNotAvailable) {
-        param_block_[static_cast<std::size_t>(p)] =
-            memory_.allocate(category_of(p), gathered_bytes(p), now_, AllocStream::kAllGather,
-                             label(s_.model->tree().parameter(p).name));
+        param_block_[static_cast<std::size_t>(p)] = memory_.allocate(
+            category_of(p), gathered_bytes(p), now_, AllocStream::kAllGather, param_label(p));
         live_numel_ += model.param(p).numel;
       }
     }
@@ -223,9 +222,8 @@ class ZeroRank final : public RankTimeline,
     if (g.single) {
       // The parameter's data is a view of the padded buffer until it is released.
       const ParamId p = r.params.front();
-      param_block_[static_cast<std::size_t>(p)] =
-          memory_.allocate(category_of(p), buffer_bytes, now_, AllocStream::kAllGather,
-                           label(s_.model->tree().parameter(p).name));
+      param_block_[static_cast<std::size_t>(p)] = memory_.allocate(
+          category_of(p), buffer_bytes, now_, AllocStream::kAllGather, param_label(p));
     } else {
       for (const zero::GatherBuffer& b : buffers)
         g.flat.push_back(memory_.allocate(MemoryCategory::kGatheredParams, b.bytes(), now_,
@@ -271,8 +269,7 @@ class ZeroRank final : public RankTimeline,
       for (ParamId p : g.params) {
         const std::int64_t b = gathered_bytes(p);
         param_block_[static_cast<std::size_t>(p)] =
-            memory_.allocate(category_of(p), b, now_, AllocStream::kAllGather,
-                             label(s_.model->tree().parameter(p).name));
+            memory_.allocate(category_of(p), b, now_, AllocStream::kAllGather, param_label(p));
         bytes += b;
       }
       const TimeNs start = std::max(stream, g.end);
@@ -434,8 +431,7 @@ class ZeroRank final : public RankTimeline,
       pending_block_[p] = -1;
       if (grad_block_[p] < 0)
         grad_block_[p] = memory_.allocate(MemoryCategory::kGradBuckets, grad_bytes(e.param), now_,
-                                          AllocStream::kCompute,
-                                          label(s_.model->tree().parameter(e.param).name));
+                                          AllocStream::kCompute, param_label(e.param));
       grad_done_[p] = true;
     }
   }
@@ -473,7 +469,7 @@ class ZeroRank final : public RankTimeline,
         if (grad_done_[static_cast<std::size_t>(p)]) continue;
         const MemoryAccountant::Block made =
             memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_,
-                             AllocStream::kCompute, label(s_.model->tree().parameter(p).name));
+                             AllocStream::kCompute, param_label(p));
         MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
         if (pending < 0) {
           pending = made;
@@ -489,7 +485,7 @@ class ZeroRank final : public RankTimeline,
         MemoryAccountant::Block& pending = pending_block_[static_cast<std::size_t>(p)];
         const MemoryAccountant::Block sum =
             memory_.allocate(MemoryCategory::kActivations, grad_bytes(p), now_,
-                             AllocStream::kCompute, label(s_.model->tree().parameter(p).name));
+                             AllocStream::kCompute, param_label(p));
         memory_.free(pending, now_);
         memory_.free(made, now_);
         pending = sum;
@@ -707,11 +703,14 @@ class ZeroRank final : public RankTimeline,
     set_event_kinds(before_event_kinds(), kAllEventKinds);
   }
 
-  // The trace's name for `module`'s work.
-  std::int32_t module_label(ModuleId module) {
-    return trace_
-               ? label(module == 0 ? std::string("model") : s_.model->tree().qualified_name(module))
-               : -1;
+  // The trace's names for `module`'s work and for a parameter, looked up only with a trace:
+  // without one they are asked for per simulated tensor.
+  std::int32_t module_label(ModuleId module) { return trace_ ? traced_module_label(module) : -1; }
+  std::int32_t traced_module_label(ModuleId module) {
+    return label(module == 0 ? std::string("model") : s_.model->tree().qualified_name(module));
+  }
+  std::int32_t param_label(ParamId param) {
+    return trace_ ? label(s_.model->tree().parameter(param).name) : -1;
   }
 
   // With a trace: the ops recorded from `first` on (the gather's copies and collective) name the

@@ -306,6 +306,37 @@ TEST(Coordinator, AGatherIsDroppedWhenItsLastParameterLeavesTheRegistry) {
   EXPECT_EQ(std::count(r.rec.lines.begin(), r.rec.lines.end(), "wait " + h), 1);
 }
 
+// A lone parameter gathered outside while no gather is tracked (engine setup) takes a shorter path
+// that must call the backend as the general one does, with the handles numbered on.
+TEST(Coordinator, ALoneGatherOutsideCallsTheBackendAsAnyOther) {
+  const ModuleTree tree = Chain({100, 200, 300});
+  const ZeroModel model(tree, Settings());
+  Recorder rec(tree);
+  rec.lifetimes = true;
+  Coordinator c(model, rec);
+  const ParamId one[] = {0};
+  c.gather_outside(one);  // the lone path
+  c.gather_outside(one);  // already there: nothing to do
+  const ParamId two[] = {1, 2};
+  c.gather_outside(two);  // the general path
+  EXPECT_EQ(rec.lines,
+            (std::vector<std::string>{"gather other [m0.weight]", "wait 0", "drop 0",
+                                      "gather other [m1.weight m2.weight]", "wait 1", "drop 1"}));
+  ASSERT_EQ(rec.gathers.size(), 2u);
+  const GatherRequest& lone = rec.gathers.front();
+  EXPECT_EQ(lone.handle, 0);
+  EXPECT_EQ(lone.numel, 100);
+  EXPECT_EQ(lone.reason, GatherReason::kOutside);
+  EXPECT_FALSE(lone.forward);
+  EXPECT_EQ(lone.module, kNoModule);
+  for (ParamId p : {0, 1, 2})
+    EXPECT_EQ(c.status(p), ParamStatus::kAvailable);
+  EXPECT_EQ(c.available_numel(), 0);  // the counter does not see gathers outside
+  c.release_outside(0);
+  c.gather_outside(one);
+  EXPECT_EQ(rec.gathers.back().handle, 2);
+}
+
 TEST(TrainingLoop, ObserversSeeEachEventBeforeAndAfterTheCoordinatorActs) {
   struct Probe : StepObserver {
     const Coordinator* c = nullptr;

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <random>
+#include <utility>
 #include <vector>
 
 #include "core/util/error.h"
@@ -125,6 +127,59 @@ TEST(MemoryAccountant, WindowPeakResets) {
   m.reset_window(7);  // 100 still allocated
   EXPECT_EQ(m.window_peak().time, 7);
   EXPECT_EQ(m.window_peak().allocated, 100);
+}
+
+bool SameSnapshot(const MemorySnapshot& a, const MemorySnapshot& b) {
+  return a.time == b.time && a.allocated == b.allocated && a.reserved == b.reserved &&
+         a.bytes == b.bytes && a.running == b.running && a.step == b.step;
+}
+
+// Without the allocator or a trace, allocate and free take an inline path: it books the same as
+// the general one (which a trace selects) through a random run of every kind of change.
+TEST(MemoryAccountant, TheInlinePathBooksWhatTheGeneralOneDoes) {
+  trace::Trace trace;
+  MemoryAccountant fast(Exact(), nullptr, 0);
+  MemoryAccountant general(Exact(), &trace, 0);
+  std::mt19937 rng(7);
+  std::vector<std::pair<MemoryAccountant::Block, MemoryAccountant::Block>> live;
+  const C device[] = {C::kActivations, C::kGatheredParams, C::kGradBuckets, C::kRecompute};
+  for (TimeNs t = 0; t < 4000; ++t) {
+    const int what = static_cast<int>(rng() % 10);
+    if (what < 5 || live.empty()) {
+      const C c = device[rng() % 4];
+      const std::int64_t bytes = static_cast<std::int64_t>(rng() % 3) * 1000 + (rng() % 2);
+      live.emplace_back(fast.allocate(c, bytes, t), general.allocate(c, bytes, t));
+    } else if (what < 9) {
+      const std::size_t i = rng() % live.size();
+      fast.free(live[i].first, t);
+      general.free(live[i].second, t);
+      live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+    } else if (rng() % 2 == 0) {
+      fast.reset_window(t);
+      general.reset_window(t);
+    } else {
+      const std::int32_t running = static_cast<std::int32_t>(rng() % 5);
+      fast.set_running(running);
+      general.set_running(running);
+      fast.add_host(C::kHostOptimizer, 10, t);
+      general.add_host(C::kHostOptimizer, 10, t);
+    }
+    ASSERT_EQ(fast.allocated(), general.allocated()) << t;
+    if (t % 97 == 0) {
+      ASSERT_TRUE(SameSnapshot(fast.peak(), general.peak())) << t;
+      ASSERT_TRUE(SameSnapshot(fast.window_peak(), general.window_peak())) << t;
+    }
+  }
+  EXPECT_TRUE(SameSnapshot(fast.peak(), general.peak()));
+  EXPECT_TRUE(SameSnapshot(fast.window_peak(), general.window_peak()));
+  EXPECT_EQ(fast.peak_reserved(), general.peak_reserved());
+  EXPECT_EQ(fast.live_blocks(), general.live_blocks());
+  for (std::size_t i = 0; i < trace::kMemoryCategoryCount; ++i)
+    EXPECT_EQ(fast.bytes(static_cast<C>(i)), general.bytes(static_cast<C>(i)));
+  // A block freed twice is still a bug on the inline path.
+  const auto b = fast.allocate(C::kActivations, 10, 5000);
+  fast.free(b, 5001);
+  EXPECT_THROW(fast.free(b, 5002), InternalError);
 }
 
 TEST(MemoryAccountant, HostCategoriesAreNotDeviceMemory) {
