@@ -167,8 +167,10 @@ ModuleTree build_llama(const ModelConfig& config, const BatchShape& shape) {
   tree.set_cost(model, model_cost);
   tree.set_cost(embed, embedding_cost(t, h, e, t));
   tree.set_cost(norm, rms_norm_cost(t, h, e));
-  // cos and sin tables, [batch, seq, head_dim] each, computed under no_grad: nothing kept.
-  tree.set_cost(rotary, ModuleCost{kRotaryTableFlops * t * d, 0, 2 * t * d * e});
+  // cos and sin tables, [batch, seq, head_dim] each, computed under no_grad. Every layer's
+  // rotation (q * cos + rotate_half(q) * sin) keeps them for its backward: one pair, kept from
+  // here until the first layer's backward, when the call's own backward frees it.
+  tree.set_cost(rotary, ModuleCost{kRotaryTableFlops * t * d, 2 * t * d * e, 2 * t * d * e});
   tree.set_cost(lm_head, dense_cost(head, t, e, true));
 
   // --- Forward calls
