@@ -40,6 +40,7 @@ struct Calibration {
   std::int64_t ranks = 1;
   std::string backend;
   std::int64_t threads_per_rank = 1;
+  std::int64_t cores = 0;  // the cores the ranks may run on; 0: not recorded (older files)
   std::vector<CalibrationPoint> matmul;          // FLOPs
   std::vector<CalibrationPoint> elementwise;     // bytes read and written
   std::vector<CalibrationPoint> host_copy;       // bytes
@@ -71,6 +72,8 @@ struct CalibratedCluster {
   // Of the smaller of a collective and the compute beside it, the share hidden by running both at
   // once, averaged over the sizes: 1 when they overlap fully, 0 when they take turns.
   double overlap = 1;
+  // The ranks' compute threads (ranks x threads_per_rank) fill the cores they were measured on.
+  bool cores_filled = false;
   // The kernel chains were measured; without them (an older file) kernel_launch is the
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;

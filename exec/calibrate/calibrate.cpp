@@ -1,5 +1,7 @@
 #include "exec/calibrate/calibrate.h"
 
+#include <sched.h>
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -8,6 +10,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/config/document.h"
@@ -25,6 +28,14 @@ double seconds_since(Clock::time_point start) {
 
 // A piece of compute between two collectives, about what a small module's call takes.
 constexpr double kComputePieceSeconds = 500e-6;
+
+// The cores this process may run on, as the launcher divides them among the ranks.
+std::int64_t usable_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) return CPU_COUNT(&mask);
+  return static_cast<std::int64_t>(std::thread::hardware_concurrency());
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -92,6 +103,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   j["ranks"] = world.size();
   j["backend"] = std::string(world.backend());
   j["threads_per_rank"] = at::get_num_threads();
+  j["cores"] = usable_cores();
 
   // Dense compute: square fp32 linear layers, from sizes where the call's fixed cost dominates to
   // sizes where the FLOP rate does. Each call is a module's: it allocates its output and records

@@ -149,6 +149,38 @@ TEST(CalibrateCluster, CollectivesAreFittedAsAStepIssuesThem) {
   EXPECT_FALSE(calibrate_cluster(c, 1LL << 30).cluster.comm_overlaps_compute);
 }
 
+// A collective's threads need a core: the cores recorded decide, not the noisy share hidden.
+TEST(CalibrateCluster, WhereTheRanksThreadsFillTheCoresCollectivesTakeTurnsWithCompute) {
+  Calibration c = measured(2);
+  c.compute_piece = 500e-6;
+  c.allgather_after_compute = line(300e-6, 1e9, {4096, 65536, 1048576});
+  c.allgather_beside_compute = line(1e-9, 1e15, {4096, 65536, 1048576});  // all hidden
+  c.threads_per_rank = 1;
+  c.cores = 2;
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_TRUE(k.cores_filled);
+  EXPECT_FALSE(k.cluster.comm_overlaps_compute);
+  EXPECT_NE(cluster_yaml(k).find("fill the cores"), std::string::npos);
+  c.cores = 4;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_FALSE(k.cores_filled);
+  EXPECT_TRUE(k.cluster.comm_overlaps_compute);
+  c.threads_per_rank = 2;
+  EXPECT_FALSE(calibrate_cluster(c, 1LL << 30).cluster.comm_overlaps_compute);
+}
+
+// With more ranks than cores the piece of compute alone already waits for cores, and a collective
+// after it can look cheaper than an idle one: it never counts for less.
+TEST(CalibrateCluster, ACollectiveInAStepCostsAtLeastAnIdleOne) {
+  Calibration c = measured(2);
+  c.compute_piece = 500e-6;
+  c.allgather_after_compute = line(1e-6, 1e12, {4096, 65536, 1048576});
+  c.allgather_beside_compute = c.allgather_after_compute;
+  const CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster.intra_node.latency_ns, 20000);
+  EXPECT_NEAR(k.cluster.intra_node.bandwidth, 2e9, 1);
+}
+
 TEST(CalibrationFromJson, TheInStepPointsNeedTheirPieceAndAPairEach) {
   const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "compute_piece": 5e-4,
