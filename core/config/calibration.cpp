@@ -172,14 +172,20 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
     out.in_step = !m.allgather_after_compute.empty();
     if (out.in_step) {
       out.idle_collectives = out.collectives;
-      // Never less than the idle collective: with more ranks than cores, the piece of compute
-      // alone already waits for cores that a collective's wait would free, and the difference
-      // understates the collective.
-      std::vector<CalibrationPoint> in_step = m.allgather_after_compute;
-      for (CalibrationPoint& p : in_step)
-        p.seconds = std::max(p.seconds,
-                             out.idle_collectives.fixed + out.idle_collectives.per_unit * p.amount);
-      out.collectives = fit_line(in_step, "allgather_after_compute");
+      // What a step adds to an idle collective is a fixed cost (the peers issue it apart, and its
+      // threads wake on cores the ranks compute on), not a rate: the median over the sizes of
+      // the measured excess, never below nothing (with more ranks than cores the piece alone
+      // already waits for cores), added to the idle fit's fixed part. A line fitted to the
+      // in-step points themselves, a few noisy points with most of their time fixed, gave
+      // slopes of either sign.
+      std::vector<double> excess;
+      for (const CalibrationPoint& p : m.allgather_after_compute)
+        excess.push_back(std::max(0.0, p.seconds - (out.idle_collectives.fixed +
+                                                    out.idle_collectives.per_unit * p.amount)));
+      std::sort(excess.begin(), excess.end());
+      const std::size_t k = excess.size();
+      out.step_excess = k % 2 == 1 ? excess[k / 2] : (excess[k / 2 - 1] + excess[k / 2]) / 2;
+      out.collectives.fixed += out.step_excess;
       double hidden = 0;
       for (std::size_t i = 0; i < m.allgather_after_compute.size(); ++i) {
         const double after = m.allgather_after_compute[i].seconds;
@@ -230,9 +236,9 @@ std::string cluster_yaml(const CalibratedCluster& k) {
       << " ranks: " << seconds_text(k.collectives.fixed) << " + bytes at "
       << rate(k.collectives.rate(), "B/s") << "\n";
     if (k.in_step) {
-      y << "#     (all-gathers after a piece of compute, as a step issues them; idle: "
-        << seconds_text(k.idle_collectives.fixed) << " + bytes at "
-        << rate(k.idle_collectives.rate(), "B/s") << ")\n";
+      y << "#     (the idle fit, " << seconds_text(k.idle_collectives.fixed) << " + bytes at "
+        << rate(k.idle_collectives.rate(), "B/s") << ", and " << seconds_text(k.step_excess)
+        << " more for an all-gather after a piece of compute, as a step issues them)\n";
       y << "#   an all-gather beside compute: " << std::llround(100 * k.overlap)
         << "% of the smaller of the two hidden by running both at once\n";
     }

@@ -65,10 +65,11 @@ struct CalibratedCluster {
   LinearFit matmul, elementwise, host_copy, collectives, send_recv;
   LinearFit kernels_forward, kernels_backward;  // per_unit: seconds per kernel
   bool has_collectives = false;                 // more than one rank was measured
-  // The collectives' fit is of the all-gathers after compute (what a step pays), not of the idle
-  // ones; `idle_collectives` is then the idle fit, for comparison.
+  // The collectives' fit is the idle one plus `step_excess`, the median excess of an all-gather
+  // after a piece of compute (what a step pays); `idle_collectives` is the idle fit alone.
   bool in_step = false;
   LinearFit idle_collectives;
+  double step_excess = 0;  // seconds
   // Of the smaller of a collective and the compute beside it, the share hidden by running both at
   // once, averaged over the sizes: 1 when they overlap fully, 0 when they take turns.
   double overlap = 1;
