@@ -304,8 +304,7 @@ void Coordinator::fetch(ModuleId module, bool forward) {
   ++step_id_;
 }
 
-void Coordinator::all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
-                             ModuleId module) {
+GatherRequest Coordinator::new_request(GatherReason reason, bool forward, ModuleId module) {
   GatherRequest request;
   request.reason = reason;
   request.forward = forward;
@@ -315,6 +314,12 @@ void Coordinator::all_gather(std::span<const ParamId> params, bool forward, Gath
     spare_params_.pop_back();
     request.params.clear();
   }
+  return request;
+}
+
+void Coordinator::all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
+                             ModuleId module) {
+  GatherRequest request = new_request(reason, forward, module);
   for (ParamId p : params) {
     if (status(p) == ParamStatus::kNotAvailable) {
       request.params.push_back(p);
@@ -557,15 +562,7 @@ void Coordinator::gather_outside(std::span<const ParamId> params) {
 void Coordinator::gather_one_outside(ParamId param) {
   ParamState& st = state_[static_cast<size_t>(param)];
   if (st.status != ParamStatus::kNotAvailable) return;  // nothing needs gathering
-  GatherRequest request;
-  request.reason = GatherReason::kOutside;
-  request.forward = false;
-  request.module = kNoModule;
-  if (!spare_params_.empty()) {
-    request.params = std::move(spare_params_.back());
-    spare_params_.pop_back();
-    request.params.clear();
-  }
+  GatherRequest request = new_request(GatherReason::kOutside, false, kNoModule);
   request.params.push_back(param);
   request.numel = model_->param(param).numel;
   request.handle = next_handle_++;

@@ -197,6 +197,8 @@ class Coordinator {
   void all_gather(std::span<const ParamId> params, bool forward, GatherReason reason,
                   ModuleId module);
   void gather_one_outside(ParamId param);
+  // A request whose parameter list reuses the storage of a landed gather's (spare_params_).
+  GatherRequest new_request(GatherReason reason, bool forward, ModuleId module);
   void wait(ParamId param);
   void land(GatherHandle handle) { land(handle, handle_state(handle)); }
   void land(GatherHandle handle, HandleState& state);
