@@ -105,6 +105,7 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.cores = json.value("cores", std::int64_t{0});
   c.matmul = read_points(json, origin, "matmul", "flops");
   c.elementwise = read_points(json, origin, "elementwise", "bytes");
+  c.elementwise_ops = read_points(json, origin, "elementwise_ops", "flops");
   c.host_copy = read_points(json, origin, "host_copy", "bytes");
   c.allgather = read_points(json, origin, "allgather", "bytes");
   c.reduce_scatter = read_points(json, origin, "reduce_scatter", "bytes");
@@ -144,6 +145,12 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   c.asynchronous_launch = false;
   c.peak_flops["fp32"] = static_cast<double>(round_positive(out.matmul.rate()));
   c.hbm_bandwidth = static_cast<double>(round_positive(out.elementwise.rate()));
+  // Element-wise ops run at a rate of their own; their fixed part is each kernel's, priced
+  // below from the chains.
+  if (!m.elementwise_ops.empty()) {
+    out.elementwise_ops = fit_line(m.elementwise_ops, "elementwise_ops");
+    c.elementwise_flops = static_cast<double>(round_positive(out.elementwise_ops.rate()));
+  }
   // Each kernel of a module's pass pays the forward chain's time per product; each in backward
   // what the backward chain's takes beyond that.
   out.has_kernels = !m.kernels_forward.empty() && !m.kernels_backward.empty();
@@ -224,6 +231,11 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     << rate(k.matmul.rate(), "FLOP/s") << "\n";
   y << "#   elementwise:   " << seconds_text(k.elementwise.fixed) << " + bytes at "
     << rate(k.elementwise.rate(), "B/s") << "\n";
+  if (k.elementwise_ops.per_unit > 0) {
+    y << "#   element-wise ops (GELU, SiLU, dropout, LayerNorm): "
+      << seconds_text(k.elementwise_ops.fixed) << " + FLOPs at "
+      << rate(k.elementwise_ops.rate(), "FLOP/s") << "\n";
+  }
   if (k.has_kernels) {
     y << "#   kernel chains: forward " << seconds_text(k.kernels_forward.per_unit)
       << " per kernel, backward " << seconds_text(k.kernels_backward.per_unit) << " per kernel (+ "
@@ -259,6 +271,8 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  host_memory: " << c.host_memory << "\n";
   y << "  peak_flops: {fp32: " << static_cast<std::int64_t>(c.peak_flops.at("fp32")) << "}\n";
   y << "  hbm_bandwidth: " << static_cast<std::int64_t>(c.hbm_bandwidth) << "\n";
+  if (c.elementwise_flops > 0)
+    y << "  elementwise_flops: " << static_cast<std::int64_t>(c.elementwise_flops) << "\n";
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
   y << "  autograd_node: " << c.autograd_node_ns << "ns\n";
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";

@@ -155,7 +155,8 @@ std::string human(const std::string& key, const Json& value) {
   if (key.ends_with("memory")) return units::format_bytes(v);
   if (key.ends_with("bandwidth")) return units::format_si(v, "B/s");
   if (key.ends_with("latency_ns")) return units::format_duration_ns(value.get<std::int64_t>());
-  if (key.starts_with("peak_flops")) return units::format_si(v, "FLOP/s");
+  if (key.starts_with("peak_flops") || key == "elementwise_flops")
+    return units::format_si(v, "FLOP/s");
   return "";
 }
 
@@ -268,6 +269,11 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("comm_overlaps_compute"))
     c.comm_overlaps_compute = read_bool(*n, Coercion::kStrict);
+  if (auto n = r.get("elementwise_flops")) {
+    c.elementwise_flops = with_units(*n, units::parse_flops);
+    if (!(c.elementwise_flops > 0))
+      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be > 0");
+  }
   if (auto n = r.get("host_optimizer_rate")) {
     c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
     if (!(c.host_optimizer_rate > 0))
@@ -317,6 +323,7 @@ Json cluster_to_json(const ClusterSpec& c) {
               {"autograd_node_ns", c.autograd_node_ns},
               {"asynchronous_launch", c.asynchronous_launch},
               {"comm_overlaps_compute", c.comm_overlaps_compute},
+              {"elementwise_flops", c.elementwise_flops},
               {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 

@@ -59,6 +59,10 @@ struct ClusterSpec {
   // threads on the cores their compute holds: each collective then holds the rank's compute for
   // its whole time (zeroplan calibrate measures which).
   bool comm_overlaps_compute = true;
+  // FLOP/s of element-wise work, a module's own work that is not a matrix product (norms,
+  // activations, dropout, residual sums, the loss): CUDA cores beside the tensor cores, or a CPU
+  // thread's tanh, exp and random numbers beside its matmuls. 0: peak_flops of the run's dtype.
+  double elementwise_flops = 0;
   // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
   // node, shared by the node's GPUs.
   double host_optimizer_rate = 1e9;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/config/document.h"
+#include "core/model/families/transformer.h"
 #include "exec/runtime/tensor_buffer.h"
 
 namespace zp::exec {
@@ -133,6 +134,28 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
     const double s = time_per_call(
         world, [&] { (void)at::add(a, b); }, batch);
     j["elementwise"].push_back(point("bytes", 12.0 * static_cast<double>(n), s));
+  }
+
+  // Element-wise work that is not a matrix product, priced at the model's FLOPs per element
+  // (core/model/families/transformer.h): GELU's tanh form, SiLU, dropout's mask and scaling, a
+  // LayerNorm over rows of 256, each on an input that requires a gradient, as a module's call.
+  const std::vector<std::int64_t> vector_lengths =
+      options.quick ? std::vector<std::int64_t>{16384} : std::vector<std::int64_t>{16384, 262144};
+  say("element-wise FLOP rate, " + std::to_string(4 * vector_lengths.size()) +
+      " points on every rank");
+  j["elementwise_ops"] = Json::array();
+  for (const std::int64_t n : vector_lengths) {
+    const at::Tensor x = at::randn({n / 256, 256}).requires_grad_(true);
+    const at::Tensor gamma = at::ones({256});
+    const at::Tensor beta = at::zeros({256});
+    const auto add = [&](std::int64_t flops_per_element, const std::function<void()>& fn) {
+      j["elementwise_ops"].push_back(point("flops", static_cast<double>(flops_per_element * n),
+                                           time_per_call(world, fn, batch)));
+    };
+    add(families::kGeluFlops, [&] { (void)at::gelu(x, "tanh"); });
+    add(families::kSiluFlops, [&] { (void)at::silu(x); });
+    add(families::kDropoutFlops, [&] { (void)at::native_dropout(x, 0.1, true); });
+    add(families::kLayerNormFlops, [&] { (void)at::layer_norm(x, {256}, gamma, beta, 1e-5); });
   }
 
   // The fixed cost of a kernel, forward and backward: chains of K products of a small tensor that

@@ -28,14 +28,18 @@ ComputeModel::ComputeModel(const ClusterSpec& cluster, DType dtype) {
   }
   peak_ = it->second;
   flops_per_ns_ = peak_ * cluster.efficiency.compute / 1e9;
+  elementwise_per_ns_ = cluster.elementwise_flops > 0
+                            ? cluster.elementwise_flops * cluster.efficiency.compute / 1e9
+                            : flops_per_ns_;
   bytes_per_ns_ = cluster.hbm_bandwidth * cluster.efficiency.hbm / 1e9;
   launch_ns_ = cluster.kernel_launch_ns;
   node_ns_ = cluster.autograd_node_ns;
   overlap_ = cluster.asynchronous_launch;
 }
 
-TimeNs ComputeModel::roofline(std::int64_t flops, std::int64_t bytes) const {
-  const double t = std::max(static_cast<double>(std::max<std::int64_t>(flops, 0)) / flops_per_ns_,
+TimeNs ComputeModel::roofline_at(double flops_per_ns, std::int64_t flops,
+                                 std::int64_t bytes) const {
+  const double t = std::max(static_cast<double>(std::max<std::int64_t>(flops, 0)) / flops_per_ns,
                             static_cast<double>(std::max<std::int64_t>(bytes, 0)) / bytes_per_ns_);
   return static_cast<TimeNs>(std::ceil(t));
 }
@@ -61,8 +65,11 @@ ModuleTimes ComputeModel::module_call(const ModuleTree& tree, ModuleId module) c
 ModuleTimes ComputeModel::module_call(const ModuleCost& cost, std::int64_t param_bytes,
                                       KernelCounts k) const {
   const std::int64_t moved = param_bytes + cost.activation_bytes + cost.output_bytes;
-  return {kernels(k.forward, cost.forward_flops, moved),
-          backward_kernels(k.backward, cost.backward_or_default(), 2 * moved)};
+  const double rate = k.elementwise ? elementwise_per_ns_ : flops_per_ns_;
+  return {with_launches(std::max<std::int64_t>(k.forward, 0) * launch_ns_,
+                        roofline_at(rate, cost.forward_flops, moved)),
+          with_launches(std::max<std::int64_t>(k.backward, 0) * (launch_ns_ + node_ns_),
+                        roofline_at(rate, cost.backward_or_default(), 2 * moved))};
 }
 
 }  // namespace zp::sim

@@ -43,8 +43,8 @@ class ComputeModel {
   // The same run by autograd in backward: each kernel also pays autograd_node.
   TimeNs backward_kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const;
   // A call of `module`: its kernels (module_kernels), its FLOPs (backward: the model's or twice
-  // the forward's) and the bytes it moves (its parameters, what it keeps and its output; twice
-  // those in backward).
+  // the forward's; element-wise work at elementwise_flops) and the bytes it moves (its
+  // parameters, what it keeps and its output; twice those in backward).
   ModuleTimes module_call(const ModuleTree& tree, ModuleId module) const;
   // The same from the call's parts, for a caller that has them at hand: the module's costs, the
   // bytes of its parameter slots and its kernels.
@@ -59,6 +59,7 @@ class ComputeModel {
  private:
   double peak_ = 0;
   double flops_per_ns_ = 0;
+  double elementwise_per_ns_ = 0;  // ClusterSpec::elementwise_flops, or flops_per_ns_
   double bytes_per_ns_ = 0;
   TimeNs launch_ns_ = 0;
   TimeNs node_ns_ = 0;
@@ -66,7 +67,10 @@ class ComputeModel {
   TimeNs with_launches(TimeNs launches, TimeNs roofline) const {
     return overlap_ ? std::max(launches, roofline) : launches + roofline;
   }
-  TimeNs roofline(std::int64_t flops, std::int64_t bytes) const;
+  TimeNs roofline(std::int64_t flops, std::int64_t bytes) const {
+    return roofline_at(flops_per_ns_, flops, bytes);
+  }
+  TimeNs roofline_at(double flops_per_ns, std::int64_t flops, std::int64_t bytes) const;
 };
 
 // The name of `dtype` in cluster.peak_flops: fp32 (PyTorch computes fp32 without TF32 unless told

@@ -12,6 +12,14 @@ bool ends_with(std::string_view s, std::string_view suffix) {
          s.substr(s.size() - suffix.size()) == suffix;
 }
 
+// The leaves the table below knows, all element-wise but for the dense layers.
+bool known_leaf(std::string_view type) {
+  return type == "Embedding" || type == "LayerNorm" || ends_with(type, "RMSNorm") ||
+         type == "Dropout" || type == "NewGELUActivation" || type == "GELUActivation" ||
+         type == "GELU" || type == "SiLU" || type == "Tanh" || type == "ReLU" ||
+         ends_with(type, "RotaryEmbedding");
+}
+
 bool has_param(const Module& m, std::string_view attr) {
   for (const ParamSlot& s : m.params)
     if (s.attr == attr) return true;
@@ -24,9 +32,7 @@ bool has_child(const ModuleTree& tree, const Module& m, std::string_view name) {
   return false;
 }
 
-}  // namespace
-
-KernelCounts module_kernels(const ModuleTree& tree, ModuleId module) {
+KernelCounts counts_of(const ModuleTree& tree, ModuleId module) {
   const Module& m = tree.module(module);
   const std::string_view type = m.type;
   const std::int64_t bias = has_param(m, "bias") ? 1 : 0;
@@ -90,6 +96,22 @@ KernelCounts module_kernels(const ModuleTree& tree, ModuleId module) {
   // calls its children.
   if (m.children.empty()) return {1, 2};
   return {};
+}
+
+// Matrix products: the dense layers, the attention cores (their batched products dominate), and
+// a leaf the table does not know (one operation with a weight's gradient, as a dense layer).
+bool dense_work(const Module& m) {
+  const std::string_view type = m.type;
+  return type == "Linear" || type == "Conv1D" || ends_with(type, "Attention") ||
+         (m.children.empty() && !known_leaf(type));
+}
+
+}  // namespace
+
+KernelCounts module_kernels(const ModuleTree& tree, ModuleId module) {
+  KernelCounts k = counts_of(tree, module);
+  k.elementwise = !dense_work(tree.module(module));
+  return k;
 }
 
 }  // namespace zp::sim

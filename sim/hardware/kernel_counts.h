@@ -20,6 +20,9 @@ namespace zp::sim {
 struct KernelCounts {
   std::int64_t forward = 0;   // per forward call (a recomputation runs the same)
   std::int64_t backward = 0;  // per backward of that call
+  // Whether that work is element-wise (ClusterSpec::elementwise_flops) rather than matrix
+  // products: every class but the dense layers, the attention cores and an unknown leaf.
+  bool elementwise = false;
   bool operator==(const KernelCounts&) const = default;
 };
 

@@ -97,6 +97,18 @@ TEST(CalibrateCluster, InvertsTheSimulatorsCostModels) {
   }
 }
 
+// Element-wise ops get a FLOP rate of their own; files without them leave peak_flops to price them.
+TEST(CalibrateCluster, ElementWiseOpsGiveTheirOwnRate) {
+  Calibration c = measured(2);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster.elementwise_flops, 0);
+  EXPECT_EQ(cluster_yaml(k).find("elementwise_flops"), std::string::npos);
+  c.elementwise_ops = line(2e-6, 3e9, {131072, 65536, 2097152, 1048576});
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_NEAR(k.cluster.elementwise_flops, 3e9, 1);
+  EXPECT_NE(cluster_yaml(k).find("elementwise_flops: 3000000000"), std::string::npos);
+}
+
 // A file from before the kernel chains: each kernel pays the elementwise call's fixed part, and
 // backward nothing more.
 TEST(CalibrateCluster, WithoutKernelChainsTheElementwiseFixedPartStands) {

@@ -182,7 +182,7 @@ TEST(RunSpec, ClusterCostModelKeys) {
   const RunSpec set =
       Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
                  "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
-                 "comm_overlaps_compute: false"));
+                 "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -190,6 +190,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(set.cluster.autograd_node_ns, 700);
   EXPECT_FALSE(set.cluster.asynchronous_launch);
   EXPECT_FALSE(set.cluster.comm_overlaps_compute);
+  EXPECT_DOUBLE_EQ(set.cluster.elementwise_flops, 3e9);
+  EXPECT_EQ(defaults.cluster.elementwise_flops, 0) << "peak_flops stands";
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -209,6 +211,7 @@ TEST(RunSpec, ClusterCostModelKeys) {
             "cluster.asynchronous_launch");
   EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
             "cluster.comm_overlaps_compute");
+  EXPECT_EQ(ErrorOf(spec(", elementwise_flops: 0")).where().key_path, "cluster.elementwise_flops");
   EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
             "cluster.host_optimizer_rate");
 }

@@ -196,26 +196,47 @@ TEST(KernelCounts, FollowTheModulesClass) {
   const auto k = [&](const ModuleTree& t, const char* name) {
     return module_kernels(t, Find(t, name));
   };
-  EXPECT_EQ(k(gpt2, ""), (KernelCounts{4, 5}));                 // the shifted cross-entropy
-  EXPECT_EQ(k(gpt2, "transformer"), (KernelCounts{2, 1}));      // position ids, token + position
-  EXPECT_EQ(k(gpt2, "transformer.wte"), (KernelCounts{1, 2}));  // index_select; zeros, index_add
-  EXPECT_EQ(k(gpt2, "transformer.h.0"), (KernelCounts{2, 2}));  // the residual sums
-  EXPECT_EQ(k(gpt2, "transformer.h.0.ln_1"), (KernelCounts{1, 1}));
+  EXPECT_EQ(k(gpt2, ""), (KernelCounts{4, 5, true}));             // the shifted cross-entropy
+  EXPECT_EQ(k(gpt2, "transformer"), (KernelCounts{2, 1, true}));  // position ids, token + position
+  EXPECT_EQ(k(gpt2, "transformer.wte"),
+            (KernelCounts{1, 2, true}));  // index_select; zeros, index_add
+  EXPECT_EQ(k(gpt2, "transformer.h.0"), (KernelCounts{2, 2, true}));  // the residual sums
+  EXPECT_EQ(k(gpt2, "transformer.h.0.ln_1"), (KernelCounts{1, 1, true}));
   EXPECT_EQ(k(gpt2, "transformer.h.0.attn"), (KernelCounts{12, 12}));
   EXPECT_EQ(k(gpt2, "transformer.h.0.attn.c_attn"), (KernelCounts{1, 3}));  // addmm; mm, mm, sum
-  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp"), (KernelCounts{0, 0}));  // its children do the work
-  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp.act"), (KernelCounts{1, 1}));
+  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp"),
+            (KernelCounts{0, 0, true}));  // its children do the work
+  EXPECT_EQ(k(gpt2, "transformer.h.0.mlp.act"), (KernelCounts{1, 1, true}));
   EXPECT_EQ(k(gpt2, "lm_head"), (KernelCounts{1, 2}));  // ZeRO-3's matmul, no bias
 
   const ModuleTree llama = Preset("tiny-llama");
-  EXPECT_EQ(k(llama, "model.layers.0.input_layernorm"), (KernelCounts{6, 12}));
+  EXPECT_EQ(k(llama, "model.layers.0.input_layernorm"), (KernelCounts{6, 12, true}));
   EXPECT_EQ(k(llama, "model.layers.0.self_attn"), (KernelCounts{22, 40}));
   EXPECT_EQ(k(llama, "model.layers.0.self_attn.q_proj"), (KernelCounts{1, 2}));
-  EXPECT_EQ(k(llama, "model.layers.0.mlp"), (KernelCounts{1, 2}));  // act(gate) * up
-  EXPECT_EQ(k(llama, "model.rotary_emb"), (KernelCounts{9, 0}));    // made without a graph
+  EXPECT_EQ(k(llama, "model.layers.0.mlp"), (KernelCounts{1, 2, true}));  // act(gate) * up
+  EXPECT_EQ(k(llama, "model.rotary_emb"), (KernelCounts{9, 0, true}));    // made without a graph
   // In 16 bits RMSNorm casts to fp32 and back.
   const ModuleTree bf16 = Preset("tiny-llama", DType::kBFloat16);
-  EXPECT_EQ(k(bf16, "model.layers.0.input_layernorm"), (KernelCounts{8, 12}));
+  EXPECT_EQ(k(bf16, "model.layers.0.input_layernorm"), (KernelCounts{8, 12, true}));
+}
+
+// Element-wise work runs at elementwise_flops; the dense layers and attention cores at peak_flops.
+TEST(ComputeModel, ElementWiseWorkRunsAtItsOwnRate) {
+  ClusterSpec c = Cluster();
+  c.elementwise_flops = 2e11;  // x 0.5 efficiency: 100 FLOP/ns, a tenth of bf16's 1000
+  const ComputeModel m(c, DType::kBFloat16);
+  const ComputeModel same(Cluster(), DType::kBFloat16);
+  const ModuleCost cost{1'000'000, 0, 0};
+  const KernelCounts norm{1, 1, true};
+  const KernelCounts dense{1, 2, false};
+  // 1e6 FLOP at 100 FLOP/ns (10000 ns) + one launch; backward twice the FLOPs.
+  EXPECT_EQ(m.module_call(cost, 0, norm).forward, 4000 + 10000);
+  EXPECT_EQ(m.module_call(cost, 0, norm).backward, 4000 + 2000 + 20000);  // + autograd_node
+  EXPECT_EQ(m.module_call(cost, 0, dense).forward, 4000 + 1000);
+  // Without the key element-wise work runs at peak_flops, as before it existed.
+  EXPECT_EQ(same.module_call(cost, 0, norm).forward, 4000 + 1000);
+  // The memory term still bounds it from below.
+  EXPECT_EQ(m.module_call(ModuleCost{1000, 0, 1'000'000}, 0, norm).forward, 4000 + 2000);
 }
 
 TEST(KernelCounts, DropoutWithoutProbabilityLaunchesNothing) {
@@ -225,11 +246,11 @@ TEST(KernelCounts, DropoutWithoutProbabilityLaunchesNothing) {
   const ModuleId idle = t.add_module(root, "b", "Dropout");
   t.set_cost(active, ModuleCost{1000, 1000, 4000});
   t.set_cost(idle, ModuleCost{0, 0, 4000});
-  EXPECT_EQ(module_kernels(t, active), (KernelCounts{3, 2}));
-  EXPECT_EQ(module_kernels(t, idle), (KernelCounts{0, 0}));
+  EXPECT_EQ(module_kernels(t, active), (KernelCounts{3, 2, true}));
+  EXPECT_EQ(module_kernels(t, idle), (KernelCounts{0, 0, true}));
   // A class the table does not know: one operation for a leaf, nothing for a container.
   EXPECT_EQ(module_kernels(t, t.add_module(active, "x", "MyOp")), (KernelCounts{1, 2}));
-  EXPECT_EQ(module_kernels(t, root), (KernelCounts{0, 0}));
+  EXPECT_EQ(module_kernels(t, root), (KernelCounts{0, 0, true}));
 }
 
 // A module's call is its kernels' fixed costs plus the roofline of its FLOPs and the bytes it
