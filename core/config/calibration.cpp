@@ -173,9 +173,7 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   if (out.has_collectives) {
     // (n - 1) latency + (n - 1) / n x S / bandwidth = fixed + per_unit x S.
     out.collectives = fit_line(ring, "allgather");
-    // A step issues its collectives between pieces of compute, and that is what it pays: on CPU
-    // ranks sharing their cores, several times the idle figure (the collective's threads wake
-    // on cores the ranks compute on).
+    // A step issues its collectives between pieces of compute, and that is what it pays.
     out.in_step = !m.allgather_after_compute.empty();
     if (out.in_step) {
       out.idle_collectives = out.collectives;
