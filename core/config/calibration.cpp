@@ -1,4 +1,5 @@
 #include "core/config/calibration.h"
+#include "core/util/median.h"
 
 #include <algorithm>
 #include <cmath>
@@ -187,9 +188,7 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
       for (const CalibrationPoint& p : m.allgather_after_compute)
         excess.push_back(std::max(0.0, p.seconds - (out.idle_collectives.fixed +
                                                     out.idle_collectives.per_unit * p.amount)));
-      std::sort(excess.begin(), excess.end());
-      const std::size_t k = excess.size();
-      out.step_excess = k % 2 == 1 ? excess[k / 2] : (excess[k / 2 - 1] + excess[k / 2]) / 2;
+      out.step_excess = median(std::move(excess));
       out.collectives.fixed += out.step_excess;
       double hidden = 0;
       for (std::size_t i = 0; i < m.allgather_after_compute.size(); ++i) {

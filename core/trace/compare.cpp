@@ -1,4 +1,5 @@
 #include "core/trace/compare.h"
+#include "core/util/median.h"
 
 #include <algorithm>
 #include <cmath>
@@ -118,14 +119,11 @@ std::string name_of(const Trace& trace, const Op& op,
   return it == aliases.end() ? name : it->second;
 }
 
-// The median of the steady-state steps (the mean of the middle two for an even count): a step
-// that a shared machine's other work stretched moves a mean by its whole excess, a median not.
+// The median of the steady-state steps: a step that a shared machine's other work stretched
+// moves a mean by its whole excess, a median not.
 TimeNs steady_median(std::vector<TimeNs> steps, std::int64_t steady_from) {
   steps.erase(steps.begin(), steps.begin() + steady_from);
-  ZP_CHECK(!steps.empty(), "no steady-state step to take the median of");
-  std::sort(steps.begin(), steps.end());
-  const std::size_t n = steps.size();
-  return n % 2 == 1 ? steps[n / 2] : (steps[n / 2 - 1] + steps[n / 2]) / 2;
+  return median(std::move(steps));
 }
 
 // ns per steady-state step of each (module, kind) of compute.

@@ -1,7 +1,5 @@
 #include "exec/calibrate/calibrate.h"
 
-#include <sched.h>
-
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -10,11 +8,11 @@
 #include <functional>
 #include <ostream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/config/document.h"
 #include "core/model/families/transformer.h"
+#include "exec/runtime/backend_info.h"
 #include "exec/runtime/tensor_buffer.h"
 
 namespace zp::exec {
@@ -29,14 +27,6 @@ double seconds_since(Clock::time_point start) {
 
 // A piece of compute between two collectives, about what a small module's call takes.
 constexpr double kComputePieceSeconds = 500e-6;
-
-// The cores this process may run on, as the launcher divides them among the ranks.
-std::int64_t usable_cores() {
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
-  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) return CPU_COUNT(&mask);
-  return static_cast<std::int64_t>(std::thread::hardware_concurrency());
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -1,6 +1,5 @@
 #include "exec/launch/launcher.h"
 
-#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -18,6 +17,7 @@
 
 #include "core/util/error.h"
 #include "exec/comm/communicator.h"
+#include "exec/runtime/backend_info.h"
 
 extern char** environ;
 
@@ -77,11 +77,7 @@ bool is_rank_variable(const char* entry) {
 std::string omp_threads(const ExecOptions& options) {
   if (options.threads > 0) return std::to_string(options.threads);
   if (const char* set = std::getenv("OMP_NUM_THREADS"); set != nullptr && *set != '\0') return set;
-  int cores = static_cast<int>(std::thread::hardware_concurrency());
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
-  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) cores = CPU_COUNT(&mask);
-  return std::to_string(std::max(1, cores / std::max(1, options.nproc)));
+  return std::to_string(std::max(1, usable_cores() / std::max(1, options.nproc)));
 }
 
 bool is_omp_threads(const char* entry) {

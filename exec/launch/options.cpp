@@ -117,8 +117,7 @@ Fault parse_fault(const std::string& text) {
 
 void validate(ExecOptions& o) {
   if (o.nproc < 0 || o.nproc > 1024)
-    throw flag_error("--nproc",
-                     std::to_string(o.nproc) + " must be in [1, 1024], or 0 for the default");
+    throw flag_error("--nproc", std::to_string(o.nproc) + " must be in [1, 1024]");
   if (o.master_port < 0 || o.master_port > 65535)
     throw flag_error("--master-port", std::to_string(o.master_port) + " must be in [0, 65535]");
   // c10d counts its connect timeout in whole seconds.

@@ -1,10 +1,13 @@
 #include "exec/runtime/backend_info.h"
 
+#include <sched.h>
+
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "exec/cuda/cuda_info.h"
 
@@ -68,6 +71,13 @@ int intra_op_threads() {
 
 void set_intra_op_threads(int threads) {
   at::set_num_threads(threads);
+}
+
+int usable_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) return CPU_COUNT(&mask);
+  return static_cast<int>(std::thread::hardware_concurrency());
 }
 
 }  // namespace zp::exec

@@ -23,6 +23,8 @@ BackendInfo backend_info();
 // rank that another launcher started (--threads); ranks of --nproc get OMP_NUM_THREADS instead.
 int intra_op_threads();
 void set_intra_op_threads(int threads);
+// The cores this process may run on (its affinity mask), which local ranks divide among them.
+int usable_cores();
 
 // One line: "libtorch 1.13.0 with Gloo; CUDA 13.0 and NCCL 2.28.3 compiled in, no GPU visible;
 // BLAS: OpenBLAS (its library file)".

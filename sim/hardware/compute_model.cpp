@@ -44,14 +44,11 @@ TimeNs ComputeModel::roofline_at(double flops_per_ns, std::int64_t flops,
   return static_cast<TimeNs>(std::ceil(t));
 }
 
-TimeNs ComputeModel::kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const {
-  return with_launches(std::max<std::int64_t>(count, 0) * launch_ns_, roofline(flops, bytes));
-}
-
-TimeNs ComputeModel::backward_kernels(std::int64_t count, std::int64_t flops,
-                                      std::int64_t bytes) const {
-  return with_launches(std::max<std::int64_t>(count, 0) * (launch_ns_ + node_ns_),
-                       roofline(flops, bytes));
+TimeNs ComputeModel::kernels_at(double flops_per_ns, std::int64_t count, std::int64_t flops,
+                                std::int64_t bytes, bool backward) const {
+  const TimeNs each = backward ? launch_ns_ + node_ns_ : launch_ns_;
+  return with_launches(std::max<std::int64_t>(count, 0) * each,
+                       roofline_at(flops_per_ns, flops, bytes));
 }
 
 ModuleTimes ComputeModel::module_call(const ModuleTree& tree, ModuleId module) const {
@@ -66,10 +63,8 @@ ModuleTimes ComputeModel::module_call(const ModuleCost& cost, std::int64_t param
                                       KernelCounts k) const {
   const std::int64_t moved = param_bytes + cost.activation_bytes + cost.output_bytes;
   const double rate = k.elementwise ? elementwise_per_ns_ : flops_per_ns_;
-  return {with_launches(std::max<std::int64_t>(k.forward, 0) * launch_ns_,
-                        roofline_at(rate, cost.forward_flops, moved)),
-          with_launches(std::max<std::int64_t>(k.backward, 0) * (launch_ns_ + node_ns_),
-                        roofline_at(rate, cost.backward_or_default(), 2 * moved))};
+  return {kernels_at(rate, k.forward, cost.forward_flops, moved, false),
+          kernels_at(rate, k.backward, cost.backward_or_default(), 2 * moved, true)};
 }
 
 }  // namespace zp::sim

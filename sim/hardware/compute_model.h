@@ -39,9 +39,13 @@ class ComputeModel {
   }
   // `count` kernels doing `flops` and moving `bytes` between them: each pays its launch. (A
   // module whose own work is its children's launches nothing; what it moves is still priced.)
-  TimeNs kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const;
+  TimeNs kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const {
+    return kernels_at(flops_per_ns_, count, flops, bytes, false);
+  }
   // The same run by autograd in backward: each kernel also pays autograd_node.
-  TimeNs backward_kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const;
+  TimeNs backward_kernels(std::int64_t count, std::int64_t flops, std::int64_t bytes) const {
+    return kernels_at(flops_per_ns_, count, flops, bytes, true);
+  }
   // A call of `module`: its kernels (module_kernels), its FLOPs (backward: the model's or twice
   // the forward's; element-wise work at elementwise_flops) and the bytes it moves (its
   // parameters, what it keeps and its output; twice those in backward).
@@ -67,10 +71,10 @@ class ComputeModel {
   TimeNs with_launches(TimeNs launches, TimeNs roofline) const {
     return overlap_ ? std::max(launches, roofline) : launches + roofline;
   }
-  TimeNs roofline(std::int64_t flops, std::int64_t bytes) const {
-    return roofline_at(flops_per_ns_, flops, bytes);
-  }
   TimeNs roofline_at(double flops_per_ns, std::int64_t flops, std::int64_t bytes) const;
+  // `count` kernels at `flops_per_ns`; in backward each also pays autograd_node.
+  TimeNs kernels_at(double flops_per_ns, std::int64_t count, std::int64_t flops, std::int64_t bytes,
+                    bool backward) const;
 };
 
 // The name of `dtype` in cluster.peak_flops: fp32 (PyTorch computes fp32 without TF32 unless told
