@@ -1,7 +1,6 @@
 #include "exec/pipe/pipeline_engine.h"
 
 #include <ATen/ATen.h>
-#include <torch/optim/optimizer.h>
 
 #include <algorithm>
 #include <optional>
@@ -12,6 +11,7 @@
 #include "core/util/error.h"
 #include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
+#include "exec/train/fused_optimizer.h"
 
 namespace zp::exec {
 namespace {
@@ -112,13 +112,7 @@ struct PipelineEngine::Impl {
   bool is_first = false, is_last = false;
   std::vector<ParamId> params;
   std::vector<at::Tensor> param_tensors;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  // The optimizer's parameters: pieces of the stage's parameters (views), so that the
-  // temporaries of torch's update (AdamW's denominator) are a piece's size, as DeepSpeed's fused
-  // optimizer on a GPU keeps none. piece_of[k]: the parameter (index into param_tensors) and the
-  // offset piece k starts at.
-  std::vector<at::Tensor> pieces;
-  std::vector<std::pair<std::size_t, std::int64_t>> piece_of;
+  std::optional<FusedOptimizer> optimizer;
   std::vector<TiedGrad> tied;
   comm::Communicator* data_comm = nullptr;  // the stage's data-parallel group, when D > 1
   comm::Communicator* pipe_comm = nullptr;  // this pipeline's stages, when P > 1
@@ -424,22 +418,18 @@ struct PipelineEngine::Impl {
         }
         return;
       }
-      case K::kOptimizerStep:
-        for (std::size_t k = 0; k < pieces.size(); ++k) {
-          const at::Tensor& g = param_tensors[piece_of[k].first].grad();
-          if (g.defined()) {
-            pieces[k].mutable_grad() =
-                g.reshape(-1).narrow(0, piece_of[k].second, pieces[k].numel());
-          }
-        }
-        optimizer->step();
-        for (at::Tensor& piece : pieces)
-          piece.mutable_grad() = at::Tensor();
+      case K::kOptimizerStep: {
+        std::vector<at::Tensor> grads;
+        grads.reserve(param_tensors.size());
+        for (const at::Tensor& p : param_tensors)
+          grads.push_back(p.grad());
+        optimizer->step(param_tensors, grads);
         // DeepSpeedEngine.zero_grad after the step sets every gradient to None: freed.
         for (at::Tensor& p : param_tensors)
           p.mutable_grad() = at::Tensor();
         record(trace::OpKind::kOptimizerStep, start_ns, trace::kNone);
         return;
+      }
     }
     ZP_CHECK(false, "unknown instruction ", pipe::to_string(in));
   }
@@ -495,17 +485,9 @@ PipelineEngine::PipelineEngine(LmModel& model, comm::Communicator& world,
   model.release_parameters_except(s.params);
   for (const ParamId id : s.params)
     s.param_tensors.push_back(model.parameters()[static_cast<std::size_t>(id)]);
-  constexpr std::int64_t kPiece = std::int64_t{1} << 14;
-  for (std::size_t i = 0; i < s.param_tensors.size(); ++i) {
-    const at::Tensor& t = s.param_tensors[i];
-    ZP_CHECK(t.is_contiguous(), "parameter ", s.params[i], " is not contiguous");
-    const at::Tensor flat = t.detach().view(-1);
-    for (std::int64_t begin = 0; begin < flat.numel(); begin += kPiece) {
-      s.pieces.push_back(flat.narrow(0, begin, std::min(kPiece, flat.numel() - begin)));
-      s.piece_of.emplace_back(i, begin);
-    }
-  }
-  s.optimizer = make_optimizer(options.optimizer, s.pieces);
+  for (std::size_t i = 0; i < s.param_tensors.size(); ++i)
+    ZP_CHECK(s.param_tensors[i].is_contiguous(), "parameter ", s.params[i], " is not contiguous");
+  s.optimizer.emplace(options.optimizer);
 
   // The groups, made in the same order on every rank (tied, data-parallel, pipe), so that no
   // member waits for one that is joining another group first. The tied weights this rank holds

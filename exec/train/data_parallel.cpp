@@ -1,23 +1,22 @@
 #include "exec/train/data_parallel.h"
 
 #include <ATen/ATen.h>
-#include <torch/optim/optimizer.h>
 
 #include "core/util/error.h"
 #include "exec/runtime/tensor_buffer.h"
+#include "exec/train/fused_optimizer.h"
 
 namespace zp::exec {
 
 struct DataParallelTrainer::Impl {
   LmModel& model;
   comm::Communicator& group;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  FusedOptimizer optimizer;
 };
 
 DataParallelTrainer::DataParallelTrainer(LmModel& model, comm::Communicator& group,
                                          const OptimizerSpec& optimizer)
-    : impl_(std::make_unique<Impl>(
-          Impl{model, group, make_optimizer(optimizer, model.parameters())})) {}
+    : impl_(std::make_unique<Impl>(Impl{model, group, FusedOptimizer(optimizer)})) {}
 
 DataParallelTrainer::~DataParallelTrainer() = default;
 
@@ -25,7 +24,11 @@ DataParallelStats DataParallelTrainer::step(const std::vector<TokenBatch>& micro
   ZP_CHECK(!micro_batches.empty(), "a step needs at least one micro-batch");
   DataParallelStats stats;
   const std::int64_t start = comm::wall_clock_ns();
-  impl_->optimizer->zero_grad();
+  // torch::optim's zero_grad: gradients kept, zeroed in place.
+  for (const at::Tensor& p : impl_->model.parameters()) {
+    at::Tensor& g = p.mutable_grad();
+    if (g.defined()) g.detach_().zero_();
+  }
   const double scale = 1.0 / static_cast<double>(micro_batches.size());
   for (const TokenBatch& batch : micro_batches) {
     const at::Tensor loss =
@@ -49,7 +52,8 @@ DataParallelStats DataParallelTrainer::step(const std::vector<TokenBatch>& micro
     g.copy_(flat.narrow(0, at, g.numel()).view_as(g));
     at += g.numel();
   }
-  impl_->optimizer->step();
+  // `grads` are views of the gradients just overwritten.
+  impl_->optimizer.step(impl_->model.parameters(), grads);
   stats.step_ns = comm::wall_clock_ns() - start;
   return stats;
 }

@@ -5,7 +5,6 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
-#include <torch/optim/optimizer.h>
 
 #include <algorithm>
 #include <sstream>
@@ -19,6 +18,7 @@
 #include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
 #include "exec/runtime/tensor_buffer.h"
+#include "exec/train/fused_optimizer.h"
 
 namespace zp::exec {
 
@@ -181,10 +181,7 @@ struct Zero3Engine::Impl final : zero::CoordinatorBackend,
   at::Tensor grad_flat;
   std::vector<at::Tensor> grad_partition;
   at::Tensor master;
-  // The optimizer's parameters: pieces of `master`, so that the temporaries of torch's update
-  // (AdamW's denominator) are a piece's size, as a fused optimizer on a GPU keeps none.
-  std::vector<at::Tensor> master_pieces;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  FusedOptimizer optimizer;
 
   zero::Coordinator coordinator;
   zero::GradientReducer reducer;
@@ -242,6 +239,7 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
       world(group_in.size()),
       rank(group_in.rank()),
       params(model_in.parameters()),
+      optimizer(options.optimizer),
       coordinator(zero_model, *this),
       reducer(zero_model, *this),
       synchronize(options.synchronize) {
@@ -299,10 +297,6 @@ Zero3Engine::Impl::Impl(LmModel& model_in, const zero::ZeroModel& zero_model,
     MemoryScope scope(MemoryCategory::kMasterWeights, memory::intern_label("master weights"));
     master = partition_flat.clone();
   }
-  constexpr std::int64_t kPiece = std::int64_t{1} << 14;
-  for (std::int64_t begin = 0; begin < total; begin += kPiece)
-    master_pieces.push_back(master.narrow(0, begin, std::min(kPiece, total - begin)));
-  optimizer = make_optimizer(options.optimizer, master_pieces);
 
   // The gradient accumulators are made while the parameters have their full shape: autograd
   // checks each gradient against the shape its accumulator was made for. DeepSpeed keeps them
@@ -741,12 +735,7 @@ Zero3StepStats Zero3Engine::Impl::step(const std::vector<TokenBatch>& micro_batc
   const std::int64_t optimizer_start = comm::wall_clock_ns();
   {
     MemoryScope scope(MemoryCategory::kOptimizerStates, optimizer_label);
-    for (at::Tensor& piece : master_pieces)
-      piece.mutable_grad() =
-          grad_flat.narrow(0, piece.storage_offset() - master.storage_offset(), piece.numel());
-    optimizer->step();
-    for (at::Tensor& piece : master_pieces)
-      piece.mutable_grad() = at::Tensor();
+    optimizer.step({master}, {grad_flat});
     partition_flat.copy_(master);
   }
   const std::int64_t optimizer_end = comm::wall_clock_ns();
