@@ -107,6 +107,7 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.matmul = read_points(json, origin, "matmul", "flops");
   c.elementwise = read_points(json, origin, "elementwise", "bytes");
   c.elementwise_ops = read_points(json, origin, "elementwise_ops", "flops");
+  c.dropout = read_points(json, origin, "dropout", "flops");
   c.host_copy = read_points(json, origin, "host_copy", "bytes");
   c.allgather = read_points(json, origin, "allgather", "bytes");
   c.reduce_scatter = read_points(json, origin, "reduce_scatter", "bytes");
@@ -151,6 +152,10 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   if (!m.elementwise_ops.empty()) {
     out.elementwise_ops = fit_line(m.elementwise_ops, "elementwise_ops");
     c.elementwise_flops = static_cast<double>(round_positive(out.elementwise_ops.rate()));
+  }
+  if (!m.dropout.empty()) {
+    out.dropout = fit_line(m.dropout, "dropout");
+    c.module_flops["Dropout"] = static_cast<double>(round_positive(out.dropout.rate()));
   }
   // Each kernel of a module's pass pays the forward chain's time per product; each in backward
   // what the backward chain's takes beyond that.
@@ -229,9 +234,12 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "#   elementwise:   " << seconds_text(k.elementwise.fixed) << " + bytes at "
     << rate(k.elementwise.rate(), "B/s") << "\n";
   if (k.elementwise_ops.per_unit > 0) {
-    y << "#   element-wise ops (GELU, SiLU, dropout, LayerNorm): "
-      << seconds_text(k.elementwise_ops.fixed) << " + FLOPs at "
-      << rate(k.elementwise_ops.rate(), "FLOP/s") << "\n";
+    y << "#   element-wise ops (GELU, SiLU, LayerNorm): " << seconds_text(k.elementwise_ops.fixed)
+      << " + FLOPs at " << rate(k.elementwise_ops.rate(), "FLOP/s") << "\n";
+  }
+  if (k.dropout.per_unit > 0) {
+    y << "#   dropout, forward and backward: " << seconds_text(k.dropout.fixed) << " + FLOPs at "
+      << rate(k.dropout.rate(), "FLOP/s") << "\n";
   }
   if (k.has_kernels) {
     y << "#   kernel chains: forward " << seconds_text(k.kernels_forward.per_unit)
@@ -270,6 +278,15 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  hbm_bandwidth: " << static_cast<std::int64_t>(c.hbm_bandwidth) << "\n";
   if (c.elementwise_flops > 0)
     y << "  elementwise_flops: " << static_cast<std::int64_t>(c.elementwise_flops) << "\n";
+  if (!c.module_flops.empty()) {
+    y << "  module_flops: {";
+    const char* sep = "";
+    for (const auto& [type, flops] : c.module_flops) {
+      y << sep << type << ": " << static_cast<std::int64_t>(flops);
+      sep = ", ";
+    }
+    y << "}\n";
+  }
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
   y << "  autograd_node: " << c.autograd_node_ns << "ns\n";
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";

@@ -41,13 +41,16 @@ struct Calibration {
   std::string backend;
   std::int64_t threads_per_rank = 1;
   std::int64_t cores = 0;  // the cores the ranks may run on; 0: not recorded (older files)
-  std::vector<CalibrationPoint> matmul;           // FLOPs
-  std::vector<CalibrationPoint> elementwise;      // bytes read and written
-  std::vector<CalibrationPoint> elementwise_ops;  // FLOPs of GELU, SiLU, dropout, LayerNorm
-  std::vector<CalibrationPoint> host_copy;        // bytes
-  std::vector<CalibrationPoint> allgather;        // the whole gathered buffer
-  std::vector<CalibrationPoint> reduce_scatter;   // the whole reduced buffer
-  std::vector<CalibrationPoint> send_recv;        // the message
+  std::vector<CalibrationPoint> matmul;       // FLOPs
+  std::vector<CalibrationPoint> elementwise;  // bytes read and written
+  std::vector<CalibrationPoint>
+      elementwise_ops;  // FLOPs of GELU, SiLU, LayerNorm (older files: dropout too)
+  std::vector<CalibrationPoint>
+      dropout;  // FLOPs of dropout's forward and backward (absent from older files)
+  std::vector<CalibrationPoint> host_copy;       // bytes
+  std::vector<CalibrationPoint> allgather;       // the whole gathered buffer
+  std::vector<CalibrationPoint> reduce_scatter;  // the whole reduced buffer
+  std::vector<CalibrationPoint> send_recv;       // the message
   // Chains of small products under autograd: kernels, and the forward's or the backward's time.
   std::vector<CalibrationPoint> kernels_forward;
   std::vector<CalibrationPoint> kernels_backward;
@@ -65,6 +68,7 @@ struct CalibratedCluster {
   ClusterSpec cluster;
   LinearFit matmul, elementwise, host_copy, collectives, send_recv;
   LinearFit elementwise_ops;                    // when measured (not in older files)
+  LinearFit dropout;                            // likewise
   LinearFit kernels_forward, kernels_backward;  // per_unit: seconds per kernel
   bool has_collectives = false;                 // more than one rank was measured
   // The collectives' fit is the idle one plus `step_excess`, the median excess of an all-gather

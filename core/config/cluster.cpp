@@ -155,7 +155,8 @@ std::string human(const std::string& key, const Json& value) {
   if (key.ends_with("memory")) return units::format_bytes(v);
   if (key.ends_with("bandwidth")) return units::format_si(v, "B/s");
   if (key.ends_with("latency_ns")) return units::format_duration_ns(value.get<std::int64_t>());
-  if (key.starts_with("peak_flops") || key == "elementwise_flops")
+  if (key.starts_with("peak_flops") || key == "elementwise_flops" ||
+      key.starts_with("module_flops"))
     return units::format_si(v, "FLOP/s");
   return "";
 }
@@ -274,6 +275,18 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     if (!(c.elementwise_flops > 0))
       n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be > 0");
   }
+  if (auto n = r.get("module_flops")) {
+    ObjectReader f(*n, "cluster.module_flops");
+    for (const auto& [name, value] : n->value().items()) {
+      (void)value;
+      const Node v = *f.get(name);
+      const double flops = with_units(v, units::parse_flops);
+      if (!(flops > 0))
+        v.fail(ErrorKind::kValue,
+               v.repr() + " is out of range: must be > 0 (FLOP/s of class " + name + ")");
+      c.module_flops[name] = flops;
+    }
+  }
   if (auto n = r.get("host_optimizer_rate")) {
     c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
     if (!(c.host_optimizer_rate > 0))
@@ -301,6 +314,9 @@ Json cluster_to_json(const ClusterSpec& c) {
   Json flops = Json::object();
   for (const auto& [dtype, v] : c.peak_flops)
     flops[dtype] = v;
+  Json module_flops = Json::object();
+  for (const auto& [name, v] : c.module_flops)
+    module_flops[name] = v;
   return Json{{"name", c.name},
               {"gpu", c.gpu},
               {"nodes", c.nodes},
@@ -324,6 +340,7 @@ Json cluster_to_json(const ClusterSpec& c) {
               {"asynchronous_launch", c.asynchronous_launch},
               {"comm_overlaps_compute", c.comm_overlaps_compute},
               {"elementwise_flops", c.elementwise_flops},
+              {"module_flops", module_flops},
               {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 

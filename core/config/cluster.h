@@ -63,6 +63,10 @@ struct ClusterSpec {
   // activations, dropout, residual sums, the loss): CUDA cores beside the tensor cores, or a CPU
   // thread's tanh, exp and random numbers beside its matmuls. 0: peak_flops of the run's dtype.
   double elementwise_flops = 0;
+  // FLOP/s of one module class's own work, forward and backward, by its class name ("Dropout"),
+  // in place of elementwise_flops or peak_flops: for a class that runs far from its kind's rate,
+  // as dropout's random numbers on a CPU thread (zeroplan calibrate measures it).
+  std::map<std::string, double> module_flops;
   // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
   // node, shared by the node's GPUs.
   double host_optimizer_rate = 1e9;

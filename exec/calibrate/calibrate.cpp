@@ -127,13 +127,16 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   }
 
   // Element-wise work that is not a matrix product, priced at the model's FLOPs per element
-  // (core/model/families/transformer.h): GELU's tanh form, SiLU, dropout's mask and scaling, a
-  // LayerNorm over rows of 256, each on an input that requires a gradient, as a module's call.
+  // (core/model/families/transformer.h): GELU's tanh form, SiLU, a LayerNorm over rows of 256,
+  // each on an input that requires a gradient, as a module's call. Dropout apart: its random
+  // numbers run at a rate of their own (on a CPU thread some 20 times below the others), so its
+  // forward and backward are timed together against the model's FLOPs for both.
   const std::vector<std::int64_t> vector_lengths =
       options.quick ? std::vector<std::int64_t>{16384} : std::vector<std::int64_t>{16384, 262144};
-  say("element-wise FLOP rate, " + std::to_string(4 * vector_lengths.size()) +
+  say("element-wise FLOP rates, " + std::to_string(4 * vector_lengths.size()) +
       " points on every rank");
   j["elementwise_ops"] = Json::array();
+  j["dropout"] = Json::array();
   for (const std::int64_t n : vector_lengths) {
     const at::Tensor x = at::randn({n / 256, 256}).requires_grad_(true);
     const at::Tensor gamma = at::ones({256});
@@ -144,8 +147,18 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
     };
     add(families::kGeluFlops, [&] { (void)at::gelu(x, "tanh"); });
     add(families::kSiluFlops, [&] { (void)at::silu(x); });
-    add(families::kDropoutFlops, [&] { (void)at::native_dropout(x, 0.1, true); });
     add(families::kLayerNormFlops, [&] { (void)at::layer_norm(x, {256}, gamma, beta, 1e-5); });
+    const ModuleCost dropout = families::dropout_cost(n, 0.1, 4);
+    const double scale = 1.0 / 0.9;
+    j["dropout"].push_back(
+        point("flops", static_cast<double>(dropout.forward_flops + dropout.backward_or_default()),
+              time_per_call(
+                  world,
+                  [&] {
+                    const auto [y, mask] = at::native_dropout(x, 0.1, true);
+                    (void)at::native_dropout_backward(y, mask, scale);
+                  },
+                  batch)));
   }
 
   // The fixed cost of a kernel, forward and backward: chains of K products of a small tensor that

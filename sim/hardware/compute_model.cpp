@@ -31,6 +31,8 @@ ComputeModel::ComputeModel(const ClusterSpec& cluster, DType dtype) {
   elementwise_per_ns_ = cluster.elementwise_flops > 0
                             ? cluster.elementwise_flops * cluster.efficiency.compute / 1e9
                             : flops_per_ns_;
+  for (const auto& [type, flops] : cluster.module_flops)
+    class_per_ns_.emplace_back(type, flops * cluster.efficiency.compute / 1e9);
   bytes_per_ns_ = cluster.hbm_bandwidth * cluster.efficiency.hbm / 1e9;
   launch_ns_ = cluster.kernel_launch_ns;
   node_ns_ = cluster.autograd_node_ns;
@@ -56,13 +58,15 @@ ModuleTimes ComputeModel::module_call(const ModuleTree& tree, ModuleId module) c
   std::int64_t param_bytes = 0;
   for (const ParamSlot& s : m.params)
     param_bytes += tree.parameter(s.param).bytes();
-  return module_call(m.cost, param_bytes, module_kernels(tree, module));
+  return module_call(m.cost, param_bytes, module_kernels(tree, module), m.type);
 }
 
 ModuleTimes ComputeModel::module_call(const ModuleCost& cost, std::int64_t param_bytes,
-                                      KernelCounts k) const {
+                                      KernelCounts k, std::string_view type) const {
   const std::int64_t moved = param_bytes + cost.activation_bytes + cost.output_bytes;
-  const double rate = k.elementwise ? elementwise_per_ns_ : flops_per_ns_;
+  double rate = k.elementwise ? elementwise_per_ns_ : flops_per_ns_;
+  for (const auto& [name, per_ns] : class_per_ns_)
+    if (name == type) rate = per_ns;
   return {kernels_at(rate, k.forward, cost.forward_flops, moved, false),
           kernels_at(rate, k.backward, cost.backward_or_default(), 2 * moved, true)};
 }

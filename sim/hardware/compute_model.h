@@ -12,6 +12,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/config/cluster.h"
 #include "core/model/dtype.h"
@@ -47,13 +51,14 @@ class ComputeModel {
     return kernels_at(flops_per_ns_, count, flops, bytes, true);
   }
   // A call of `module`: its kernels (module_kernels), its FLOPs (backward: the model's or twice
-  // the forward's; element-wise work at elementwise_flops) and the bytes it moves (its
-  // parameters, what it keeps and its output; twice those in backward).
+  // the forward's; element-wise work at elementwise_flops, a class in module_flops at its own
+  // rate) and the bytes it moves (its parameters, what it keeps and its output; twice those in
+  // backward).
   ModuleTimes module_call(const ModuleTree& tree, ModuleId module) const;
   // The same from the call's parts, for a caller that has them at hand: the module's costs, the
-  // bytes of its parameter slots and its kernels.
-  ModuleTimes module_call(const ModuleCost& cost, std::int64_t param_bytes,
-                          KernelCounts kernels) const;
+  // bytes of its parameter slots, its kernels and its class.
+  ModuleTimes module_call(const ModuleCost& cost, std::int64_t param_bytes, KernelCounts kernels,
+                          std::string_view type) const;
   // A memory-bound copy of `bytes` (read and written once), as torch.cat and copy_ do.
   TimeNs copy(std::int64_t bytes) const { return time(0, 2 * bytes); }
 
@@ -64,6 +69,8 @@ class ComputeModel {
   double peak_ = 0;
   double flops_per_ns_ = 0;
   double elementwise_per_ns_ = 0;  // ClusterSpec::elementwise_flops, or flops_per_ns_
+  // ClusterSpec::module_flops, by class: a few at most, and none unless calibrated.
+  std::vector<std::pair<std::string, double>> class_per_ns_;
   double bytes_per_ns_ = 0;
   TimeNs launch_ns_ = 0;
   TimeNs node_ns_ = 0;

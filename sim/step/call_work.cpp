@@ -59,7 +59,7 @@ std::vector<CallWork> call_work(const zero::ZeroModel& model, const ComputeModel
         w.grads.push_back(s.param);
     }
     const ModuleTimes times =
-        compute.module_call(m.cost, param_bytes, module_kernels(tree, call.module));
+        compute.module_call(m.cost, param_bytes, module_kernels(tree, call.module), m.type);
     w.forward_ns += times.forward;
     w.backward_ns += times.backward;
     if (tensor) {

@@ -109,6 +109,29 @@ TEST(CalibrateCluster, ElementWiseOpsGiveTheirOwnRate) {
   EXPECT_NE(cluster_yaml(k).find("elementwise_flops: 3000000000"), std::string::npos);
 }
 
+// Dropout's forward and backward give the class its own rate (module_flops), apart from the other
+// element-wise ops'; files without the points leave it to elementwise_flops. The description
+// reads back with it.
+TEST(CalibrateCluster, DropoutGetsARateOfItsOwn) {
+  Calibration c = measured(2);
+  c.elementwise_ops = line(2e-6, 3e9, {131072, 1048576});
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_TRUE(k.cluster.module_flops.empty());
+  EXPECT_EQ(cluster_yaml(k).find("module_flops"), std::string::npos);
+  c.dropout = line(5e-6, 1.5e8, {98304, 1572864});
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_NEAR(k.cluster.elementwise_flops, 3e9, 1);
+  ASSERT_EQ(k.cluster.module_flops.size(), 1u);
+  EXPECT_NEAR(k.cluster.module_flops.at("Dropout"), 1.5e8, 1);
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("module_flops: {Dropout: 150000000}"), std::string::npos) << yaml;
+  Provenance provenance;
+  ClusterSpec back = parse_cluster(
+      Node(Document::from_yaml(yaml, "calibrated.yaml")).child("cluster"), provenance);
+  back.name = k.cluster.name;
+  EXPECT_EQ(back, k.cluster) << yaml;
+}
+
 // A file from before the kernel chains: each kernel pays the elementwise call's fixed part, and
 // backward nothing more.
 TEST(CalibrateCluster, WithoutKernelChainsTheElementwiseFixedPartStands) {

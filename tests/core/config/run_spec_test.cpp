@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <string>
 
 #include "core/model/model_json.h"
 #include "core/model/presets.h"
@@ -182,7 +184,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   const RunSpec set =
       Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
                  "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
-                 "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s"));
+                 "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s, "
+                 "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -192,6 +195,9 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_FALSE(set.cluster.comm_overlaps_compute);
   EXPECT_DOUBLE_EQ(set.cluster.elementwise_flops, 3e9);
   EXPECT_EQ(defaults.cluster.elementwise_flops, 0) << "peak_flops stands";
+  EXPECT_EQ(set.cluster.module_flops,
+            (std::map<std::string, double>{{"Dropout", 2e8}, {"LlamaRMSNorm", 1e9}}));
+  EXPECT_TRUE(defaults.cluster.module_flops.empty());
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -212,6 +218,11 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
             "cluster.comm_overlaps_compute");
   EXPECT_EQ(ErrorOf(spec(", elementwise_flops: 0")).where().key_path, "cluster.elementwise_flops");
+  EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: 0}")).where().key_path,
+            "cluster.module_flops.Dropout");
+  EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: fast}")).where().key_path,
+            "cluster.module_flops.Dropout");
+  EXPECT_EQ(ErrorOf(spec(", module_flops: 3")).kind(), ErrorKind::kType);
   EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
             "cluster.host_optimizer_rate");
 }

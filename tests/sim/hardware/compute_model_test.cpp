@@ -230,13 +230,37 @@ TEST(ComputeModel, ElementWiseWorkRunsAtItsOwnRate) {
   const KernelCounts norm{1, 1, true};
   const KernelCounts dense{1, 2, false};
   // 1e6 FLOP at 100 FLOP/ns (10000 ns) + one launch; backward twice the FLOPs.
-  EXPECT_EQ(m.module_call(cost, 0, norm).forward, 4000 + 10000);
-  EXPECT_EQ(m.module_call(cost, 0, norm).backward, 4000 + 2000 + 20000);  // + autograd_node
-  EXPECT_EQ(m.module_call(cost, 0, dense).forward, 4000 + 1000);
+  EXPECT_EQ(m.module_call(cost, 0, norm, "LayerNorm").forward, 4000 + 10000);
+  EXPECT_EQ(m.module_call(cost, 0, norm, "LayerNorm").backward,
+            4000 + 2000 + 20000);  // + autograd_node
+  EXPECT_EQ(m.module_call(cost, 0, dense, "Linear").forward, 4000 + 1000);
   // Without the key element-wise work runs at peak_flops, as before it existed.
-  EXPECT_EQ(same.module_call(cost, 0, norm).forward, 4000 + 1000);
+  EXPECT_EQ(same.module_call(cost, 0, norm, "LayerNorm").forward, 4000 + 1000);
   // The memory term still bounds it from below.
-  EXPECT_EQ(m.module_call(ModuleCost{1000, 0, 1'000'000}, 0, norm).forward, 4000 + 2000);
+  EXPECT_EQ(m.module_call(ModuleCost{1000, 0, 1'000'000}, 0, norm, "LayerNorm").forward,
+            4000 + 2000);
+}
+
+// A class in module_flops runs at its own rate, forward and backward, whatever its kind's; the
+// other classes keep theirs.
+TEST(ComputeModel, AClassInModuleFlopsRunsAtItsOwnRate) {
+  ClusterSpec c = Cluster();
+  c.elementwise_flops = 2e11;                              // 100 FLOP/ns after efficiency
+  c.module_flops = {{"Dropout", 2e10}, {"Conv1D", 2e12}};  // 10 and 1000 FLOP/ns
+  const ComputeModel m(c, DType::kBFloat16);
+  const ModuleCost cost{1'000'000, 0, 0};
+  const KernelCounts elementwise{1, 1, true};
+  EXPECT_EQ(m.module_call(cost, 0, elementwise, "Dropout").forward, 4000 + 100000);
+  EXPECT_EQ(m.module_call(cost, 0, elementwise, "Dropout").backward, 4000 + 2000 + 200000);
+  EXPECT_EQ(m.module_call(cost, 0, elementwise, "LayerNorm").forward, 4000 + 10000);
+  // A dense class too: its rate replaces peak_flops.
+  EXPECT_EQ(m.module_call(cost, 0, KernelCounts{1, 2, false}, "Conv1D").forward, 4000 + 1000);
+  // The tree's overload finds the class by the module's type.
+  ModuleTree t("t");
+  const ModuleId root = t.add_module(kNoModule, "", "Net");
+  const ModuleId drop = t.add_module(root, "drop", "Dropout");
+  t.set_cost(drop, cost);
+  EXPECT_EQ(m.module_call(t, drop).forward, 3 * 4000 + 100000);  // dropout's three kernels
 }
 
 TEST(KernelCounts, DropoutWithoutProbabilityLaunchesNothing) {
