@@ -3,6 +3,7 @@
 // trace; core/trace/compare.h compares the two traces, and this command prints the comparison and
 // exits 3 when a target is missed.
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -17,6 +18,7 @@
 #include "core/trace/compare.h"
 #include "core/trace/native_format.h"
 #include "core/util/units.h"
+#include "sim/hardware/compute_model.h"
 #include "sim/simulate.h"
 
 namespace zp::cli {
@@ -124,14 +126,65 @@ void print_rank(std::ostream& out, const Comparison& c, const RankComparison& r,
   out << "\n";
 }
 
+// How fast the machine ran during the execution against the cluster it is judged with: exec times
+// a dense layer (a speed probe) before and after the steps, and the simulator prices the same
+// call. On a shared machine the speed drifts between calibration and validation, and a step time
+// can be no nearer its prediction than the machine is to its calibration.
+struct MachineSpeed {
+  bool measured = false;
+  double flops = 0;
+  double predicted = 0;  // seconds
+  double before = 0, after = 0;
+  double speed_before() const { return predicted / before; }
+  double speed_after() const { return predicted / after; }
+};
+
+MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
+  MachineSpeed s;
+  const Json& m = measured.metadata;
+  if (!m.contains("speed_probe")) return s;
+  const Json& p = m.at("speed_probe");
+  s.flops = p.value("flops", 0.0);
+  s.before = p.value("seconds_before", 0.0);
+  s.after = p.value("seconds_after", 0.0);
+  if (!(s.flops > 0 && s.before > 0 && s.after > 0)) return s;
+  // The probe is a 256-square fp32 linear layer: one kernel, its input, weight and output moved.
+  const double side = std::cbrt(s.flops / 2.0);
+  const auto bytes = static_cast<std::int64_t>(3.0 * side * side * 4.0);
+  const sim::ComputeModel compute(run.cluster, DType::kFloat32);
+  s.predicted =
+      static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.flops), bytes)) * 1e-9;
+  s.measured = s.predicted > 0;
+  return s;
+}
+
+Json machine_speed_json(const MachineSpeed& s) {
+  if (!s.measured) return Json();
+  return Json{{"probe_flops", s.flops},
+              {"predicted_seconds", s.predicted},
+              {"measured_seconds_before", s.before},
+              {"measured_seconds_after", s.after},
+              {"speed_before", s.speed_before()},
+              {"speed_after", s.speed_after()}};
+}
+
 void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
-                      const Comparison& c, const std::string& cluster_file, std::size_t modules) {
+                      const Comparison& c, const std::string& cluster_file, std::size_t modules,
+                      const MachineSpeed& speed) {
   out << "Run        " << run.file.string() << (run.name.empty() ? "" : " (" + run.name + ")")
       << ": " << nproc << " rank(s), steps 0-" << c.steps - 1 << " simulated and executed\n";
   out << "Cluster    "
       << (cluster_file.empty() ? "the run spec's (" + run.cluster.name + ")"
                                : cluster_file + " (--cluster)")
       << "\n";
+  if (speed.measured) {
+    const auto ns = [](double seconds) { return static_cast<std::int64_t>(seconds * 1e9); };
+    out << "Speed      the machine ran a dense-layer probe at "
+        << std::llround(100 * speed.speed_before()) << "% of the cluster's rate before the steps, "
+        << std::llround(100 * speed.speed_after()) << "% after (" << duration(ns(speed.before))
+        << " and " << duration(ns(speed.after)) << "; " << duration(ns(speed.predicted))
+        << " predicted)\n";
+  }
   out << "Targets    peak " << plain_percent(c.targets.peak) << ", each category "
       << plain_percent(c.targets.category)
       << " of the peak, collectives exact, decisions identical, step time "
@@ -155,7 +208,7 @@ void add_validate_command(CLI::App& app) {
       "validate",
       "Simulate a run and execute it for real on local CPU ranks (zeroplan-exec), then compare "
       "them: memory per rank and category, collectives, coordinator decisions and time, each "
-      "with its error against issue 9's targets.");
+      "with its error against its target.");
   struct Args {
     std::string path;
     std::int64_t nproc = 0;
@@ -259,6 +312,7 @@ void add_validate_command(CLI::App& app) {
     // exec names the root module by its class; the simulator calls it "model".
     compare.measured_aliases = {{"GPT2LMHeadModel", "model"}, {"LlamaForCausalLM", "model"}};
     const Comparison comparison = trace::compare_traces(predicted, measured, compare);
+    const MachineSpeed speed = machine_speed(measured, run);
 
     if (a->json) {
       Json j = trace::comparison_to_json(comparison);
@@ -271,9 +325,10 @@ void add_validate_command(CLI::App& app) {
                                      ? run.deepspeed.pipeline.activation_checkpoint_interval
                                      : run.training.checkpoint_interval;
       j["cluster"] = a->cluster.empty() ? Json("run spec") : Json(a->cluster);
+      j["machine_speed"] = machine_speed_json(speed);
       std::cout << j.dump(2) << "\n";
     } else {
-      print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules);
+      print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules, speed);
     }
     std::cout.flush();
     if (!comparison.within_targets()) {

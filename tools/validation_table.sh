@@ -102,8 +102,9 @@ def pct(x):
     return f"{100 * x:+.2f}%"
 
 print("| model | ranks | layout | checkpointing | peak (worst rank) | worst category | "
-      "collectives (kinds exact) | decisions | step time (calibrated) | within targets |")
-print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | --- |")
+      "collectives (kinds exact) | decisions | step time (calibrated) | "
+      "machine speed (before / after) | within targets |")
+print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- |")
 for path in sys.argv[1:]:
     j = json.load(open(path))
     ranks = j["ranks"]
@@ -135,7 +136,9 @@ for path in sys.argv[1:]:
     verdict = "yes" if j["within_targets"] else "no: " + ", ".join(
         k for k in ("memory", "collectives", "decisions", "time") if not j["verdicts"][k])
     model = j["run"].rsplit("-", 3)[0]  # the variant's name: MODEL-LAYOUT-RANKS-ckptN
+    s = j.get("machine_speed")
+    speed = (f"{100 * s['speed_before']:.0f}% / {100 * s['speed_after']:.0f}%" if s else "-")
     print(f"| {model} | {j['nproc']} | {layout} | "
           f"{ckpt} | {pct(peak['error'])} | {worst_name} {pct(worst['error'])} | {collectives} | "
-          f"{decisions} | {pct(step['error'])} | {verdict} |")
+          f"{decisions} | {pct(step['error'])} | {speed} | {verdict} |")
 EOF

@@ -12,6 +12,7 @@
 
 #include "core/config/document.h"
 #include "core/model/families/transformer.h"
+#include "core/util/median.h"
 #include "exec/runtime/backend_info.h"
 #include "exec/runtime/tensor_buffer.h"
 
@@ -27,11 +28,6 @@ double seconds_since(Clock::time_point start) {
 
 // A piece of compute between two collectives, about what a small module's call takes.
 constexpr double kComputePieceSeconds = 500e-6;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 // Seconds per call of `fn` while every rank runs it: after a barrier each rank calls it for the
 // same wall-clock window, and the median of a few windows stands. Ranks sharing cores then share
@@ -78,6 +74,21 @@ Json point(const char* unit, double amount, double seconds) {
 }
 
 }  // namespace
+
+SpeedProbe speed_probe() {
+  constexpr std::int64_t n = 256;
+  const at::Tensor x = at::randn({n, n});
+  const at::Tensor w = at::randn({n, n}).requires_grad_(true);
+  (void)at::linear(x, w);
+  (void)at::linear(x, w);
+  std::vector<double> times;
+  for (int i = 0; i < 13; ++i) {
+    const auto start = Clock::now();
+    (void)at::linear(x, w);
+    times.push_back(seconds_since(start));
+  }
+  return SpeedProbe{2.0 * static_cast<double>(n * n * n), median(times)};
+}
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
                     std::ostream& progress) {

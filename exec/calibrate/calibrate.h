@@ -15,6 +15,16 @@ struct CalibrationOptions {
   bool quick = false;  // fewer, shorter points: for tests
 };
 
+// How fast this machine runs a dense layer now: a 256-square fp32 linear layer, one of the matmul
+// points calibrate fits peak_flops to, timed on this rank alone (no barrier). A run records it
+// before and after its steps, so that its times can be read against the speed its cluster was
+// calibrated at: a shared machine's speed drifts between the two.
+struct SpeedProbe {
+  double flops = 0;    // per call
+  double seconds = 0;  // per call, the median of a dozen
+};
+SpeedProbe speed_probe();
+
 // Runs on every rank of `world`; rank 0 writes the JSON to `out` and progress to `progress`.
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
                     std::ostream& progress);

@@ -16,6 +16,7 @@
 #include "core/util/error.h"
 #include "core/util/units.h"
 #include "core/zero/zero_model.h"
+#include "exec/calibrate/calibrate.h"
 #include "exec/comm/trace_records.h"
 #include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
@@ -321,6 +322,10 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
         << "\n"
         << optimizer_text(plan) << "; synthetic data, seed " << plan.options.seed << "\n\n";
   }
+  // The machine's speed before and after the steps, for a reader of the trace to set the step
+  // times against the speed the cluster was calibrated at (CPU ranks; rank 0's is recorded).
+  const bool probes = plan.wants_trace() && plan.options.device == "cpu";
+  const SpeedProbe probe_before = probes ? speed_probe() : SpeedProbe{};
   std::vector<Zero3StepStats> steps;
   std::vector<comm::OpRecord> records;  // every step's, for the report
   for (std::int64_t step = 0; step < plan.options.steps; ++step) {
@@ -386,6 +391,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
     }
   }
 
+  const SpeedProbe probe_after = probes ? speed_probe() : SpeedProbe{};
   const memory::MemoryReading reading = allocator    ? allocator->read()
                                         : cuda_meter ? cuda_meter->read()
                                                      : memory::MemoryReading{};
@@ -414,6 +420,11 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
       merged.metadata["run"] = spec.name;
       merged.metadata["model"] = spec.model.label;
       merged.metadata["steps"] = plan.options.steps;
+      if (probes) {
+        merged.metadata["speed_probe"] = {{"flops", probe_before.flops},
+                                          {"seconds_before", probe_before.seconds},
+                                          {"seconds_after", probe_after.seconds}};
+      }
       if (!plan.options.trace.empty()) trace::write_native(merged, plan.options.trace);
       if (!plan.options.chrome_trace.empty())
         trace::write_chrome_trace(merged, plan.options.chrome_trace);

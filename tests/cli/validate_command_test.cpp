@@ -75,6 +75,17 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
   const Json j = Json::parse(r.out);
   EXPECT_TRUE(j.at("within_targets").get<bool>());
   EXPECT_FALSE(j.at("verdicts").at("time_judged").get<bool>());
+  // The machine's speed against the cluster: exec's probe, a 256-square fp32 linear layer, before
+  // and after the steps, and the simulator's price for it.
+  const Json& speed = j.at("machine_speed");
+  EXPECT_EQ(speed.at("probe_flops").get<double>(), 2.0 * 256 * 256 * 256);
+  for (const char* when : {"before", "after"}) {
+    const double measured = speed.at(std::string("measured_seconds_") + when).get<double>();
+    EXPECT_GT(measured, 0) << when;
+    EXPECT_NEAR(speed.at(std::string("speed_") + when).get<double>(),
+                speed.at("predicted_seconds").get<double>() / measured, 1e-9)
+        << when;
+  }
   ASSERT_EQ(j.at("ranks").size(), static_cast<std::size_t>(ranks));
   for (const Json& rank : j.at("ranks")) {
     SCOPED_TRACE("rank " + std::to_string(rank.at("rank").get<int>()));
@@ -103,6 +114,17 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
 TEST(ZeroplanValidate, TinyGpt2OnTwoRanksMeetsTheTargets) {
   require_exec();
   ExpectWithinTargets((kSource / kTiny).string());
+}
+
+// The probe is priced as the simulator prices one kernel of the run's cluster. The example's:
+// 50 GFLOP/s at the default 0.5 efficiency, 4 us a launch added (asynchronous_launch: false).
+TEST(ZeroplanValidate, TheSpeedProbeIsPricedWithTheRunsCluster) {
+  require_exec();
+  const Result r = RunZeroplan("validate " + kTiny + " --steps 2 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Json speed = Json::parse(r.out).at("machine_speed");
+  EXPECT_NEAR(speed.at("predicted_seconds").get<double>(), 4000e-9 + 2.0 * 256 * 256 * 256 / 25e9,
+              1e-9);
 }
 
 TEST(ZeroplanValidate, TinyGpt2CheckpointedOnTwoRanksMeetsTheTargets) {
@@ -201,6 +223,7 @@ TEST(ZeroplanValidate, TheTablesNameEveryTargetAndTheVerdict) {
   const Result r = RunZeroplan("validate " + kTiny + " --steps 2");
   ASSERT_EQ(r.status, 0) << r.err;
   for (const char* text : {"peak (device)", "allgather", "decisions:", "issued identically", "step",
+                           "Speed      the machine ran a dense-layer probe at",
                            "Verdict    memory ok, collectives ok, decisions ok"})
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
   // zeroplan-exec's own report is progress, on stderr.
