@@ -75,19 +75,13 @@ Json point(const char* unit, double amount, double seconds) {
 
 }  // namespace
 
-SpeedProbe speed_probe() {
+SpeedProbe speed_probe(comm::Communicator& world) {
   constexpr std::int64_t n = 256;
   const at::Tensor x = at::randn({n, n});
   const at::Tensor w = at::randn({n, n}).requires_grad_(true);
-  (void)at::linear(x, w);
-  (void)at::linear(x, w);
-  std::vector<double> times;
-  for (int i = 0; i < 13; ++i) {
-    const auto start = Clock::now();
-    (void)at::linear(x, w);
-    times.push_back(seconds_since(start));
-  }
-  return SpeedProbe{2.0 * static_cast<double>(n * n * n), median(times)};
+  const double s = time_per_call(
+      world, [&] { (void)at::linear(x, w); }, 0.05);
+  return SpeedProbe{2.0 * static_cast<double>(n * n * n), s};
 }
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,

@@ -16,14 +16,15 @@ struct CalibrationOptions {
 };
 
 // How fast this machine runs a dense layer now: a 256-square fp32 linear layer, one of the matmul
-// points calibrate fits peak_flops to, timed on this rank alone (no barrier). A run records it
-// before and after its steps, so that its times can be read against the speed its cluster was
-// calibrated at: a shared machine's speed drifts between the two.
+// points calibrate fits peak_flops to, timed as calibrate times it (every rank of `world` at once,
+// in windows after a barrier; about a quarter of a second). A run records it before and after its
+// steps, so that its times can be read against the speed its cluster was calibrated at: a shared
+// machine's speed drifts between the two. Collective: every rank must call it.
 struct SpeedProbe {
   double flops = 0;    // per call
-  double seconds = 0;  // per call, the median of a dozen
+  double seconds = 0;  // per call
 };
-SpeedProbe speed_probe();
+SpeedProbe speed_probe(comm::Communicator& world);
 
 // Runs on every rank of `world`; rank 0 writes the JSON to `out` and progress to `progress`.
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,

@@ -323,9 +323,11 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
         << optimizer_text(plan) << "; synthetic data, seed " << plan.options.seed << "\n\n";
   }
   // The machine's speed before and after the steps, for a reader of the trace to set the step
-  // times against the speed the cluster was calibrated at (CPU ranks; rank 0's is recorded).
+  // times against the speed the cluster was calibrated at (CPU ranks, all at once, as calibrate
+  // measures; rank 0's is recorded).
   const bool probes = plan.wants_trace() && plan.options.device == "cpu";
-  const SpeedProbe probe_before = probes ? speed_probe() : SpeedProbe{};
+  const SpeedProbe probe_before = probes ? speed_probe(world) : SpeedProbe{};
+  world.log().clear();  // the probe's barriers are no step's collectives
   std::vector<Zero3StepStats> steps;
   std::vector<comm::OpRecord> records;  // every step's, for the report
   for (std::int64_t step = 0; step < plan.options.steps; ++step) {
@@ -391,7 +393,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
     }
   }
 
-  const SpeedProbe probe_after = probes ? speed_probe() : SpeedProbe{};
+  const SpeedProbe probe_after = probes ? speed_probe(world) : SpeedProbe{};
   const memory::MemoryReading reading = allocator    ? allocator->read()
                                         : cuda_meter ? cuda_meter->read()
                                                      : memory::MemoryReading{};
