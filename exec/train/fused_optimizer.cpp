@@ -1,5 +1,6 @@
 #include "exec/train/fused_optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -13,6 +14,8 @@ namespace {
 // Elements per task of at::parallel_for: a step is memory-bound, so a task should be large enough
 // to stream (well past a cache line per tensor) yet leave work for every intra-op thread.
 constexpr std::int64_t kGrain = std::int64_t{1} << 15;
+// Elements per piece of torch's element-wise chain (where the one-pass loop does not run).
+constexpr std::int64_t kPiece = std::int64_t{1} << 14;
 
 bool takes_fused_loop(const at::Tensor& p, const at::Tensor& g) {
   return p.device().is_cpu() && g.device().is_cpu() && p.scalar_type() == at::kFloat &&
@@ -118,25 +121,34 @@ void FusedOptimizer::step(const std::vector<at::Tensor>& params,
       continue;
     }
 
-    // Elsewhere (a GPU, other dtypes): torch's element-wise chain, the same arithmetic.
-    const at::Tensor gv = g.view_as(p);
-    if (adamw) {
-      if (o.weight_decay != 0.0) p.mul_(1.0 - o.lr * o.weight_decay);
-      first_[i].mul_(o.beta1).add_(gv, 1.0 - o.beta1);
-      second_[i].mul_(o.beta2).addcmul_(gv, gv, 1.0 - o.beta2);
-      const at::Tensor denom = (second_[i].sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
-      p.addcdiv_(first_[i], denom, -o.lr / bias_correction1);
-    } else {
-      at::Tensor d = o.weight_decay != 0.0 ? gv.add(p, o.weight_decay) : gv;
-      if (o.momentum != 0.0) {
-        if (fresh) {
-          first_[i].copy_(d);
-        } else {
-          first_[i].mul_(o.momentum).add_(d);
+    // Elsewhere (a GPU, other dtypes): torch's element-wise chain, the same arithmetic, over
+    // pieces, so that its temporaries (AdamW's denominator) are a piece's size, not the tensor's.
+    const at::Tensor flat_p = p.view(-1), flat_g = g.reshape(-1);
+    for (std::int64_t begin = 0; begin < p.numel(); begin += kPiece) {
+      const std::int64_t len = std::min(kPiece, p.numel() - begin);
+      at::Tensor pp = flat_p.narrow(0, begin, len);
+      const at::Tensor gp = flat_g.narrow(0, begin, len);
+      at::Tensor first =
+          first_[i].defined() ? first_[i].view(-1).narrow(0, begin, len) : at::Tensor();
+      if (adamw) {
+        at::Tensor second = second_[i].view(-1).narrow(0, begin, len);
+        if (o.weight_decay != 0.0) pp.mul_(1.0 - o.lr * o.weight_decay);
+        first.mul_(o.beta1).add_(gp, 1.0 - o.beta1);
+        second.mul_(o.beta2).addcmul_(gp, gp, 1.0 - o.beta2);
+        const at::Tensor denom = (second.sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
+        pp.addcdiv_(first, denom, -o.lr / bias_correction1);
+      } else {
+        at::Tensor d = o.weight_decay != 0.0 ? gp.add(pp, o.weight_decay) : gp;
+        if (first.defined()) {
+          if (fresh) {
+            first.copy_(d);
+          } else {
+            first.mul_(o.momentum).add_(d);
+          }
+          d = first;
         }
-        d = first_[i];
+        pp.add_(d, -o.lr);
       }
-      p.add_(d, -o.lr);
     }
   }
 }

@@ -22,7 +22,8 @@ class FusedOptimizer {
   // its parameter, as torch::optim does). The state of params[i] (AdamW's moments, SGD's momentum)
   // is made on its first step and kept by position: pass the same tensors in the same order every
   // step. fp32 tensors on the CPU take the one-pass loop; any other (CUDA, other dtypes) torch's
-  // element-wise chain with the same arithmetic.
+  // element-wise chain with the same arithmetic, over pieces of 16 Ki elements so that its
+  // temporaries stay small.
   void step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads);
 
  private:
