@@ -145,15 +145,15 @@ MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
   if (!m.contains("speed_probe")) return s;
   const Json& p = m.at("speed_probe");
   s.flops = p.value("flops", 0.0);
+  const double bytes = p.value("bytes", 0.0);
   s.before = p.value("seconds_before", 0.0);
   s.after = p.value("seconds_after", 0.0);
   if (!(s.flops > 0 && s.before > 0 && s.after > 0)) return s;
-  // The probe is a 256-square fp32 linear layer: one kernel, its input, weight and output moved.
-  const double side = std::cbrt(s.flops / 2.0);
-  const auto bytes = static_cast<std::int64_t>(3.0 * side * side * 4.0);
+  // One kernel, as the simulator prices a dense layer's.
   const sim::ComputeModel compute(run.cluster, DType::kFloat32);
-  s.predicted =
-      static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.flops), bytes)) * 1e-9;
+  s.predicted = static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.flops),
+                                                    static_cast<std::int64_t>(bytes))) *
+                1e-9;
   s.measured = s.predicted > 0;
   return s;
 }

@@ -81,7 +81,8 @@ SpeedProbe speed_probe(comm::Communicator& world) {
   const at::Tensor w = at::randn({n, n}).requires_grad_(true);
   const double s = time_per_call(
       world, [&] { (void)at::linear(x, w); }, 0.05);
-  return SpeedProbe{2.0 * static_cast<double>(n * n * n), s};
+  return SpeedProbe{2.0 * static_cast<double>(n * n * n), 3.0 * static_cast<double>(n * n) * 4.0,
+                    s};
 }
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,

@@ -22,6 +22,7 @@ struct CalibrationOptions {
 // machine's speed drifts between the two. Collective: every rank must call it.
 struct SpeedProbe {
   double flops = 0;    // per call
+  double bytes = 0;    // per call: its input, weight and output
   double seconds = 0;  // per call
 };
 SpeedProbe speed_probe(comm::Communicator& world);

@@ -424,6 +424,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
       merged.metadata["steps"] = plan.options.steps;
       if (probes) {
         merged.metadata["speed_probe"] = {{"flops", probe_before.flops},
+                                          {"bytes", probe_before.bytes},
                                           {"seconds_before", probe_before.seconds},
                                           {"seconds_after", probe_after.seconds}};
       }
