@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <numeric>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -56,8 +57,14 @@ double time_per_call(comm::Communicator& world, const std::function<void()>& fn,
   return median(windows);
 }
 
+// How a collective's calls are summarised: the median describes the link (an idle collective);
+// the mean is what a step pays, since a step's time is the sum of its collectives', slow calls
+// included.
+enum class Summary : std::uint8_t { kMedian, kMean };
+
 // Seconds per call of a collective `fn`, run the same number of times on every rank.
-double time_collective(comm::Communicator& world, const std::function<void()>& fn, int iterations) {
+double time_collective(comm::Communicator& world, const std::function<void()>& fn, int iterations,
+                       Summary summary = Summary::kMedian) {
   world.barrier();
   fn();
   std::vector<double> times;
@@ -66,7 +73,8 @@ double time_collective(comm::Communicator& world, const std::function<void()>& f
     fn();
     times.push_back(seconds_since(start));
   }
-  return median(times);
+  if (summary == Summary::kMedian) return median(times);
+  return std::accumulate(times.begin(), times.end(), 0.0) / static_cast<double>(times.size());
 }
 
 Json point(const char* unit, double amount, double seconds) {
@@ -256,7 +264,8 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
         for (int i = 0; i < reps; ++i)
           (void)at::linear(x, w);
       };
-      const double alone = time_collective(world, work, iterations);
+      // Means, as a step sums them (see Summary).
+      const double alone = time_collective(world, work, iterations, Summary::kMean);
       j["compute_piece"] = alone;
       j["allgather_after_compute"] = Json::array();
       j["allgather_beside_compute"] = Json::array();
@@ -278,7 +287,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
               work();
               gather()->wait();
             },
-            3 * iterations);
+            3 * iterations, Summary::kMean);
         const double beside = time_collective(
             world,
             [&] {
@@ -286,7 +295,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
               work();
               pending->wait();
             },
-            3 * iterations);
+            3 * iterations, Summary::kMean);
         const double bytes = 4.0 * static_cast<double>(chunk * p);
         j["allgather_after_compute"].push_back(point("bytes", bytes, after - alone));
         j["allgather_beside_compute"].push_back(point("bytes", bytes, beside - alone));
