@@ -116,6 +116,15 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.kernels_backward = read_points(json, origin, "kernels_backward", "kernels");
   c.allgather_after_compute = read_points(json, origin, "allgather_after_compute", "bytes");
   c.allgather_beside_compute = read_points(json, origin, "allgather_beside_compute", "bytes");
+  if (json.contains("hooks")) {
+    const Json& h = json.at("hooks");
+    if (!h.is_object() || !h.contains("events") || !h.at("events").is_number_integer() ||
+        h.at("events").get<std::int64_t>() < 1 || !h.contains("seconds") ||
+        !h.at("seconds").is_number() || h.at("seconds").get<double>() < 0)
+      throw bad(origin, "hooks", "must be {events: a positive integer, seconds: >= 0}");
+    c.hook_events = h.at("events").get<std::int64_t>();
+    c.hook_seconds = h.at("seconds").get<double>();
+  }
   if (!c.allgather_after_compute.empty()) {
     if (!json.contains("compute_piece") || !json.at("compute_piece").is_number() ||
         !(json.at("compute_piece").get<double>() > 0))
@@ -152,6 +161,9 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   if (!m.elementwise_ops.empty()) {
     out.elementwise_ops = fit_line(m.elementwise_ops, "elementwise_ops");
     c.elementwise_flops = static_cast<double>(round_positive(out.elementwise_ops.rate()));
+  }
+  if (m.hook_events > 0) {
+    c.hook_overhead_ns = std::llround(m.hook_seconds * 1e9 / static_cast<double>(m.hook_events));
   }
   if (!m.dropout.empty()) {
     out.dropout = fit_line(m.dropout, "dropout");
@@ -246,6 +258,11 @@ std::string cluster_yaml(const CalibratedCluster& k) {
       << " per kernel, backward " << seconds_text(k.kernels_backward.per_unit) << " per kernel (+ "
       << seconds_text(k.kernels_backward.fixed) << " per backward)\n";
   }
+  if (c.hook_overhead_ns > 0) {
+    y << "#   the ZeRO-3 engine's hooks: "
+      << seconds_text(static_cast<double>(c.hook_overhead_ns) * 1e-9)
+      << " each (a 3-block GPT-2 trained with every parameter gathered)\n";
+  }
   y << "#   host copy:     " << seconds_text(k.host_copy.fixed) << " + bytes at "
     << rate(k.host_copy.rate(), "B/s") << "\n";
   if (k.has_collectives) {
@@ -288,6 +305,7 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     y << "}\n";
   }
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
+  if (c.hook_overhead_ns > 0) y << "  hook_overhead: " << c.hook_overhead_ns << "ns\n";
   y << "  autograd_node: " << c.autograd_node_ns << "ns\n";
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";
   y << "  comm_overlaps_compute: " << (c.comm_overlaps_compute ? "true" : "false") << "\n";

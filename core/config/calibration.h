@@ -58,6 +58,10 @@ struct Calibration {
   // the same rank: issued after the piece (and waited for), and issued before it and waited for
   // after it. Absent from older files.
   double compute_piece = 0;
+  // The ZeRO-3 engine's own time in its hooks over a step of a reference model, and the hooks the
+  // simulator counts in that step. Absent from older files (hook_events 0).
+  std::int64_t hook_events = 0;
+  double hook_seconds = 0;
   std::vector<CalibrationPoint> allgather_after_compute;
   std::vector<CalibrationPoint> allgather_beside_compute;
 };

@@ -266,6 +266,11 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     if (c.autograd_node_ns < 0)
       n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
   }
+  if (auto n = r.get("hook_overhead")) {
+    c.hook_overhead_ns = with_units(*n, units::parse_duration_ns);
+    if (c.hook_overhead_ns < 0)
+      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
+  }
   if (auto n = r.get("asynchronous_launch"))
     c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("comm_overlaps_compute"))
@@ -337,6 +342,7 @@ Json cluster_to_json(const ClusterSpec& c) {
                 {"network", c.efficiency.network}}},
               {"kernel_launch_ns", c.kernel_launch_ns},
               {"autograd_node_ns", c.autograd_node_ns},
+              {"hook_overhead_ns", c.hook_overhead_ns},
               {"asynchronous_launch", c.asynchronous_launch},
               {"comm_overlaps_compute", c.comm_overlaps_compute},
               {"elementwise_flops", c.elementwise_flops},

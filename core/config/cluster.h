@@ -50,6 +50,11 @@ struct ClusterSpec {
   // What autograd's engine adds to each kernel it runs in backward (taking the node from its ready
   // queue, collecting its input gradients, releasing what it saved).
   std::int64_t autograd_node_ns = 2000;
+  // Host time the ZeRO-3 engine spends in each of its hooks (a module's pre- and post-forward and
+  // backward, a gradient's hand-over): the coordinator's bookkeeping and the issuing of its
+  // collectives, on the rank's timeline. DeepSpeed's hooks are Python; exec's, C++ (zeroplan
+  // calibrate measures them). 0: not modelled.
+  std::int64_t hook_overhead_ns = 0;
   // Whether the host enqueues kernels while earlier ones run, as on a GPU: a pass then takes the
   // longer of its launches and its roofline. CPU ranks run each operation as it is called, so there
   // the two add (zeroplan calibrate writes false).

@@ -13,9 +13,15 @@
 
 #include "core/config/document.h"
 #include "core/model/families/transformer.h"
+#include "core/model/model_config.h"
 #include "core/util/median.h"
+#include "core/zero/hook_schedule.h"
+#include "core/zero/zero_model.h"
+#include "exec/model/lm_model.h"
 #include "exec/runtime/backend_info.h"
 #include "exec/runtime/tensor_buffer.h"
+#include "exec/train/reference_trainer.h"
+#include "exec/zero/zero3_engine.h"
 
 namespace zp::exec {
 
@@ -79,6 +85,46 @@ double time_collective(comm::Communicator& world, const std::function<void()>& f
 
 Json point(const char* unit, double amount, double seconds) {
   return Json{{unit, amount}, {"seconds", seconds}};
+}
+
+// The ZeRO-3 engine's own time in its hooks (their time less their waiting for collectives), per
+// hook the simulator charges (training_step_schedule's events): a GPT-2 of 3 blocks of width 48,
+// none of the bundled examples' models, with every parameter gathered (no persistence threshold)
+// and DeepSpeed's other defaults, trained on every rank at once; the median of the steps after
+// the first.
+Json engine_hooks(comm::Communicator& world, bool quick,
+                  const std::function<void(const std::string&)>& say) {
+  ModelConfig c = family_defaults(ModelFamily::kGpt2);
+  c.name = "calibration-gpt2";
+  c.vocab_size = 256;
+  c.hidden_size = 48;
+  c.num_layers = 3;
+  c.num_heads = 4;
+  c.max_position_embeddings = 32;
+  c.tie_word_embeddings = true;
+  constexpr std::int64_t kRows = 2, kSeq = 16;
+  const ModuleTree tree = build_model(c, BatchShape{kRows, kSeq, DType::kFloat32});
+  zero::ZeroSettings settings;
+  settings.data_parallel_size = world.size();
+  settings.param_persistence_threshold = 0;
+  const zero::ZeroModel zero_model(tree, settings);
+  const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
+  const auto events = static_cast<std::int64_t>(schedule.forward.size() + schedule.backward.size());
+  const int steps = quick ? 3 : 8;
+  say("the ZeRO-3 engine's hooks, " + std::to_string(steps) + " steps on every rank");
+
+  LmModel model(c, tree, /*seed=*/0);
+  Zero3Engine engine(model, zero_model, world, Zero3Options{});
+  const SyntheticData data{
+      .seed = 1, .global_batch = kRows * world.size(), .seq = kSeq, .vocab = c.vocab_size};
+  std::vector<double> overhead;
+  for (int step = 0; step < steps; ++step) {
+    const TokenBatch global = synthetic_batch(data, step);
+    const Zero3StepStats stats = engine.step({micro_batch(global, world.rank(), world.size())});
+    if (step > 0) overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
+  }
+  world.log().clear();
+  return Json{{"events", events}, {"seconds", median(overhead)}};
 }
 
 }  // namespace
@@ -320,6 +366,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
       j["send_recv"].push_back(point("bytes", 4.0 * static_cast<double>(numel), round_trip / 2));
     }
   }
+  j["hooks"] = engine_hooks(world, options.quick, say);
   world.barrier();
   world.log().clear();
   if (lead) out << j.dump(2) << std::endl;

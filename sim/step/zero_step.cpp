@@ -81,8 +81,11 @@ class ZeroRank final : public RankTimeline,
         pending_block_(setup.model->tree().parameters().size(), -1),
         held_grad_block_(work.size(), -1),
         activation_block_(work.size(), -1) {
-    // A post-backward hook needs nothing before the coordinator acts.
-    set_event_kinds(kAllEventKinds & ~event_bit(StepEventKind::kPostBackward), kAllEventKinds);
+    // A post-backward hook needs nothing before the coordinator acts, unless hooks take time.
+    set_event_kinds(s_.run->cluster.hook_overhead_ns > 0
+                        ? kAllEventKinds
+                        : kAllEventKinds & ~event_bit(StepEventKind::kPostBackward),
+                    kAllEventKinds);
     // Backward reaches a segment's calls outermost first (a pre-backward hook fires as the
     // output's gradient arrives): the last is found by descending into first children.
     const std::vector<ForwardCall>& calls = setup.model->tree().calls();
@@ -391,6 +394,8 @@ class ZeroRank final : public RankTimeline,
 
   void before_event(const StepEvent& e) override {
     if (!active_) return;
+    // The engine's own host time in the hook, before it acts: the rank's timeline waits.
+    now_ += s_.run->cluster.hook_overhead_ns;
     // A hook's fetch belongs to its module: memory it gathers is "during" that module.
     if (e.kind == StepEventKind::kPreForward || e.kind == StepEventKind::kPreBackward)
       memory_.set_running(e.call);

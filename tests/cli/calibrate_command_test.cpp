@@ -53,12 +53,15 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   // Dropout gets its own rate, from its own points (one per --quick length), apart from the other
   // element-wise ops'.
   EXPECT_NE(yaml.find("module_flops: {Dropout: "), std::string::npos) << yaml;
+  // The engine's hooks, from training a reference model on both ranks.
+  EXPECT_NE(yaml.find("hook_overhead: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("elementwise_flops: "), std::string::npos) << yaml;
   const Json points = Json::parse(Slurp(raw));
   EXPECT_EQ(points.at("kernels_forward").size(), 2u);  // --quick: chains of 4 and 32
   EXPECT_EQ(points.at("kernels_backward").size(), 2u);
   EXPECT_EQ(points.at("ranks").get<int>(), 2);
   EXPECT_EQ(points.at("dropout").size(), 1u);
+  EXPECT_GT(points.at("hooks").at("events").get<int>(), 0);
   EXPECT_EQ(points.at("elementwise_ops").size(), 3u);  // GELU, SiLU, LayerNorm
   EXPECT_FALSE(points.at("allgather").empty());
   EXPECT_FALSE(points.at("send_recv").empty());

@@ -242,6 +242,45 @@ TEST(CalibrationFromJson, TheInStepPointsNeedTheirPieceAndAPairEach) {
   }
 }
 
+// The engine's hook time over a step, per hook the simulator counts, is hook_overhead; files
+// without it leave hooks free. The description reads back with it.
+TEST(CalibrateCluster, TheEnginesHooksGiveHookOverhead) {
+  Calibration c = measured(2);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster.hook_overhead_ns, 0);
+  EXPECT_EQ(cluster_yaml(k).find("hook_overhead"), std::string::npos);
+  c.hook_events = 200;
+  c.hook_seconds = 4e-3;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster.hook_overhead_ns, 20000);
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("hook_overhead: 20000ns"), std::string::npos) << yaml;
+  Provenance provenance;
+  ClusterSpec back = parse_cluster(
+      Node(Document::from_yaml(yaml, "calibrated.yaml")).child("cluster"), provenance);
+  back.name = k.cluster.name;
+  EXPECT_EQ(back, k.cluster) << yaml;
+}
+
+TEST(CalibrationFromJson, ReadsTheHooksAndRefusesABadOne) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "hooks": {"events": 220, "seconds": 3.2e-3}})");
+  const Calibration c = calibration_from_json(good, "raw.json");
+  EXPECT_EQ(c.hook_events, 220);
+  EXPECT_DOUBLE_EQ(c.hook_seconds, 3.2e-3);
+  for (const char* hooks : {R"({"events": 0, "seconds": 1e-3})", R"({"events": 5})",
+                            R"({"events": 5, "seconds": -1})", "[1, 2]"}) {
+    Json bad = good;
+    bad["hooks"] = Json::parse(hooks);
+    try {
+      calibration_from_json(bad, "raw.json");
+      ADD_FAILURE() << hooks;
+    } catch (const UserError& e) {
+      EXPECT_EQ(e.where().key_path, "hooks") << hooks;
+    }
+  }
+}
+
 TEST(CalibrationFromJson, ReadsTheKernelChains) {
   const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "kernels_forward": [{"kernels": 4, "seconds": 1e-5}],

@@ -185,7 +185,7 @@ TEST(RunSpec, ClusterCostModelKeys) {
       Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
                  "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
                  "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s, "
-                 "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}"));
+                 "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -198,6 +198,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(set.cluster.module_flops,
             (std::map<std::string, double>{{"Dropout", 2e8}, {"LlamaRMSNorm", 1e9}}));
   EXPECT_TRUE(defaults.cluster.module_flops.empty());
+  EXPECT_EQ(set.cluster.hook_overhead_ns, 30000);
+  EXPECT_EQ(defaults.cluster.hook_overhead_ns, 0) << "hooks cost nothing unless told";
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -218,6 +220,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
             "cluster.comm_overlaps_compute");
   EXPECT_EQ(ErrorOf(spec(", elementwise_flops: 0")).where().key_path, "cluster.elementwise_flops");
+  EXPECT_EQ(ErrorOf(spec(", hook_overhead: -1us")).where().key_path, "cluster.hook_overhead");
+  EXPECT_EQ(ErrorOf(spec(", hook_overhead: 3")).where().key_path, "cluster.hook_overhead");
   EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: 0}")).where().key_path,
             "cluster.module_flops.Dropout");
   EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: fast}")).where().key_path,

@@ -384,6 +384,26 @@ TEST(ZeroStep, WhereCommunicationCannotOverlapComputeEveryCollectiveHoldsTheComp
   EXPECT_EQ(turns.result.ranks.front().peak.allocated, beside.result.ranks.front().peak.allocated);
 }
 
+// Each hook the engine runs (zero::training_step_schedule's events) holds the rank's timeline for
+// hook_overhead; with collectives taking turns with compute, nothing hides it. By default hooks
+// cost nothing.
+TEST(ZeroStep, EachHookHoldsTheRankForHookOverhead) {
+  const std::string zero = std::string(kDemandOnly) + ", overlap_comm: true";
+  const RunSpec free = MakeRun(TwoLayers(), 4, zero, "", "", ", comm_overlaps_compute: false");
+  const RunSpec costly =
+      MakeRun(TwoLayers(), 4, zero, "", "", ", comm_overlaps_compute: false, hook_overhead: 5us");
+  EXPECT_EQ(free.cluster.hook_overhead_ns, 0);
+  const zero::StepSchedule schedule =
+      zero::training_step_schedule(zero::ZeroModel(free.tree, free.zero_settings()));
+  const auto events = static_cast<TimeNs>(schedule.forward.size() + schedule.backward.size());
+  ASSERT_GT(events, 4);
+  const Simulated free_run = Simulate(free), costly_run = Simulate(costly);
+  const StepReport& a = free_run.result.ranks.front().steps.front();
+  const StepReport& b = costly_run.result.ranks.front().steps.front();
+  EXPECT_EQ(b.time_ns() - a.time_ns(), events * 5000);
+  EXPECT_EQ(b.compute_ns, a.compute_ns) << "hooks are host time, not compute";
+}
+
 TEST(ZeroStep, OffloadedParametersComeUpOverPcieBeforeEachGather) {
   const Simulated s = Simulate(
       MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", offload_param: {device: cpu}"));
