@@ -50,6 +50,16 @@ TEST(FitLine, WithoutAPositiveSlopeTheLargestPointsRateStands) {
   EXPECT_NEAR(fit.rate(), 1e11, 1);
 }
 
+// The cluster the run spec's reader makes of calibrate's YAML, named `name` (the reader calls an
+// inline description "inline").
+ClusterSpec read_back(const std::string& yaml, const std::string& name) {
+  Provenance provenance;
+  ClusterSpec back = parse_cluster(
+      Node(Document::from_yaml(yaml, "calibrated.yaml")).child("cluster"), provenance);
+  back.name = name;
+  return back;
+}
+
 Calibration measured(std::int64_t ranks) {
   Calibration c;
   c.ranks = ranks;
@@ -125,11 +135,7 @@ TEST(CalibrateCluster, DropoutGetsARateOfItsOwn) {
   EXPECT_NEAR(k.cluster.module_flops.at("Dropout"), 1.5e8, 1);
   const std::string yaml = cluster_yaml(k);
   EXPECT_NE(yaml.find("module_flops: {Dropout: 150000000}"), std::string::npos) << yaml;
-  Provenance provenance;
-  ClusterSpec back = parse_cluster(
-      Node(Document::from_yaml(yaml, "calibrated.yaml")).child("cluster"), provenance);
-  back.name = k.cluster.name;
-  EXPECT_EQ(back, k.cluster) << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
 }
 
 // A file from before the kernel chains: each kernel pays the elementwise call's fixed part, and
@@ -255,11 +261,7 @@ TEST(CalibrateCluster, TheEnginesHooksGiveHookOverhead) {
   EXPECT_EQ(k.cluster.hook_overhead_ns, 20000);
   const std::string yaml = cluster_yaml(k);
   EXPECT_NE(yaml.find("hook_overhead: 20000ns"), std::string::npos) << yaml;
-  Provenance provenance;
-  ClusterSpec back = parse_cluster(
-      Node(Document::from_yaml(yaml, "calibrated.yaml")).child("cluster"), provenance);
-  back.name = k.cluster.name;
-  EXPECT_EQ(back, k.cluster) << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
 }
 
 TEST(CalibrationFromJson, ReadsTheHooksAndRefusesABadOne) {
@@ -314,11 +316,7 @@ TEST(CalibrateCluster, OneRankHasNoCollectivesToMeasure) {
 TEST(ClusterYaml, ReadsBackToTheSameCluster) {
   const CalibratedCluster k = calibrate_cluster(measured(4), 16LL << 30);
   const std::string yaml = cluster_yaml(k);
-  const Document doc = Document::from_yaml(yaml, "calibrated.yaml");
-  Provenance provenance;
-  ClusterSpec back = parse_cluster(Node(doc).child("cluster"), provenance);
-  back.name = k.cluster.name;
-  EXPECT_EQ(back, k.cluster) << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
 }
 
 // A run spec names the file (relative to its own folder), and may change keys of it.
