@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/scratch_dir.h"
@@ -135,6 +136,9 @@ struct MachineSpeed {
   double flops = 0;
   double predicted = 0;  // seconds
   double before = 0, after = 0;
+  // The share of the host's CPU time its hypervisor took during the steps (a virtual machine's
+  // steal time), where the host counts it.
+  std::optional<double> steal;
   double speed_before() const { return predicted / before; }
   double speed_after() const { return predicted / after; }
 };
@@ -142,6 +146,8 @@ struct MachineSpeed {
 MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
   MachineSpeed s;
   const Json& m = measured.metadata;
+  if (m.contains("host_steal_share") && m.at("host_steal_share").is_number())
+    s.steal = m.at("host_steal_share").get<double>();
   if (!m.contains("speed_probe")) return s;
   const Json& p = m.at("speed_probe");
   s.flops = p.value("flops", 0.0);
@@ -184,6 +190,10 @@ void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
         << std::llround(100 * speed.speed_after()) << "% after (" << duration(ns(speed.before))
         << " and " << duration(ns(speed.after)) << "; " << duration(ns(speed.predicted))
         << " predicted)\n";
+  }
+  if (speed.steal) {
+    out << "Host       its hypervisor took " << std::llround(100 * *speed.steal)
+        << "% of the host's CPU time during the steps (steal time), time no rank could run\n";
   }
   out << "Targets    peak " << plain_percent(c.targets.peak) << ", each category "
       << plain_percent(c.targets.category)
@@ -326,6 +336,7 @@ void add_validate_command(CLI::App& app) {
                                      : run.training.checkpoint_interval;
       j["cluster"] = a->cluster.empty() ? Json("run spec") : Json(a->cluster);
       j["machine_speed"] = machine_speed_json(speed);
+      j["host_steal_share"] = speed.steal ? Json(*speed.steal) : Json();
       std::cout << j.dump(2) << "\n";
     } else {
       print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules, speed);

@@ -6,8 +6,9 @@
 #
 #   tools/validation_table.sh [BUILD_DIR] > table.md      (BUILD_DIR defaults to build)
 #
-# Progress goes to stderr (with the machine's load before each rank count: timings on a shared
-# machine are only as good as its quiet); the Markdown table to stdout. With KEEP=DIR, the
+# Progress goes to stderr (with the machine's load before each rank count and the share of its
+# CPU time the hypervisor took while calibrating: timings on a shared machine are only as good as
+# its quiet); the Markdown table to stdout. With KEEP=DIR, the
 # calibrated clusters and each run's JSON are kept in DIR. Needs python3 to format the JSON.
 set -euo pipefail
 
@@ -74,6 +75,9 @@ for ranks in 2 4; do
     cat "$work/calibrate-$ranks.err" >&2
     exit 1
   fi
+  # The host's steal time while it was calibrated, to set beside each run's (the table's column).
+  steal="$(sed -n "s/^# The host's hypervisor took \([0-9]*%\).*/\1/p" "$work/cluster-$ranks.yaml")"
+  echo "validation_table.sh: calibrated $ranks rank(s); host steal ${steal:-not counted}" >&2
   for model in "${model_order[@]}"; do
     for layout in zero3 pipeline; do
       for ckpt in 0 1; do
@@ -103,8 +107,8 @@ def pct(x):
 
 print("| model | ranks | layout | checkpointing | peak (worst rank) | worst category | "
       "collectives (kinds exact) | decisions | step time (calibrated) | "
-      "machine speed (before / after) | within targets |")
-print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | --- |")
+      "machine speed (before / after) | host steal | within targets |")
+print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |")
 for path in sys.argv[1:]:
     j = json.load(open(path))
     ranks = j["ranks"]
@@ -138,7 +142,9 @@ for path in sys.argv[1:]:
     model = j["run"].rsplit("-", 3)[0]  # the variant's name: MODEL-LAYOUT-RANKS-ckptN
     s = j.get("machine_speed")
     speed = (f"{100 * s['speed_before']:.0f}% / {100 * s['speed_after']:.0f}%" if s else "-")
+    steal = j.get("host_steal_share")
+    steal = "-" if steal is None else f"{100 * steal:.0f}%"
     print(f"| {model} | {j['nproc']} | {layout} | "
           f"{ckpt} | {pct(peak['error'])} | {worst_name} {pct(worst['error'])} | {collectives} | "
-          f"{decisions} | {pct(step['error'])} | {speed} | {verdict} |")
+          f"{decisions} | {pct(step['error'])} | {speed} | {steal} | {verdict} |")
 EOF

@@ -104,6 +104,12 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.backend = json.value("backend", std::string());
   c.threads_per_rank = json.value("threads_per_rank", std::int64_t{1});
   c.cores = json.value("cores", std::int64_t{0});
+  if (json.contains("host_steal_share")) {
+    const Json& steal = json.at("host_steal_share");
+    if (!steal.is_number() || steal.get<double>() < 0 || steal.get<double>() > 1)
+      throw bad(origin, "host_steal_share", "must be a share between 0 and 1");
+    c.steal_share = steal.get<double>();
+  }
   c.matmul = read_points(json, origin, "matmul", "flops");
   c.elementwise = read_points(json, origin, "elementwise", "bytes");
   c.elementwise_ops = read_points(json, origin, "elementwise_ops", "flops");
@@ -139,6 +145,7 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
 
 CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memory) {
   CalibratedCluster out;
+  out.steal_share = m.steal_share;
   out.matmul = fit_line(m.matmul, "matmul");
   out.elementwise = fit_line(m.elementwise, "elementwise");
   out.host_copy = fit_line(m.host_copy, "host_copy");
@@ -283,6 +290,12 @@ std::string cluster_yaml(const CalibratedCluster& k) {
       y << "#   send/recv:     " << seconds_text(k.send_recv.fixed) << " + bytes at "
         << rate(k.send_recv.rate(), "B/s") << "\n";
     }
+  }
+  if (k.steal_share) {
+    y << "# The host's hypervisor took " << std::llround(100 * *k.steal_share)
+      << "% of its CPU time while these were measured (steal time):\n"
+         "# the rates above are what was left. 'zeroplan validate' reports the share during its\n"
+         "# steps.\n";
   }
   y << "# Use it as a run spec's 'cluster:' value, or with 'zeroplan validate --cluster'.\n";
   y << "cluster:\n";

@@ -41,6 +41,9 @@ struct Calibration {
   std::string backend;
   std::int64_t threads_per_rank = 1;
   std::int64_t cores = 0;  // the cores the ranks may run on; 0: not recorded (older files)
+  // The share of the host's CPU time its hypervisor took while these were measured (a virtual
+  // machine's steal time); absent where the host does not count it, and from older files.
+  std::optional<double> steal_share;
   std::vector<CalibrationPoint> matmul;       // FLOPs
   std::vector<CalibrationPoint> elementwise;  // bytes read and written
   std::vector<CalibrationPoint>
@@ -88,6 +91,7 @@ struct CalibratedCluster {
   // The kernel chains were measured; without them (an older file) kernel_launch is the
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;
+  std::optional<double> steal_share;  // the calibration's, reported with the fits
 };
 // The cluster of `calibration.ranks` ranks on one node of this machine; `host_memory` is the
 // node's memory, shared by its ranks.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "core/zero/zero_model.h"
 #include "exec/model/lm_model.h"
 #include "exec/runtime/backend_info.h"
+#include "exec/runtime/host_cpu.h"
 #include "exec/runtime/tensor_buffer.h"
 #include "exec/train/reference_trainer.h"
 #include "exec/zero/zero3_engine.h"
@@ -155,6 +157,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   j["backend"] = std::string(world.backend());
   j["threads_per_rank"] = at::get_num_threads();
   j["cores"] = usable_cores();
+  const std::optional<HostCpuTimes> cpu_before = read_host_cpu_times();
 
   // Dense compute: square fp32 linear layers, from sizes where the call's fixed cost dominates to
   // sizes where the FLOP rate does. Each call is a module's: it allocates its output and records
@@ -368,6 +371,9 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   }
   j["hooks"] = engine_hooks(world, options.quick, say);
   world.barrier();
+  // The lead rank's host: the one its ranks share.
+  if (const auto steal = steal_share(cpu_before, read_host_cpu_times()))
+    j["host_steal_share"] = *steal;
   world.log().clear();
   if (lead) out << j.dump(2) << std::endl;
   return 0;

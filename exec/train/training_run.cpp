@@ -20,6 +20,7 @@
 #include "exec/comm/trace_records.h"
 #include "exec/memory/counting_allocator.h"
 #include "exec/memory/memory_scope.h"
+#include "exec/runtime/host_cpu.h"
 #include "exec/runtime/tensor_buffer.h"
 #ifdef ZEROPLAN_HAVE_CUDA
 #include "exec/cuda/cuda_info.h"
@@ -328,6 +329,8 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
   const bool probes = plan.wants_trace() && plan.options.device == "cpu";
   const SpeedProbe probe_before = probes ? speed_probe(world) : SpeedProbe{};
   world.log().clear();  // the probe's barriers are no step's collectives
+  // CPU time the hypervisor took from this host (rank 0's) during the steps.
+  const std::optional<HostCpuTimes> cpu_before = read_host_cpu_times();
   std::vector<Zero3StepStats> steps;
   std::vector<comm::OpRecord> records;  // every step's, for the report
   for (std::int64_t step = 0; step < plan.options.steps; ++step) {
@@ -393,6 +396,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
     }
   }
 
+  const std::optional<double> steal = steal_share(cpu_before, read_host_cpu_times());
   const SpeedProbe probe_after = probes ? speed_probe(world) : SpeedProbe{};
   const memory::MemoryReading reading = allocator    ? allocator->read()
                                         : cuda_meter ? cuda_meter->read()
@@ -428,6 +432,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
                                           {"seconds_before", probe_before.seconds},
                                           {"seconds_after", probe_after.seconds}};
       }
+      if (steal) merged.metadata["host_steal_share"] = *steal;
       if (!plan.options.trace.empty()) trace::write_native(merged, plan.options.trace);
       if (!plan.options.chrome_trace.empty())
         trace::write_chrome_trace(merged, plan.options.chrome_trace);

@@ -65,6 +65,11 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_EQ(points.at("elementwise_ops").size(), 3u);  // GELU, SiLU, LayerNorm
   EXPECT_FALSE(points.at("allgather").empty());
   EXPECT_FALSE(points.at("send_recv").empty());
+#ifdef __linux__
+  // The host's steal time over the measurements, reported beside the fits.
+  EXPECT_TRUE(points.at("host_steal_share").is_number());
+  EXPECT_NE(yaml.find("# The host's hypervisor took "), std::string::npos) << yaml;
+#endif
 
   // The description's step time differs from the run spec's guess, and validate judges it.
   const Result v =

@@ -86,6 +86,15 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
                 speed.at("predicted_seconds").get<double>() / measured, 1e-9)
         << when;
   }
+  // The host's steal time during the steps, where the host counts it (Linux's /proc/stat).
+  const Json& steal = j.at("host_steal_share");
+#ifdef __linux__
+  ASSERT_TRUE(steal.is_number()) << steal;
+  EXPECT_GE(steal.get<double>(), 0);
+  EXPECT_LE(steal.get<double>(), 1);
+#else
+  EXPECT_TRUE(steal.is_null());
+#endif
   ASSERT_EQ(j.at("ranks").size(), static_cast<std::size_t>(ranks));
   for (const Json& rank : j.at("ranks")) {
     SCOPED_TRACE("rank " + std::to_string(rank.at("rank").get<int>()));
@@ -226,6 +235,9 @@ TEST(ZeroplanValidate, TheTablesNameEveryTargetAndTheVerdict) {
                            "Speed      the machine ran a dense-layer probe at",
                            "Verdict    memory ok, collectives ok, decisions ok"})
     EXPECT_NE(r.out.find(text), std::string::npos) << text << "\n" << r.out;
+#ifdef __linux__
+  EXPECT_NE(r.out.find("Host       its hypervisor took "), std::string::npos) << r.out;
+#endif
   // zeroplan-exec's own report is progress, on stderr.
   EXPECT_NE(r.err.find("validate: executing"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find("loss"), std::string::npos);

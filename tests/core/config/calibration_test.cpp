@@ -283,6 +283,41 @@ TEST(CalibrationFromJson, ReadsTheHooksAndRefusesABadOne) {
   }
 }
 
+// The host's steal time during the calibration is reported in the description's comments, never
+// in its keys: it explains the rates, it does not change them.
+TEST(CalibrateCluster, TheStealShareIsReportedBesideTheFits) {
+  Calibration c = measured(2);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(cluster_yaml(k).find("steal"), std::string::npos);
+  const ClusterSpec without = k.cluster;
+  c.steal_share = 0.23;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster, without);
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("# The host's hypervisor took 23% of its CPU time"), std::string::npos)
+      << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+}
+
+TEST(CalibrationFromJson, ReadsTheStealShareAndRefusesABadOne) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "host_steal_share": 0.125})");
+  EXPECT_DOUBLE_EQ(*calibration_from_json(good, "raw.json").steal_share, 0.125);
+  Json older = good;
+  older.erase("host_steal_share");
+  EXPECT_FALSE(calibration_from_json(older, "raw.json").steal_share.has_value());
+  for (const char* share : {"-0.1", "1.5", "\"high\""}) {
+    Json bad = good;
+    bad["host_steal_share"] = Json::parse(share);
+    try {
+      calibration_from_json(bad, "raw.json");
+      ADD_FAILURE() << share;
+    } catch (const UserError& e) {
+      EXPECT_EQ(e.where().key_path, "host_steal_share") << share;
+    }
+  }
+}
+
 TEST(CalibrationFromJson, ReadsTheKernelChains) {
   const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "kernels_forward": [{"kernels": 4, "seconds": 1e-5}],
