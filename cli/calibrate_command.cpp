@@ -3,6 +3,7 @@
 // (core/config/calibration.h fits it).
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -14,6 +15,7 @@
 #include "core/trace/native_format.h"
 #include "core/util/atomic_file.h"
 #include "core/util/error.h"
+#include "sim/simulate.h"
 
 namespace zp::cli {
 namespace {
@@ -86,7 +88,38 @@ void add_calibrate_command(CLI::App& app) {
     const std::string text = read_file(points);
     const Calibration measured = calibration_from_json(
         trace::parse_json(text, "zeroplan-exec --calibrate"), "zeroplan-exec --calibrate");
-    const CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
+    CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
+    if (!measured.reference_compute.empty()) {
+      // The simulator splits each reference run's predicted compute into its per-kernel part and
+      // its rate part (the step's compute is linear in both); the step slowdown is fitted to what
+      // the runs measured.
+      std::vector<RunSpec> runs = calibration_reference_runs(measured.ranks);
+      ZP_CHECK(runs.size() == measured.reference_compute.size(), runs.size(), " reference runs, ",
+               measured.reference_compute.size(), " measured");
+      const auto compute = [](RunSpec& run, const ClusterSpec& cluster) {
+        run.cluster = cluster;
+        const sim::SimulationResult r = sim::simulate(run, sim::SimOptions{});
+        ZP_CHECK(!r.ranks.empty() && !r.ranks.front().steps.empty(), "no step predicted for ",
+                 run.name);
+        return static_cast<double>(r.ranks.front().steps.back().compute_ns) * 1e-9;
+      };
+      std::vector<CalibratedCluster::ReferenceCompute> references;
+      for (std::size_t i = 0; i < runs.size(); ++i) {
+        ClusterSpec doubled = calibrated.cluster;
+        doubled.step_slowdown.kernels = 2;
+        const double alone = compute(runs[i], calibrated.cluster);
+        const double fixed = compute(runs[i], doubled) - alone;
+        references.push_back({measured.reference_compute[i], fixed, alone - fixed});
+      }
+      fit_step_slowdown(calibrated, std::move(references));
+      const ClusterSpec::StepSlowdown& f = calibrated.cluster.step_slowdown;
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "calibrate: in a training step each kernel's fixed cost is %.2f times its "
+                    "cost alone, and the rates 1/%.2f",
+                    f.kernels, f.rates);
+      std::cerr << line << "\n";
+    }
     const std::string yaml = cluster_yaml(calibrated);
     if (!a->raw.empty()) write_file_atomically(a->raw, text);
     if (a->out.empty()) {

@@ -155,8 +155,11 @@ MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
   s.before = p.value("seconds_before", 0.0);
   s.after = p.value("seconds_after", 0.0);
   if (!(s.flops > 0 && s.before > 0 && s.after > 0)) return s;
-  // One kernel, as the simulator prices a dense layer's.
-  const sim::ComputeModel compute(run.cluster, DType::kFloat32);
+  // One kernel, as the simulator prices a dense layer's: a call alone, as calibrate timed it, so
+  // without the cluster's step slowdown.
+  ClusterSpec alone = run.cluster;
+  alone.step_slowdown = {};
+  const sim::ComputeModel compute(alone, DType::kFloat32);
   s.predicted = static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.flops),
                                                     static_cast<std::int64_t>(bytes))) *
                 1e-9;

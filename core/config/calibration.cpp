@@ -2,6 +2,7 @@
 #include "core/util/median.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -42,6 +43,13 @@ std::vector<CalibrationPoint> read_points(const Json& json, const std::string& o
 
 std::int64_t round_positive(double value) {
   return std::max<std::int64_t>(1, std::llround(value));
+}
+
+// The shortest text that reads back to the same double.
+std::string shortest(double value) {
+  char buffer[32];
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, result.ptr);
 }
 
 std::string seconds_text(double s) {
@@ -130,6 +138,15 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
       throw bad(origin, "hooks", "must be {events: a positive integer, seconds: >= 0}");
     c.hook_events = h.at("events").get<std::int64_t>();
     c.hook_seconds = h.at("seconds").get<double>();
+  }
+  if (json.contains("reference_compute")) {
+    const Json& r = json.at("reference_compute");
+    if (!r.is_array()) throw bad(origin, "reference_compute", "must be a list of seconds");
+    for (const Json& v : r) {
+      if (!v.is_number() || !(v.get<double>() > 0))
+        throw bad(origin, "reference_compute", "must hold positive seconds, one per reference run");
+      c.reference_compute.push_back(v.get<double>());
+    }
   }
   if (!c.allgather_after_compute.empty()) {
     if (!json.contains("compute_piece") || !json.at("compute_piece").is_number() ||
@@ -242,6 +259,63 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
   return out;
 }
 
+std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks) {
+  ZP_CHECK(ranks >= 1, "reference runs on ", ranks, " ranks");
+  const std::string cluster =
+      "cluster: {gpu: cpu, nodes: 1, gpus_per_node: " + std::to_string(ranks) +
+      ", gpu_memory: 1GiB, peak_flops: {fp32: 10G},\n"
+      "          hbm_bandwidth: 10GB/s, intra_node: {bandwidth: 1GB/s, latency: 10us},\n"
+      "          inter_node: {bandwidth: 1GB/s, latency: 10us}, host_memory: 4GiB,\n"
+      "          pcie_bandwidth: 1GB/s, asynchronous_launch: false}\n"
+      "deepspeed: {zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0}}\n";
+  const auto run = [&](const std::string& name, int width, int vocab, int seq) {
+    const std::string text =
+        "name: " + name + "\nmodel: {family: gpt2, vocab_size: " + std::to_string(vocab) +
+        ", hidden_size: " + std::to_string(width) + ", num_layers: 3, num_heads: 4,\n" +
+        "        max_position_embeddings: " + std::to_string(seq) +
+        ", tie_word_embeddings: true}\ntraining: {sequence_length: " + std::to_string(seq) +
+        ", micro_batch: 2, dtype: fp32}\n" + cluster;
+    return parse_run_spec(Document::from_yaml(text, "calibrate's " + name), ".");
+  };
+  return {run("reference-narrow", 48, 256, 16), run("reference-wide", 96, 512, 32)};
+}
+
+void fit_step_slowdown(CalibratedCluster& k,
+                       std::vector<CalibratedCluster::ReferenceCompute> references) {
+  for (const auto& r : references)
+    ZP_CHECK(r.measured > 0 && r.fixed >= 0 && r.rate >= 0 && r.fixed + r.rate > 0,
+             "a reference run's compute: ", r.measured, " s measured, ", r.fixed, " + ", r.rate,
+             " s predicted");
+  // Minimises the sum of ((kernels x fixed + rates x rate) / measured - 1)^2.
+  double ff = 0, fr = 0, rr = 0, fm = 0, rm = 0;
+  for (const auto& r : references) {
+    const double f = r.fixed / r.measured, q = r.rate / r.measured;
+    ff += f * f;
+    fr += f * q;
+    rr += q * q;
+    fm += f;
+    rm += q;
+  }
+  double kernels = 1, rates = 1;
+  const double det = ff * rr - fr * fr;
+  if (references.size() >= 2 && det > 1e-12 * ff * rr) {
+    kernels = (fm * rr - rm * fr) / det;
+    rates = (ff * rm - fr * fm) / det;
+  }
+  // A factor below 1 stays at 1 and the other is fitted alone.
+  if (!(kernels >= 1) && rr > 0) {
+    kernels = 1;
+    rates = (rm - fr) / rr;
+  }
+  if (!(rates >= 1) && ff > 0) {
+    rates = 1;
+    kernels = (fm - fr) / ff;
+  }
+  const auto three_decimals = [](double x) { return std::round(std::max(1.0, x) * 1000) / 1000; };
+  k.cluster.step_slowdown = {three_decimals(kernels), three_decimals(rates)};
+  k.references = std::move(references);
+}
+
 std::string cluster_yaml(const CalibratedCluster& k) {
   const ClusterSpec& c = k.cluster;
   const auto rate = [](double r, const char* unit) { return units::format_si(r, unit); };
@@ -264,6 +338,20 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     y << "#   kernel chains: forward " << seconds_text(k.kernels_forward.per_unit)
       << " per kernel, backward " << seconds_text(k.kernels_backward.per_unit) << " per kernel (+ "
       << seconds_text(k.kernels_backward.fixed) << " per backward)\n";
+  }
+  if (!k.references.empty()) {
+    y << "#   in a training step (" << k.references.size()
+      << " reference ZeRO-3 runs): each kernel's fixed cost " << shortest(c.step_slowdown.kernels)
+      << " times the\n#     chains', the rates 1/" << shortest(c.step_slowdown.rates)
+      << " of the calls' alone (step_slowdown); their compute a step,\n#     measured / "
+         "predicted:";
+    const char* sep = " ";
+    for (const auto& r : k.references) {
+      const double predicted = r.fixed * c.step_slowdown.kernels + r.rate * c.step_slowdown.rates;
+      y << sep << seconds_text(r.measured) << " / " << seconds_text(predicted);
+      sep = ", ";
+    }
+    y << "\n";
   }
   if (c.hook_overhead_ns > 0) {
     y << "#   the ZeRO-3 engine's hooks: "
@@ -316,6 +404,10 @@ std::string cluster_yaml(const CalibratedCluster& k) {
       sep = ", ";
     }
     y << "}\n";
+  }
+  if (c.step_slowdown != ClusterSpec::StepSlowdown{}) {
+    y << "  step_slowdown: {kernels: " << shortest(c.step_slowdown.kernels)
+      << ", rates: " << shortest(c.step_slowdown.rates) << "}\n";
   }
   y << "  kernel_launch: " << c.kernel_launch_ns << "ns\n";
   if (c.hook_overhead_ns > 0) y << "  hook_overhead: " << c.hook_overhead_ns << "ns\n";

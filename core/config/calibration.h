@@ -8,6 +8,9 @@
 //  - an all-gather or reduce-scatter of S bytes over a ring of n ranks on one node costs
 //    (n - 1) latency + (n - 1) / n x S / bandwidth (docs/network-model.md);
 //  - a host copy costs S / pcie_bandwidth.
+// Those are calls repeated alone. A training step runs the same calls slower: calibrate also
+// trains reference runs (calibration_reference_runs) and fits the cluster's step_slowdown to
+// their compute (fit_step_slowdown).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +19,7 @@
 
 #include "core/config/cluster.h"
 #include "core/config/document.h"
+#include "core/config/run_spec.h"
 
 namespace zp {
 
@@ -65,6 +69,10 @@ struct Calibration {
   // simulator counts in that step. Absent from older files (hook_events 0).
   std::int64_t hook_events = 0;
   double hook_seconds = 0;
+  // Each reference run's compute per step (forward, backward, recomputation and the optimizer;
+  // hooks and waiting excluded), the median step's, in calibration_reference_runs' order. Empty
+  // in older files.
+  std::vector<double> reference_compute;
   std::vector<CalibrationPoint> allgather_after_compute;
   std::vector<CalibrationPoint> allgather_beside_compute;
 };
@@ -92,10 +100,30 @@ struct CalibratedCluster {
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;
   std::optional<double> steal_share;  // the calibration's, reported with the fits
+  struct ReferenceCompute {
+    double measured = 0;  // seconds of compute a step, as exec ran it
+    double fixed = 0;     // of the isolated fits' prediction, the part per kernel
+    double rate = 0;      // and the part the FLOP and memory rates give
+  };
+  std::vector<ReferenceCompute> references;  // what step_slowdown was fitted to
 };
 // The cluster of `calibration.ranks` ranks on one node of this machine; `host_memory` is the
 // node's memory, shared by its ranks.
 CalibratedCluster calibrate_cluster(const Calibration& calibration, std::int64_t host_memory);
+
+// The ZeRO-3 runs calibrate trains on every rank with zeroplan-exec's engine, to measure a step's
+// hooks and compute as they run: GPT-2s of 3 blocks, none of the bundled examples' models, every
+// parameter gathered (no persistence threshold) and DeepSpeed's other defaults. The first (width
+// 48, 2 x 16 tokens a rank) is mostly per-kernel cost, the second (width 96, 2 x 32 tokens) mostly
+// FLOPs, so that the two tell the step's slowdown of each apart. The first's hooks give
+// hook_overhead. Their clusters are placeholders: set the measured one.
+std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks);
+
+// Fits the cluster's step_slowdown to the reference runs: kernels x fixed + rates x rate =
+// measured, by least squares on relative errors, each factor at least 1 (a step is never faster
+// than its calls alone). Keeps the references for the description's comments.
+void fit_step_slowdown(CalibratedCluster& calibrated,
+                       std::vector<CalibratedCluster::ReferenceCompute> references);
 
 // The description as YAML that `cluster:` (or `zeroplan validate --cluster`) reads back to the
 // same ClusterSpec, with the fits as comments.

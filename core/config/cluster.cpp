@@ -1,6 +1,7 @@
 #include "core/config/cluster.h"
 
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <stdexcept>
 
@@ -292,6 +293,22 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
       c.module_flops[name] = flops;
     }
   }
+  if (auto n = r.get("step_slowdown")) {
+    ObjectReader f(*n, "cluster.step_slowdown");
+    auto factor = [&](const char* key, double& out) {
+      if (auto v = f.get(key)) {
+        out = read_double(*v, Coercion::kStrict);
+        if (!(out >= 1) || !std::isfinite(out))
+          v->fail(ErrorKind::kValue,
+                  v->repr() +
+                      " is out of range: must be >= 1 (a step is never faster than its "
+                      "calls alone)");
+      }
+    };
+    factor("kernels", c.step_slowdown.kernels);
+    factor("rates", c.step_slowdown.rates);
+    f.reject_unknown();
+  }
   if (auto n = r.get("host_optimizer_rate")) {
     c.host_optimizer_rate = read_double(*n, Coercion::kStrict);
     if (!(c.host_optimizer_rate > 0))
@@ -322,32 +339,34 @@ Json cluster_to_json(const ClusterSpec& c) {
   Json module_flops = Json::object();
   for (const auto& [name, v] : c.module_flops)
     module_flops[name] = v;
-  return Json{{"name", c.name},
-              {"gpu", c.gpu},
-              {"nodes", c.nodes},
-              {"gpus_per_node", c.gpus_per_node},
-              {"gpu_memory", c.gpu_memory},
-              {"peak_flops", flops},
-              {"hbm_bandwidth", c.hbm_bandwidth},
-              {"intra_node",
-               {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
-              {"inter_node",
-               {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
-              {"host_memory", c.host_memory},
-              {"pcie_bandwidth", c.pcie_bandwidth},
-              {"nvme_bandwidth", c.nvme_bandwidth},
-              {"efficiency",
-               {{"compute", c.efficiency.compute},
-                {"hbm", c.efficiency.hbm},
-                {"network", c.efficiency.network}}},
-              {"kernel_launch_ns", c.kernel_launch_ns},
-              {"autograd_node_ns", c.autograd_node_ns},
-              {"hook_overhead_ns", c.hook_overhead_ns},
-              {"asynchronous_launch", c.asynchronous_launch},
-              {"comm_overlaps_compute", c.comm_overlaps_compute},
-              {"elementwise_flops", c.elementwise_flops},
-              {"module_flops", module_flops},
-              {"host_optimizer_rate", c.host_optimizer_rate}};
+  return Json{
+      {"name", c.name},
+      {"gpu", c.gpu},
+      {"nodes", c.nodes},
+      {"gpus_per_node", c.gpus_per_node},
+      {"gpu_memory", c.gpu_memory},
+      {"peak_flops", flops},
+      {"hbm_bandwidth", c.hbm_bandwidth},
+      {"intra_node",
+       {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
+      {"inter_node",
+       {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
+      {"host_memory", c.host_memory},
+      {"pcie_bandwidth", c.pcie_bandwidth},
+      {"nvme_bandwidth", c.nvme_bandwidth},
+      {"efficiency",
+       {{"compute", c.efficiency.compute},
+        {"hbm", c.efficiency.hbm},
+        {"network", c.efficiency.network}}},
+      {"kernel_launch_ns", c.kernel_launch_ns},
+      {"autograd_node_ns", c.autograd_node_ns},
+      {"hook_overhead_ns", c.hook_overhead_ns},
+      {"asynchronous_launch", c.asynchronous_launch},
+      {"comm_overlaps_compute", c.comm_overlaps_compute},
+      {"elementwise_flops", c.elementwise_flops},
+      {"module_flops", module_flops},
+      {"step_slowdown", {{"kernels", c.step_slowdown.kernels}, {"rates", c.step_slowdown.rates}}},
+      {"host_optimizer_rate", c.host_optimizer_rate}};
 }
 
 }  // namespace zp

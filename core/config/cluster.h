@@ -72,6 +72,17 @@ struct ClusterSpec {
   // in place of elementwise_flops or peak_flops: for a class that runs far from its kind's rate,
   // as dropout's random numbers on a CPU thread (zeroplan calibrate measures it).
   std::map<std::string, double> module_flops;
+  // How a training step's compute runs against the isolated calls that the rates and per-kernel
+  // costs above describe: each kernel's fixed cost (kernel_launch, autograd_node) times `kernels`,
+  // every FLOP and memory rate divided by `rates`. On CPU ranks a step's calls run slower than the
+  // same calls repeated in a loop (zeroplan calibrate measures both factors on reference runs).
+  // {1, 1}: as measured in isolation.
+  struct StepSlowdown {
+    double kernels = 1;
+    double rates = 1;
+    bool operator==(const StepSlowdown&) const = default;
+  };
+  StepSlowdown step_slowdown;
   // An offloaded optimizer's step on the host (DeepSpeed's CPU Adam): parameters per second per
   // node, shared by the node's GPUs.
   double host_optimizer_rate = 1e9;

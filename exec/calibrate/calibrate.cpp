@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/config/calibration.h"
 #include "core/config/document.h"
 #include "core/model/families/transformer.h"
 #include "core/model/model_config.h"
@@ -89,44 +90,45 @@ Json point(const char* unit, double amount, double seconds) {
   return Json{{unit, amount}, {"seconds", seconds}};
 }
 
-// The ZeRO-3 engine's own time in its hooks (their time less their waiting for collectives), per
-// hook the simulator charges (training_step_schedule's events): a GPT-2 of 3 blocks of width 48,
-// none of the bundled examples' models, with every parameter gathered (no persistence threshold)
-// and DeepSpeed's other defaults, trained on every rank at once; the median of the steps after
-// the first.
-Json engine_hooks(comm::Communicator& world, bool quick,
-                  const std::function<void(const std::string&)>& say) {
-  ModelConfig c = family_defaults(ModelFamily::kGpt2);
-  c.name = "calibration-gpt2";
-  c.vocab_size = 256;
-  c.hidden_size = 48;
-  c.num_layers = 3;
-  c.num_heads = 4;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = true;
-  constexpr std::int64_t kRows = 2, kSeq = 16;
-  const ModuleTree tree = build_model(c, BatchShape{kRows, kSeq, DType::kFloat32});
-  zero::ZeroSettings settings;
-  settings.data_parallel_size = world.size();
-  settings.param_persistence_threshold = 0;
-  const zero::ZeroModel zero_model(tree, settings);
-  const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
-  const auto events = static_cast<std::int64_t>(schedule.forward.size() + schedule.backward.size());
+// The reference runs (calibration_reference_runs) trained on every rank at once with exec's
+// ZeRO-3 engine, medians of the steps after the first: each run's compute a step (forward,
+// backward, recomputation and the optimizer), and the first's hooks (their time less their waiting
+// for collectives) with the hooks the simulator charges (training_step_schedule's events).
+void reference_runs(comm::Communicator& world, bool quick, Json& out,
+                    const std::function<void(const std::string&)>& say) {
+  const std::vector<RunSpec> runs = calibration_reference_runs(world.size());
   const int steps = quick ? 3 : 8;
-  say("the ZeRO-3 engine's hooks, " + std::to_string(steps) + " steps on every rank");
-
-  LmModel model(c, tree, /*seed=*/0);
-  Zero3Engine engine(model, zero_model, world, Zero3Options{});
-  const SyntheticData data{
-      .seed = 1, .global_batch = kRows * world.size(), .seq = kSeq, .vocab = c.vocab_size};
-  std::vector<double> overhead;
-  for (int step = 0; step < steps; ++step) {
-    const TokenBatch global = synthetic_batch(data, step);
-    const Zero3StepStats stats = engine.step({micro_batch(global, world.rank(), world.size())});
-    if (step > 0) overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
+  say(std::to_string(runs.size()) + " reference ZeRO-3 runs' compute and hooks, " +
+      std::to_string(steps) + " steps each on every rank");
+  out["reference_compute"] = Json::array();
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const RunSpec& run = runs[i];
+    const ModelConfig& c = *run.model.config;
+    const zero::ZeroModel zero_model(run.tree, run.zero_settings());
+    LmModel model(c, run.tree, /*seed=*/0);
+    Zero3Engine engine(model, zero_model, world, Zero3Options{});
+    const SyntheticData data{.seed = 1,
+                             .global_batch = run.training.micro_batch * world.size(),
+                             .seq = run.training.sequence_length,
+                             .vocab = c.vocab_size};
+    std::vector<double> overhead;
+    std::vector<double> compute;
+    for (int step = 0; step < steps; ++step) {
+      const TokenBatch global = synthetic_batch(data, step);
+      const Zero3StepStats stats = engine.step({micro_batch(global, world.rank(), world.size())});
+      if (step == 0) continue;
+      overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
+      compute.push_back(static_cast<double>(stats.compute_ns + stats.optimizer_ns) * 1e-9);
+    }
+    world.log().clear();
+    out["reference_compute"].push_back(median(std::move(compute)));
+    if (i == 0) {
+      const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
+      const auto events =
+          static_cast<std::int64_t>(schedule.forward.size() + schedule.backward.size());
+      out["hooks"] = Json{{"events", events}, {"seconds", median(std::move(overhead))}};
+    }
   }
-  world.log().clear();
-  return Json{{"events", events}, {"seconds", median(overhead)}};
 }
 
 }  // namespace
@@ -369,7 +371,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
       j["send_recv"].push_back(point("bytes", 4.0 * static_cast<double>(numel), round_trip / 2));
     }
   }
-  j["hooks"] = engine_hooks(world, options.quick, say);
+  reference_runs(world, options.quick, j, say);
   world.barrier();
   // The lead rank's host: the one its ranks share.
   if (const auto steal = steal_share(cpu_before, read_host_cpu_times()))

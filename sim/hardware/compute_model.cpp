@@ -27,15 +27,19 @@ ComputeModel::ComputeModel(const ClusterSpec& cluster, DType dtype) {
                     "the cluster gives no HBM bandwidth");
   }
   peak_ = it->second;
-  flops_per_ns_ = peak_ * cluster.efficiency.compute / 1e9;
-  elementwise_per_ns_ = cluster.elementwise_flops > 0
-                            ? cluster.elementwise_flops * cluster.efficiency.compute / 1e9
-                            : flops_per_ns_;
+  // A step's calls run slower than the isolated ones the cluster's figures describe.
+  const double compute = cluster.efficiency.compute / cluster.step_slowdown.rates;
+  flops_per_ns_ = peak_ * compute / 1e9;
+  elementwise_per_ns_ =
+      cluster.elementwise_flops > 0 ? cluster.elementwise_flops * compute / 1e9 : flops_per_ns_;
   for (const auto& [type, flops] : cluster.module_flops)
-    class_per_ns_.emplace_back(type, flops * cluster.efficiency.compute / 1e9);
-  bytes_per_ns_ = cluster.hbm_bandwidth * cluster.efficiency.hbm / 1e9;
-  launch_ns_ = cluster.kernel_launch_ns;
-  node_ns_ = cluster.autograd_node_ns;
+    class_per_ns_.emplace_back(type, flops * compute / 1e9);
+  bytes_per_ns_ =
+      cluster.hbm_bandwidth * cluster.efficiency.hbm / cluster.step_slowdown.rates / 1e9;
+  launch_ns_ =
+      std::llround(static_cast<double>(cluster.kernel_launch_ns) * cluster.step_slowdown.kernels);
+  node_ns_ =
+      std::llround(static_cast<double>(cluster.autograd_node_ns) * cluster.step_slowdown.kernels);
   overlap_ = cluster.asynchronous_launch;
 }
 

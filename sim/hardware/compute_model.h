@@ -5,9 +5,10 @@
 //                                        bytes / (hbm_bandwidth * efficiency.hbm))
 //
 // rounded up to whole nanoseconds; a backward kernel also pays autograd_node, the engine's work
-// for the node that runs it. A module's pass runs many kernels (kernel_counts.h), and for the
-// small modules of a model their fixed costs are most of its time. Pure and cheap; safe from many
-// threads.
+// for the node that runs it. The cluster's step_slowdown multiplies the per-kernel costs and
+// divides both rates (a CPU step's calls against the same calls alone). A module's pass runs many
+// kernels (kernel_counts.h), and for the small modules of a model their fixed costs are most of its
+// time. Pure and cheap; safe from many threads.
 #pragma once
 
 #include <algorithm>
@@ -62,7 +63,7 @@ class ComputeModel {
   // A memory-bound copy of `bytes` (read and written once), as torch.cat and copy_ do.
   TimeNs copy(std::int64_t bytes) const { return time(0, 2 * bytes); }
 
-  double flops_per_second() const { return flops_per_ns_ * 1e9; }  // after efficiency
+  double flops_per_second() const { return flops_per_ns_ * 1e9; }  // after efficiency, slowdown
   double peak_flops() const { return peak_; }                      // before
 
  private:

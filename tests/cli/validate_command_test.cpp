@@ -134,6 +134,18 @@ TEST(ZeroplanValidate, TheSpeedProbeIsPricedWithTheRunsCluster) {
   const Json speed = Json::parse(r.out).at("machine_speed");
   EXPECT_NEAR(speed.at("predicted_seconds").get<double>(), 4000e-9 + 2.0 * 256 * 256 * 256 / 25e9,
               1e-9);
+  // A call alone, as calibrate timed it: a cluster's step slowdown does not apply to the probe.
+  const fs::path dir = TestDir();
+  std::string cluster = Slurp(kSource / kTiny);
+  cluster = cluster.substr(cluster.find("cluster:"));
+  cluster = cluster.substr(0, cluster.find("training:"));
+  std::ofstream(dir / "slow.yaml") << cluster << "  step_slowdown: {kernels: 3, rates: 2}\n";
+  const Result slow = RunZeroplan("validate " + kTiny + " --steps 2 --json --cluster '" +
+                                  (dir / "slow.yaml").string() + "'");
+  ASSERT_TRUE(slow.status == 0 || slow.status == 3) << slow.err;
+  EXPECT_EQ(Json::parse(slow.out).at("machine_speed").at("predicted_seconds"),
+            speed.at("predicted_seconds"));
+  fs::remove_all(dir);
 }
 
 TEST(ZeroplanValidate, TinyGpt2CheckpointedOnTwoRanksMeetsTheTargets) {

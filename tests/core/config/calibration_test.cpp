@@ -318,6 +318,70 @@ TEST(CalibrationFromJson, ReadsTheStealShareAndRefusesABadOne) {
   }
 }
 
+// The reference runs: GPT-2s of 3 blocks, every parameter gathered, one narrow and short (its
+// compute mostly per-kernel cost), one wide and long (mostly FLOPs), on the ranks asked for.
+TEST(CalibrationReferenceRuns, ANarrowAndAWideGpt2WithEveryParameterGathered) {
+  const std::vector<RunSpec> runs = calibration_reference_runs(4);
+  ASSERT_EQ(runs.size(), 2u);
+  for (const RunSpec& r : runs) {
+    EXPECT_EQ(r.parallel.world(), 4);
+    EXPECT_EQ(r.model.config->num_layers, 3);
+    EXPECT_EQ(r.zero_settings().param_persistence_threshold, 0);
+    EXPECT_EQ(r.deepspeed.zero.stage, 3);
+  }
+  EXPECT_EQ(runs[0].model.config->hidden_size, 48);
+  EXPECT_EQ(runs[1].model.config->hidden_size, 96);
+  EXPECT_LT(runs[0].training.sequence_length, runs[1].training.sequence_length);
+}
+
+// Two runs, one mostly per-kernel cost and one mostly FLOPs, give both factors.
+TEST(FitStepSlowdown, RecoversBothFactorsFromTwoRuns) {
+  CalibratedCluster k = calibrate_cluster(measured(2), 1LL << 30);
+  fit_step_slowdown(k, {{3 * 1e-3 + 2 * 1e-3, 1e-3, 1e-3}, {3 * 1e-3 + 2 * 10e-3, 1e-3, 10e-3}});
+  EXPECT_EQ(k.cluster.step_slowdown, (ClusterSpec::StepSlowdown{3, 2}));
+  ASSERT_EQ(k.references.size(), 2u);
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("step_slowdown: {kernels: 3, rates: 2}"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("measured / predicted: 5 ms / 5 ms, 23 ms / 23 ms"), std::string::npos)
+      << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+}
+
+// A step is never faster than its calls alone: a factor the fit puts below 1 stays at 1, and the
+// other is fitted alone. Without the references nothing is written.
+TEST(FitStepSlowdown, AFactorBelowOneStaysAtOne) {
+  CalibratedCluster k = calibrate_cluster(measured(2), 1LL << 30);
+  EXPECT_EQ(cluster_yaml(k).find("step_slowdown"), std::string::npos);
+  // Measured: 0.5 x fixed + 3 x rate, so the free fit puts kernels at 0.5. Held at 1, rates is
+  // fitted alone, between what each run gives by itself ((3.5 - 1) / 1 and (30.5 - 1) / 10):
+  // sum(q) - sum(f q) over sum(q^2), f and q each run's fixed and rate parts over its measured
+  // time, is 2.756.
+  fit_step_slowdown(k, {{0.5e-3 + 3e-3, 1e-3, 1e-3}, {0.5e-3 + 30e-3, 1e-3, 10e-3}});
+  EXPECT_EQ(k.cluster.step_slowdown.kernels, 1);
+  EXPECT_DOUBLE_EQ(k.cluster.step_slowdown.rates, 2.756);
+  // Both faster than alone: both 1, and the key is not written.
+  fit_step_slowdown(k, {{0.5e-3, 1e-3, 1e-3}, {5e-3, 1e-3, 10e-3}});
+  EXPECT_EQ(k.cluster.step_slowdown, (ClusterSpec::StepSlowdown{1, 1}));
+  EXPECT_EQ(cluster_yaml(k).find("step_slowdown:"), std::string::npos);
+}
+
+TEST(CalibrationFromJson, ReadsTheReferenceComputeAndRefusesABadOne) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "reference_compute": [6e-3, 2e-2]})");
+  EXPECT_EQ(calibration_from_json(good, "raw.json").reference_compute,
+            (std::vector<double>{6e-3, 2e-2}));
+  for (const char* compute : {"[0]", "[1e-3, -1]", "3", "[\"fast\"]"}) {
+    Json bad = good;
+    bad["reference_compute"] = Json::parse(compute);
+    try {
+      calibration_from_json(bad, "raw.json");
+      ADD_FAILURE() << compute;
+    } catch (const UserError& e) {
+      EXPECT_EQ(e.where().key_path, "reference_compute") << compute;
+    }
+  }
+}
+
 TEST(CalibrationFromJson, ReadsTheKernelChains) {
   const Json j = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "kernels_forward": [{"kernels": 4, "seconds": 1e-5}],

@@ -185,7 +185,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
       Parse(spec(", efficiency: {compute: 0.7, network: 1}, kernel_launch: 2us, "
                  "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
                  "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s, "
-                 "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us"));
+                 "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us, "
+                 "step_slowdown: {kernels: 3.5, rates: 1.25}"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -200,6 +201,9 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_TRUE(defaults.cluster.module_flops.empty());
   EXPECT_EQ(set.cluster.hook_overhead_ns, 30000);
   EXPECT_EQ(defaults.cluster.hook_overhead_ns, 0) << "hooks cost nothing unless told";
+  EXPECT_EQ(set.cluster.step_slowdown, (ClusterSpec::StepSlowdown{3.5, 1.25}));
+  EXPECT_EQ(defaults.cluster.step_slowdown, (ClusterSpec::StepSlowdown{1, 1}))
+      << "a step runs its calls as fast as they run alone unless told";
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -212,6 +216,12 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_NE(std::string(over.what()).find("(0, 1]"), std::string::npos);
   EXPECT_EQ(ErrorOf(spec(", efficiency: {hbm: 0}")).where().key_path, "cluster.efficiency.hbm");
   EXPECT_EQ(ErrorOf(spec(", efficiency: {disk: 0.5}")).kind(), ErrorKind::kUnknownKey);
+  const UserError faster = ErrorOf(spec(", step_slowdown: {rates: 0.5}"));
+  EXPECT_EQ(faster.where().key_path, "cluster.step_slowdown.rates");
+  EXPECT_NE(std::string(faster.what()).find(">= 1"), std::string::npos) << faster.what();
+  EXPECT_EQ(ErrorOf(spec(", step_slowdown: {kernels: .inf}")).where().key_path,
+            "cluster.step_slowdown.kernels");
+  EXPECT_EQ(ErrorOf(spec(", step_slowdown: {launch: 2}")).kind(), ErrorKind::kUnknownKey);
   EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: -1us")).where().key_path, "cluster.autograd_node");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");

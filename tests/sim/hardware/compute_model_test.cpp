@@ -263,6 +263,26 @@ TEST(ComputeModel, AClassInModuleFlopsRunsAtItsOwnRate) {
   EXPECT_EQ(m.module_call(t, drop).forward, 3 * 4000 + 100000);  // dropout's three kernels
 }
 
+// A step's slowdown multiplies each kernel's fixed cost (launch, and the autograd node in
+// backward) and divides every rate: the matmul's, the element-wise one, a class's own and HBM's.
+TEST(ComputeModel, TheStepSlowdownScalesKernelsAndRatesApart) {
+  ClusterSpec c = Cluster();
+  c.autograd_node_ns = 2000;
+  c.elementwise_flops = 2e11;            // 100 FLOP/ns after efficiency
+  c.module_flops = {{"Dropout", 2e10}};  // 10 FLOP/ns
+  c.step_slowdown = {3, 2};
+  const ComputeModel m(c, DType::kBFloat16);
+  const ModuleCost cost{1'000'000, 0, 0};
+  // Dense: 1e6 FLOP at 1000 / 2 FLOP/ns, one launch at 3 x 4000.
+  EXPECT_EQ(m.module_call(cost, 0, KernelCounts{1, 1, false}, "Linear").forward, 12000 + 2000);
+  EXPECT_EQ(m.module_call(cost, 0, KernelCounts{1, 1, false}, "Linear").backward,
+            3 * (4000 + 2000) + 4000);
+  EXPECT_EQ(m.module_call(cost, 0, KernelCounts{1, 1, true}, "GELU").forward, 12000 + 20000);
+  EXPECT_EQ(m.module_call(cost, 0, KernelCounts{1, 1, true}, "Dropout").forward, 12000 + 200000);
+  // Memory-bound: 1e6 B at 500 / 2 B/ns.
+  EXPECT_EQ(m.time(0, 1'000'000), 12000 + 4000);
+}
+
 TEST(KernelCounts, DropoutWithoutProbabilityLaunchesNothing) {
   ModuleTree t("t");
   const ModuleId root = t.add_module(kNoModule, "", "Net");
