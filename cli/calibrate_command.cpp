@@ -34,9 +34,9 @@ void add_calibrate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "calibrate",
       "Measure this machine with zeroplan-exec on local CPU ranks (matmul and elementwise "
-      "throughput, host copies, all-gather / reduce-scatter / send-recv bandwidth and latency) "
-      "and write the cluster description the simulator uses (see 'zeroplan validate "
-      "--cluster').");
+      "throughput, host copies, all-gather / reduce-scatter / send-recv bandwidth and latency, "
+      "and reference ZeRO-3 runs for the engine's hooks and a step's slowdown) and write the "
+      "cluster description the simulator uses (see 'zeroplan validate --cluster').");
   struct Args {
     int nproc = 2;
     std::string out;
