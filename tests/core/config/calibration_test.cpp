@@ -60,6 +60,21 @@ ClusterSpec read_back(const std::string& yaml, const std::string& name) {
   return back;
 }
 
+// Each of `values` in place of `key` in `good` is refused with a UserError naming the key.
+void ExpectEachRefused(const Json& good, const std::string& key,
+                       std::initializer_list<const char*> values) {
+  for (const char* value : values) {
+    Json bad = good;
+    bad[key] = Json::parse(value);
+    try {
+      calibration_from_json(bad, "raw.json");
+      ADD_FAILURE() << key << ": " << value;
+    } catch (const UserError& e) {
+      EXPECT_EQ(e.where().key_path, key) << value;
+    }
+  }
+}
+
 Calibration measured(std::int64_t ranks) {
   Calibration c;
   c.ranks = ranks;
@@ -270,17 +285,9 @@ TEST(CalibrationFromJson, ReadsTheHooksAndRefusesABadOne) {
   const Calibration c = calibration_from_json(good, "raw.json");
   EXPECT_EQ(c.hook_events, 220);
   EXPECT_DOUBLE_EQ(c.hook_seconds, 3.2e-3);
-  for (const char* hooks : {R"({"events": 0, "seconds": 1e-3})", R"({"events": 5})",
-                            R"({"events": 5, "seconds": -1})", "[1, 2]"}) {
-    Json bad = good;
-    bad["hooks"] = Json::parse(hooks);
-    try {
-      calibration_from_json(bad, "raw.json");
-      ADD_FAILURE() << hooks;
-    } catch (const UserError& e) {
-      EXPECT_EQ(e.where().key_path, "hooks") << hooks;
-    }
-  }
+  ExpectEachRefused(good, "hooks",
+                    {R"({"events": 0, "seconds": 1e-3})", R"({"events": 5})",
+                     R"({"events": 5, "seconds": -1})", "[1, 2]"});
 }
 
 // The host's steal time during the calibration is reported in the description's comments, never
@@ -306,16 +313,7 @@ TEST(CalibrationFromJson, ReadsTheStealShareAndRefusesABadOne) {
   Json older = good;
   older.erase("host_steal_share");
   EXPECT_FALSE(calibration_from_json(older, "raw.json").steal_share.has_value());
-  for (const char* share : {"-0.1", "1.5", "\"high\""}) {
-    Json bad = good;
-    bad["host_steal_share"] = Json::parse(share);
-    try {
-      calibration_from_json(bad, "raw.json");
-      ADD_FAILURE() << share;
-    } catch (const UserError& e) {
-      EXPECT_EQ(e.where().key_path, "host_steal_share") << share;
-    }
-  }
+  ExpectEachRefused(good, "host_steal_share", {"-0.1", "1.5", "\"high\""});
 }
 
 // The reference runs: GPT-2s of 3 blocks, every parameter gathered, one narrow and short (its
@@ -370,16 +368,7 @@ TEST(CalibrationFromJson, ReadsTheReferenceComputeAndRefusesABadOne) {
     "reference_compute": [6e-3, 2e-2]})");
   EXPECT_EQ(calibration_from_json(good, "raw.json").reference_compute,
             (std::vector<double>{6e-3, 2e-2}));
-  for (const char* compute : {"[0]", "[1e-3, -1]", "3", "[\"fast\"]"}) {
-    Json bad = good;
-    bad["reference_compute"] = Json::parse(compute);
-    try {
-      calibration_from_json(bad, "raw.json");
-      ADD_FAILURE() << compute;
-    } catch (const UserError& e) {
-      EXPECT_EQ(e.where().key_path, "reference_compute") << compute;
-    }
-  }
+  ExpectEachRefused(good, "reference_compute", {"[0]", "[1e-3, -1]", "3", "[\"fast\"]"});
 }
 
 TEST(CalibrationFromJson, ReadsTheKernelChains) {
