@@ -28,6 +28,32 @@ std::int64_t physical_memory() {
   return pages > 0 && page > 0 ? static_cast<std::int64_t>(pages) * page : 0;
 }
 
+// Each reference run's measured compute beside the simulator's prediction for it with the
+// isolated fits, split into its per-kernel part and its rate part: the step's compute is linear in
+// both, so one more simulation with the per-kernel costs doubled tells them apart.
+std::vector<CalibratedCluster::ReferenceCompute> price_reference_runs(const Calibration& measured,
+                                                                      const ClusterSpec& cluster) {
+  std::vector<RunSpec> runs = calibration_reference_runs(measured.ranks);
+  ZP_CHECK(runs.size() == measured.reference_compute.size(), runs.size(), " reference runs, ",
+           measured.reference_compute.size(), " measured");
+  const auto compute = [](RunSpec& run, const ClusterSpec& with) {
+    run.cluster = with;
+    const sim::SimulationResult r = sim::simulate(run, sim::SimOptions{});
+    ZP_CHECK(!r.ranks.empty() && !r.ranks.front().steps.empty(), "no step predicted for ",
+             run.name);
+    return static_cast<double>(r.ranks.front().steps.back().compute_ns) * 1e-9;
+  };
+  ClusterSpec doubled = cluster;
+  doubled.step_slowdown.kernels = 2;
+  std::vector<CalibratedCluster::ReferenceCompute> references;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const double alone = compute(runs[i], cluster);
+    const double fixed = compute(runs[i], doubled) - alone;
+    references.push_back({measured.reference_compute[i], fixed, alone - fixed});
+  }
+  return references;
+}
+
 }  // namespace
 
 void add_calibrate_command(CLI::App& app) {
@@ -90,28 +116,7 @@ void add_calibrate_command(CLI::App& app) {
         trace::parse_json(text, "zeroplan-exec --calibrate"), "zeroplan-exec --calibrate");
     CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
     if (!measured.reference_compute.empty()) {
-      // The simulator splits each reference run's predicted compute into its per-kernel part and
-      // its rate part (the step's compute is linear in both); the step slowdown is fitted to what
-      // the runs measured.
-      std::vector<RunSpec> runs = calibration_reference_runs(measured.ranks);
-      ZP_CHECK(runs.size() == measured.reference_compute.size(), runs.size(), " reference runs, ",
-               measured.reference_compute.size(), " measured");
-      const auto compute = [](RunSpec& run, const ClusterSpec& cluster) {
-        run.cluster = cluster;
-        const sim::SimulationResult r = sim::simulate(run, sim::SimOptions{});
-        ZP_CHECK(!r.ranks.empty() && !r.ranks.front().steps.empty(), "no step predicted for ",
-                 run.name);
-        return static_cast<double>(r.ranks.front().steps.back().compute_ns) * 1e-9;
-      };
-      std::vector<CalibratedCluster::ReferenceCompute> references;
-      for (std::size_t i = 0; i < runs.size(); ++i) {
-        ClusterSpec doubled = calibrated.cluster;
-        doubled.step_slowdown.kernels = 2;
-        const double alone = compute(runs[i], calibrated.cluster);
-        const double fixed = compute(runs[i], doubled) - alone;
-        references.push_back({measured.reference_compute[i], fixed, alone - fixed});
-      }
-      fit_step_slowdown(calibrated, std::move(references));
+      fit_step_slowdown(calibrated, price_reference_runs(measured, calibrated.cluster));
       const ClusterSpec::StepSlowdown& f = calibrated.cluster.step_slowdown;
       char line[160];
       std::snprintf(line, sizeof line,

@@ -116,7 +116,7 @@ CalibratedCluster calibrate_cluster(const Calibration& calibration, std::int64_t
 // parameter gathered (no persistence threshold) and DeepSpeed's other defaults. The first (width
 // 48, 2 x 16 tokens a rank) is mostly per-kernel cost, the second (width 96, 2 x 32 tokens) mostly
 // FLOPs, so that the two tell the step's slowdown of each apart. The first's hooks give
-// hook_overhead. Their clusters are placeholders: set the measured one.
+// hook_overhead. Their cluster only lets the run spec parse: the caller sets the measured one.
 std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks);
 
 // Fits the cluster's step_slowdown to the reference runs: kernels x fixed + rates x rate =
