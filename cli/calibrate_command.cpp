@@ -43,6 +43,8 @@ std::vector<CalibratedCluster::ReferenceCompute> price_reference_runs(const Cali
              run.name);
     return static_cast<double>(r.ranks.front().steps.back().compute_ns) * 1e-9;
   };
+  ZP_CHECK(cluster.step_slowdown == ClusterSpec::StepSlowdown{},
+           "the isolated fits carry no step slowdown yet");
   ClusterSpec doubled = cluster;
   doubled.step_slowdown.kernels = 2;
   std::vector<CalibratedCluster::ReferenceCompute> references;
