@@ -86,6 +86,16 @@ double time_collective(comm::Communicator& world, const std::function<void()>& f
   return std::accumulate(times.begin(), times.end(), 0.0) / static_cast<double>(times.size());
 }
 
+// Seconds per call of an n-square fp32 linear layer whose weight requires a gradient: a module's
+// call, which allocates its output and records the autograd node training records. Calibrate's
+// matmul points and the speed probe are the same measurement.
+double square_linear_seconds(comm::Communicator& world, std::int64_t n, double window_seconds) {
+  const at::Tensor x = at::randn({n, n});
+  const at::Tensor w = at::randn({n, n}).requires_grad_(true);
+  return time_per_call(
+      world, [&] { (void)at::linear(x, w); }, window_seconds);
+}
+
 Json point(const char* unit, double amount, double seconds) {
   return Json{{unit, amount}, {"seconds", seconds}};
 }
@@ -135,12 +145,8 @@ void reference_runs(comm::Communicator& world, bool quick, Json& out,
 
 SpeedProbe speed_probe(comm::Communicator& world) {
   constexpr std::int64_t n = 256;
-  const at::Tensor x = at::randn({n, n});
-  const at::Tensor w = at::randn({n, n}).requires_grad_(true);
-  const double s = time_per_call(
-      world, [&] { (void)at::linear(x, w); }, 0.05);
   return SpeedProbe{2.0 * static_cast<double>(n * n * n), 3.0 * static_cast<double>(n * n) * 4.0,
-                    s};
+                    square_linear_seconds(world, n, 0.05)};
 }
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
@@ -161,20 +167,16 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   j["cores"] = usable_cores();
   const std::optional<HostCpuTimes> cpu_before = read_host_cpu_times();
 
-  // Dense compute: square fp32 linear layers, from sizes where the call's fixed cost dominates to
-  // sizes where the FLOP rate does. Each call is a module's: it allocates its output and records
-  // the autograd node that training records (the weight requires a gradient).
+  // Dense compute: square fp32 linear layers (square_linear_seconds), from sizes where the call's
+  // fixed cost dominates to sizes where the FLOP rate does.
   const std::vector<std::int64_t> sizes =
       options.quick ? std::vector<std::int64_t>{32, 128, 256}
                     : std::vector<std::int64_t>{32, 64, 128, 256, 384, 512};
   say("matmul throughput (fp32), " + std::to_string(sizes.size()) + " sizes on every rank");
   j["matmul"] = Json::array();
   for (const std::int64_t n : sizes) {
-    const at::Tensor x = at::randn({n, n});
-    const at::Tensor w = at::randn({n, n}).requires_grad_(true);
-    const double s = time_per_call(
-        world, [&] { (void)at::linear(x, w); }, batch);
-    j["matmul"].push_back(point("flops", 2.0 * static_cast<double>(n * n * n), s));
+    j["matmul"].push_back(point("flops", 2.0 * static_cast<double>(n * n * n),
+                                square_linear_seconds(world, n, batch)));
   }
 
   // Memory-bound compute: a + b, three fp32 streams, allocated and recorded as above.
