@@ -41,6 +41,15 @@ std::vector<CalibrationPoint> read_points(const Json& json, const std::string& o
   return out;
 }
 
+// The median over the sizes of the points' excess over the idle line, never below nothing (with
+// more ranks than cores the piece alone already waits for cores).
+double median_excess(const std::vector<CalibrationPoint>& points, const LinearFit& idle) {
+  std::vector<double> excess;
+  for (const CalibrationPoint& p : points)
+    excess.push_back(std::max(0.0, p.seconds - (idle.fixed + idle.per_unit * p.amount)));
+  return median(std::move(excess));
+}
+
 std::int64_t round_positive(double value) {
   return std::max<std::int64_t>(1, std::llround(value));
 }
@@ -130,6 +139,7 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.kernels_backward = read_points(json, origin, "kernels_backward", "kernels");
   c.allgather_after_compute = read_points(json, origin, "allgather_after_compute", "bytes");
   c.allgather_beside_compute = read_points(json, origin, "allgather_beside_compute", "bytes");
+  c.send_recv_after_compute = read_points(json, origin, "send_recv_after_compute", "bytes");
   if (json.contains("hooks")) {
     const Json& h = json.at("hooks");
     if (!h.is_object() || !h.contains("events") || !h.at("events").is_number_integer() ||
@@ -220,16 +230,10 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
     if (out.in_step) {
       out.idle_collectives = out.collectives;
       // What a step adds to an idle collective is a fixed cost (the peers issue it apart, and its
-      // threads wake on cores the ranks compute on), not a rate: the median over the sizes of
-      // the measured excess, never below nothing (with more ranks than cores the piece alone
-      // already waits for cores), added to the idle fit's fixed part. A line fitted to the
-      // in-step points themselves, a few noisy points with most of their time fixed, gave
-      // slopes of either sign.
-      std::vector<double> excess;
-      for (const CalibrationPoint& p : m.allgather_after_compute)
-        excess.push_back(std::max(0.0, p.seconds - (out.idle_collectives.fixed +
-                                                    out.idle_collectives.per_unit * p.amount)));
-      out.step_excess = median(std::move(excess));
+      // threads wake on cores the ranks compute on), not a rate: the measured excess, added to
+      // the idle fit's fixed part. A line fitted to the in-step points themselves, a few noisy
+      // points with most of their time fixed, gave slopes of either sign.
+      out.step_excess = median_excess(m.allgather_after_compute, out.idle_collectives);
       out.collectives.fixed += out.step_excess;
       double hidden = 0;
       for (std::size_t i = 0; i < m.allgather_after_compute.size(); ++i) {
@@ -250,7 +254,17 @@ CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memo
     out.cores_filled =
         m.cores > 0 && m.ranks * std::max<std::int64_t>(m.threads_per_rank, 1) >= m.cores;
     if (m.cores > 0) c.comm_overlaps_compute = !out.cores_filled;
-    if (!m.send_recv.empty()) out.send_recv = fit_line(m.send_recv, "send_recv");
+    if (!m.send_recv.empty()) {
+      out.send_recv = fit_line(m.send_recv, "send_recv");
+      // A pipeline's messages pay the send/recv's own cost, not the collectives': its idle fit
+      // and, as for the collectives, what a step adds to it.
+      out.send_recv_in_step = !m.send_recv_after_compute.empty();
+      if (out.send_recv_in_step)
+        out.send_recv_step_excess = median_excess(m.send_recv_after_compute, out.send_recv);
+      c.point_to_point =
+          LinkSpec{static_cast<double>(round_positive(out.send_recv.rate())),
+                   std::llround((out.send_recv.fixed + out.send_recv_step_excess) * 1e9)};
+    }
   } else {
     // One rank: nothing to measure between ranks; memory copies stand in.
     c.intra_node = LinkSpec{c.pcie_bandwidth, 0};
@@ -374,9 +388,14 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     if (k.cores_filled) {
       y << "#   the ranks' compute threads fill the cores: collectives take turns with compute\n";
     }
-    if (k.send_recv.per_unit > 0) {
+    if (c.point_to_point) {
       y << "#   send/recv:     " << seconds_text(k.send_recv.fixed) << " + bytes at "
-        << rate(k.send_recv.rate(), "B/s") << "\n";
+        << rate(k.send_recv.rate(), "B/s");
+      if (k.send_recv_in_step) {
+        y << " idle, and " << seconds_text(k.send_recv_step_excess)
+          << " more for a message after a piece of compute";
+      }
+      y << " (point_to_point: a pipeline's messages)\n";
     }
   }
   if (k.steal_share) {
@@ -418,6 +437,10 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     << ", latency: " << c.intra_node.latency_ns << "ns}\n";
   y << "  inter_node: {bandwidth: " << static_cast<std::int64_t>(c.inter_node.bandwidth)
     << ", latency: " << c.inter_node.latency_ns << "ns}\n";
+  if (c.point_to_point) {
+    y << "  point_to_point: {bandwidth: " << static_cast<std::int64_t>(c.point_to_point->bandwidth)
+      << ", latency: " << c.point_to_point->latency_ns << "ns}\n";
+  }
   y << "  pcie_bandwidth: " << static_cast<std::int64_t>(c.pcie_bandwidth) << "\n";
   y << "  nvme_bandwidth: 0\n";
   y << "  efficiency: {compute: 1, hbm: 1, network: 1}\n";

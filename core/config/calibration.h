@@ -75,6 +75,9 @@ struct Calibration {
   std::vector<double> reference_compute;
   std::vector<CalibrationPoint> allgather_after_compute;
   std::vector<CalibrationPoint> allgather_beside_compute;
+  // A message as a pipeline's step sends it: each rank computes a piece, then the ranks exchange
+  // it in pairs; one message's time beyond the piece. Absent from older files and odd rank counts.
+  std::vector<CalibrationPoint> send_recv_after_compute;
 };
 // UserError naming `origin` and the key when the JSON is not such an object.
 Calibration calibration_from_json(const Json& json, const std::string& origin);
@@ -91,6 +94,10 @@ struct CalibratedCluster {
   bool in_step = false;
   LinearFit idle_collectives;
   double step_excess = 0;  // seconds
+  // Likewise a send/recv: point_to_point is the idle fit (`send_recv`) plus
+  // `send_recv_step_excess`, the median excess of a message after a piece of compute.
+  bool send_recv_in_step = false;
+  double send_recv_step_excess = 0;  // seconds
   // Of the smaller of a collective and the compute beside it, the share hidden by running both at
   // once, averaged over the sizes: 1 when they overlap fully, 0 when they take turns.
   double overlap = 1;

@@ -114,7 +114,11 @@ void read_link(const Node& node, LinkSpec& link, const std::string& key) {
     if (link.bandwidth <= 0)
       b->fail(ErrorKind::kValue, b->repr() + " is out of range: must be > 0");
   }
-  if (auto l = r.get("latency")) link.latency_ns = with_units(*l, units::parse_duration_ns);
+  if (auto l = r.get("latency")) {
+    link.latency_ns = with_units(*l, units::parse_duration_ns);
+    if (link.latency_ns < 0)
+      l->fail(ErrorKind::kValue, l->repr() + " is out of range: must be >= 0");
+  }
   r.reject_unknown();
 }
 
@@ -240,6 +244,18 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
   if (auto n = r.get("hbm_bandwidth")) c.hbm_bandwidth = with_units(*n, units::parse_bandwidth);
   if (auto n = r.get("intra_node")) read_link(*n, c.intra_node, "intra_node");
   if (auto n = r.get("inter_node")) read_link(*n, c.inter_node, "inter_node");
+  if (auto n = r.get("point_to_point")) {
+    // Both keys: a link of its own, not one half-inherited from intra_node.
+    for (const char* key : {"bandwidth", "latency"}) {
+      if (n->value().is_object() && !n->value().contains(key)) {
+        throw UserError(ErrorKind::kMissing, n->location(),
+                        std::string("cluster.point_to_point needs '") + key + "'");
+      }
+    }
+    LinkSpec link;
+    read_link(*n, link, "point_to_point");
+    c.point_to_point = link;
+  }
   if (auto n = r.get("host_memory")) c.host_memory = with_units(*n, units::parse_bytes);
   if (auto n = r.get("pcie_bandwidth")) c.pcie_bandwidth = with_units(*n, units::parse_bandwidth);
   if (auto n = r.get("nvme_bandwidth")) c.nvme_bandwidth = with_units(*n, units::parse_bandwidth);
@@ -351,6 +367,10 @@ Json cluster_to_json(const ClusterSpec& c) {
        {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
       {"inter_node",
        {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
+      {"point_to_point",
+       c.point_to_point ? Json{{"bandwidth", c.point_to_point->bandwidth},
+                               {"latency_ns", c.point_to_point->latency_ns}}
+                        : Json()},
       {"host_memory", c.host_memory},
       {"pcie_bandwidth", c.pcie_bandwidth},
       {"nvme_bandwidth", c.nvme_bandwidth},

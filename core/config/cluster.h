@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct ClusterSpec {
   double hbm_bandwidth = 0;                  // bytes/s per GPU
   LinkSpec intra_node;                       // GPU to GPU inside a node (NVLink/NVSwitch), per GPU
   LinkSpec inter_node;           // between nodes, each GPU's share of the node's network
+  // A send/recv between two GPUs of a node (a pipeline's activations and gradients), where it
+  // costs other than a collective's hop: on CPU ranks a collective's latency carries what a step
+  // adds to it (threads waking on busy cores), a send/recv's does not. Unset: intra_node.
+  std::optional<LinkSpec> point_to_point;
   std::int64_t host_memory = 0;  // bytes per node
   double pcie_bandwidth = 0;     // host <-> GPU, bytes/s per GPU
   double nvme_bandwidth = 0;     // bytes/s per node

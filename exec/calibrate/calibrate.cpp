@@ -107,7 +107,7 @@ Json point(const char* unit, double amount, double seconds) {
 void reference_runs(comm::Communicator& world, bool quick, Json& out,
                     const std::function<void(const std::string&)>& say) {
   const std::vector<RunSpec> runs = calibration_reference_runs(world.size());
-  const int steps = quick ? 3 : 8;
+  const int steps = quick ? 3 : 24;
   say(std::to_string(runs.size()) + " reference ZeRO-3 runs' compute and hooks, " +
       std::to_string(steps) + " steps each on every rank");
   out["reference_compute"] = Json::array();
@@ -317,8 +317,12 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
         for (int i = 0; i < reps; ++i)
           (void)at::linear(x, w);
       };
-      // Means, as a step sums them (see Summary).
-      const double alone = time_collective(world, work, iterations, Summary::kMean);
+      // Means, as a step sums them (see Summary), over many calls: what a step adds to a
+      // collective swings from call to call (the peers' skew, threads waking on busy cores), and
+      // with 60 calls a size its median over the sizes moved between 0.3 and 0.9 ms from one
+      // calibration to the next on 2 CPU ranks; with 400, between 0.5 and 0.8 ms.
+      const int step_calls = 20 * iterations;
+      const double alone = time_collective(world, work, step_calls / 2, Summary::kMean);
       j["compute_piece"] = alone;
       j["allgather_after_compute"] = Json::array();
       j["allgather_beside_compute"] = Json::array();
@@ -333,14 +337,13 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
         const auto gather = [&] {
           return world.all_gather(buffer_of(mine), buffer_of(flat), "calibrate");
         };
-        // Three times the idle collectives' calls: what a step adds varies from call to call.
         const double after = time_collective(
             world,
             [&] {
               work();
               gather()->wait();
             },
-            3 * iterations, Summary::kMean);
+            step_calls, Summary::kMean);
         const double beside = time_collective(
             world,
             [&] {
@@ -348,10 +351,36 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
               work();
               pending->wait();
             },
-            3 * iterations, Summary::kMean);
+            step_calls, Summary::kMean);
         const double bytes = 4.0 * static_cast<double>(chunk * p);
         j["allgather_after_compute"].push_back(point("bytes", bytes, after - alone));
         j["allgather_beside_compute"].push_back(point("bytes", bytes, beside - alone));
+      }
+      // A pipeline's messages as its steps send them: every rank computes a piece, then the
+      // ranks exchange a message in pairs (0 and 1, 2 and 3, ...), a round trip halved as below.
+      j["send_recv_after_compute"] = Json::array();
+      const int peer = world.rank() ^ 1;
+      if (p % 2 == 0) {
+        say("send/recv between pieces of compute, " + std::to_string(in_step.size()) + " sizes");
+        for (const std::int64_t numel : in_step) {
+          at::Tensor message = at::zeros({numel});
+          const bool first = world.rank() % 2 == 0;
+          const double after = time_collective(
+              world,
+              [&] {
+                work();
+                if (first) {
+                  world.send(buffer_of(message), peer, 9, "calibrate")->wait();
+                  world.recv(buffer_of(message), peer, 10, "calibrate")->wait();
+                } else {
+                  world.recv(buffer_of(message), peer, 9, "calibrate")->wait();
+                  world.send(buffer_of(message), peer, 10, "calibrate")->wait();
+                }
+              },
+              step_calls, Summary::kMean);
+          j["send_recv_after_compute"].push_back(point(
+              "bytes", 4.0 * static_cast<double>(numel), std::max((after - alone) / 2, 1e-9)));
+        }
       }
     }
     say("send/recv between ranks 0 and 1, " + std::to_string(elements.size()) + " sizes");

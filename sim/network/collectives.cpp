@@ -124,6 +124,13 @@ CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
       gpus_(cluster.nodes * cluster.gpus_per_node) {
   if (graph_->gpus_per_node() > 1) intra_ = graph_->gpu_to_gpu(0, 1);
   if (graph_->nodes() > 1) inter_ = graph_->gpu_to_gpu(0, graph_->gpus_per_node());
+  send_recv_intra_ = intra_;
+  if (cluster.point_to_point && graph_->gpus_per_node() > 1) {
+    const LinkSpec& link = *cluster.point_to_point;
+    ZP_CHECK(link.bandwidth > 0 && link.latency_ns >= 0, "point_to_point unchecked: ",
+             link.bandwidth, " B/s, ", link.latency_ns, " ns");
+    send_recv_intra_ = {link.bandwidth * cluster.efficiency.network, link.latency_ns, 1};
+  }
 }
 
 std::int64_t CollectiveModel::local_gpu(std::int64_t gpu) const {
@@ -190,7 +197,7 @@ CollectiveCost CollectiveModel::cost(CollectiveKind kind, const GroupShape& s, s
   }
   switch (kind) {
     case CollectiveKind::kSendRecv: {
-      const PathCost& path = s.nodes == 1 ? intra_ : inter_;
+      const PathCost& path = s.nodes == 1 ? send_recv_intra_ : inter_;
       const double ns =
           static_cast<double>(path.latency_ns) + static_cast<double>(bytes) * 1e9 / path.bandwidth;
       return {round_up_ns(ns), Algorithm::kRing, bytes, s.nodes > 1};

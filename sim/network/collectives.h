@@ -117,6 +117,7 @@ class CollectiveModel {
   std::int64_t gpus_ = 1;
   PathCost intra_;  // between two GPUs of a node (bandwidth 0 with one GPU per node)
   PathCost inter_;  // between two nodes (bandwidth 0 with one node)
+  PathCost send_recv_intra_;  // a send/recv inside a node: cluster.point_to_point, else intra_
 };
 
 }  // namespace zp::sim

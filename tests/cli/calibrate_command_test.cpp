@@ -68,6 +68,11 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_EQ(points.at("elementwise_ops").size(), 3u);  // GELU, SiLU, LayerNorm
   EXPECT_FALSE(points.at("allgather").empty());
   EXPECT_FALSE(points.at("send_recv").empty());
+  // A pipeline's messages get a link of their own: the idle send/recv plus a message's excess
+  // after a piece of compute (one size with --quick).
+  EXPECT_EQ(points.at("send_recv_after_compute").size(), 1u);
+  EXPECT_NE(yaml.find("point_to_point: {bandwidth: "), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("more for a message after a piece of compute"), std::string::npos) << yaml;
 #ifdef __linux__
   // The host's steal time over the measurements, reported beside the fits.
   EXPECT_TRUE(points.at("host_steal_share").is_number());

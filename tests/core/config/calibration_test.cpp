@@ -122,6 +122,65 @@ TEST(CalibrateCluster, InvertsTheSimulatorsCostModels) {
   }
 }
 
+// A pipeline's messages get the send/recv's own line (point_to_point), apart from the
+// collectives'; without send/recv points none is written and they take intra_node's. The description reads back with it.
+TEST(CalibrateCluster, SendRecvGivesAPointToPointLinkOfItsOwn) {
+  Calibration c = measured(4);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  ASSERT_TRUE(k.cluster.point_to_point.has_value());
+  EXPECT_EQ(k.cluster.point_to_point->latency_ns, 30000);
+  EXPECT_NEAR(k.cluster.point_to_point->bandwidth, 3e9, 1);
+  EXPECT_EQ(k.cluster.intra_node.latency_ns, 20000) << "the collectives keep their own line";
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("point_to_point: {bandwidth: 3000000000, latency: 30000ns}"),
+            std::string::npos)
+      << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+
+  c.send_recv.clear();
+  EXPECT_FALSE(calibrate_cluster(c, 1LL << 30).cluster.point_to_point.has_value());
+}
+
+// A message after a piece of compute, the ranks exchanging in pairs as a pipeline's stages do,
+// adds the median excess over the idle line to point_to_point's latency, never less than
+// nothing; the collectives keep theirs.
+TEST(CalibrateCluster, AMessageInAStepAddsItsExcessToThePointToPointLatency) {
+  Calibration c = measured(4);
+  // 1.4 ms more than the idle 30 us + bytes at 3 GB/s at 4 KiB and 64 KiB; at 1 MiB 9 ms more.
+  c.send_recv_after_compute = line(1430e-6, 3e9, {4096, 65536, 1048576});
+  c.send_recv_after_compute[2].seconds += 9e-3;
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_TRUE(k.send_recv_in_step);
+  EXPECT_NEAR(k.send_recv_step_excess, 1.4e-3, 1e-9) << "the median, not the outlier's";
+  ASSERT_TRUE(k.cluster.point_to_point.has_value());
+  EXPECT_EQ(k.cluster.point_to_point->latency_ns, 1430000);
+  EXPECT_NEAR(k.cluster.point_to_point->bandwidth, 3e9, 1) << "the idle bandwidth";
+  EXPECT_EQ(k.cluster.intra_node.latency_ns, 20000);
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("and 1.4 ms more for a message after a piece of compute"), std::string::npos)
+      << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+  // Faster than idle (more ranks than cores: the piece alone waited): the idle latency stands.
+  c.send_recv_after_compute = line(1e-6, 1e12, {4096, 65536, 1048576});
+  EXPECT_EQ(calibrate_cluster(c, 1LL << 30).cluster.point_to_point->latency_ns, 30000);
+}
+
+TEST(CalibrationFromJson, ReadsTheInStepMessagesAndRefusesABadOne) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "send_recv_after_compute": [{"bytes": 4096, "seconds": 2e-4}]})");
+  const Calibration c = calibration_from_json(good, "raw.json");
+  ASSERT_EQ(c.send_recv_after_compute.size(), 1u);
+  EXPECT_EQ(c.send_recv_after_compute[0].seconds, 2e-4);
+  Json bad = good;
+  bad["send_recv_after_compute"][0]["seconds"] = -1;
+  try {
+    calibration_from_json(bad, "raw.json");
+    ADD_FAILURE() << "a negative time was accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.where().key_path, "send_recv_after_compute[0]");
+  }
+}
+
 // Element-wise ops get a FLOP rate of their own; files without them leave peak_flops to price them.
 TEST(CalibrateCluster, ElementWiseOpsGiveTheirOwnRate) {
   Calibration c = measured(2);

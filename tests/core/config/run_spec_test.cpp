@@ -186,7 +186,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
                  "autograd_node: 700ns, asynchronous_launch: false, host_optimizer_rate: 5e8, "
                  "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s, "
                  "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us, "
-                 "step_slowdown: {kernels: 3.5, rates: 1.25}"));
+                 "step_slowdown: {kernels: 3.5, rates: 1.25}, "
+                 "point_to_point: {bandwidth: 2GB/s, latency: 30us}"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -204,6 +205,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(set.cluster.step_slowdown, (ClusterSpec::StepSlowdown{3.5, 1.25}));
   EXPECT_EQ(defaults.cluster.step_slowdown, (ClusterSpec::StepSlowdown{1, 1}))
       << "a step runs its calls as fast as they run alone unless told";
+  EXPECT_EQ(set.cluster.point_to_point, (LinkSpec{2e9, 30000}));
+  EXPECT_FALSE(defaults.cluster.point_to_point) << "a send/recv takes intra_node unless told";
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -222,6 +225,15 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_EQ(ErrorOf(spec(", step_slowdown: {kernels: .inf}")).where().key_path,
             "cluster.step_slowdown.kernels");
   EXPECT_EQ(ErrorOf(spec(", step_slowdown: {launch: 2}")).kind(), ErrorKind::kUnknownKey);
+  const UserError half = ErrorOf(spec(", point_to_point: {latency: 30us}"));
+  EXPECT_EQ(half.kind(), ErrorKind::kMissing);
+  EXPECT_NE(std::string(half.what()).find("'bandwidth'"), std::string::npos) << half.what();
+  EXPECT_EQ(ErrorOf(spec(", point_to_point: {bandwidth: 2GB/s, latency: -1us}")).where().key_path,
+            "cluster.point_to_point.latency");
+  EXPECT_EQ(ErrorOf(spec(", point_to_point: {bandwidth: 0, latency: 1us}")).where().key_path,
+            "cluster.point_to_point.bandwidth");
+  EXPECT_EQ(ErrorOf(spec(", intra_node: {latency: -1us}")).where().key_path,
+            "cluster.intra_node.latency");
   EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: -1us")).where().key_path, "cluster.autograd_node");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");

@@ -247,6 +247,23 @@ TEST(CollectiveSendRecv, LatencyPlusBytesOverTheRoute) {
   EXPECT_THROW(m.cost(K::kSendRecv, ranks(0, 3), kMiB), UserError);
 }
 
+// point_to_point prices a send/recv inside a node, after efficiency.network; the collectives and
+// a send/recv between nodes keep their links.
+TEST(CollectiveSendRecv, APointToPointLinkPricesItInsideANode) {
+  ClusterSpec c = a100(2);
+  const CollectiveModel plain(c);
+  c.point_to_point = LinkSpec{50e9, 30000};
+  const CollectiveModel m(c);
+  // 30000 + 1 MiB / (0.8 x 50 GB/s) = 30000 + 26214.4 -> 56215.
+  EXPECT_EQ(m.cost(K::kSendRecv, std::vector<std::int64_t>{0, 1}, kMiB),
+            (CollectiveCost{56215, A::kRing, kMiB, false}));
+  EXPECT_EQ(m.cost(K::kSendRecv, std::vector<std::int64_t>{8, 0}, kMiB),
+            plain.cost(K::kSendRecv, std::vector<std::int64_t>{8, 0}, kMiB));
+  for (K kind : {K::kAllGather, K::kReduceScatter, K::kAllReduce}) {
+    EXPECT_EQ(m.cost(kind, ranks(0, 8), kMiB), plain.cost(kind, ranks(0, 8), kMiB));
+  }
+}
+
 TEST(CollectiveModel, OneRankOrNoBytesCostNothing) {
   const CollectiveModel m(a100(2));
   for (K kind : {K::kAllGather, K::kReduceScatter, K::kAllReduce, K::kBroadcast, K::kSendRecv}) {
