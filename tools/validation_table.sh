@@ -15,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 zeroplan="$build/zeroplan"
-steps="${STEPS:-6}"
+steps="${STEPS:-16}"
 if [[ ! -x "$zeroplan" || ! -x "$build/zeroplan-exec" ]]; then
   echo "validation_table.sh: no zeroplan and zeroplan-exec in $build (build both first)" >&2
   exit 2
