@@ -71,6 +71,7 @@ void add_calibrate_command(CLI::App& app) {
     std::string raw;
     bool quick = false;
     double timeout = 300;
+    int repeat = 1;
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--nproc", a->nproc,
@@ -82,10 +83,19 @@ void add_calibrate_command(CLI::App& app) {
   cmd->add_flag("--quick", a->quick, "Fewer, shorter measurements (seconds instead of a minute).");
   cmd->add_option("--timeout", a->timeout, "zeroplan-exec's --timeout, in seconds.")
       ->capture_default_str();
+  cmd->add_option("--repeat", a->repeat,
+                  "Measure this many rounds, one after another, and fit the median of each "
+                  "point over them: on a shared machine a busy or quiet spell then moves one "
+                  "round, not the description. With --raw, the rounds are written as a list.")
+      ->capture_default_str();
   cmd->callback([a] {
     if (a->nproc < 1 || a->nproc > 1024) {
       throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--nproc"},
                       std::to_string(a->nproc) + " must be in [1, 1024]");
+    }
+    if (a->repeat < 1 || a->repeat > 20) {
+      throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--repeat"},
+                      std::to_string(a->repeat) + " must be in [1, 20]");
     }
     for (const auto& [flag, file] : {std::pair{"--out", a->out}, {"--raw", a->raw}}) {
       if (file.empty()) continue;
@@ -99,23 +109,32 @@ void add_calibrate_command(CLI::App& app) {
     const ScratchDir scratch("zeroplan-calibrate");
     const fs::path& dir = scratch.path();
     const fs::path points = dir / "calibration.json";
-    std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
-              << (a->quick ? " (quick)" : "") << "\n";
     std::vector<std::string> args{"--calibrate", "--nproc", std::to_string(a->nproc), "--timeout",
                                   std::to_string(static_cast<int>(a->timeout))};
     if (a->quick) args.push_back("--calibrate-quick");
-    const int status = run_program(program, args, points);
-    if (status == 2) {
-      throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "calibrate"},
-                      "zeroplan-exec refused the measurement (its reason is above)");
+    std::vector<Calibration> rounds;
+    Json raw = Json::array();
+    for (int round = 1; round <= a->repeat; ++round) {
+      std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
+                << (a->quick ? " (quick)" : "")
+                << (a->repeat > 1 ? ", round " + std::to_string(round) + " of " +
+                                        std::to_string(a->repeat)
+                                  : std::string())
+                << "\n";
+      const int status = run_program(program, args, points);
+      if (status == 2) {
+        throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "calibrate"},
+                        "zeroplan-exec refused the measurement (its reason is above)");
+      }
+      if (status != 0) {
+        throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
+                                 " (its reason is above)");
+      }
+      const Json json = trace::parse_json(read_file(points), "zeroplan-exec --calibrate");
+      rounds.push_back(calibration_from_json(json, "zeroplan-exec --calibrate"));
+      raw.push_back(json);
     }
-    if (status != 0) {
-      throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
-                               " (its reason is above)");
-    }
-    const std::string text = read_file(points);
-    const Calibration measured = calibration_from_json(
-        trace::parse_json(text, "zeroplan-exec --calibrate"), "zeroplan-exec --calibrate");
+    const Calibration measured = median_of_rounds(rounds);
     CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
     if (!measured.reference_compute.empty()) {
       fit_step_slowdown(calibrated, price_reference_runs(measured, calibrated.cluster));
@@ -128,7 +147,8 @@ void add_calibrate_command(CLI::App& app) {
       std::cerr << line << "\n";
     }
     const std::string yaml = cluster_yaml(calibrated);
-    if (!a->raw.empty()) write_file_atomically(a->raw, text);
+    if (!a->raw.empty())
+      write_file_atomically(a->raw, (a->repeat == 1 ? raw.front() : raw).dump(2) + "\n");
     if (a->out.empty()) {
       std::cout << yaml;
     } else {

@@ -16,6 +16,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 zeroplan="$build/zeroplan"
 steps="${STEPS:-16}"
+# Calibration rounds per rank count, each point their median: one calibration is a snapshot of
+# half a minute, and on a shared machine a quick or slow spell in it moves every row.
+rounds="${ROUNDS:-3}"
 if [[ ! -x "$zeroplan" || ! -x "$build/zeroplan-exec" ]]; then
   echo "validation_table.sh: no zeroplan and zeroplan-exec in $build (build both first)" >&2
   exit 2
@@ -70,7 +73,7 @@ EOF
 results=()
 for ranks in 2 4; do
   echo "validation_table.sh: calibrating $ranks rank(s); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
-  if ! "$zeroplan" calibrate --nproc "$ranks" --out "$work/cluster-$ranks.yaml" \
+  if ! "$zeroplan" calibrate --nproc "$ranks" --repeat "$rounds" --out "$work/cluster-$ranks.yaml" \
     2>"$work/calibrate-$ranks.err"; then
     cat "$work/calibrate-$ranks.err" >&2
     exit 1

@@ -170,9 +170,70 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   return c;
 }
 
+Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
+  ZP_CHECK(!rounds.empty(), "no calibration rounds");
+  Calibration out = rounds.front();
+  const auto points = [&](std::vector<CalibrationPoint> Calibration::* member, const char* what) {
+    std::vector<CalibrationPoint>& combined = out.*member;
+    for (std::size_t i = 0; i < combined.size(); ++i) {
+      std::vector<double> seconds;
+      for (const Calibration& r : rounds) {
+        const std::vector<CalibrationPoint>& mine = r.*member;
+        ZP_CHECK(mine.size() == combined.size() && mine[i].amount == combined[i].amount,
+                 "calibration rounds measured different ", what, " points");
+        seconds.push_back(mine[i].seconds);
+      }
+      combined[i].seconds = median(std::move(seconds));
+    }
+  };
+  using C = Calibration;
+  for (const auto& [member, what] :
+       {std::pair{&C::matmul, "matmul"}, {&C::elementwise, "elementwise"},
+        {&C::elementwise_ops, "elementwise_ops"}, {&C::dropout, "dropout"},
+        {&C::host_copy, "host_copy"}, {&C::allgather, "allgather"},
+        {&C::reduce_scatter, "reduce_scatter"}, {&C::send_recv, "send_recv"},
+        {&C::kernels_forward, "kernels_forward"}, {&C::kernels_backward, "kernels_backward"},
+        {&C::allgather_after_compute, "allgather_after_compute"},
+        {&C::allgather_beside_compute, "allgather_beside_compute"},
+        {&C::send_recv_after_compute, "send_recv_after_compute"}})
+    points(member, what);
+  const auto median_of = [&](double C::* member) {
+    std::vector<double> values;
+    for (const Calibration& r : rounds)
+      values.push_back(r.*member);
+    return median(std::move(values));
+  };
+  out.compute_piece = median_of(&C::compute_piece);
+  out.hook_seconds = median_of(&C::hook_seconds);
+  for (std::size_t i = 0; i < out.reference_compute.size(); ++i) {
+    std::vector<double> values;
+    for (const Calibration& r : rounds) {
+      ZP_CHECK(r.reference_compute.size() == out.reference_compute.size(),
+               "calibration rounds ran different reference runs");
+      values.push_back(r.reference_compute[i]);
+    }
+    out.reference_compute[i] = median(std::move(values));
+  }
+  double steal = 0;
+  int counted = 0;
+  for (const Calibration& r : rounds) {
+    ZP_CHECK(r.ranks == out.ranks && r.hook_events == out.hook_events,
+             "calibration rounds measured different runs");
+    if (r.steal_share) {
+      steal += *r.steal_share;
+      ++counted;
+    }
+  }
+  out.steal_share.reset();
+  if (counted > 0) out.steal_share = steal / counted;
+  out.rounds = static_cast<std::int64_t>(rounds.size());
+  return out;
+}
+
 CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memory) {
   CalibratedCluster out;
   out.steal_share = m.steal_share;
+  out.rounds = m.rounds;
   out.matmul = fit_line(m.matmul, "matmul");
   out.elementwise = fit_line(m.elementwise, "elementwise");
   out.host_copy = fit_line(m.host_copy, "host_copy");
@@ -335,7 +396,9 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   const auto rate = [](double r, const char* unit) { return units::format_si(r, unit); };
   std::ostringstream y;
   y << "# This machine, measured by 'zeroplan calibrate' with " << c.gpus_per_node
-    << " rank(s) at once; the simulator's cost models fitted to the points:\n";
+    << " rank(s) at once";
+  if (k.rounds > 1) y << " in " << k.rounds << " rounds (each point their median)";
+  y << "; the simulator's cost models fitted to the points:\n";
   y << "#   matmul (fp32): " << seconds_text(k.matmul.fixed) << " + FLOPs at "
     << rate(k.matmul.rate(), "FLOP/s") << "\n";
   y << "#   elementwise:   " << seconds_text(k.elementwise.fixed) << " + bytes at "

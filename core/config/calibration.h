@@ -78,9 +78,16 @@ struct Calibration {
   // A message as a pipeline's step sends it: each rank computes a piece, then the ranks exchange
   // it in pairs; one message's time beyond the piece. Absent from older files and odd rank counts.
   std::vector<CalibrationPoint> send_recv_after_compute;
+  std::int64_t rounds = 1;  // measurements whose medians these are (median_of_rounds)
 };
 // UserError naming `origin` and the key when the JSON is not such an object.
 Calibration calibration_from_json(const Json& json, const std::string& origin);
+
+// Several rounds of the same measurement, taken one after another, as one: each point's time and
+// each reference run's compute the median over the rounds, the steal share their mean. A busy
+// spell on a shared machine moves one round's figures, not the median. The rounds must measure
+// the same points (the same ranks, sizes and reference runs): an internal check.
+Calibration median_of_rounds(const std::vector<Calibration>& rounds);
 
 struct CalibratedCluster {
   ClusterSpec cluster;
@@ -107,6 +114,7 @@ struct CalibratedCluster {
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;
   std::optional<double> steal_share;  // the calibration's, reported with the fits
+  std::int64_t rounds = 1;            // the calibration's
   struct ReferenceCompute {
     double measured = 0;  // seconds of compute a step, as exec ran it
     double fixed = 0;     // of the isolated fits' prediction, the part per kernel

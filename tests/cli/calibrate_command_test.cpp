@@ -32,8 +32,8 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   const fs::path dir = TestDir();
   const fs::path cluster = dir / "cluster.yaml";
   const fs::path raw = dir / "points.json";
-  const Result r = RunZeroplan("calibrate --quick --nproc 2 --out '" + cluster.string() +
-                               "' --raw '" + raw.string() + "'");
+  const Result r = RunZeroplan("calibrate --quick --nproc 2 --repeat 2 --out '" +
+                               cluster.string() + "' --raw '" + raw.string() + "'");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
   // Progress on stderr, phase by phase.
@@ -56,7 +56,14 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   // The engine's hooks, from training a reference model on both ranks.
   EXPECT_NE(yaml.find("hook_overhead: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("elementwise_flops: "), std::string::npos) << yaml;
-  const Json points = Json::parse(Slurp(raw));
+  // Two rounds, each point fitted at their median; --raw keeps both.
+  EXPECT_NE(r.err.find("round 2 of 2"), std::string::npos) << r.err;
+  EXPECT_NE(yaml.find(" in 2 rounds (each point their median)"), std::string::npos) << yaml;
+  const Json rounds = Json::parse(Slurp(raw));
+  ASSERT_TRUE(rounds.is_array());
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_EQ(rounds[0].at("allgather").size(), rounds[1].at("allgather").size());
+  const Json& points = rounds[0];
   EXPECT_EQ(points.at("kernels_forward").size(), 2u);  // --quick: chains of 4 and 32
   EXPECT_EQ(points.at("kernels_backward").size(), 2u);
   EXPECT_EQ(points.at("ranks").get<int>(), 2);
@@ -112,6 +119,10 @@ TEST(ZeroplanCalibrate, BadInputIsOneLineAndStatusTwo) {
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(Lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("--nproc"), std::string::npos) << r.err;
+  r = RunZeroplan("calibrate --repeat 0");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--repeat"), std::string::npos) << r.err;
   r = RunZeroplan("calibrate --out no-such-folder/cluster.yaml");
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(Lines(r.err), 1) << r.err;

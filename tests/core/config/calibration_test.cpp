@@ -181,6 +181,34 @@ TEST(CalibrationFromJson, ReadsTheInStepMessagesAndRefusesABadOne) {
   }
 }
 
+// Rounds of one measurement combine point by point: each time the median over the rounds (so
+// one round's busy spell moves nothing), the reference runs' compute likewise, the steal share
+// their mean. The description says how many rounds.
+TEST(MedianOfRounds, EachPointIsTheMedianOverTheRounds) {
+  Calibration a = measured(2), b = measured(2), c = measured(2);
+  a.reference_compute = {2e-3, 6e-3};
+  b.reference_compute = {4e-3, 5e-3};
+  c.reference_compute = {3e-3, 9e-3};
+  b.matmul[1].seconds *= 3;  // a busy spell
+  c.matmul[1].seconds *= 0.9;
+  c.send_recv[0].seconds *= 0.5;
+  a.steal_share = 0.0;
+  b.steal_share = 0.3;
+  const Calibration m = median_of_rounds({a, b, c});
+  EXPECT_EQ(m.rounds, 3);
+  EXPECT_DOUBLE_EQ(m.matmul[1].seconds, a.matmul[1].seconds);
+  EXPECT_DOUBLE_EQ(m.matmul[0].seconds, a.matmul[0].seconds);
+  EXPECT_DOUBLE_EQ(m.send_recv[0].seconds, a.send_recv[0].seconds);
+  EXPECT_EQ(m.reference_compute, (std::vector<double>{3e-3, 6e-3}));
+  ASSERT_TRUE(m.steal_share.has_value());
+  EXPECT_DOUBLE_EQ(*m.steal_share, 0.15) << "the mean of the rounds that count it";
+  const CalibratedCluster k = calibrate_cluster(m, 1LL << 30);
+  EXPECT_EQ(calibrate_cluster(median_of_rounds({b}), 1LL << 30).rounds, 1);
+  EXPECT_NEAR(k.matmul.rate(), calibrate_cluster(a, 1LL << 30).matmul.rate(), 1);
+  EXPECT_NE(cluster_yaml(k).find(" in 3 rounds (each point their median)"), std::string::npos);
+  EXPECT_EQ(cluster_yaml(calibrate_cluster(a, 1LL << 30)).find("rounds"), std::string::npos);
+}
+
 // Element-wise ops get a FLOP rate of their own; files without them leave peak_flops to price them.
 TEST(CalibrateCluster, ElementWiseOpsGiveTheirOwnRate) {
   Calibration c = measured(2);
