@@ -117,9 +117,9 @@ void add_calibrate_command(CLI::App& app) {
     for (int round = 1; round <= a->repeat; ++round) {
       std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
                 << (a->quick ? " (quick)" : "")
-                << (a->repeat > 1 ? ", round " + std::to_string(round) + " of " +
-                                        std::to_string(a->repeat)
-                                  : std::string())
+                << (a->repeat > 1
+                        ? ", round " + std::to_string(round) + " of " + std::to_string(a->repeat)
+                        : std::string())
                 << "\n";
       const int status = run_program(program, args, points);
       if (status == 2) {

@@ -173,7 +173,7 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
 Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
   ZP_CHECK(!rounds.empty(), "no calibration rounds");
   Calibration out = rounds.front();
-  const auto points = [&](std::vector<CalibrationPoint> Calibration::* member, const char* what) {
+  const auto points = [&](std::vector<CalibrationPoint> Calibration::*member, const char* what) {
     std::vector<CalibrationPoint>& combined = out.*member;
     for (std::size_t i = 0; i < combined.size(); ++i) {
       std::vector<double> seconds;
@@ -187,17 +187,21 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
     }
   };
   using C = Calibration;
-  for (const auto& [member, what] :
-       {std::pair{&C::matmul, "matmul"}, {&C::elementwise, "elementwise"},
-        {&C::elementwise_ops, "elementwise_ops"}, {&C::dropout, "dropout"},
-        {&C::host_copy, "host_copy"}, {&C::allgather, "allgather"},
-        {&C::reduce_scatter, "reduce_scatter"}, {&C::send_recv, "send_recv"},
-        {&C::kernels_forward, "kernels_forward"}, {&C::kernels_backward, "kernels_backward"},
-        {&C::allgather_after_compute, "allgather_after_compute"},
-        {&C::allgather_beside_compute, "allgather_beside_compute"},
-        {&C::send_recv_after_compute, "send_recv_after_compute"}})
+  for (const auto& [member, what] : {std::pair{&C::matmul, "matmul"},
+                                     {&C::elementwise, "elementwise"},
+                                     {&C::elementwise_ops, "elementwise_ops"},
+                                     {&C::dropout, "dropout"},
+                                     {&C::host_copy, "host_copy"},
+                                     {&C::allgather, "allgather"},
+                                     {&C::reduce_scatter, "reduce_scatter"},
+                                     {&C::send_recv, "send_recv"},
+                                     {&C::kernels_forward, "kernels_forward"},
+                                     {&C::kernels_backward, "kernels_backward"},
+                                     {&C::allgather_after_compute, "allgather_after_compute"},
+                                     {&C::allgather_beside_compute, "allgather_beside_compute"},
+                                     {&C::send_recv_after_compute, "send_recv_after_compute"}})
     points(member, what);
-  const auto median_of = [&](double C::* member) {
+  const auto median_of = [&](double C::*member) {
     std::vector<double> values;
     for (const Calibration& r : rounds)
       values.push_back(r.*member);

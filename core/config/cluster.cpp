@@ -367,10 +367,9 @@ Json cluster_to_json(const ClusterSpec& c) {
        {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
       {"inter_node",
        {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
-      {"point_to_point",
-       c.point_to_point ? Json{{"bandwidth", c.point_to_point->bandwidth},
-                               {"latency_ns", c.point_to_point->latency_ns}}
-                        : Json()},
+      {"point_to_point", c.point_to_point ? Json{{"bandwidth", c.point_to_point->bandwidth},
+                                                 {"latency_ns", c.point_to_point->latency_ns}}
+                                          : Json()},
       {"host_memory", c.host_memory},
       {"pcie_bandwidth", c.pcie_bandwidth},
       {"nvme_bandwidth", c.nvme_bandwidth},

@@ -40,7 +40,7 @@ struct ClusterSpec {
   std::map<std::string, double> peak_flops;  // per dtype (fp64, fp32, tf32, fp16, bf16, fp8, int8)
   double hbm_bandwidth = 0;                  // bytes/s per GPU
   LinkSpec intra_node;                       // GPU to GPU inside a node (NVLink/NVSwitch), per GPU
-  LinkSpec inter_node;           // between nodes, each GPU's share of the node's network
+  LinkSpec inter_node;  // between nodes, each GPU's share of the node's network
   // A send/recv between two GPUs of a node (a pipeline's activations and gradients), where it
   // costs other than a collective's hop: on CPU ranks a collective's latency carries what a step
   // adds to it (threads waking on busy cores), a send/recv's does not. Unset: intra_node.

@@ -378,8 +378,8 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
                 }
               },
               step_calls, Summary::kMean);
-          j["send_recv_after_compute"].push_back(point(
-              "bytes", 4.0 * static_cast<double>(numel), std::max((after - alone) / 2, 1e-9)));
+          j["send_recv_after_compute"].push_back(point("bytes", 4.0 * static_cast<double>(numel),
+                                                       std::max((after - alone) / 2, 1e-9)));
         }
       }
     }

@@ -127,8 +127,8 @@ CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
   send_recv_intra_ = intra_;
   if (cluster.point_to_point && graph_->gpus_per_node() > 1) {
     const LinkSpec& link = *cluster.point_to_point;
-    ZP_CHECK(link.bandwidth > 0 && link.latency_ns >= 0, "point_to_point unchecked: ",
-             link.bandwidth, " B/s, ", link.latency_ns, " ns");
+    ZP_CHECK(link.bandwidth > 0 && link.latency_ns >= 0,
+             "point_to_point unchecked: ", link.bandwidth, " B/s, ", link.latency_ns, " ns");
     send_recv_intra_ = {link.bandwidth * cluster.efficiency.network, link.latency_ns, 1};
   }
 }

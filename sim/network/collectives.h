@@ -115,8 +115,8 @@ class CollectiveModel {
   std::shared_ptr<const ClusterGraph> graph_;  // shared by the models of alike clusters
   std::int64_t nodes_ = 1;
   std::int64_t gpus_ = 1;
-  PathCost intra_;  // between two GPUs of a node (bandwidth 0 with one GPU per node)
-  PathCost inter_;  // between two nodes (bandwidth 0 with one node)
+  PathCost intra_;            // between two GPUs of a node (bandwidth 0 with one GPU per node)
+  PathCost inter_;            // between two nodes (bandwidth 0 with one node)
   PathCost send_recv_intra_;  // a send/recv inside a node: cluster.point_to_point, else intra_
 };
 

@@ -32,8 +32,8 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   const fs::path dir = TestDir();
   const fs::path cluster = dir / "cluster.yaml";
   const fs::path raw = dir / "points.json";
-  const Result r = RunZeroplan("calibrate --quick --nproc 2 --repeat 2 --out '" +
-                               cluster.string() + "' --raw '" + raw.string() + "'");
+  const Result r = RunZeroplan("calibrate --quick --nproc 2 --repeat 2 --out '" + cluster.string() +
+                               "' --raw '" + raw.string() + "'");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
   // Progress on stderr, phase by phase.

@@ -123,7 +123,8 @@ TEST(CalibrateCluster, InvertsTheSimulatorsCostModels) {
 }
 
 // A pipeline's messages get the send/recv's own line (point_to_point), apart from the
-// collectives'; without send/recv points none is written and they take intra_node's. The description reads back with it.
+// collectives'; without send/recv points none is written and they take intra_node's. The
+// description reads back with it.
 TEST(CalibrateCluster, SendRecvGivesAPointToPointLinkOfItsOwn) {
   Calibration c = measured(4);
   CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
