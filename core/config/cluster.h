@@ -43,7 +43,8 @@ struct ClusterSpec {
   LinkSpec inter_node;  // between nodes, each GPU's share of the node's network
   // A send/recv between two GPUs of a node (a pipeline's activations and gradients), where it
   // costs other than a collective's hop: on CPU ranks a collective's latency carries what a step
-  // adds to it (threads waking on busy cores), a send/recv's does not. Unset: intra_node.
+  // adds to a collective (its threads waking on busy cores), a message's what a step adds to a
+  // message (zeroplan calibrate measures both). Unset: intra_node.
   std::optional<LinkSpec> point_to_point;
   std::int64_t host_memory = 0;  // bytes per node
   double pcie_bandwidth = 0;     // host <-> GPU, bytes/s per GPU
