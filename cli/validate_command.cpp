@@ -136,9 +136,6 @@ struct MachineSpeed {
   double flops = 0;
   double predicted = 0;  // seconds
   double before = 0, after = 0;
-  // The share of the host's CPU time its hypervisor took during the steps (a virtual machine's
-  // steal time), where the host counts it.
-  std::optional<double> steal;
   double speed_before() const { return predicted / before; }
   double speed_after() const { return predicted / after; }
 };
@@ -146,8 +143,6 @@ struct MachineSpeed {
 MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
   MachineSpeed s;
   const Json& m = measured.metadata;
-  if (m.contains("host_steal_share") && m.at("host_steal_share").is_number())
-    s.steal = m.at("host_steal_share").get<double>();
   if (!m.contains("speed_probe")) return s;
   const Json& p = m.at("speed_probe");
   s.flops = p.value("flops", 0.0);
@@ -194,9 +189,16 @@ void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
         << " and " << duration(ns(speed.after)) << "; " << duration(ns(speed.predicted))
         << " predicted)\n";
   }
-  if (speed.steal) {
-    out << "Host       its hypervisor took " << std::llround(100 * *speed.steal)
-        << "% of the host's CPU time during the steps (steal time), time no rank could run\n";
+  if (c.host_steal) {
+    out << "Host       its hypervisor took " << std::llround(100 * *c.host_steal)
+        << "% of the host's CPU time during the steps (steal time), time no rank could run";
+    if (!c.host_quiet()) {
+      out << ":\n           more than " << plain_percent(c.targets.quiet_host_steal)
+          << ", too busy a host to judge step time by (the ranks meet at every collective, and "
+             "one\n           descheduled rank holds them all); run it again in a quieter "
+             "spell";
+    }
+    out << "\n";
   }
   out << "Targets    peak " << plain_percent(c.targets.peak) << ", each category "
       << plain_percent(c.targets.category)
@@ -211,7 +213,7 @@ void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
   out << "Verdict    memory " << verdict(c.memory_ok()) << ", collectives "
       << verdict(c.collectives_ok()) << ", decisions " << verdict(c.decisions_ok())
       << ", step time " << (c.time_judged ? verdict(c.time_ok()) : std::string("not judged"))
-      << "\n";
+      << (c.time_judged && !c.host_quiet() ? " (on a busy host)" : "") << "\n";
 }
 
 }  // namespace
@@ -339,7 +341,6 @@ void add_validate_command(CLI::App& app) {
                                      : run.training.checkpoint_interval;
       j["cluster"] = a->cluster.empty() ? Json("run spec") : Json(a->cluster);
       j["machine_speed"] = machine_speed_json(speed);
-      j["host_steal_share"] = speed.steal ? Json(*speed.steal) : Json();
       std::cout << j.dump(2) << "\n";
     } else {
       print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules, speed);

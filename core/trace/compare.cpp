@@ -223,6 +223,10 @@ bool Comparison::time_ok() const {
   return true;
 }
 
+bool Comparison::host_quiet() const {
+  return !host_steal || *host_steal <= targets.quiet_host_steal;
+}
+
 bool Comparison::within_targets() const {
   return memory_ok() && collectives_ok() && decisions_ok() && time_ok();
 }
@@ -242,6 +246,9 @@ Comparison compare_traces(const Trace& predicted, const Trace& measured,
   // The first step warms up (demand fetches in ZeRO-3's trace mode, lazy initialisation in a real
   // run): time counts from the second when there is one.
   out.steady_from = out.steps > 1 ? 1 : 0;
+  if (const auto steal = measured.metadata.find("host_steal_share");
+      steal != measured.metadata.end() && steal->is_number())
+    out.host_steal = steal->get<double>();
 
   for (std::size_t m = 0; m < measured.ranks.size(); ++m) {
     const auto mrank = static_cast<std::int32_t>(m);
@@ -362,7 +369,10 @@ Json comparison_to_json(const Comparison& c) {
                   {"category", c.targets.category},
                   {"step_time", c.targets.step_time},
                   {"collectives", "exact"},
-                  {"decisions", "identical"}};
+                  {"decisions", "identical"},
+                  {"quiet_host_steal", c.targets.quiet_host_steal}};
+  j["host_steal_share"] = c.host_steal ? Json(*c.host_steal) : Json();
+  j["host_quiet"] = c.host_quiet();
   j["steps"] = c.steps;
   j["steady_from"] = c.steady_from;
   j["ranks"] = Json::array();

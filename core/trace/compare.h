@@ -23,6 +23,11 @@ struct CompareTargets {
   double peak = 0.03;       // each rank's peak, relative to the measured peak
   double category = 0.05;   // each category at the peak, relative to the measured peak
   double step_time = 0.10;  // the median steady-state step time, relative to the measured one
+  // The most of the host's CPU time its hypervisor may take during the measured steps (steal
+  // time) for the step time to say something about the simulator: a step's ranks meet at every
+  // collective, so one descheduled rank holds them all. Here 15-19% steal doubled a step that
+  // came within 10% at 0%.
+  double quiet_host_steal = 0.05;
 };
 
 struct CompareOptions {
@@ -90,6 +95,13 @@ struct Comparison {
   bool time_judged = false;
   CompareTargets targets;
   std::vector<RankComparison> ranks;  // by global rank
+  // The share of the host's CPU time its hypervisor took during the measured steps, from the
+  // measured trace's metadata (`host_steal_share`); none where the host does not count it.
+  std::optional<double> host_steal;
+  // Whether the measured steps ran on a host quiet enough to judge step time by (a host that does
+  // not count its steal time is taken as quiet). The verdict stands either way; this says how far
+  // to trust it.
+  bool host_quiet() const;
 
   // The verdicts over every rank.
   bool memory_ok() const;

@@ -92,6 +92,8 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
   ASSERT_TRUE(steal.is_number()) << steal;
   EXPECT_GE(steal.get<double>(), 0);
   EXPECT_LE(steal.get<double>(), 1);
+  // Whether the host was quiet enough to judge step time by follows from it.
+  EXPECT_EQ(j.at("host_quiet").get<bool>(), steal.get<double>() <= 0.05);
 #else
   EXPECT_TRUE(steal.is_null());
 #endif

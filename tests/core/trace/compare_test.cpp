@@ -306,6 +306,30 @@ TEST(CompareTraces, ModuleTimesUseTheAliases) {
   EXPECT_EQ(unaliased.ranks[0].modules.size(), 3u);
 }
 
+// The measured trace's steal share says whether its host was quiet enough to judge step time by:
+// up to 5% it was; a host that does not count it is taken as quiet. The verdict stands either way.
+TEST(CompareTraces, AHostWhoseHypervisorTookMoreThanFivePercentIsBusy) {
+  const Trace predicted = run(Source::kSimulated, {0}, 1000, 3000, 1110);
+  Trace measured = run(Source::kMeasured, {0});
+  Comparison c = compare_traces(predicted, measured, judged_time());
+  EXPECT_FALSE(c.host_steal.has_value());
+  EXPECT_TRUE(c.host_quiet());
+  EXPECT_TRUE(comparison_to_json(c).at("host_steal_share").is_null());
+  measured.metadata["host_steal_share"] = 0.05;
+  c = compare_traces(predicted, measured, judged_time());
+  ASSERT_TRUE(c.host_steal.has_value());
+  EXPECT_DOUBLE_EQ(*c.host_steal, 0.05);
+  EXPECT_TRUE(c.host_quiet());
+  measured.metadata["host_steal_share"] = 0.06;
+  c = compare_traces(predicted, measured, judged_time());
+  EXPECT_FALSE(c.host_quiet());
+  EXPECT_FALSE(c.time_ok()) << "the verdict stands on a busy host";
+  const Json j = comparison_to_json(c);
+  EXPECT_FALSE(j.at("host_quiet").get<bool>());
+  EXPECT_DOUBLE_EQ(j.at("host_steal_share").get<double>(), 0.06);
+  EXPECT_DOUBLE_EQ(j.at("targets").at("quiet_host_steal").get<double>(), 0.05);
+}
+
 TEST(CompareTraces, JsonCarriesTheVerdicts) {
   Trace predicted = run(Source::kSimulated, {0});
   predicted.ops[0].bytes += 1;
