@@ -105,6 +105,8 @@ done
 python3 - "${results[@]}" <<'EOF'
 import json, sys
 
+within = busy = 0
+
 def pct(x):
     return f"{100 * x:+.2f}%"
 
@@ -150,4 +152,8 @@ for path in sys.argv[1:]:
     print(f"| {model} | {j['nproc']} | {layout} | "
           f"{ckpt} | {pct(peak['error'])} | {worst_name} {pct(worst['error'])} | {collectives} | "
           f"{decisions} | {pct(step['error'])} | {speed} | {steal} | {verdict} |")
+    within += j["within_targets"]
+    busy += not j.get("host_quiet", True)
+print(f"validation_table.sh: {within} of {len(sys.argv) - 1} runs within every target; "
+      f"{busy} on a host too busy to judge step time by (steal above 5%)", file=sys.stderr)
 EOF
