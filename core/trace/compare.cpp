@@ -365,12 +365,10 @@ Json comparison_to_json(const Comparison& c) {
                    {"decisions", c.decisions_ok()},
                    {"time", c.time_ok()},
                    {"time_judged", c.time_judged}};
-  j["targets"] = {{"peak", c.targets.peak},
-                  {"category", c.targets.category},
-                  {"step_time", c.targets.step_time},
-                  {"collectives", "exact"},
-                  {"decisions", "identical"},
-                  {"quiet_host_steal", c.targets.quiet_host_steal}};
+  j["targets"] = {
+      {"peak", c.targets.peak},           {"category", c.targets.category},
+      {"step_time", c.targets.step_time}, {"collectives", "exact"},
+      {"decisions", "identical"},         {"quiet_host_steal", c.targets.quiet_host_steal}};
   j["host_steal_share"] = c.host_steal ? Json(*c.host_steal) : Json();
   j["host_quiet"] = c.host_quiet();
   j["steps"] = c.steps;
