@@ -292,6 +292,8 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("comm_overlaps_compute"))
     c.comm_overlaps_compute = read_bool(*n, Coercion::kStrict);
+  if (auto n = r.get("reduce_scatter_by_all_reduce"))
+    c.reduce_scatter_by_all_reduce = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("elementwise_flops")) {
     c.elementwise_flops = with_units(*n, units::parse_flops);
     if (!(c.elementwise_flops > 0))
@@ -382,6 +384,7 @@ Json cluster_to_json(const ClusterSpec& c) {
       {"hook_overhead_ns", c.hook_overhead_ns},
       {"asynchronous_launch", c.asynchronous_launch},
       {"comm_overlaps_compute", c.comm_overlaps_compute},
+      {"reduce_scatter_by_all_reduce", c.reduce_scatter_by_all_reduce},
       {"elementwise_flops", c.elementwise_flops},
       {"module_flops", module_flops},
       {"step_slowdown", {{"kernels", c.step_slowdown.kernels}, {"rates", c.step_slowdown.rates}}},

@@ -70,6 +70,10 @@ struct ClusterSpec {
   // threads on the cores their compute holds: each collective then holds the rank's compute for
   // its whole time (zeroplan calibrate measures which).
   bool comm_overlaps_compute = true;
+  // Whether the communication backend has no reduce-scatter of its own and runs an all-reduce of
+  // the whole buffer instead, each rank keeping its chunk, as c10d's Gloo backend does: a
+  // reduce-scatter then costs an all-reduce (zeroplan calibrate writes true for Gloo).
+  bool reduce_scatter_by_all_reduce = false;
   // FLOP/s of element-wise work, a module's own work that is not a matrix product (norms,
   // activations, dropout, residual sums, the loss): CUDA cores beside the tensor cores, or a CPU
   // thread's tanh, exp and random numbers beside its matmuls. 0: peak_flops of the run's dtype.

@@ -125,6 +125,7 @@ CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
   if (graph_->gpus_per_node() > 1) intra_ = graph_->gpu_to_gpu(0, 1);
   if (graph_->nodes() > 1) inter_ = graph_->gpu_to_gpu(0, graph_->gpus_per_node());
   send_recv_intra_ = intra_;
+  reduce_scatter_by_all_reduce_ = cluster.reduce_scatter_by_all_reduce;
   if (cluster.point_to_point && graph_->gpus_per_node() > 1) {
     const LinkSpec& link = *cluster.point_to_point;
     ZP_CHECK(link.bandwidth > 0 && link.latency_ns >= 0,
@@ -195,6 +196,8 @@ CollectiveCost CollectiveModel::cost(CollectiveKind kind, const GroupShape& s, s
   if (s.size == 1 || bytes == 0) {
     return {0, algorithm.value_or(Algorithm::kRing), 0, s.nodes > 1};
   }
+  if (kind == CollectiveKind::kReduceScatter && reduce_scatter_by_all_reduce_)
+    return cost(CollectiveKind::kAllReduce, s, bytes, algorithm);
   switch (kind) {
     case CollectiveKind::kSendRecv: {
       const PathCost& path = s.nodes == 1 ? send_recv_intra_ : inter_;

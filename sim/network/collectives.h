@@ -118,6 +118,7 @@ class CollectiveModel {
   PathCost intra_;            // between two GPUs of a node (bandwidth 0 with one GPU per node)
   PathCost inter_;            // between two nodes (bandwidth 0 with one node)
   PathCost send_recv_intra_;  // a send/recv inside a node: cluster.point_to_point, else intra_
+  bool reduce_scatter_by_all_reduce_ = false;  // cluster.reduce_scatter_by_all_reduce
 };
 
 }  // namespace zp::sim

@@ -49,6 +49,8 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_NE(yaml.find("autograd_node: "), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("asynchronous_launch: false"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("comm_overlaps_compute: "), std::string::npos) << yaml;
+  // Gloo has no reduce-scatter: exec runs an all-reduce, and the cluster prices it so.
+  EXPECT_NE(yaml.find("reduce_scatter_by_all_reduce: true"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("kernel chains: forward "), std::string::npos) << yaml;
   // Dropout gets its own rate, from its own points (one per --quick length), apart from the other
   // element-wise ops'.

@@ -210,6 +210,31 @@ TEST(MedianOfRounds, EachPointIsTheMedianOverTheRounds) {
   EXPECT_EQ(cluster_yaml(calibrate_cluster(a, 1LL << 30)).find("rounds"), std::string::npos);
 }
 
+// Gloo has no reduce-scatter (exec runs an all-reduce): its points, twice the all-gather's line,
+// are fitted at half their time and the cluster prices a reduce-scatter as an all-reduce. Other
+// backends keep the ring.
+TEST(CalibrateCluster, OnGlooAReduceScatterIsAnAllReduce) {
+  for (const std::int64_t ranks : {2, 4}) {
+    SCOPED_TRACE(ranks);
+    Calibration c = measured(ranks);
+    const double n = static_cast<double>(ranks);
+    c.backend = "gloo";
+    c.reduce_scatter = line(2 * (n - 1) * 20e-6, 1e9 * n / (n - 1), {4096, 65536, 1048576});
+    CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+    EXPECT_TRUE(k.cluster.reduce_scatter_by_all_reduce);
+    EXPECT_EQ(k.cluster.intra_node.latency_ns, 20000);
+    EXPECT_NEAR(k.cluster.intra_node.bandwidth, 2e9, 1);
+    const std::string yaml = cluster_yaml(k);
+    EXPECT_NE(yaml.find("reduce_scatter_by_all_reduce: true"), std::string::npos) << yaml;
+    EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+    c.backend = "nccl";
+    k = calibrate_cluster(c, 1LL << 30);
+    EXPECT_FALSE(k.cluster.reduce_scatter_by_all_reduce);
+    EXPECT_GT(k.cluster.intra_node.latency_ns, 20000) << "the points taken as a ring's";
+    EXPECT_EQ(cluster_yaml(k).find("reduce_scatter_by_all_reduce"), std::string::npos);
+  }
+}
+
 // Element-wise ops get a FLOP rate of their own; files without them leave peak_flops to price them.
 TEST(CalibrateCluster, ElementWiseOpsGiveTheirOwnRate) {
   Calibration c = measured(2);

@@ -187,7 +187,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
                  "comm_overlaps_compute: false, elementwise_flops: 3 GFLOP/s, "
                  "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us, "
                  "step_slowdown: {kernels: 3.5, rates: 1.25}, "
-                 "point_to_point: {bandwidth: 2GB/s, latency: 30us}"));
+                 "point_to_point: {bandwidth: 2GB/s, latency: 30us}, "
+                 "reduce_scatter_by_all_reduce: true"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -207,6 +208,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
       << "a step runs its calls as fast as they run alone unless told";
   EXPECT_EQ(set.cluster.point_to_point, (LinkSpec{2e9, 30000}));
   EXPECT_FALSE(defaults.cluster.point_to_point) << "a send/recv takes intra_node unless told";
+  EXPECT_TRUE(set.cluster.reduce_scatter_by_all_reduce);
+  EXPECT_FALSE(defaults.cluster.reduce_scatter_by_all_reduce);
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -241,6 +244,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
             "cluster.asynchronous_launch");
   EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
             "cluster.comm_overlaps_compute");
+  EXPECT_EQ(ErrorOf(spec(", reduce_scatter_by_all_reduce: yes please")).where().key_path,
+            "cluster.reduce_scatter_by_all_reduce");
   EXPECT_EQ(ErrorOf(spec(", elementwise_flops: 0")).where().key_path, "cluster.elementwise_flops");
   EXPECT_EQ(ErrorOf(spec(", hook_overhead: -1us")).where().key_path, "cluster.hook_overhead");
   EXPECT_EQ(ErrorOf(spec(", hook_overhead: 3")).where().key_path, "cluster.hook_overhead");

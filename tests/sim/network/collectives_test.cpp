@@ -264,6 +264,22 @@ TEST(CollectiveSendRecv, APointToPointLinkPricesItInsideANode) {
   }
 }
 
+// A backend without a reduce-scatter (Gloo) runs an all-reduce of the whole buffer: priced so,
+// ring or tree, whichever is faster; the other kinds are unchanged.
+TEST(CollectiveModel, AReduceScatterByAllReduceCostsAnAllReduce) {
+  ClusterSpec c = a100(2);
+  const CollectiveModel plain(c);
+  c.reduce_scatter_by_all_reduce = true;
+  const CollectiveModel m(c);
+  for (const auto& group : {ranks(0, 8), ranks(0, 16)}) {
+    EXPECT_EQ(m.cost(K::kReduceScatter, group, kMiB), plain.cost(K::kAllReduce, group, kMiB));
+    EXPECT_NE(m.cost(K::kReduceScatter, group, kMiB), plain.cost(K::kReduceScatter, group, kMiB));
+    EXPECT_EQ(m.cost(K::kAllGather, group, kMiB), plain.cost(K::kAllGather, group, kMiB));
+  }
+  // Inside a node: 2 x 7 hops of 3000 ns + 2 x 7/8 MiB / 240 GB/s = 42000 + 7645.87 -> 49646.
+  EXPECT_EQ(m.cost(K::kReduceScatter, ranks(0, 8), kMiB).time, 49646);
+}
+
 TEST(CollectiveModel, OneRankOrNoBytesCostNothing) {
   const CollectiveModel m(a100(2));
   for (K kind : {K::kAllGather, K::kReduceScatter, K::kAllReduce, K::kBroadcast, K::kSendRecv}) {
