@@ -511,14 +511,13 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";
   y << "  comm_overlaps_compute: " << (c.comm_overlaps_compute ? "true" : "false") << "\n";
   if (c.reduce_scatter_by_all_reduce) y << "  reduce_scatter_by_all_reduce: true\n";
-  y << "  intra_node: {bandwidth: " << static_cast<std::int64_t>(c.intra_node.bandwidth)
-    << ", latency: " << c.intra_node.latency_ns << "ns}\n";
-  y << "  inter_node: {bandwidth: " << static_cast<std::int64_t>(c.inter_node.bandwidth)
-    << ", latency: " << c.inter_node.latency_ns << "ns}\n";
-  if (c.point_to_point) {
-    y << "  point_to_point: {bandwidth: " << static_cast<std::int64_t>(c.point_to_point->bandwidth)
-      << ", latency: " << c.point_to_point->latency_ns << "ns}\n";
-  }
+  const auto link = [&](const char* key, const LinkSpec& l) {
+    y << "  " << key << ": {bandwidth: " << static_cast<std::int64_t>(l.bandwidth)
+      << ", latency: " << l.latency_ns << "ns}\n";
+  };
+  link("intra_node", c.intra_node);
+  link("inter_node", c.inter_node);
+  if (c.point_to_point) link("point_to_point", *c.point_to_point);
   y << "  pcie_bandwidth: " << static_cast<std::int64_t>(c.pcie_bandwidth) << "\n";
   y << "  nvme_bandwidth: 0\n";
   y << "  efficiency: {compute: 1, hbm: 1, network: 1}\n";

@@ -350,6 +350,12 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
   return c;
 }
 
+namespace {
+Json link_json(const LinkSpec& link) {
+  return Json{{"bandwidth", link.bandwidth}, {"latency_ns", link.latency_ns}};
+}
+}  // namespace
+
 Json cluster_to_json(const ClusterSpec& c) {
   Json flops = Json::object();
   for (const auto& [dtype, v] : c.peak_flops)
@@ -365,13 +371,9 @@ Json cluster_to_json(const ClusterSpec& c) {
       {"gpu_memory", c.gpu_memory},
       {"peak_flops", flops},
       {"hbm_bandwidth", c.hbm_bandwidth},
-      {"intra_node",
-       {{"bandwidth", c.intra_node.bandwidth}, {"latency_ns", c.intra_node.latency_ns}}},
-      {"inter_node",
-       {{"bandwidth", c.inter_node.bandwidth}, {"latency_ns", c.inter_node.latency_ns}}},
-      {"point_to_point", c.point_to_point ? Json{{"bandwidth", c.point_to_point->bandwidth},
-                                                 {"latency_ns", c.point_to_point->latency_ns}}
-                                          : Json()},
+      {"intra_node", link_json(c.intra_node)},
+      {"inter_node", link_json(c.inter_node)},
+      {"point_to_point", c.point_to_point ? link_json(*c.point_to_point) : Json()},
       {"host_memory", c.host_memory},
       {"pcie_bandwidth", c.pcie_bandwidth},
       {"nvme_bandwidth", c.nvme_bandwidth},
