@@ -96,10 +96,9 @@ struct CalibratedCluster {
   LinearFit dropout;                            // likewise
   LinearFit kernels_forward, kernels_backward;  // per_unit: seconds per kernel
   bool has_collectives = false;                 // more than one rank was measured
-  // The collectives' fit is the idle one plus `step_excess`, the median excess of an all-gather
-  // after a piece of compute (what a step pays); `idle_collectives` is the idle fit alone.
+  // `collectives` is the idle fit; `step_excess`, the median excess of an all-gather after a piece
+  // of compute (what a step adds to each call), becomes collective_overhead.
   bool in_step = false;
-  LinearFit idle_collectives;
   double step_excess = 0;  // seconds
   // Likewise a send/recv: point_to_point is the idle fit (`send_recv`) plus
   // `send_recv_step_excess`, the median excess of a message after a piece of compute.

@@ -74,6 +74,11 @@ struct ClusterSpec {
   // the whole buffer instead, each rank keeping its chunk, as c10d's Gloo backend does: a
   // reduce-scatter then costs an all-reduce (zeroplan calibrate writes true for Gloo).
   bool reduce_scatter_by_all_reduce = false;
+  // Fixed time each collective call costs once, whatever its hops (send/recv aside: see
+  // point_to_point): on CPU ranks what a step adds to a collective, its threads waking on cores
+  // the ranks compute on, paid once per call, where a latency is paid per hop and twice by an
+  // all-reduce (zeroplan calibrate measures it). 0: none beyond the hops' latency.
+  std::int64_t collective_overhead_ns = 0;
   // FLOP/s of element-wise work, a module's own work that is not a matrix product (norms,
   // activations, dropout, residual sums, the loss): CUDA cores beside the tensor cores, or a CPU
   // thread's tanh, exp and random numbers beside its matmuls. 0: peak_flops of the run's dtype.

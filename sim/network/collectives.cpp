@@ -126,6 +126,7 @@ CollectiveModel::CollectiveModel(const ClusterSpec& cluster)
   if (graph_->nodes() > 1) inter_ = graph_->gpu_to_gpu(0, graph_->gpus_per_node());
   send_recv_intra_ = intra_;
   reduce_scatter_by_all_reduce_ = cluster.reduce_scatter_by_all_reduce;
+  collective_overhead_ns_ = static_cast<double>(cluster.collective_overhead_ns);
   if (cluster.point_to_point && graph_->gpus_per_node() > 1) {
     const LinkSpec& link = *cluster.point_to_point;
     ZP_CHECK(link.bandwidth > 0 && link.latency_ns >= 0,
@@ -268,7 +269,7 @@ CollectiveCost CollectiveModel::ring(CollectiveKind kind, const GroupShape& s,
     case CollectiveKind::kSendRecv:
       ZP_CHECK(false, "send/recv is not a ring");
   }
-  const double ns = latency + static_cast<double>(sent) * 1e9 / bandwidth;
+  const double ns = collective_overhead_ns_ + latency + static_cast<double>(sent) * 1e9 / bandwidth;
   return {round_up_ns(ns), Algorithm::kRing, sent, nodes > 1};
 }
 
@@ -293,7 +294,7 @@ CollectiveCost CollectiveModel::tree(CollectiveKind kind, const GroupShape& s,
   } else {
     ZP_CHECK(kind == CollectiveKind::kBroadcast, "a tree ", name(kind));
   }
-  const double ns = latency + static_cast<double>(sent) * 1e9 / bandwidth;
+  const double ns = collective_overhead_ns_ + latency + static_cast<double>(sent) * 1e9 / bandwidth;
   return {round_up_ns(ns), Algorithm::kTree, sent, nodes > 1};
 }
 

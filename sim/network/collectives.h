@@ -119,6 +119,7 @@ class CollectiveModel {
   PathCost inter_;            // between two nodes (bandwidth 0 with one node)
   PathCost send_recv_intra_;  // a send/recv inside a node: cluster.point_to_point, else intra_
   bool reduce_scatter_by_all_reduce_ = false;  // cluster.reduce_scatter_by_all_reduce
+  double collective_overhead_ns_ = 0;          // cluster.collective_overhead_ns
 };
 
 }  // namespace zp::sim

@@ -292,6 +292,8 @@ TEST(CalibrateCluster, CollectivesAreFittedAsAStepIssuesThem) {
   CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
   EXPECT_FALSE(k.in_step);
   EXPECT_TRUE(k.cluster.comm_overlaps_compute) << "nothing measured says otherwise";
+  EXPECT_EQ(k.cluster.collective_overhead_ns, 0);
+  EXPECT_EQ(cluster_yaml(k).find("collective_overhead"), std::string::npos);
   // After 500 us of compute an all-gather takes 300 us more than an idle one (20 us + bytes at
   // 4 GB/s, the ring's (n - 1) / n of 2 GB/s) at 4 KiB, 64 KiB and 1 MiB but for one 4 ms
   // outlier; beside compute, as long (nothing hidden).
@@ -302,9 +304,11 @@ TEST(CalibrateCluster, CollectivesAreFittedAsAStepIssuesThem) {
   k = calibrate_cluster(c, 1LL << 30);
   EXPECT_TRUE(k.in_step);
   EXPECT_NEAR(k.step_excess, 300e-6, 1e-9) << "the median excess, not the outlier's";
-  EXPECT_EQ(k.cluster.intra_node.latency_ns, 320000);  // (n - 1) = 1 latency
+  // The excess is paid once a call, whatever the hops: collective_overhead, not the latency.
+  EXPECT_EQ(k.cluster.collective_overhead_ns, 300000);
+  EXPECT_EQ(k.cluster.intra_node.latency_ns, 20000) << "the idle hop, (n - 1) = 1 of them";
   EXPECT_NEAR(k.cluster.intra_node.bandwidth, 2e9, 1) << "the idle bandwidth";
-  EXPECT_NEAR(k.idle_collectives.fixed, 20e-6, 1e-12);
+  EXPECT_NE(cluster_yaml(k).find("collective_overhead: 300000ns"), std::string::npos);
   EXPECT_DOUBLE_EQ(k.overlap, 0);
   EXPECT_FALSE(k.cluster.comm_overlaps_compute);
   EXPECT_NE(cluster_yaml(k).find("comm_overlaps_compute: false"), std::string::npos);

@@ -280,6 +280,31 @@ TEST(CollectiveModel, AReduceScatterByAllReduceCostsAnAllReduce) {
   EXPECT_EQ(m.cost(K::kReduceScatter, ranks(0, 8), kMiB).time, 49646);
 }
 
+// collective_overhead is paid once a call: the same for 2, 8 and 16 ranks, once by an
+// all-reduce (whose hops count twice) and a reduce-scatter priced as one; a send/recv pays its
+// own link's latency, and one rank or no bytes still nothing.
+TEST(CollectiveModel, ACollectiveOverheadIsPaidOnceACall) {
+  ClusterSpec c = a100(2);
+  const CollectiveModel plain(c);
+  c.collective_overhead_ns = 500000;
+  const CollectiveModel m(c);
+  for (const auto& group : {ranks(0, 2), ranks(0, 8), ranks(0, 16)}) {
+    for (K kind : {K::kAllGather, K::kReduceScatter, K::kAllReduce, K::kBroadcast}) {
+      EXPECT_EQ(m.cost(kind, group, kMiB).time, plain.cost(kind, group, kMiB).time + 500000)
+          << static_cast<int>(kind) << " over " << group.size() << " ranks";
+    }
+  }
+  EXPECT_EQ(m.cost(K::kAllReduce, ranks(0, 16), kMiB, A::kTree).time,
+            plain.cost(K::kAllReduce, ranks(0, 16), kMiB, A::kTree).time + 500000);
+  const std::vector<std::int64_t> pair = {0, 1};
+  EXPECT_EQ(m.cost(K::kSendRecv, pair, kMiB), plain.cost(K::kSendRecv, pair, kMiB));
+  EXPECT_EQ(m.cost(K::kAllGather, std::vector<std::int64_t>{5}, kMiB).time, 0);
+  EXPECT_EQ(m.cost(K::kAllGather, pair, 0).time, 0);
+  c.reduce_scatter_by_all_reduce = true;
+  // Inside a node: 500 us + 2 x 7 hops of 3000 ns + 2 x 7/8 MiB / 240 GB/s -> 549646.
+  EXPECT_EQ(CollectiveModel(c).cost(K::kReduceScatter, ranks(0, 8), kMiB).time, 549646);
+}
+
 TEST(CollectiveModel, OneRankOrNoBytesCostNothing) {
   const CollectiveModel m(a100(2));
   for (K kind : {K::kAllGather, K::kReduceScatter, K::kAllReduce, K::kBroadcast, K::kSendRecv}) {
