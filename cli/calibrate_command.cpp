@@ -36,6 +36,9 @@ std::vector<CalibratedCluster::ReferenceCompute> price_reference_runs(const Cali
   std::vector<RunSpec> runs = calibration_reference_runs(measured.ranks);
   ZP_CHECK(runs.size() == measured.reference_compute.size(), runs.size(), " reference runs, ",
            measured.reference_compute.size(), " measured");
+  ZP_CHECK(measured.reference_calls.empty() ||
+               measured.reference_calls.size() == measured.reference_compute.size(),
+           measured.reference_calls.size(), " reference runs' calls counted");
   const auto compute = [](RunSpec& run, const ClusterSpec& with) {
     run.cluster = with;
     const sim::SimulationResult r = sim::simulate(run, sim::SimOptions{});
@@ -51,7 +54,8 @@ std::vector<CalibratedCluster::ReferenceCompute> price_reference_runs(const Cali
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const double alone = compute(runs[i], cluster);
     const double fixed = compute(runs[i], doubled) - alone;
-    references.push_back({measured.reference_compute[i], fixed, alone - fixed});
+    const double calls = measured.reference_calls.empty() ? 0 : measured.reference_calls[i];
+    references.push_back({measured.reference_compute[i], fixed, alone - fixed, calls});
   }
   return references;
 }

@@ -15,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 zeroplan="$build/zeroplan"
-steps="${STEPS:-16}"
+steps="${STEPS:-48}"
 # Calibration rounds per rank count, each point their median: one calibration is a snapshot of
 # half a minute, and on a shared machine a quick or slow spell in it moves every row.
 rounds="${ROUNDS:-3}"

@@ -158,6 +158,17 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
       c.reference_compute.push_back(v.get<double>());
     }
   }
+  if (json.contains("reference_calls")) {
+    const Json& r = json.at("reference_calls");
+    if (!r.is_array() || r.size() != c.reference_compute.size())
+      throw bad(origin, "reference_calls",
+                "must be a list of calls a step, one per reference_compute entry");
+    for (const Json& v : r) {
+      if (!v.is_number() || !(v.get<double>() >= 0))
+        throw bad(origin, "reference_calls", "must hold calls a step, at least 0");
+      c.reference_calls.push_back(v.get<double>());
+    }
+  }
   if (!c.allgather_after_compute.empty()) {
     if (!json.contains("compute_piece") || !json.at("compute_piece").is_number() ||
         !(json.at("compute_piece").get<double>() > 0))
@@ -217,6 +228,15 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
       values.push_back(r.reference_compute[i]);
     }
     out.reference_compute[i] = median(std::move(values));
+  }
+  for (std::size_t i = 0; i < out.reference_calls.size(); ++i) {
+    std::vector<double> values;
+    for (const Calibration& r : rounds) {
+      ZP_CHECK(r.reference_calls.size() == out.reference_calls.size(),
+               "calibration rounds ran different reference runs");
+      values.push_back(r.reference_calls[i]);
+    }
+    out.reference_calls[i] = median(std::move(values));
   }
   double steal = 0;
   int counted = 0;
@@ -352,18 +372,26 @@ std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks) {
       ", gpu_memory: 1GiB, peak_flops: {fp32: 10G},\n"
       "          hbm_bandwidth: 10GB/s, intra_node: {bandwidth: 1GB/s, latency: 10us},\n"
       "          inter_node: {bandwidth: 1GB/s, latency: 10us}, host_memory: 4GiB,\n"
-      "          pcie_bandwidth: 1GB/s, asynchronous_launch: false}\n"
+      "          pcie_bandwidth: 1GB/s, asynchronous_launch: false}\n";
+  const std::string defaults =
       "deepspeed: {zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0}}\n";
-  const auto run = [&](const std::string& name, int width, int vocab, int seq) {
+  const auto run = [&](const std::string& name, int width, int vocab, int seq,
+                       const std::string& deepspeed) {
     const std::string text =
         "name: " + name + "\nmodel: {family: gpt2, vocab_size: " + std::to_string(vocab) +
         ", hidden_size: " + std::to_string(width) + ", num_layers: 3, num_heads: 4,\n" +
         "        max_position_embeddings: " + std::to_string(seq) +
         ", tie_word_embeddings: true}\ntraining: {sequence_length: " + std::to_string(seq) +
-        ", micro_batch: 2, dtype: fp32}\n" + cluster;
+        ", micro_batch: 2, dtype: fp32}\n" + cluster + deepspeed;
     return parse_run_spec(Document::from_yaml(text, "calibrate's " + name), ".");
   };
-  return {run("reference-narrow", 48, 256, 16), run("reference-wide", 96, 512, 32)};
+  const std::string small_buckets =
+      "deepspeed: {zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0,\n"
+      "  stage3_prefetch_bucket_size: 10000, reduce_bucket_size: 20000,\n"
+      "  stage3_max_live_parameters: 30000, stage3_max_reuse_distance: 20000}}\n";
+  RunSpec twin = run("reference-narrow-small-buckets", 48, 256, 16, small_buckets);
+  return {run("reference-narrow", 48, 256, 16, defaults), run("reference-wide", 96, 512, 32, defaults),
+          std::move(twin)};
 }
 
 void fit_step_slowdown(CalibratedCluster& k,
@@ -372,10 +400,26 @@ void fit_step_slowdown(CalibratedCluster& k,
     ZP_CHECK(r.measured > 0 && r.fixed >= 0 && r.rate >= 0 && r.fixed + r.rate > 0,
              "a reference run's compute: ", r.measured, " s measured, ", r.fixed, " + ", r.rate,
              " s predicted");
-  // Minimises the sum of ((kernels x fixed + rates x rate) / measured - 1)^2.
+  // The twins: the same compute, more calls. A call's host time never takes more than half of
+  // either factor run's measured compute (a noisy difference would otherwise leave nothing).
+  double host = 0;
+  const std::size_t factor_runs = std::min<std::size_t>(references.size(), 2);
+  if (references.size() >= 3 && references[2].calls - references[0].calls >= 1) {
+    host = std::max(0.0, (references[2].measured - references[0].measured) /
+                             (references[2].calls - references[0].calls));
+    for (std::size_t i = 0; i < factor_runs; ++i)
+      if (references[i].calls > 0)
+        host = std::min(host, 0.5 * references[i].measured / references[i].calls);
+  }
+  k.cluster.collective_host_ns = std::llround(host * 1e9);
+  host = static_cast<double>(k.cluster.collective_host_ns) * 1e-9;
+  // Minimises the sum of ((kernels x fixed + rates x rate) / measured - 1)^2, the calls' host
+  // time taken off.
   double ff = 0, fr = 0, rr = 0, fm = 0, rm = 0;
-  for (const auto& r : references) {
-    const double f = r.fixed / r.measured, q = r.rate / r.measured;
+  for (std::size_t i = 0; i < factor_runs; ++i) {
+    const auto& r = references[i];
+    const double measured = r.measured - host * r.calls;
+    const double f = r.fixed / measured, q = r.rate / measured;
     ff += f * f;
     fr += f * q;
     rr += q * q;
@@ -384,7 +428,7 @@ void fit_step_slowdown(CalibratedCluster& k,
   }
   double kernels = 1, rates = 1;
   const double det = ff * rr - fr * fr;
-  if (references.size() >= 2 && det > 1e-12 * ff * rr) {
+  if (factor_runs >= 2 && det > 1e-12 * ff * rr) {
     kernels = (fm * rr - rm * fr) / det;
     rates = (ff * rm - fr * fm) / det;
   }
@@ -434,12 +478,22 @@ std::string cluster_yaml(const CalibratedCluster& k) {
       << " of the calls' alone (step_slowdown); their compute a step,\n#     measured / "
          "predicted:";
     const char* sep = " ";
+    const double host = static_cast<double>(c.collective_host_ns) * 1e-9;
     for (const auto& r : k.references) {
-      const double predicted = r.fixed * c.step_slowdown.kernels + r.rate * c.step_slowdown.rates;
+      const double predicted =
+          r.fixed * c.step_slowdown.kernels + r.rate * c.step_slowdown.rates + host * r.calls;
       y << sep << seconds_text(r.measured) << " / " << seconds_text(predicted);
       sep = ", ";
     }
     y << "\n";
+    if (k.references.size() >= 3) {
+      const auto& narrow = k.references[0];
+      const auto& twin = k.references[2];
+      y << "#   a collective call's host time: " << seconds_text(host)
+        << " (collective_host_time; the narrow run with the examples' buckets: "
+        << shortest(std::round((twin.calls - narrow.calls) * 10) / 10) << " more calls and "
+        << seconds_text(twin.measured - narrow.measured) << " more compute a step)\n";
+    }
   }
   if (c.hook_overhead_ns > 0) {
     y << "#   the ZeRO-3 engine's hooks: "
@@ -512,6 +566,7 @@ std::string cluster_yaml(const CalibratedCluster& k) {
   y << "  asynchronous_launch: " << (c.asynchronous_launch ? "true" : "false") << "\n";
   y << "  comm_overlaps_compute: " << (c.comm_overlaps_compute ? "true" : "false") << "\n";
   if (c.reduce_scatter_by_all_reduce) y << "  reduce_scatter_by_all_reduce: true\n";
+  if (c.collective_host_ns > 0) y << "  collective_host_time: " << c.collective_host_ns << "ns\n";
   if (c.collective_overhead_ns > 0)
     y << "  collective_overhead: " << c.collective_overhead_ns << "ns\n";
   const auto link = [&](const char* key, const LinkSpec& l) {

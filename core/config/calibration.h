@@ -73,6 +73,9 @@ struct Calibration {
   // hooks and waiting excluded), the median step's, in calibration_reference_runs' order. Empty
   // in older files.
   std::vector<double> reference_compute;
+  // Each reference run's collective calls a step (every rank issues the same), in the same order.
+  // Empty in older files.
+  std::vector<double> reference_calls;
   std::vector<CalibrationPoint> allgather_after_compute;
   std::vector<CalibrationPoint> allgather_beside_compute;
   // A message as a pipeline's step sends it: each rank computes a piece, then the ranks exchange
@@ -118,6 +121,7 @@ struct CalibratedCluster {
     double measured = 0;  // seconds of compute a step, as exec ran it
     double fixed = 0;     // of the isolated fits' prediction, the part per kernel
     double rate = 0;      // and the part the FLOP and memory rates give
+    double calls = 0;     // collective calls a step
   };
   std::vector<ReferenceCompute> references;  // what step_slowdown was fitted to
 };
@@ -129,13 +133,19 @@ CalibratedCluster calibrate_cluster(const Calibration& calibration, std::int64_t
 // hooks and compute as they run: GPT-2s of 3 blocks, none of the bundled examples' models, every
 // parameter gathered (no persistence threshold) and DeepSpeed's other defaults. The first (width
 // 48, 2 x 16 tokens a rank) is mostly per-kernel cost, the second (width 96, 2 x 32 tokens) mostly
-// FLOPs, so that the two tell the step's slowdown of each apart. The first's hooks give
-// hook_overhead. Their cluster only lets the run spec parse: the caller sets the measured one.
+// FLOPs, so that the two tell the step's slowdown of each apart. The third is the first with the
+// bundled examples' small buckets (prefetch, reduction, live and reuse limits), so that it issues
+// more collectives for the same compute: the two tell collective_host_time apart. The first's
+// hooks give hook_overhead. Their cluster only lets the run spec parse: the caller sets the
+// measured one.
 std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks);
 
 // Fits the cluster's step_slowdown to the reference runs: kernels x fixed + rates x rate =
 // measured, by least squares on relative errors, each factor at least 1 (a step is never faster
-// than its calls alone). Keeps the references for the description's comments.
+// than its calls alone). With a third reference (the first's twin with more collective calls,
+// calibration_reference_runs), collective_host_time first: the twins' compute difference per call
+// of difference, at least 0, each run's calls times it taken off its measured compute before the
+// factors are fitted. Keeps the references for the description's comments.
 void fit_step_slowdown(CalibratedCluster& calibrated,
                        std::vector<CalibratedCluster::ReferenceCompute> references);
 

@@ -297,6 +297,11 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     if (c.collective_overhead_ns < 0)
       n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
   }
+  if (auto n = r.get("collective_host_time")) {
+    c.collective_host_ns = with_units(*n, units::parse_duration_ns);
+    if (c.collective_host_ns < 0)
+      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
+  }
   if (auto n = r.get("reduce_scatter_by_all_reduce"))
     c.reduce_scatter_by_all_reduce = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("elementwise_flops")) {
@@ -393,6 +398,7 @@ Json cluster_to_json(const ClusterSpec& c) {
       {"comm_overlaps_compute", c.comm_overlaps_compute},
       {"reduce_scatter_by_all_reduce", c.reduce_scatter_by_all_reduce},
       {"collective_overhead_ns", c.collective_overhead_ns},
+      {"collective_host_ns", c.collective_host_ns},
       {"elementwise_flops", c.elementwise_flops},
       {"module_flops", module_flops},
       {"step_slowdown", {{"kernels", c.step_slowdown.kernels}, {"rates", c.step_slowdown.rates}}},

@@ -120,6 +120,8 @@ void reference_runs(comm::Communicator& world, bool quick, Json& out,
   say(std::to_string(runs.size()) + " reference ZeRO-3 runs' compute and hooks, " +
       std::to_string(steps) + " steps each on every rank");
   out["reference_compute"] = Json::array();
+  out["reference_calls"] = Json::array();
+  world.log().clear();
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const RunSpec& run = runs[i];
     const ModelConfig& c = *run.model.config;
@@ -139,7 +141,12 @@ void reference_runs(comm::Communicator& world, bool quick, Json& out,
       overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
       compute.push_back(static_cast<double>(stats.compute_ns + stats.optimizer_ns) * 1e-9);
     }
-    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(compute))));
+    std::int64_t calls = 0;
+    for (const comm::OpRecord& r : world.log().records())
+      calls += r.kind == comm::CommKind::kAllGather || r.kind == comm::CommKind::kReduceScatter ||
+               r.kind == comm::CommKind::kAllReduce || r.kind == comm::CommKind::kBroadcast;
+    world.log().clear();
+    out["reference_calls"].push_back(static_cast<double>(calls) / steps);    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(compute))));
     if (i == 0) {
       const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
       const auto events =

@@ -300,7 +300,8 @@ class DataParallelRank final : public RankTimeline {
 
   DataParallelRank(const Setup& setup, trace::Trace* trace, std::int32_t trace_rank,
                    MemoryAccountant::Options memory)
-      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.plan->dp, setup.gpu),
+      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.plan->dp, setup.gpu,
+                     setup.run->cluster.collective_host_ns),
         s_(setup),
         p_(*setup.plan),
         z_(setup.run->deepspeed.zero),

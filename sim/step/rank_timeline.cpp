@@ -6,10 +6,11 @@ namespace zp::sim {
 
 RankTimeline::RankTimeline(trace::Trace* trace, std::int32_t trace_rank,
                            const CollectiveModel& network, const GroupShape& data_shape,
-                           std::int64_t data_size, std::int64_t gpu)
+                           std::int64_t data_size, std::int64_t gpu, TimeNs collective_host_ns)
     : trace_(trace),
       trace_rank_(trace_rank),
       network_(&network),
+      collective_host_ns_(collective_host_ns),
       data_shape_(data_shape),
       gpu_(gpu) {
   if (trace_) {

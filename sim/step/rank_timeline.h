@@ -38,8 +38,10 @@ class RankTimeline {
  protected:
   // Rank `trace_rank` of `trace` (which may be null), whose links are those of global rank `gpu`,
   // in a data-parallel group of `data_size` ranks shaped `data_shape` (registered in the trace).
+  // `collective_host_ns`: ClusterSpec::collective_host_ns, charged to the host by collective().
   RankTimeline(trace::Trace* trace, std::int32_t trace_rank, const CollectiveModel& network,
-               const GroupShape& data_shape, std::int64_t data_size, std::int64_t gpu);
+               const GroupShape& data_shape, std::int64_t data_size, std::int64_t gpu,
+               TimeNs collective_host_ns);
 
   // ---- The trace (without one, names are -1 and nothing is recorded) ----------------------------
 
@@ -97,10 +99,12 @@ class RankTimeline {
   }
 
   // A collective over the data-parallel group on `stream` (shown as `kind`) that may start at
-  // `ready`; returns its end. On the compute stream its whole time is exposed.
+  // `ready`; returns its end. On the compute stream its whole time is exposed. One that moves
+  // anything takes collective_host_ns of the host first.
   TimeNs collective(TimeNs& stream, trace::StreamKind kind, const CollectiveOp& c, TimeNs ready,
                     std::int64_t bytes, std::int32_t name) {
     const CollectiveCost cost = data_cost(c.kind, bytes);
+    if (cost.time > 0) now_ += collective_host_ns_;
     const TimeNs start = std::max(stream, ready);
     const TimeNs end = start + cost.time;
     count(c.transfer, bytes, cost.time);
@@ -186,6 +190,7 @@ class RankTimeline {
   }
 
   const CollectiveModel* network_;
+  TimeNs collective_host_ns_;
   GroupShape data_shape_;
   std::unordered_map<std::int64_t, CollectiveCost> data_costs_;  // by bytes * 8 + kind
   std::int64_t gpu_;

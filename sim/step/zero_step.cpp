@@ -69,7 +69,8 @@ class ZeroRank final : public RankTimeline,
 
   ZeroRank(const Setup& setup, const std::vector<CallWork>& work, const CheckpointWork& checkpoints,
            trace::Trace* trace, std::int32_t trace_rank, MemoryAccountant::Options memory)
-      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.dp, setup.gpu),
+      : RankTimeline(trace, trace_rank, *setup.network, setup.dp_shape, setup.dp, setup.gpu,
+                     setup.run->cluster.collective_host_ns),
         s_(setup),
         z_(setup.model->settings()),
         work_(work),

@@ -71,9 +71,14 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   EXPECT_EQ(points.at("ranks").get<int>(), 2);
   EXPECT_EQ(points.at("dropout").size(), 1u);
   EXPECT_GT(points.at("hooks").at("events").get<int>(), 0);
-  // Both reference runs' compute, and the step slowdown fitted to it.
-  EXPECT_EQ(points.at("reference_compute").size(), 2u);
-  EXPECT_NE(yaml.find("in a training step (2 reference ZeRO-3 runs)"), std::string::npos) << yaml;
+  // The reference runs' compute and collective calls, and the step slowdown fitted to them: the
+  // narrow run's twin with the examples' buckets issues more calls a step.
+  EXPECT_EQ(points.at("reference_compute").size(), 3u);
+  ASSERT_EQ(points.at("reference_calls").size(), 3u);
+  EXPECT_GT(points.at("reference_calls")[2].get<double>(),
+            points.at("reference_calls")[0].get<double>());
+  EXPECT_NE(yaml.find("in a training step (3 reference ZeRO-3 runs)"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("a collective call's host time: "), std::string::npos) << yaml;
   EXPECT_EQ(points.at("elementwise_ops").size(), 3u);  // GELU, SiLU, LayerNorm
   EXPECT_FALSE(points.at("allgather").empty());
   EXPECT_FALSE(points.at("send_recv").empty());

@@ -190,6 +190,9 @@ TEST(MedianOfRounds, EachPointIsTheMedianOverTheRounds) {
   a.reference_compute = {2e-3, 6e-3};
   b.reference_compute = {4e-3, 5e-3};
   c.reference_compute = {3e-3, 9e-3};
+  a.reference_calls = {10, 12};
+  b.reference_calls = {30, 12};
+  c.reference_calls = {20, 11};
   b.matmul[1].seconds *= 3;  // a busy spell
   c.matmul[1].seconds *= 0.9;
   c.send_recv[0].seconds *= 0.5;
@@ -201,6 +204,7 @@ TEST(MedianOfRounds, EachPointIsTheMedianOverTheRounds) {
   EXPECT_DOUBLE_EQ(m.matmul[0].seconds, a.matmul[0].seconds);
   EXPECT_DOUBLE_EQ(m.send_recv[0].seconds, a.send_recv[0].seconds);
   EXPECT_EQ(m.reference_compute, (std::vector<double>{3e-3, 6e-3}));
+  EXPECT_EQ(m.reference_calls, (std::vector<double>{20, 12}));
   ASSERT_TRUE(m.steal_share.has_value());
   EXPECT_DOUBLE_EQ(*m.steal_share, 0.15) << "the mean of the rounds that count it";
   const CalibratedCluster k = calibrate_cluster(m, 1LL << 30);
@@ -434,10 +438,11 @@ TEST(CalibrationFromJson, ReadsTheStealShareAndRefusesABadOne) {
 }
 
 // The reference runs: GPT-2s of 3 blocks, every parameter gathered, one narrow and short (its
-// compute mostly per-kernel cost), one wide and long (mostly FLOPs), on the ranks asked for.
+// compute mostly per-kernel cost), one wide and long (mostly FLOPs), on the ranks asked for, and
+// the narrow one again with the examples' small buckets (more collectives, the same compute).
 TEST(CalibrationReferenceRuns, ANarrowAndAWideGpt2WithEveryParameterGathered) {
   const std::vector<RunSpec> runs = calibration_reference_runs(4);
-  ASSERT_EQ(runs.size(), 2u);
+  ASSERT_EQ(runs.size(), 3u);
   for (const RunSpec& r : runs) {
     EXPECT_EQ(r.parallel.world(), 4);
     EXPECT_EQ(r.model.config->num_layers, 3);
@@ -447,6 +452,15 @@ TEST(CalibrationReferenceRuns, ANarrowAndAWideGpt2WithEveryParameterGathered) {
   EXPECT_EQ(runs[0].model.config->hidden_size, 48);
   EXPECT_EQ(runs[1].model.config->hidden_size, 96);
   EXPECT_LT(runs[0].training.sequence_length, runs[1].training.sequence_length);
+  EXPECT_EQ(*runs[2].model.config, *runs[0].model.config);
+  EXPECT_EQ(runs[2].training.sequence_length, runs[0].training.sequence_length);
+  const zero::ZeroSettings twin = runs[2].zero_settings(), narrow = runs[0].zero_settings();
+  EXPECT_EQ(twin.prefetch_bucket_size, 10000);
+  EXPECT_EQ(twin.reduce_bucket_size, 20000);
+  EXPECT_EQ(twin.max_live_parameters, 30000);
+  EXPECT_EQ(twin.max_reuse_distance, 20000);
+  EXPECT_GT(narrow.prefetch_bucket_size, twin.prefetch_bucket_size) << "DeepSpeed's defaults";
+  EXPECT_GT(narrow.reduce_bucket_size, twin.reduce_bucket_size);
 }
 
 // Two runs, one mostly per-kernel cost and one mostly FLOPs, give both factors.
@@ -460,6 +474,36 @@ TEST(FitStepSlowdown, RecoversBothFactorsFromTwoRuns) {
   EXPECT_NE(yaml.find("measured / predicted: 5 ms / 5 ms, 23 ms / 23 ms"), std::string::npos)
       << yaml;
   EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+}
+
+// The third run, the first's twin with the examples' buckets, issues more collectives for the
+// same compute: its extra compute per extra call is collective_host_time, taken off the first two
+// runs' compute (calls x it) before their factors are fitted. A difference below nothing gives 0;
+// a noisy one never takes more than half a factor run's compute.
+TEST(FitStepSlowdown, TheTwinRunGivesACollectiveCallsHostTime) {
+  CalibratedCluster k = calibrate_cluster(measured(2), 1LL << 30);
+  // kernels 3, rates 2, 100 us a call: 3 + 2 + 1 ms, 3 + 20 + 1 ms, and 3 + 2 + 3 ms.
+  fit_step_slowdown(k, {{6e-3, 1e-3, 1e-3, 10}, {24e-3, 1e-3, 10e-3, 10}, {8e-3, 1e-3, 1e-3, 30}});
+  EXPECT_EQ(k.cluster.collective_host_ns, 100000);
+  EXPECT_EQ(k.cluster.step_slowdown, (ClusterSpec::StepSlowdown{3, 2}));
+  const std::string yaml = cluster_yaml(k);
+  EXPECT_NE(yaml.find("collective_host_time: 100000ns"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("measured / predicted: 6 ms / 6 ms, 24 ms / 24 ms, 8 ms / 8 ms"),
+            std::string::npos)
+      << yaml;
+  EXPECT_NE(yaml.find("a collective call's host time: 100 us"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("20 more calls and 2 ms more compute a step"), std::string::npos) << yaml;
+  EXPECT_EQ(read_back(yaml, k.cluster.name), k.cluster) << yaml;
+  // The twin computed less: nothing a call, and the factors fitted to the measured compute.
+  fit_step_slowdown(k, {{6e-3, 1e-3, 1e-3, 10}, {24e-3, 1e-3, 10e-3, 10}, {5e-3, 1e-3, 1e-3, 30}});
+  EXPECT_EQ(k.cluster.collective_host_ns, 0);
+  EXPECT_EQ(cluster_yaml(k).find("collective_host_time:"), std::string::npos);
+  // No more calls than the first: nothing to tell apart.
+  fit_step_slowdown(k, {{6e-3, 1e-3, 1e-3, 10}, {24e-3, 1e-3, 10e-3, 10}, {8e-3, 1e-3, 1e-3, 10}});
+  EXPECT_EQ(k.cluster.collective_host_ns, 0);
+  // 1 ms a call would leave the first run nothing: held at half its 6 ms over 10 calls.
+  fit_step_slowdown(k, {{6e-3, 1e-3, 1e-3, 10}, {24e-3, 1e-3, 10e-3, 10}, {26e-3, 1e-3, 1e-3, 30}});
+  EXPECT_EQ(k.cluster.collective_host_ns, 300000);
 }
 
 // A step is never faster than its calls alone: a factor the fit puts below 1 stays at 1, and the
@@ -485,7 +529,14 @@ TEST(CalibrationFromJson, ReadsTheReferenceComputeAndRefusesABadOne) {
     "reference_compute": [6e-3, 2e-2]})");
   EXPECT_EQ(calibration_from_json(good, "raw.json").reference_compute,
             (std::vector<double>{6e-3, 2e-2}));
+  EXPECT_TRUE(calibration_from_json(good, "raw.json").reference_calls.empty());
   ExpectEachRefused(good, "reference_compute", {"[0]", "[1e-3, -1]", "3", "[\"fast\"]"});
+  Json calls = good;
+  calls["reference_calls"] = Json::array({12.5, 0});
+  EXPECT_EQ(calibration_from_json(calls, "raw.json").reference_calls,
+            (std::vector<double>{12.5, 0}));
+  // One count a run, each at least 0.
+  ExpectEachRefused(calls, "reference_calls", {"[12]", "[1, -1]", "[1, 2, 3]", "4", "[1, \"x\"]"});
 }
 
 TEST(CalibrationFromJson, ReadsTheKernelChains) {

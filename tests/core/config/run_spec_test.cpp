@@ -188,7 +188,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
                  "module_flops: {Dropout: 200 MFLOP/s, LlamaRMSNorm: 1e9}, hook_overhead: 30us, "
                  "step_slowdown: {kernels: 3.5, rates: 1.25}, "
                  "point_to_point: {bandwidth: 2GB/s, latency: 30us}, "
-                 "reduce_scatter_by_all_reduce: true, collective_overhead: 800us"));
+                 "reduce_scatter_by_all_reduce: true, collective_overhead: 800us, "
+                 "collective_host_time: 90us"));
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.compute, 0.7);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.hbm, 0.8);
   EXPECT_DOUBLE_EQ(set.cluster.efficiency.network, 1.0);
@@ -212,6 +213,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
   EXPECT_FALSE(defaults.cluster.reduce_scatter_by_all_reduce);
   EXPECT_EQ(set.cluster.collective_overhead_ns, 800000);
   EXPECT_EQ(defaults.cluster.collective_overhead_ns, 0) << "a collective costs its hops alone";
+  EXPECT_EQ(set.cluster.collective_host_ns, 90000);
+  EXPECT_EQ(defaults.cluster.collective_host_ns, 0);
   EXPECT_DOUBLE_EQ(set.cluster.host_optimizer_rate, 5e8);
   bool user = false;
   for (const auto& s : set.provenance) {
@@ -241,6 +244,8 @@ TEST(RunSpec, ClusterCostModelKeys) {
             "cluster.intra_node.latency");
   EXPECT_EQ(ErrorOf(spec(", collective_overhead: -1us")).where().key_path,
             "cluster.collective_overhead");
+  EXPECT_EQ(ErrorOf(spec(", collective_host_time: -1us")).where().key_path,
+            "cluster.collective_host_time");
   EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: -1us")).where().key_path, "cluster.autograd_node");
   EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");

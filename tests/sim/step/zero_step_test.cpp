@@ -404,6 +404,27 @@ TEST(ZeroStep, EachHookHoldsTheRankForHookOverhead) {
   EXPECT_EQ(b.compute_ns, a.compute_ns) << "hooks are host time, not compute";
 }
 
+// Each collective that moves anything takes collective_host_time of its rank's host before it is
+// issued; with collectives taking turns with compute, the step grows by that per call.
+TEST(ZeroStep, EachCollectiveTakesItsHostTime) {
+  const std::string zero = std::string(kDemandOnly) + ", overlap_comm: true";
+  const RunSpec free = MakeRun(TwoLayers(), 4, zero, "", "", ", comm_overlaps_compute: false");
+  const RunSpec costly = MakeRun(TwoLayers(), 4, zero, "", "",
+                                 ", comm_overlaps_compute: false, collective_host_time: 7us");
+  const Simulated free_run = Simulate(free), costly_run = Simulate(costly);
+  TimeNs calls = 0;  // the first trace rank's in its first step
+  const auto first = free_run.result.ranks.front().steps.front().step;
+  for (OpKind kind : {OpKind::kAllGather, OpKind::kReduceScatter})
+    for (const auto* op : OpsOf(free_run.trace, kind))
+      calls += op->rank == free_run.trace.ops.front().rank && op->step == first ? 1 : 0;
+  ASSERT_GT(calls, 4);
+  const StepReport& a = free_run.result.ranks.front().steps.front();
+  const StepReport& b = costly_run.result.ranks.front().steps.front();
+  EXPECT_EQ(b.time_ns() - a.time_ns(), calls * 7000);
+  EXPECT_EQ(b.compute_ns, a.compute_ns) << "host time, not compute";
+  EXPECT_EQ(b.exposed_comm_ns, a.exposed_comm_ns);
+}
+
 TEST(ZeroStep, OffloadedParametersComeUpOverPcieBeforeEachGather) {
   const Simulated s = Simulate(
       MakeRun(TwoLayers(), 4, std::string(kDemandOnly) + ", offload_param: {device: cpu}"));
