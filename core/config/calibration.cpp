@@ -390,8 +390,8 @@ std::vector<RunSpec> calibration_reference_runs(std::int64_t ranks) {
       "  stage3_prefetch_bucket_size: 10000, reduce_bucket_size: 20000,\n"
       "  stage3_max_live_parameters: 30000, stage3_max_reuse_distance: 20000}}\n";
   RunSpec twin = run("reference-narrow-small-buckets", 48, 256, 16, small_buckets);
-  return {run("reference-narrow", 48, 256, 16, defaults), run("reference-wide", 96, 512, 32, defaults),
-          std::move(twin)};
+  return {run("reference-narrow", 48, 256, 16, defaults),
+          run("reference-wide", 96, 512, 32, defaults), std::move(twin)};
 }
 
 void fit_step_slowdown(CalibratedCluster& k,

@@ -146,7 +146,8 @@ void reference_runs(comm::Communicator& world, bool quick, Json& out,
       calls += r.kind == comm::CommKind::kAllGather || r.kind == comm::CommKind::kReduceScatter ||
                r.kind == comm::CommKind::kAllReduce || r.kind == comm::CommKind::kBroadcast;
     world.log().clear();
-    out["reference_calls"].push_back(static_cast<double>(calls) / steps);    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(compute))));
+    out["reference_calls"].push_back(static_cast<double>(calls) / steps);
+    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(compute))));
     if (i == 0) {
       const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
       const auto events =
