@@ -20,6 +20,7 @@
 #include "core/trace/native_format.h"
 #include "core/util/units.h"
 #include "sim/hardware/compute_model.h"
+#include "sim/network/collectives.h"
 #include "sim/simulate.h"
 
 namespace zp::cli {
@@ -131,40 +132,71 @@ void print_rank(std::ostream& out, const Comparison& c, const RankComparison& r,
 // a dense layer (a speed probe) before and after the steps, and the simulator prices the same
 // call. On a shared machine the speed drifts between calibration and validation, and a step time
 // can be no nearer its prediction than the machine is to its calibration.
-struct MachineSpeed {
+struct ProbeSpeed {
   bool measured = false;
-  double flops = 0;
+  double amount = 0;     // the probe's FLOPs or bytes a call
   double predicted = 0;  // seconds
   double before = 0, after = 0;
   double speed_before() const { return predicted / before; }
   double speed_after() const { return predicted / after; }
 };
 
-MachineSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
-  MachineSpeed s;
+// The probe's seconds before and after the steps from the trace's metadata[key], and its
+// `amount_key` figure; nothing measured where any is missing or not positive.
+ProbeSpeed read_probe(const trace::Trace& measured, const char* key, const char* amount_key) {
+  ProbeSpeed s;
   const Json& m = measured.metadata;
-  if (!m.contains("speed_probe")) return s;
-  const Json& p = m.at("speed_probe");
-  s.flops = p.value("flops", 0.0);
-  const double bytes = p.value("bytes", 0.0);
+  if (!m.contains(key)) return s;
+  const Json& p = m.at(key);
+  s.amount = p.value(amount_key, 0.0);
   s.before = p.value("seconds_before", 0.0);
   s.after = p.value("seconds_after", 0.0);
-  if (!(s.flops > 0 && s.before > 0 && s.after > 0)) return s;
+  s.measured = s.amount > 0 && s.before > 0 && s.after > 0;
+  return s;
+}
+
+ProbeSpeed machine_speed(const trace::Trace& measured, const RunSpec& run) {
+  ProbeSpeed s = read_probe(measured, "speed_probe", "flops");
+  if (!s.measured) return s;
+  const double bytes = measured.metadata.at("speed_probe").value("bytes", 0.0);
   // One kernel, as the simulator prices a dense layer's: a call alone, as calibrate timed it, so
   // without the cluster's step slowdown.
   ClusterSpec alone = run.cluster;
   alone.step_slowdown = {};
   const sim::ComputeModel compute(alone, DType::kFloat32);
-  s.predicted = static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.flops),
+  s.predicted = static_cast<double>(compute.kernels(1, static_cast<std::int64_t>(s.amount),
                                                     static_cast<std::int64_t>(bytes))) *
                 1e-9;
   s.measured = s.predicted > 0;
   return s;
 }
 
-Json machine_speed_json(const MachineSpeed& s) {
+// What a step adds to a collective during the execution against the cluster: exec times an
+// all-gather after a piece of compute (calibrate's in-step point) before and after the steps, and
+// the simulator prices the same all-gather over the ranks (its hops, bytes and
+// collective_overhead). On CPU ranks it drifts further than the speed: within minutes, a step's
+// collectives here took 530 to 911 us beyond their idle time.
+ProbeSpeed collective_speed(const trace::Trace& measured, const RunSpec& run) {
+  ProbeSpeed s = read_probe(measured, "collective_probe", "bytes");
+  if (!s.measured) return s;
+  const auto ranks = measured.metadata.at("collective_probe").value("ranks", std::int64_t{0});
+  if (ranks < 2 || ranks > run.cluster.total_gpus()) return ProbeSpeed{};
+  std::vector<std::int64_t> group(static_cast<std::size_t>(ranks));
+  for (std::int64_t r = 0; r < ranks; ++r)
+    group[static_cast<std::size_t>(r)] = r;
+  const sim::CollectiveModel network(run.cluster);
+  s.predicted =
+      static_cast<double>(
+          network.cost(sim::CollectiveKind::kAllGather, group, static_cast<std::int64_t>(s.amount))
+              .time) *
+      1e-9;
+  s.measured = s.predicted > 0;
+  return s;
+}
+
+Json probe_speed_json(const ProbeSpeed& s, const char* amount_key) {
   if (!s.measured) return Json();
-  return Json{{"probe_flops", s.flops},
+  return Json{{amount_key, s.amount},
               {"predicted_seconds", s.predicted},
               {"measured_seconds_before", s.before},
               {"measured_seconds_after", s.after},
@@ -174,7 +206,7 @@ Json machine_speed_json(const MachineSpeed& s) {
 
 void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
                       const Comparison& c, const std::string& cluster_file, std::size_t modules,
-                      const MachineSpeed& speed) {
+                      const ProbeSpeed& speed, const ProbeSpeed& comm) {
   out << "Run        " << run.file.string() << (run.name.empty() ? "" : " (" + run.name + ")")
       << ": " << nproc << " rank(s), steps 0-" << c.steps - 1 << " simulated and executed\n";
   out << "Cluster    "
@@ -188,6 +220,13 @@ void print_comparison(std::ostream& out, const RunSpec& run, std::int64_t nproc,
         << std::llround(100 * speed.speed_after()) << "% after (" << duration(ns(speed.before))
         << " and " << duration(ns(speed.after)) << "; " << duration(ns(speed.predicted))
         << " predicted)\n";
+  }
+  if (comm.measured) {
+    const auto ns = [](double seconds) { return static_cast<std::int64_t>(seconds * 1e9); };
+    out << "Comm       an all-gather after a piece of compute took " << duration(ns(comm.before))
+        << " before the steps and " << duration(ns(comm.after)) << " after, "
+        << duration(ns(comm.predicted)) << " predicted (" << std::llround(100 * comm.speed_before())
+        << "% and " << std::llround(100 * comm.speed_after()) << "% of the cluster's speed)\n";
   }
   if (c.host_steal) {
     out << "Host       its hypervisor took " << std::llround(100 * *c.host_steal)
@@ -327,7 +366,8 @@ void add_validate_command(CLI::App& app) {
     // exec names the root module by its class; the simulator calls it "model".
     compare.measured_aliases = {{"GPT2LMHeadModel", "model"}, {"LlamaForCausalLM", "model"}};
     const Comparison comparison = trace::compare_traces(predicted, measured, compare);
-    const MachineSpeed speed = machine_speed(measured, run);
+    const ProbeSpeed speed = machine_speed(measured, run);
+    const ProbeSpeed comm = collective_speed(measured, run);
 
     if (a->json) {
       Json j = trace::comparison_to_json(comparison);
@@ -340,10 +380,11 @@ void add_validate_command(CLI::App& app) {
                                      ? run.deepspeed.pipeline.activation_checkpoint_interval
                                      : run.training.checkpoint_interval;
       j["cluster"] = a->cluster.empty() ? Json("run spec") : Json(a->cluster);
-      j["machine_speed"] = machine_speed_json(speed);
+      j["machine_speed"] = probe_speed_json(speed, "probe_flops");
+      j["collective_speed"] = probe_speed_json(comm, "probe_bytes");
       std::cout << j.dump(2) << "\n";
     } else {
-      print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules, speed);
+      print_comparison(std::cout, run, a->nproc, comparison, a->cluster, a->modules, speed, comm);
     }
     std::cout.flush();
     if (!comparison.within_targets()) {

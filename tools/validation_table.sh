@@ -112,8 +112,9 @@ def pct(x):
 
 print("| model | ranks | layout | checkpointing | peak (worst rank) | worst category | "
       "collectives (kinds exact) | decisions | step time (calibrated) | "
-      "machine speed (before / after) | host steal | within targets |")
-print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |")
+      "machine speed (before / after) | collective in a step (before / after) | host steal | "
+      "within targets |")
+print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |")
 for path in sys.argv[1:]:
     j = json.load(open(path))
     ranks = j["ranks"]
@@ -147,11 +148,13 @@ for path in sys.argv[1:]:
     model = j["run"].rsplit("-", 3)[0]  # the variant's name: MODEL-LAYOUT-RANKS-ckptN
     s = j.get("machine_speed")
     speed = (f"{100 * s['speed_before']:.0f}% / {100 * s['speed_after']:.0f}%" if s else "-")
+    c = j.get("collective_speed")
+    comm = (f"{100 * c['speed_before']:.0f}% / {100 * c['speed_after']:.0f}%" if c else "-")
     steal = j.get("host_steal_share")
     steal = "-" if steal is None else f"{100 * steal:.0f}%"
     print(f"| {model} | {j['nproc']} | {layout} | "
           f"{ckpt} | {pct(peak['error'])} | {worst_name} {pct(worst['error'])} | {collectives} | "
-          f"{decisions} | {pct(step['error'])} | {speed} | {steal} | {verdict} |")
+          f"{decisions} | {pct(step['error'])} | {speed} | {comm} | {steal} | {verdict} |")
     within += j["within_targets"]
     busy += not j.get("host_quiet", True)
 print(f"validation_table.sh: {within} of {len(sys.argv) - 1} runs within every target; "

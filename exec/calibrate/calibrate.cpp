@@ -86,6 +86,26 @@ double time_collective(comm::Communicator& world, const std::function<void()>& f
   return std::accumulate(times.begin(), times.end(), 0.0) / static_cast<double>(times.size());
 }
 
+// A piece of compute of about kComputePieceSeconds on this rank (linear layers, as a small
+// module's call), for collectives to be timed as a step issues them: between pieces.
+class ComputePiece {
+ public:
+  ComputePiece(comm::Communicator& world, double window_seconds)
+      : x_(at::randn({64, 128})), w_(at::randn({128, 128})) {
+    const double one = time_per_call(
+        world, [&] { (void)at::linear(x_, w_); }, window_seconds);
+    reps_ = static_cast<int>(std::clamp(kComputePieceSeconds / one, 1.0, 1e4));
+  }
+  void operator()() const {
+    for (int i = 0; i < reps_; ++i)
+      (void)at::linear(x_, w_);
+  }
+
+ private:
+  at::Tensor x_, w_;
+  int reps_ = 1;
+};
+
 // Seconds per call of an n-square fp32 linear layer whose weight requires a gradient: a module's
 // call, which allocates its output and records the autograd node training records. Calibrate's
 // matmul points and the speed probe are the same measurement.
@@ -165,6 +185,27 @@ SpeedProbe speed_probe(comm::Communicator& world) {
   constexpr std::int64_t n = 256;
   return SpeedProbe{2.0 * static_cast<double>(n * n * n), 3.0 * static_cast<double>(n * n) * 4.0,
                     square_linear_seconds(world, n, 0.05)};
+}
+
+CollectiveProbe collective_probe(comm::Communicator& world, int calls) {
+  ZP_CHECK(world.size() > 1 && calls > 0, "a collective probe on ", world.size(), " rank(s)");
+  constexpr std::int64_t numel = 16384;  // calibrate's middle in-step size: 64 KiB
+  const std::int64_t p = world.size();
+  const std::int64_t chunk = (numel + p - 1) / p;
+  const at::Tensor flat = at::zeros({chunk * p});
+  const at::Tensor mine = at::zeros({chunk});
+  const ComputePiece piece(world, 0.02);
+  const auto work = [&] { piece(); };
+  const double alone = time_collective(world, work, calls / 2, Summary::kMean);
+  const double after = time_collective(
+      world,
+      [&] {
+        piece();
+        world.all_gather(buffer_of(mine), buffer_of(flat), "probe")->wait();
+      },
+      calls, Summary::kMean);
+  world.log().clear();
+  return CollectiveProbe{4.0 * static_cast<double>(chunk * p), std::max(0.0, after - alone)};
 }
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
@@ -326,15 +367,8 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
     // more than an idle collective (the threads wake on cores the ranks are computing on) and
     // the second overlaps nothing; on devices with their own engines, neither.
     {
-      const at::Tensor x = at::randn({64, 128});
-      const at::Tensor w = at::randn({128, 128});
-      const double one = time_per_call(
-          world, [&] { (void)at::linear(x, w); }, batch);
-      const auto reps = static_cast<int>(std::clamp(kComputePieceSeconds / one, 1.0, 1e4));
-      const auto work = [&] {
-        for (int i = 0; i < reps; ++i)
-          (void)at::linear(x, w);
-      };
+      const ComputePiece piece(world, batch);
+      const auto work = [&] { piece(); };
       // Means, as a step sums them (see Summary), over many calls: what a step adds to a
       // collective swings from call to call (the peers' skew, threads waking on busy cores), and
       // with 60 calls a size its median over the sizes moved between 0.3 and 0.9 ms from one

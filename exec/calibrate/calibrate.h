@@ -27,6 +27,17 @@ struct SpeedProbe {
 };
 SpeedProbe speed_probe(comm::Communicator& world);
 
+// What a step adds to a collective now: the mean time, beyond a piece of compute, of an all-gather
+// of 64 KiB issued after the piece and waited for, over `calls` calls (calibrate's in-step point,
+// whose excess over the idle line is collective_overhead). On a shared machine it drifts as the
+// speed does, and further: a run records it before and after its steps. Collective: every rank
+// of `world` (more than one) must call it.
+struct CollectiveProbe {
+  double bytes = 0;    // the all-gather's whole buffer
+  double seconds = 0;  // per call, beyond the piece of compute
+};
+CollectiveProbe collective_probe(comm::Communicator& world, int calls = 200);
+
 // Runs on every rank of `world`; rank 0 writes the JSON to `out` and progress to `progress`.
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
                     std::ostream& progress);

@@ -328,7 +328,9 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
   // measures; rank 0's is recorded).
   const bool probes = plan.wants_trace() && plan.options.device == "cpu";
   const SpeedProbe probe_before = probes ? speed_probe(world) : SpeedProbe{};
-  world.log().clear();  // the probe's barriers are no step's collectives
+  const bool comm_probes = probes && world.size() > 1;
+  const CollectiveProbe comm_before = comm_probes ? collective_probe(world) : CollectiveProbe{};
+  world.log().clear();  // the probes' collectives are no step's
   // CPU time the hypervisor took from this host (rank 0's) during the steps.
   const std::optional<HostCpuTimes> cpu_before = read_host_cpu_times();
   std::vector<Zero3StepStats> steps;
@@ -398,6 +400,7 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
 
   const std::optional<double> steal = steal_share(cpu_before, read_host_cpu_times());
   const SpeedProbe probe_after = probes ? speed_probe(world) : SpeedProbe{};
+  const CollectiveProbe comm_after = comm_probes ? collective_probe(world) : CollectiveProbe{};
   const memory::MemoryReading reading = allocator    ? allocator->read()
                                         : cuda_meter ? cuda_meter->read()
                                                      : memory::MemoryReading{};
@@ -431,6 +434,12 @@ int run_training(const TrainingPlan& plan, comm::Communicator& world,
                                           {"bytes", probe_before.bytes},
                                           {"seconds_before", probe_before.seconds},
                                           {"seconds_after", probe_after.seconds}};
+      }
+      if (comm_probes) {
+        merged.metadata["collective_probe"] = {{"bytes", comm_before.bytes},
+                                               {"ranks", world.size()},
+                                               {"seconds_before", comm_before.seconds},
+                                               {"seconds_after", comm_after.seconds}};
       }
       if (steal) merged.metadata["host_steal_share"] = *steal;
       if (!plan.options.trace.empty()) trace::write_native(merged, plan.options.trace);

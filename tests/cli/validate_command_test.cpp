@@ -86,6 +86,17 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
                 speed.at("predicted_seconds").get<double>() / measured, 1e-9)
         << when;
   }
+  // What a step adds to a collective, against the cluster: exec's probe, an all-gather of 64 KiB
+  // after a piece of compute, before and after the steps, and the simulator's price for it.
+  const Json& comm = j.at("collective_speed");
+  EXPECT_EQ(comm.at("probe_bytes").get<double>(), 65536);
+  for (const char* when : {"before", "after"}) {
+    const double measured = comm.at(std::string("measured_seconds_") + when).get<double>();
+    EXPECT_GT(measured, 0) << when;
+    EXPECT_NEAR(comm.at(std::string("speed_") + when).get<double>(),
+                comm.at("predicted_seconds").get<double>() / measured, 1e-9)
+        << when;
+  }
   // The host's steal time during the steps, where the host counts it (Linux's /proc/stat).
   const Json& steal = j.at("host_steal_share");
 #ifdef __linux__
@@ -127,26 +138,33 @@ TEST(ZeroplanValidate, TinyGpt2OnTwoRanksMeetsTheTargets) {
   ExpectWithinTargets((kSource / kTiny).string());
 }
 
-// The probe is priced as the simulator prices one kernel of the run's cluster. The example's:
+// The speed probe is priced as the simulator prices one kernel of the run's cluster. The example's:
 // 50 GFLOP/s at the default 0.5 efficiency, 4 us a launch added (asynchronous_launch: false).
-TEST(ZeroplanValidate, TheSpeedProbeIsPricedWithTheRunsCluster) {
+TEST(ZeroplanValidate, TheProbesArePricedWithTheRunsCluster) {
   require_exec();
   const Result r = RunZeroplan("validate " + kTiny + " --steps 2 --json");
   ASSERT_EQ(r.status, 0) << r.err;
   const Json speed = Json::parse(r.out).at("machine_speed");
   EXPECT_NEAR(speed.at("predicted_seconds").get<double>(), 4000e-9 + 2.0 * 256 * 256 * 256 / 25e9,
               1e-9);
+  // The collective probe as the simulator prices an all-gather of 64 KiB over the 2 ranks: one
+  // hop of 20 us and half the buffer at 5 GB/s x 0.8; with a collective_overhead, that once more.
+  const Json comm = Json::parse(r.out).at("collective_speed");
+  EXPECT_NEAR(comm.at("predicted_seconds").get<double>(), 20e-6 + 32768 / 4e9, 1e-9);
   // A call alone, as calibrate timed it: a cluster's step slowdown does not apply to the probe.
   const fs::path dir = TestDir();
   std::string cluster = Slurp(kSource / kTiny);
   cluster = cluster.substr(cluster.find("cluster:"));
   cluster = cluster.substr(0, cluster.find("training:"));
-  std::ofstream(dir / "slow.yaml") << cluster << "  step_slowdown: {kernels: 3, rates: 2}\n";
+  std::ofstream(dir / "slow.yaml") << cluster << "  step_slowdown: {kernels: 3, rates: 2}\n"
+                                   << "  collective_overhead: 300us\n";
   const Result slow = RunZeroplan("validate " + kTiny + " --steps 2 --json --cluster '" +
                                   (dir / "slow.yaml").string() + "'");
   ASSERT_TRUE(slow.status == 0 || slow.status == 3) << slow.err;
   EXPECT_EQ(Json::parse(slow.out).at("machine_speed").at("predicted_seconds"),
             speed.at("predicted_seconds"));
+  EXPECT_NEAR(Json::parse(slow.out).at("collective_speed").at("predicted_seconds").get<double>(),
+              300e-6 + 20e-6 + 32768 / 4e9, 1e-9);
   fs::remove_all(dir);
 }
 
