@@ -220,24 +220,20 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
   };
   out.compute_piece = median_of(&C::compute_piece);
   out.hook_seconds = median_of(&C::hook_seconds);
-  for (std::size_t i = 0; i < out.reference_compute.size(); ++i) {
-    std::vector<double> values;
-    for (const Calibration& r : rounds) {
-      ZP_CHECK(r.reference_compute.size() == out.reference_compute.size(),
-               "calibration rounds ran different reference runs");
-      values.push_back(r.reference_compute[i]);
+  // The reference runs' figures, run by run.
+  const auto median_each = [&](std::vector<double> C::*member) {
+    for (std::size_t i = 0; i < (out.*member).size(); ++i) {
+      std::vector<double> values;
+      for (const Calibration& r : rounds) {
+        ZP_CHECK((r.*member).size() == (out.*member).size(),
+                 "calibration rounds ran different reference runs");
+        values.push_back((r.*member)[i]);
+      }
+      (out.*member)[i] = median(std::move(values));
     }
-    out.reference_compute[i] = median(std::move(values));
-  }
-  for (std::size_t i = 0; i < out.reference_calls.size(); ++i) {
-    std::vector<double> values;
-    for (const Calibration& r : rounds) {
-      ZP_CHECK(r.reference_calls.size() == out.reference_calls.size(),
-               "calibration rounds ran different reference runs");
-      values.push_back(r.reference_calls[i]);
-    }
-    out.reference_calls[i] = median(std::move(values));
-  }
+  };
+  median_each(&C::reference_compute);
+  median_each(&C::reference_calls);
   double steal = 0;
   int counted = 0;
   for (const Calibration& r : rounds) {

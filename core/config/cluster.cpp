@@ -273,35 +273,22 @@ ClusterSpec parse_cluster(const Node& node, Provenance& provenance) {
     fraction("network", c.efficiency.network);
     e.reject_unknown();
   }
-  if (auto n = r.get("kernel_launch")) {
-    c.kernel_launch_ns = with_units(*n, units::parse_duration_ns);
-    if (c.kernel_launch_ns < 0)
-      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
-  }
-  if (auto n = r.get("autograd_node")) {
-    c.autograd_node_ns = with_units(*n, units::parse_duration_ns);
-    if (c.autograd_node_ns < 0)
-      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
-  }
-  if (auto n = r.get("hook_overhead")) {
-    c.hook_overhead_ns = with_units(*n, units::parse_duration_ns);
-    if (c.hook_overhead_ns < 0)
-      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
-  }
+  // Durations of at least nothing.
+  const auto duration = [&](const char* key, std::int64_t& field) {
+    if (auto n = r.get(key)) {
+      field = with_units(*n, units::parse_duration_ns);
+      if (field < 0) n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
+    }
+  };
+  duration("kernel_launch", c.kernel_launch_ns);
+  duration("autograd_node", c.autograd_node_ns);
+  duration("hook_overhead", c.hook_overhead_ns);
   if (auto n = r.get("asynchronous_launch"))
     c.asynchronous_launch = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("comm_overlaps_compute"))
     c.comm_overlaps_compute = read_bool(*n, Coercion::kStrict);
-  if (auto n = r.get("collective_overhead")) {
-    c.collective_overhead_ns = with_units(*n, units::parse_duration_ns);
-    if (c.collective_overhead_ns < 0)
-      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
-  }
-  if (auto n = r.get("collective_host_time")) {
-    c.collective_host_ns = with_units(*n, units::parse_duration_ns);
-    if (c.collective_host_ns < 0)
-      n->fail(ErrorKind::kValue, n->repr() + " is out of range: must be >= 0");
-  }
+  duration("collective_overhead", c.collective_overhead_ns);
+  duration("collective_host_time", c.collective_host_ns);
   if (auto n = r.get("reduce_scatter_by_all_reduce"))
     c.reduce_scatter_by_all_reduce = read_bool(*n, Coercion::kStrict);
   if (auto n = r.get("elementwise_flops")) {
