@@ -75,27 +75,20 @@ void ExpectWithinTargets(const std::string& spec, int ranks = 2) {
   const Json j = Json::parse(r.out);
   EXPECT_TRUE(j.at("within_targets").get<bool>());
   EXPECT_FALSE(j.at("verdicts").at("time_judged").get<bool>());
-  // The machine's speed against the cluster: exec's probe, a 256-square fp32 linear layer, before
-  // and after the steps, and the simulator's price for it.
-  const Json& speed = j.at("machine_speed");
-  EXPECT_EQ(speed.at("probe_flops").get<double>(), 2.0 * 256 * 256 * 256);
-  for (const char* when : {"before", "after"}) {
-    const double measured = speed.at(std::string("measured_seconds_") + when).get<double>();
-    EXPECT_GT(measured, 0) << when;
-    EXPECT_NEAR(speed.at(std::string("speed_") + when).get<double>(),
-                speed.at("predicted_seconds").get<double>() / measured, 1e-9)
-        << when;
-  }
-  // What a step adds to a collective, against the cluster: exec's probe, an all-gather of 64 KiB
-  // after a piece of compute, before and after the steps, and the simulator's price for it.
-  const Json& comm = j.at("collective_speed");
-  EXPECT_EQ(comm.at("probe_bytes").get<double>(), 65536);
-  for (const char* when : {"before", "after"}) {
-    const double measured = comm.at(std::string("measured_seconds_") + when).get<double>();
-    EXPECT_GT(measured, 0) << when;
-    EXPECT_NEAR(comm.at(std::string("speed_") + when).get<double>(),
-                comm.at("predicted_seconds").get<double>() / measured, 1e-9)
-        << when;
+  // Two probes, each before and after the steps, against the simulator's price for them: the
+  // machine's speed (a 256-square fp32 linear layer) and what a step adds to a collective (an
+  // all-gather of 64 KiB after a piece of compute).
+  EXPECT_EQ(j.at("machine_speed").at("probe_flops").get<double>(), 2.0 * 256 * 256 * 256);
+  EXPECT_EQ(j.at("collective_speed").at("probe_bytes").get<double>(), 65536);
+  for (const char* probe : {"machine_speed", "collective_speed"}) {
+    const Json& speed = j.at(probe);
+    for (const char* when : {"before", "after"}) {
+      const double measured = speed.at(std::string("measured_seconds_") + when).get<double>();
+      EXPECT_GT(measured, 0) << probe << " " << when;
+      EXPECT_NEAR(speed.at(std::string("speed_") + when).get<double>(),
+                  speed.at("predicted_seconds").get<double>() / measured, 1e-9)
+          << probe << " " << when;
+    }
   }
   // The host's steal time during the steps, where the host counts it (Linux's /proc/stat).
   const Json& steal = j.at("host_steal_share");
