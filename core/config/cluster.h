@@ -79,10 +79,10 @@ struct ClusterSpec {
   // the ranks compute on, paid once per call, where a latency is paid per hop and twice by an
   // all-reduce (zeroplan calibrate measures it). 0: none beyond the hops' latency.
   std::int64_t collective_overhead_ns = 0;
-  // Host time each collective call takes from its rank's timeline (its compute and hooks wait),
-  // in the ZeRO-3 and data-parallel steps: on CPU ranks the CPU time its threads (Gloo's worker
-  // and TCP loop) take from the cores the rank computes on, while it runs beside the compute
-  // (zeroplan calibrate measures it). 0: none.
+  // Host time each collective call (not a send/recv) takes from its rank's timeline (its compute
+  // and hooks wait): on CPU ranks the CPU time its threads (Gloo's worker and TCP loop) take from
+  // the cores the rank computes on, while it runs beside the compute (zeroplan calibrate measures
+  // it). 0: none.
   std::int64_t collective_host_ns = 0;
   // FLOP/s of element-wise work, a module's own work that is not a matrix product (norms,
   // activations, dropout, residual sums, the loss): CUDA cores beside the tensor cores, or a CPU

@@ -833,9 +833,15 @@ struct Process {
 
 class Runner {
  public:
+  // `collective_host_ns`: ClusterSpec::collective_host_ns, taken by each collective that moves
+  // anything from its rank's timeline before the rank joins it.
   Runner(Simulator& sim, std::vector<Process>& procs, const CollectiveModel& network,
-         trace::Trace* trace)
-      : sim_(sim), procs_(procs), network_(network), trace_(trace) {}
+         trace::Trace* trace, TimeNs collective_host_ns)
+      : sim_(sim),
+        procs_(procs),
+        network_(network),
+        trace_(trace),
+        collective_host_ns_(collective_host_ns) {}
 
   void begin_step(Process& pr) {
     pr.pc = 0;
@@ -977,6 +983,8 @@ class Runner {
     const Group& g = group_of(pr, op);
     ZP_CHECK(!g.parties.empty(), "stage ", pr.stage, " has no communicator for ", op.name);
     const std::size_t expected = op.sync == SyncKind::kCollective ? g.parties.size() : 2;
+    if (op.sync == SyncKind::kCollective && collective_host_ns_ > 0 && cost(op, g) > 0)
+      pr.now += collective_host_ns_;
     if (expected == 1) {
       // Every member is this process's own rank class: they arrive together.
       finish(pr, op, g, pr.now, pr.now + cost(op, g));
@@ -1045,6 +1053,7 @@ class Runner {
   std::vector<Process>& procs_;
   const CollectiveModel& network_;
   trace::Trace* trace_;
+  TimeNs collective_host_ns_;
   std::map<Key, Pending> pending_;
 };
 
@@ -1648,7 +1657,7 @@ SimulationResult simulate_pipeline(const RunSpec& run, const SimOptions& options
   }
 
   Simulator sim;
-  Runner runner(sim, procs, network, trace);
+  Runner runner(sim, procs, network, trace, run.cluster.collective_host_ns);
   for (Process& pr : procs) {
     runner.begin_step(pr);
     const std::int32_t index = pr.index;

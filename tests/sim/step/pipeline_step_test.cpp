@@ -434,6 +434,26 @@ TEST(PipelineStep, TiedWeightsAllReduceTheirGradientAcrossStages) {
   EXPECT_EQ(Transfers(untied.ranks[0], TransferKind::kAllReduce).count, 0);
 }
 
+// Each collective that moves anything takes collective_host_time of its rank's timeline before
+// the rank joins it: one pipeline's collectives (the tied embedding's all-reduce, the loss's
+// broadcast over the stages), one after the other at the end of the step, come that much later
+// each on both stages, and the step with them. Sends and receives take none.
+TEST(PipelineStep, EachCollectiveTakesItsHostTime) {
+  RunSpec run = TinyGpt2(2);
+  const SimulationResult free = simulate_pipeline(run, Exact(), nullptr);
+  run.cluster.collective_host_ns = 7000;
+  const SimulationResult costly = simulate_pipeline(run, Exact(), nullptr);
+  for (int s = 0; s < 2; ++s) {
+    const RankReport& a = free.ranks[static_cast<size_t>(s)];
+    const RankReport& b = costly.ranks[static_cast<size_t>(s)];
+    ASSERT_EQ(Transfers(a, TransferKind::kAllReduce).count, 1);
+    ASSERT_EQ(Transfers(a, TransferKind::kBroadcast).count, 1);
+    EXPECT_GT(Transfers(a, TransferKind::kSendRecv).count, 0);
+    EXPECT_EQ(b.steps.front().time_ns() - a.steps.front().time_ns(), 2 * 7000) << "stage " << s;
+    EXPECT_EQ(b.steps.front().compute_ns, a.steps.front().compute_ns);
+  }
+}
+
 TEST(PipelineStep, StepsReportEachStepAndTheFirstSendsTheShape) {
   SimOptions o = Exact();
   o.steps = 3;
