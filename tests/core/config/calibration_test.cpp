@@ -61,17 +61,22 @@ ClusterSpec read_back(const std::string& yaml, const std::string& name) {
 }
 
 // Each of `values` in place of `key` in `good` is refused with a UserError naming the key.
+// calibration_from_json refuses `bad` with a UserError at `key_path`; `what` names the case.
+void ExpectRefusedAt(const Json& bad, const std::string& key_path, const std::string& what) {
+  try {
+    calibration_from_json(bad, "raw.json");
+    ADD_FAILURE() << what << " was accepted";
+  } catch (const UserError& e) {
+    EXPECT_EQ(e.where().key_path, key_path) << what;
+  }
+}
+
 void ExpectEachRefused(const Json& good, const std::string& key,
                        std::initializer_list<const char*> values) {
   for (const char* value : values) {
     Json bad = good;
     bad[key] = Json::parse(value);
-    try {
-      calibration_from_json(bad, "raw.json");
-      ADD_FAILURE() << key << ": " << value;
-    } catch (const UserError& e) {
-      EXPECT_EQ(e.where().key_path, key) << value;
-    }
+    ExpectRefusedAt(bad, key, key + ": " + value);
   }
 }
 
@@ -174,12 +179,7 @@ TEST(CalibrationFromJson, ReadsTheInStepMessagesAndRefusesABadOne) {
   EXPECT_EQ(c.send_recv_after_compute[0].seconds, 2e-4);
   Json bad = good;
   bad["send_recv_after_compute"][0]["seconds"] = -1;
-  try {
-    calibration_from_json(bad, "raw.json");
-    ADD_FAILURE() << "a negative time was accepted";
-  } catch (const UserError& e) {
-    EXPECT_EQ(e.where().key_path, "send_recv_after_compute[0]");
-  }
+  ExpectRefusedAt(bad, "send_recv_after_compute[0]", "a negative time");
 }
 
 // Rounds of one measurement combine point by point: each time the median over the rounds (so
@@ -374,14 +374,8 @@ TEST(CalibrationFromJson, TheInStepPointsNeedTheirPieceAndAPairEach) {
   Json unpaired = good;
   unpaired["allgather_beside_compute"] = Json::array();
   for (const auto& [bad, key] :
-       {std::pair{no_piece, "compute_piece"}, std::pair{unpaired, "allgather_beside_compute"}}) {
-    try {
-      calibration_from_json(bad, "raw.json");
-      ADD_FAILURE() << key;
-    } catch (const UserError& e) {
-      EXPECT_EQ(e.where().key_path, key);
-    }
-  }
+       {std::pair{no_piece, "compute_piece"}, std::pair{unpaired, "allgather_beside_compute"}})
+    ExpectRefusedAt(bad, key, key);
 }
 
 // The engine's hook time over a step, per hook the simulator counts, is hook_overhead; files
@@ -550,12 +544,7 @@ TEST(CalibrationFromJson, ReadsTheKernelChains) {
   EXPECT_EQ(c.kernels_backward[1].seconds, 1e-4);
   const Json bad = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
     "kernels_forward": [{"flops": 4, "seconds": 1e-5}]})");
-  try {
-    calibration_from_json(bad, "raw.json");
-    ADD_FAILURE() << "a point without its kernels was accepted";
-  } catch (const UserError& e) {
-    EXPECT_EQ(e.where().key_path, "kernels_forward[0]");
-  }
+  ExpectRefusedAt(bad, "kernels_forward[0]", "a point without its kernels");
 }
 
 TEST(CalibrateCluster, OneRankHasNoCollectivesToMeasure) {

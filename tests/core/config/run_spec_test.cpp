@@ -236,35 +236,29 @@ TEST(RunSpec, ClusterCostModelKeys) {
   const UserError half = ErrorOf(spec(", point_to_point: {latency: 30us}"));
   EXPECT_EQ(half.kind(), ErrorKind::kMissing);
   EXPECT_NE(std::string(half.what()).find("'bandwidth'"), std::string::npos) << half.what();
-  EXPECT_EQ(ErrorOf(spec(", point_to_point: {bandwidth: 2GB/s, latency: -1us}")).where().key_path,
-            "cluster.point_to_point.latency");
-  EXPECT_EQ(ErrorOf(spec(", point_to_point: {bandwidth: 0, latency: 1us}")).where().key_path,
-            "cluster.point_to_point.bandwidth");
-  EXPECT_EQ(ErrorOf(spec(", intra_node: {latency: -1us}")).where().key_path,
-            "cluster.intra_node.latency");
-  EXPECT_EQ(ErrorOf(spec(", collective_overhead: -1us")).where().key_path,
-            "cluster.collective_overhead");
-  EXPECT_EQ(ErrorOf(spec(", collective_host_time: -1us")).where().key_path,
-            "cluster.collective_host_time");
-  EXPECT_EQ(ErrorOf(spec(", kernel_launch: 4")).where().key_path, "cluster.kernel_launch");
-  EXPECT_EQ(ErrorOf(spec(", autograd_node: -1us")).where().key_path, "cluster.autograd_node");
-  EXPECT_EQ(ErrorOf(spec(", autograd_node: 3")).where().key_path, "cluster.autograd_node");
-  EXPECT_EQ(ErrorOf(spec(", asynchronous_launch: sometimes")).where().key_path,
-            "cluster.asynchronous_launch");
-  EXPECT_EQ(ErrorOf(spec(", comm_overlaps_compute: 2")).where().key_path,
-            "cluster.comm_overlaps_compute");
-  EXPECT_EQ(ErrorOf(spec(", reduce_scatter_by_all_reduce: yes please")).where().key_path,
-            "cluster.reduce_scatter_by_all_reduce");
-  EXPECT_EQ(ErrorOf(spec(", elementwise_flops: 0")).where().key_path, "cluster.elementwise_flops");
-  EXPECT_EQ(ErrorOf(spec(", hook_overhead: -1us")).where().key_path, "cluster.hook_overhead");
-  EXPECT_EQ(ErrorOf(spec(", hook_overhead: 3")).where().key_path, "cluster.hook_overhead");
-  EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: 0}")).where().key_path,
-            "cluster.module_flops.Dropout");
-  EXPECT_EQ(ErrorOf(spec(", module_flops: {Dropout: fast}")).where().key_path,
-            "cluster.module_flops.Dropout");
+  // Each value refused at its own key path.
+  for (const auto& [keys, key_path] : std::initializer_list<std::pair<const char*, const char*>>{
+           {", point_to_point: {bandwidth: 2GB/s, latency: -1us}",
+            "cluster.point_to_point.latency"},
+           {", point_to_point: {bandwidth: 0, latency: 1us}", "cluster.point_to_point.bandwidth"},
+           {", intra_node: {latency: -1us}", "cluster.intra_node.latency"},
+           {", collective_overhead: -1us", "cluster.collective_overhead"},
+           {", collective_host_time: -1us", "cluster.collective_host_time"},
+           {", kernel_launch: 4", "cluster.kernel_launch"},
+           {", autograd_node: -1us", "cluster.autograd_node"},
+           {", autograd_node: 3", "cluster.autograd_node"},
+           {", asynchronous_launch: sometimes", "cluster.asynchronous_launch"},
+           {", comm_overlaps_compute: 2", "cluster.comm_overlaps_compute"},
+           {", reduce_scatter_by_all_reduce: yes please", "cluster.reduce_scatter_by_all_reduce"},
+           {", elementwise_flops: 0", "cluster.elementwise_flops"},
+           {", hook_overhead: -1us", "cluster.hook_overhead"},
+           {", hook_overhead: 3", "cluster.hook_overhead"},
+           {", module_flops: {Dropout: 0}", "cluster.module_flops.Dropout"},
+           {", module_flops: {Dropout: fast}", "cluster.module_flops.Dropout"},
+           {", host_optimizer_rate: 0", "cluster.host_optimizer_rate"},
+       })
+    EXPECT_EQ(ErrorOf(spec(keys)).where().key_path, key_path) << keys;
   EXPECT_EQ(ErrorOf(spec(", module_flops: 3")).kind(), ErrorKind::kType);
-  EXPECT_EQ(ErrorOf(spec(", host_optimizer_rate: 0")).where().key_path,
-            "cluster.host_optimizer_rate");
 }
 
 TEST(RunSpec, TrainingShapeRules) {
