@@ -7,11 +7,14 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "core/util/error.h"
@@ -130,6 +133,82 @@ c10d::ReduceOp reduce_op(ReduceOp op) {
   return c10d::ReduceOp::SUM;
 }
 
+// Spins (yielding) until done() or `span` has passed; true when done.
+template <class Done>
+bool poll_for(Done done, std::chrono::microseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::yield();
+  }
+}
+
+// Gloo's send and receive can only be waited on by blocking (a wait with a short timeout fails
+// the work): this thread blocks in their place while the rank's own thread polls, then sleeps.
+// One wait at a time; a second thread that finds it busy blocks itself.
+class WaitThread {
+ public:
+  explicit WaitThread(std::chrono::microseconds poll) : poll_(poll), thread_([this] { loop(); }) {}
+  ~WaitThread() {
+    {
+      const std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  WaitThread(const WaitThread&) = delete;
+  WaitThread& operator=(const WaitThread&) = delete;
+
+  // Runs `wait` on the thread (or here, when it is busy); rethrows what it threw.
+  void run(const std::function<void()>& wait) {
+    std::unique_lock busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return wait();
+    std::unique_lock lock(mutex_);
+    job_ = &wait;
+    error_ = nullptr;
+    done_.store(false, std::memory_order_relaxed);
+    lock.unlock();
+    wake_.notify_one();
+    if (!poll_for([this] { return done_.load(std::memory_order_acquire); }, poll_)) {
+      lock.lock();
+      finished_.wait(lock, [this] { return done_.load(std::memory_order_relaxed); });
+    }
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stop_ || job_ != nullptr; });
+      if (stop_) return;
+      const std::function<void()>* job = std::exchange(job_, nullptr);
+      lock.unlock();
+      try {
+        (*job)();  // bounded by the communicator's timeout
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+      lock.lock();
+      done_.store(true, std::memory_order_release);
+      finished_.notify_one();
+    }
+  }
+
+  const std::chrono::microseconds poll_;
+  std::mutex busy_;  // held by the caller of run() whose wait is on the thread
+  std::mutex mutex_;
+  std::condition_variable wake_;      // a job, or stop
+  std::condition_variable finished_;  // the job is done
+  const std::function<void()>* job_ = nullptr;
+  std::exception_ptr error_;
+  std::atomic<bool> done_{true};
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // Completion of one operation, made of one or more c10d work items: stamps the end time when the
 // last one finishes (on Gloo's thread, through the works' futures where they have them) and logs
 // the record once waited on.
@@ -137,12 +216,16 @@ class GlooWork final : public Work {
  public:
   GlooWork(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, OpLog* log, int rank,
            std::chrono::milliseconds timeout, bool has_future,
+           std::shared_ptr<WaitThread> wait_thread, std::chrono::microseconds poll,
            std::function<void()> on_success = {})
       : works_(std::move(works)),
         state_(std::make_shared<State>()),
         log_(log),
         rank_(rank),
-        timeout_(timeout) {
+        timeout_(timeout),
+        has_future_(has_future),
+        wait_thread_(std::move(wait_thread)),
+        poll_for_(poll) {
     state_->record = std::move(record);
     state_->on_success = std::move(on_success);
     state_->pending.store(static_cast<int>(works_.size()));
@@ -175,8 +258,17 @@ class GlooWork final : public Work {
     ZP_CHECK(!waited_, "a communication Work waited on twice");
     waited_ = true;
     try {
-      for (const c10::intrusive_ptr<c10d::Work>& work : works_)
-        work->wait(timeout_);
+      for (const c10::intrusive_ptr<c10d::Work>& work : works_) {
+        if (wait_thread_ == nullptr) {
+          work->wait(timeout_);
+        } else if (has_future_) {
+          // Done or failed, the future completes; wait() then returns or throws at once.
+          poll_for([&] { return work->isCompleted(); }, poll_for_);
+          work->wait(timeout_);
+        } else {
+          wait_thread_->run([&] { work->wait(timeout_); });
+        }
+      }
     } catch (const std::exception& e) {
       throw CommError("rank " + std::to_string(rank_) + ": " +
                       std::string(to_string(state_->record.kind)) +
@@ -209,13 +301,20 @@ class GlooWork final : public Work {
   OpLog* log_;
   int rank_;
   std::chrono::milliseconds timeout_;
+  bool has_future_ = false;
+  std::shared_ptr<WaitThread> wait_thread_;  // polling waits: the communicator's
+  std::chrono::microseconds poll_for_{0};
   bool waited_ = false;
 };
 
 class GlooCommunicator final : public Communicator {
  public:
-  GlooCommunicator(GroupSpec group, c10::intrusive_ptr<c10d::ProcessGroupGloo> pg)
-      : Communicator(std::move(group)), pg_(std::move(pg)) {}
+  GlooCommunicator(GroupSpec group, c10::intrusive_ptr<c10d::ProcessGroupGloo> pg,
+                   std::chrono::microseconds poll)
+      : Communicator(std::move(group)),
+        pg_(std::move(pg)),
+        poll_(poll),
+        wait_thread_(poll.count() > 0 ? std::make_shared<WaitThread>(poll) : nullptr) {}
 
   std::string_view backend() const override { return "gloo"; }
 
@@ -304,10 +403,13 @@ class GlooCommunicator final : public Communicator {
   WorkPtr make(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, bool has_future,
                std::function<void()> on_success = {}) {
     return std::make_unique<GlooWork>(std::move(works), std::move(record), &log_, rank(),
-                                      group().timeout, has_future, std::move(on_success));
+                                      group().timeout, has_future, wait_thread_, poll_,
+                                      std::move(on_success));
   }
 
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  std::chrono::microseconds poll_;
+  std::shared_ptr<WaitThread> wait_thread_;  // when poll_ > 0
 };
 
 std::shared_ptr<::gloo::transport::Device> make_device(const GlooOptions& options) {
@@ -384,7 +486,7 @@ std::unique_ptr<Communicator> make_gloo_communicator(const std::shared_ptr<Store
     // fails at once closes connections a peer is still setting up, and the peer reports a join
     // failure instead of waiting for the real error.
     pg->barrier()->wait();
-    return std::make_unique<GlooCommunicator>(group, std::move(pg));
+    return std::make_unique<GlooCommunicator>(group, std::move(pg), options.poll_for);
   } catch (const std::exception& e) {
     throw CommError("rank " + std::to_string(group.rank) + ": the " + std::to_string(group.size) +
                     " ranks of group '" + group.axis + "' did not all join within " +

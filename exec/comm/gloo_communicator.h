@@ -9,6 +9,7 @@
 // Host buffers only.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,12 @@ struct GlooOptions {
   // GLOO_SOCKET_IFNAME when that is set), "127.0.0.1" for ranks that all run on this machine.
   std::string hostname;
   int threads = 2;  // Gloo worker threads that run asynchronous collectives
+  // How long a wait for an operation polls (yielding the core to any thread that wants it) before
+  // it sleeps; 0: it sleeps at once. A rank that sleeps leaves its core idle, and waking an idle
+  // core takes tens to hundreds of microseconds on a virtual machine, varying with the host's
+  // load: more than a small message costs. A long wait still sleeps, so that Gloo's own threads
+  // find a core.
+  std::chrono::microseconds poll_for{0};
 };
 
 // Joins the group: blocks until every rank of it has called this with the same store and

@@ -65,6 +65,14 @@ std::optional<RankEnvironment> read_rank_environment(const GetEnv& env) {
     out.local_rank = parse_int(local_name, *local, 0, out.world_size - 1,
                                "must be in [0, " + std::to_string(out.world_size - 1) + "]");
   }
+  // The ranks on this host: torchrun's LOCAL_WORLD_SIZE, Slurm's SLURM_NTASKS_PER_NODE.
+  const std::string local_world_name = torchrun ? "LOCAL_WORLD_SIZE" : "SLURM_NTASKS_PER_NODE";
+  if (const auto local_world = env(local_world_name)) {
+    out.local_world_size =
+        parse_int(local_world_name, *local_world, 1, out.world_size,
+                  "must be in [1, " + std::to_string(out.world_size) + "] since " + world_name +
+                      " is " + std::to_string(out.world_size));
+  }
   out.master_addr = require("MASTER_ADDR");
   if (out.master_addr.empty()) {
     throw env_error(ErrorKind::kValue, "MASTER_ADDR", "is empty; set it to rank 0's host");

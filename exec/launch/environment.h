@@ -15,6 +15,7 @@ struct RankEnvironment {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
+  int local_world_size = 1;  // the ranks on this host, where the launcher says
   std::string master_addr;
   int master_port = 0;
   // The launcher hosts the rendezvous store; otherwise rank 0 does.

@@ -49,6 +49,13 @@ void add_options(CLI::App& app, ExecOptions& o) {
                  "set");
   app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   app.add_option("--backend", o.backend, "gloo or nccl (default: gloo on cpu, nccl on cuda)");
+  app.add_option("--wait", o.wait,
+                 "How a Gloo rank waits for a collective or message: poll (for up to 3 ms, "
+                 "yielding its core to any thread that wants it, then sleep), sleep, or auto: "
+                 "poll where this host's ranks (LOCAL_WORLD_SIZE) times their threads have a core "
+                 "each, else sleep. A sleeping rank idles its core, and waking an idle core of a "
+                 "virtual machine can cost more than a small message")
+      ->capture_default_str();
   app.add_flag("--selftest", o.selftest,
                "Run every collective, check the results, print bytes and times per operation");
   app.add_option("--selftest-numel", o.selftest_numel,
@@ -139,6 +146,8 @@ void validate(ExecOptions& o) {
   if (o.backend == "gloo" && o.device == "cuda")
     throw UserError(ErrorKind::kConflict, SourceLocation{"", 0, 0, "--backend"},
                     "gloo runs on host memory here; use --backend nccl with --device cuda");
+  if (o.wait != "auto" && o.wait != "poll" && o.wait != "sleep")
+    throw flag_error("--wait", "'" + o.wait + "' must be auto, poll or sleep");
   if (o.selftest_numel < 1 || o.selftest_numel > (std::int64_t{1} << 31))
     throw flag_error("--selftest-numel",
                      std::to_string(o.selftest_numel) + " must be in [1, 2^31]");
@@ -168,6 +177,11 @@ std::vector<std::string> rank_arguments(const std::vector<std::string>& args) {
     out.push_back(args[i]);
   }
   return out;
+}
+
+bool polls(const std::string& wait, int local_ranks, int threads_per_rank, int cores) {
+  if (wait != "auto") return wait == "poll";
+  return static_cast<long long>(local_ranks) * threads_per_rank <= cores;
 }
 
 std::string help_footer() {

@@ -1,6 +1,7 @@
 // zeroplan-exec's command line, and its exit statuses.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <iosfwd>
 #include <optional>
@@ -14,6 +15,11 @@ inline constexpr int kExitInternal = 1;    // a bug, or a self-test result that 
 inline constexpr int kExitUserError = 2;   // bad flags, environment, run spec, or device request
 inline constexpr int kExitCommFailed = 4;  // a peer died, hung, or never joined
 
+// How long a Gloo rank's wait polls before it sleeps, with --wait poll. On 2 and 4 CPU ranks of
+// a 2-core virtual machine a ZeRO-3 step of the tiny GPT-2 took 28-35 ms sleeping, 17-21 ms
+// polling up to 3 ms, 18-27 ms up to 1 ms; polling without end had the longest slow steps.
+inline constexpr std::chrono::microseconds kPollFor{3000};
+
 struct ExecOptions {
   std::string run_spec;  // RUN.yaml
   int nproc = 0;         // 0: run one rank from the environment
@@ -26,6 +32,9 @@ struct ExecOptions {
   int threads = 0;
   std::string device = "cpu";
   std::string backend;  // empty: gloo on cpu, nccl on cuda
+  // How a Gloo rank waits for communication: poll, sleep, or auto (poll where the ranks on this
+  // host and their intra-op threads have a core each, sleep otherwise).
+  std::string wait = "auto";
   bool selftest = false;
   std::int64_t selftest_numel = 1000003;
   int selftest_iterations = 2;
@@ -61,6 +70,12 @@ Fault parse_fault(const std::string& text);
 std::vector<std::string> rank_arguments(const std::vector<std::string>& args);
 
 // What --help prints after the options: environment, faults and exit statuses.
+// Whether a Gloo rank polls in its waits (--wait): auto polls where the ranks on this host and
+// their intra-op threads have a core each. With fewer cores a waiting rank's polling takes turns
+// with the ranks that compute, and that sharing is what a calibration did not see: on 4 ranks of
+// 2 cores, ZeRO-3 steps came out 34-46% slower than a polling calibration predicted.
+bool polls(const std::string& wait, int local_ranks, int threads_per_rank, int cores);
+
 std::string help_footer();
 
 }  // namespace zp::exec::launch

@@ -114,6 +114,8 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   } else {
     comm::GlooOptions gloo;
     if (is_loopback(env.master_addr)) gloo.hostname = "127.0.0.1";
+    if (polls(options.wait, env.local_world_size, intra_op_threads(), usable_cores()))
+      gloo.poll_for = kPollFor;
     communicator = comm::make_gloo_communicator(store, world, gloo);
     make_group = [store, gloo](const comm::GroupSpec& group) {
       return comm::make_gloo_communicator(store, group, gloo);

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <time.h>
+
 #include <atomic>
+#include <exception>
+#include <functional>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -245,6 +249,147 @@ TEST(GlooFaults, AMissingPeerIsReportedAfterTheTimeout) {
               std::string::npos)
         << e.what();
   }
+}
+
+// Ranks on threads whose communicators poll for `poll` before they sleep, each through its own
+// client of one store.
+void run_polling_ranks(int world, std::chrono::microseconds poll,
+                       const std::function<void(Communicator&)>& body,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  const auto server = testing::host_store(timeout);
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world));
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        const auto store = testing::client_store(server->port(), timeout);
+        GroupSpec group;
+        group.rank = r;
+        group.size = world;
+        group.timeout = timeout;
+        GlooOptions options{"127.0.0.1", 1};
+        options.poll_for = poll;
+        auto comm = make_gloo_communicator(store, group, options);
+        body(*comm);
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& t : threads)
+    t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// CPU time of the calling thread (what a wait that polls spends, and one that sleeps does not).
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+
+class GlooPollingWaits : public ::testing::TestWithParam<int> {};
+
+TEST_P(GlooPollingWaits, EveryKindOfOperationCompletesWithItsResult) {
+  const int w = GetParam();
+  run_polling_ranks(w, std::chrono::milliseconds(3), [w](Communicator& comm) {
+    const int r = comm.rank();
+    std::vector<float> part{static_cast<float>(r)};
+    std::vector<float> flat(static_cast<std::size_t>(w), -1.f);
+    comm.all_gather(host_buffer(part.data(), 1), host_buffer(flat.data(), w))->wait();
+    std::vector<float> ranks(static_cast<std::size_t>(w));
+    std::iota(ranks.begin(), ranks.end(), 0.f);
+    EXPECT_EQ(flat, ranks) << "all-gather, rank " << r;
+
+    std::vector<float> grads(static_cast<std::size_t>(w), static_cast<float>(r + 1));
+    std::vector<float> mine(1, -1.f);
+    comm.reduce_scatter(host_buffer(grads.data(), w), host_buffer(mine.data(), 1))->wait();
+    EXPECT_EQ(mine[0], static_cast<float>(w * (w + 1) / 2)) << "reduce-scatter, rank " << r;
+
+    std::vector<float> x{static_cast<float>(r)};
+    comm.all_reduce(host_buffer(x.data(), 1), ReduceOp::kMax)->wait();
+    EXPECT_EQ(x[0], static_cast<float>(w - 1)) << "all-reduce, rank " << r;
+
+    std::vector<float> b{r == 1 ? 7.f : 0.f};
+    comm.broadcast(host_buffer(b.data(), 1), 1)->wait();
+    EXPECT_EQ(b[0], 7.f) << "broadcast, rank " << r;
+
+    // Around the ring, each send waited on before the receive: a send's wait goes through the
+    // wait thread as a receive's does.
+    std::vector<float> out{100.f + r};
+    std::vector<float> in{-1.f};
+    auto recv = comm.recv(host_buffer(in.data(), 1), (r + w - 1) % w, 3);
+    comm.send(host_buffer(out.data(), 1), (r + 1) % w, 3)->wait();
+    recv->wait();
+    EXPECT_EQ(in[0], 100.f + static_cast<float>((r + w - 1) % w)) << "recv, rank " << r;
+    EXPECT_EQ(comm.log().records().size(), 6u) << "each operation recorded once it was waited on";
+  });
+}
+
+TEST_P(GlooPollingWaits, AWaitPollsForItsSpanThenSleeps) {
+  // Rank 1 holds its message and its collective back for 300 ms; rank 0's waits poll for
+  // `poll`, so the CPU time they take is about the poll's span, whatever the wait's length.
+  const int w = GetParam();
+  const auto hold = std::chrono::milliseconds(300);
+  for (const auto poll : {std::chrono::microseconds(3000), std::chrono::microseconds(60'000'000)}) {
+    std::chrono::nanoseconds recv_cpu{}, collective_cpu{};
+    run_polling_ranks(w, poll, [&](Communicator& comm) {
+      std::vector<float> x(4, 1.f);
+      if (comm.rank() == 1) std::this_thread::sleep_for(hold);
+      if (comm.rank() <= 1) {
+        if (comm.rank() == 1) {
+          comm.send(host_buffer(x.data(), 4), 0, 5)->wait();
+        } else {
+          auto recv = comm.recv(host_buffer(x.data(), 4), 1, 5);
+          const auto start = thread_cpu_time();
+          recv->wait();
+          recv_cpu = thread_cpu_time() - start;
+        }
+      }
+      if (comm.rank() == 1) std::this_thread::sleep_for(hold);
+      auto sum = comm.all_reduce(host_buffer(x.data(), 4));
+      const auto start = thread_cpu_time();
+      sum->wait();
+      if (comm.rank() == 0) collective_cpu = thread_cpu_time() - start;
+    });
+    if (poll < std::chrono::milliseconds(10)) {
+      EXPECT_LT(recv_cpu, hold / 3) << "a receive's wait slept after its poll";
+      EXPECT_LT(collective_cpu, hold / 3) << "a collective's wait slept after its poll";
+    } else {
+      // Yielding to whatever else runs here, a polling thread still gets some of its core.
+      EXPECT_GT(recv_cpu, hold / 30) << "a receive's wait polled";
+      EXPECT_GT(collective_cpu, hold / 30) << "a collective's wait polled";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, GlooPollingWaits, ::testing::Values(2, 4),
+                         [](const ::testing::TestParamInfo<int>& param) {
+                           return std::to_string(param.param) + "ranks";
+                         });
+
+TEST(GlooPollingWaits, AMessageThatNeverComesFailsTheWaitWithinTheTimeout) {
+  std::string error;
+  std::atomic<bool> failed{false};
+  run_polling_ranks(
+      2, std::chrono::milliseconds(3),
+      [&](Communicator& comm) {
+        if (comm.rank() == 1) {
+          while (!failed)  // stays in the group, sending nothing
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          return;
+        }
+        std::vector<float> x(4);
+        try {
+          comm.recv(host_buffer(x.data(), 4), 1, 9, "never")->wait();
+        } catch (const CommError& e) {
+          error = e.what();
+        }
+        failed = true;
+      },
+      std::chrono::milliseconds(1500));
+  EXPECT_NE(error.find("rank 0: recv 'never' failed"), std::string::npos) << error;
 }
 
 TEST(Store, HostingOnAPortInUseIsAUserErrorNamingThePort) {

@@ -82,6 +82,21 @@ TEST(RankEnvironment, LocalRankIsOptional) {
   EXPECT_EQ(read_rank_environment(env_of(vars))->local_rank, 0);
 }
 
+TEST(RankEnvironment, TheRanksOnThisHostComeFromTheLauncher) {
+  auto vars = kTorchrun;
+  EXPECT_EQ(read_rank_environment(env_of(vars))->local_world_size, 1) << "unknown: this rank";
+  vars["LOCAL_WORLD_SIZE"] = "4";
+  EXPECT_EQ(read_rank_environment(env_of(vars))->local_world_size, 4);
+  vars["LOCAL_WORLD_SIZE"] = "9";  // WORLD_SIZE is 8
+  EXPECT_EQ(error_of(vars).where().key_path, "environment variable LOCAL_WORLD_SIZE");
+  const auto slurm = read_rank_environment(env_of({{"SLURM_PROCID", "0"},
+                                                   {"SLURM_NTASKS", "6"},
+                                                   {"SLURM_NTASKS_PER_NODE", "3"},
+                                                   {"MASTER_ADDR", "n1"},
+                                                   {"MASTER_PORT", "1234"}}));
+  EXPECT_EQ(slurm->local_world_size, 3);
+}
+
 TEST(RankEnvironment, ANonIntegerIsATypeErrorNamingTheVariable) {
   auto vars = kTorchrun;
   vars["RANK"] = "3x";

@@ -48,6 +48,16 @@ TEST(ExecOptions, TheBackendFollowsTheDevice) {
   EXPECT_EQ(o.backend, "nccl");
 }
 
+TEST(ExecOptions, RanksPollWhereEachHasItsCores) {
+  // auto: this host's ranks times their intra-op threads against its cores.
+  EXPECT_TRUE(polls("auto", 2, 1, 2));
+  EXPECT_FALSE(polls("auto", 4, 1, 2));
+  EXPECT_FALSE(polls("auto", 2, 2, 2));
+  EXPECT_TRUE(polls("auto", 2, 4, 8));
+  EXPECT_TRUE(polls("poll", 4, 1, 2)) << "asked for";
+  EXPECT_FALSE(polls("sleep", 1, 1, 8)) << "asked for";
+}
+
 TEST(ExecOptions, BadValuesNameTheirFlag) {
   ExecOptions o = selftest();
   o.nproc = -1;
@@ -77,6 +87,12 @@ TEST(ExecOptions, BadValuesNameTheirFlag) {
   EXPECT_EQ(key_of(o), "--threads");
   o.threads = 0;  // the default: the launcher's share of the cores
   EXPECT_EQ(key_of(o), "");
+  o = selftest();
+  o.wait = "spin";
+  EXPECT_EQ(key_of(o), "--wait");
+  o.wait = "sleep";
+  EXPECT_EQ(key_of(o), "");
+  EXPECT_EQ(ExecOptions{}.wait, "auto");
   EXPECT_EQ(key_of(ExecOptions{}), "RUN.yaml") << "nothing to run";
 }
 
