@@ -7,9 +7,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdlib>
-#include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -133,81 +131,13 @@ c10d::ReduceOp reduce_op(ReduceOp op) {
   return c10d::ReduceOp::SUM;
 }
 
-// Spins (yielding) until done() or `span` has passed; true when done.
+// Spins, yielding the core, until done() or `span` has passed.
 template <class Done>
-bool poll_for(Done done, std::chrono::microseconds span) {
+void poll_for(Done done, std::chrono::microseconds span) {
   const auto until = std::chrono::steady_clock::now() + span;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= until) return false;
+  while (!done() && std::chrono::steady_clock::now() < until)
     std::this_thread::yield();
-  }
 }
-
-// Gloo's send and receive can only be waited on by blocking (a wait with a short timeout fails
-// the work): this thread blocks in their place while the rank's own thread polls, then sleeps.
-// One wait at a time; a second thread that finds it busy blocks itself.
-class WaitThread {
- public:
-  explicit WaitThread(std::chrono::microseconds poll) : poll_(poll), thread_([this] { loop(); }) {}
-  ~WaitThread() {
-    {
-      const std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_one();
-    thread_.join();
-  }
-  WaitThread(const WaitThread&) = delete;
-  WaitThread& operator=(const WaitThread&) = delete;
-
-  // Runs `wait` on the thread (or here, when it is busy); rethrows what it threw.
-  void run(const std::function<void()>& wait) {
-    std::unique_lock busy(busy_, std::try_to_lock);
-    if (!busy.owns_lock()) return wait();
-    std::unique_lock lock(mutex_);
-    job_ = &wait;
-    error_ = nullptr;
-    done_.store(false, std::memory_order_relaxed);
-    lock.unlock();
-    wake_.notify_one();
-    if (!poll_for([this] { return done_.load(std::memory_order_acquire); }, poll_)) {
-      lock.lock();
-      finished_.wait(lock, [this] { return done_.load(std::memory_order_relaxed); });
-    }
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  void loop() {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      wake_.wait(lock, [this] { return stop_ || job_ != nullptr; });
-      if (stop_) return;
-      const std::function<void()>* job = std::exchange(job_, nullptr);
-      lock.unlock();
-      try {
-        (*job)();  // bounded by the communicator's timeout
-      } catch (...) {
-        error_ = std::current_exception();
-      }
-      lock.lock();
-      done_.store(true, std::memory_order_release);
-      finished_.notify_one();
-    }
-  }
-
-  const std::chrono::microseconds poll_;
-  std::mutex busy_;  // held by the caller of run() whose wait is on the thread
-  std::mutex mutex_;
-  std::condition_variable wake_;      // a job, or stop
-  std::condition_variable finished_;  // the job is done
-  const std::function<void()>* job_ = nullptr;
-  std::exception_ptr error_;
-  std::atomic<bool> done_{true};
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 // Completion of one operation, made of one or more c10d work items: stamps the end time when the
 // last one finishes (on Gloo's thread, through the works' futures where they have them) and logs
@@ -215,8 +145,7 @@ class WaitThread {
 class GlooWork final : public Work {
  public:
   GlooWork(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, OpLog* log, int rank,
-           std::chrono::milliseconds timeout, bool has_future,
-           std::shared_ptr<WaitThread> wait_thread, std::chrono::microseconds poll,
+           std::chrono::milliseconds timeout, bool has_future, std::chrono::microseconds poll,
            std::function<void()> on_success = {})
       : works_(std::move(works)),
         state_(std::make_shared<State>()),
@@ -224,7 +153,6 @@ class GlooWork final : public Work {
         rank_(rank),
         timeout_(timeout),
         has_future_(has_future),
-        wait_thread_(std::move(wait_thread)),
         poll_for_(poll) {
     state_->record = std::move(record);
     state_->on_success = std::move(on_success);
@@ -259,15 +187,11 @@ class GlooWork final : public Work {
     waited_ = true;
     try {
       for (const c10::intrusive_ptr<c10d::Work>& work : works_) {
-        if (wait_thread_ == nullptr) {
-          work->wait(timeout_);
-        } else if (has_future_) {
-          // Done or failed, the future completes; wait() then returns or throws at once.
-          poll_for([&] { return work->isCompleted(); }, poll_for_);
-          work->wait(timeout_);
-        } else {
-          wait_thread_->run([&] { work->wait(timeout_); });
-        }
+        // A send's or receive's c10d work can be waited on only by blocking (a wait with a
+        // short timeout fails it); a collective's completes its future, done or failed, and
+        // wait() then returns or throws at once.
+        if (has_future_) poll_for([&] { return work->isCompleted(); }, poll_for_);
+        work->wait(timeout_);
       }
     } catch (const std::exception& e) {
       throw CommError("rank " + std::to_string(rank_) + ": " +
@@ -302,8 +226,7 @@ class GlooWork final : public Work {
   int rank_;
   std::chrono::milliseconds timeout_;
   bool has_future_ = false;
-  std::shared_ptr<WaitThread> wait_thread_;  // polling waits: the communicator's
-  std::chrono::microseconds poll_for_{0};
+  std::chrono::microseconds poll_for_{0};  // a collective's wait polls this long, then sleeps
   bool waited_ = false;
 };
 
@@ -311,10 +234,7 @@ class GlooCommunicator final : public Communicator {
  public:
   GlooCommunicator(GroupSpec group, c10::intrusive_ptr<c10d::ProcessGroupGloo> pg,
                    std::chrono::microseconds poll)
-      : Communicator(std::move(group)),
-        pg_(std::move(pg)),
-        poll_(poll),
-        wait_thread_(poll.count() > 0 ? std::make_shared<WaitThread>(poll) : nullptr) {}
+      : Communicator(std::move(group)), pg_(std::move(pg)), poll_(poll) {}
 
   std::string_view backend() const override { return "gloo"; }
 
@@ -403,13 +323,11 @@ class GlooCommunicator final : public Communicator {
   WorkPtr make(std::vector<c10::intrusive_ptr<c10d::Work>> works, OpRecord record, bool has_future,
                std::function<void()> on_success = {}) {
     return std::make_unique<GlooWork>(std::move(works), std::move(record), &log_, rank(),
-                                      group().timeout, has_future, wait_thread_, poll_,
-                                      std::move(on_success));
+                                      group().timeout, has_future, poll_, std::move(on_success));
   }
 
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   std::chrono::microseconds poll_;
-  std::shared_ptr<WaitThread> wait_thread_;  // when poll_ > 0
 };
 
 std::shared_ptr<::gloo::transport::Device> make_device(const GlooOptions& options) {

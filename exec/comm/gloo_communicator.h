@@ -22,11 +22,11 @@ struct GlooOptions {
   // GLOO_SOCKET_IFNAME when that is set), "127.0.0.1" for ranks that all run on this machine.
   std::string hostname;
   int threads = 2;  // Gloo worker threads that run asynchronous collectives
-  // How long a wait for an operation polls (yielding the core to any thread that wants it) before
+  // How long a wait for a collective polls (yielding the core to any thread that wants it) before
   // it sleeps; 0: it sleeps at once. A rank that sleeps leaves its core idle, and waking an idle
   // core takes tens to hundreds of microseconds on a virtual machine, varying with the host's
-  // load: more than a small message costs. A long wait still sleeps, so that Gloo's own threads
-  // find a core.
+  // load: more than a small collective costs. A long wait still sleeps, so that Gloo's own
+  // threads find a core. Sends and receives always sleep: c10d waits on them only by blocking.
   std::chrono::microseconds poll_for{0};
 };
 

@@ -50,11 +50,11 @@ void add_options(CLI::App& app, ExecOptions& o) {
   app.add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   app.add_option("--backend", o.backend, "gloo or nccl (default: gloo on cpu, nccl on cuda)");
   app.add_option("--wait", o.wait,
-                 "How a Gloo rank waits for a collective or message: poll (for up to 3 ms, "
+                 "How a Gloo rank waits for a collective: poll (for up to 3 ms, "
                  "yielding its core to any thread that wants it, then sleep), sleep, or auto: "
                  "poll where this host's ranks (LOCAL_WORLD_SIZE) times their threads have a core "
                  "each, else sleep. A sleeping rank idles its core, and waking an idle core of a "
-                 "virtual machine can cost more than a small message")
+                 "virtual machine can cost more than a small collective")
       ->capture_default_str();
   app.add_flag("--selftest", o.selftest,
                "Run every collective, check the results, print bytes and times per operation");
