@@ -15,9 +15,9 @@ inline constexpr int kExitInternal = 1;    // a bug, or a self-test result that 
 inline constexpr int kExitUserError = 2;   // bad flags, environment, run spec, or device request
 inline constexpr int kExitCommFailed = 4;  // a peer died, hung, or never joined
 
-// How long a Gloo rank's wait polls before it sleeps, with --wait poll. On 2 and 4 CPU ranks of
-// a 2-core virtual machine a ZeRO-3 step of the tiny GPT-2 took 28-35 ms sleeping, 17-21 ms
-// polling up to 3 ms, 18-27 ms up to 1 ms; polling without end had the longest slow steps.
+// How long a Gloo rank's wait for a collective polls before it sleeps, when it polls. On 2 CPU
+// ranks of a 2-core virtual machine a ZeRO-3 step of the tiny GPT-2 took 28-35 ms sleeping,
+// 17-21 ms polling up to 3 ms, 18-27 ms up to 1 ms; polling without end had the slowest steps.
 inline constexpr std::chrono::microseconds kPollFor{3000};
 
 struct ExecOptions {
@@ -69,13 +69,13 @@ Fault parse_fault(const std::string& text);
 // The arguments a rank started by --nproc gets: this process's arguments without --nproc.
 std::vector<std::string> rank_arguments(const std::vector<std::string>& args);
 
-// What --help prints after the options: environment, faults and exit statuses.
 // Whether a Gloo rank polls in its waits (--wait): auto polls where the ranks on this host and
 // their intra-op threads have a core each. With fewer cores a waiting rank's polling takes turns
 // with the ranks that compute, and that sharing is what a calibration did not see: on 4 ranks of
 // 2 cores, ZeRO-3 steps came out 34-46% slower than a polling calibration predicted.
 bool polls(const std::string& wait, int local_ranks, int threads_per_rank, int cores);
 
+// What --help prints after the options: environment, faults and exit statuses.
 std::string help_footer();
 
 }  // namespace zp::exec::launch
