@@ -121,6 +121,11 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   c.backend = json.value("backend", std::string());
   c.threads_per_rank = json.value("threads_per_rank", std::int64_t{1});
   c.cores = json.value("cores", std::int64_t{0});
+  if (json.contains("collectives_poll")) {
+    if (!json.at("collectives_poll").is_boolean())
+      throw bad(origin, "collectives_poll", "must be true or false");
+    c.collectives_poll = json.at("collectives_poll").get<bool>();
+  }
   if (json.contains("host_steal_share")) {
     const Json& steal = json.at("host_steal_share");
     if (!steal.is_number() || steal.get<double>() < 0 || steal.get<double>() > 1)
@@ -237,7 +242,8 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
   double steal = 0;
   int counted = 0;
   for (const Calibration& r : rounds) {
-    ZP_CHECK(r.ranks == out.ranks && r.hook_events == out.hook_events,
+    ZP_CHECK(r.ranks == out.ranks && r.hook_events == out.hook_events &&
+                 r.collectives_poll == out.collectives_poll,
              "calibration rounds measured different runs");
     if (r.steal_share) {
       steal += *r.steal_share;
@@ -253,6 +259,7 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
 CalibratedCluster calibrate_cluster(const Calibration& m, std::int64_t host_memory) {
   CalibratedCluster out;
   out.steal_share = m.steal_share;
+  out.collectives_poll = m.collectives_poll;
   out.rounds = m.rounds;
   out.matmul = fit_line(m.matmul, "matmul");
   out.elementwise = fit_line(m.elementwise, "elementwise");
@@ -515,6 +522,13 @@ std::string cluster_yaml(const CalibratedCluster& k) {
     }
     if (k.cores_filled) {
       y << "#   the ranks' compute threads fill the cores: collectives take turns with compute\n";
+    }
+    if (k.collectives_poll) {
+      y << (*k.collectives_poll
+                ? "#   each rank polled in its collectives' waits (zeroplan-exec --wait): "
+                  "a run whose ranks sleep there pays more a call\n"
+                : "#   each rank slept in its collectives' waits (zeroplan-exec --wait): "
+                  "a run whose ranks poll there pays less a call\n");
     }
     if (c.point_to_point) {
       y << "#   send/recv:     " << seconds_text(k.send_recv.fixed) << " + bytes at "

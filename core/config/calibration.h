@@ -45,6 +45,9 @@ struct Calibration {
   std::string backend;
   std::int64_t threads_per_rank = 1;
   std::int64_t cores = 0;  // the cores the ranks may run on; 0: not recorded (older files)
+  // Whether the ranks polled in their collectives' waits (zeroplan-exec --wait); absent from
+  // older files.
+  std::optional<bool> collectives_poll;
   // The share of the host's CPU time its hypervisor took while these were measured (a virtual
   // machine's steal time); absent where the host does not count it, and from older files.
   std::optional<double> steal_share;
@@ -115,8 +118,9 @@ struct CalibratedCluster {
   // The kernel chains were measured; without them (an older file) kernel_launch is the
   // elementwise fit's fixed part and autograd_node 0.
   bool has_kernels = false;
-  std::optional<double> steal_share;  // the calibration's, reported with the fits
-  std::int64_t rounds = 1;            // the calibration's
+  std::optional<double> steal_share;     // the calibration's, reported with the fits
+  std::optional<bool> collectives_poll;  // likewise
+  std::int64_t rounds = 1;               // the calibration's
   struct ReferenceCompute {
     double measured = 0;  // seconds of compute a step, as exec ran it
     double fixed = 0;     // of the isolated fits' prediction, the part per kernel

@@ -224,6 +224,7 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
   j["backend"] = std::string(world.backend());
   j["threads_per_rank"] = at::get_num_threads();
   j["cores"] = usable_cores();
+  j["collectives_poll"] = options.collectives_poll;
   const std::optional<HostCpuTimes> cpu_before = read_host_cpu_times();
 
   // Dense compute: square fp32 linear layers (square_linear_seconds), from sizes where the call's

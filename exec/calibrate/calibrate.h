@@ -12,7 +12,8 @@
 namespace zp::exec {
 
 struct CalibrationOptions {
-  bool quick = false;  // fewer, shorter points: for tests
+  bool quick = false;             // fewer, shorter points: for tests
+  bool collectives_poll = false;  // the communicator's waits poll (recorded, not acted on)
 };
 
 // How fast this machine runs a dense layer now: a 256-square fp32 linear layer, one of the matmul

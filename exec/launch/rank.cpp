@@ -102,7 +102,8 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   world.timeout = timeout;
 
   std::unique_ptr<comm::Communicator> communicator;
-  comm::GroupMaker make_group;  // a pipeline's sub-groups (Gloo: pipelines run on CPU ranks)
+  bool collectives_poll = false;  // the Gloo waits', which a calibration records
+  comm::GroupMaker make_group;    // a pipeline's sub-groups (Gloo: pipelines run on CPU ranks)
   std::unique_ptr<comm::BufferMemory> memory;
   if (options.backend == "nccl") {
 #ifdef ZEROPLAN_HAVE_CUDA
@@ -114,8 +115,9 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
   } else {
     comm::GlooOptions gloo;
     if (is_loopback(env.master_addr)) gloo.hostname = "127.0.0.1";
-    if (polls(options.wait, env.local_world_size, intra_op_threads(), usable_cores()))
-      gloo.poll_for = kPollFor;
+    collectives_poll =
+        polls(options.wait, env.local_world_size, intra_op_threads(), usable_cores());
+    if (collectives_poll) gloo.poll_for = kPollFor;
     communicator = comm::make_gloo_communicator(store, world, gloo);
     make_group = [store, gloo](const comm::GroupSpec& group) {
       return comm::make_gloo_communicator(store, group, gloo);
@@ -126,7 +128,8 @@ int run_rank(const ExecOptions& options, const RankEnvironment& env, std::ostrea
 
   if (plan) return run_training(*plan, *communicator, make_group, out);
   if (options.calibrate)
-    return run_calibration(*communicator, CalibrationOptions{options.calibrate_quick}, out,
+    return run_calibration(*communicator,
+                           CalibrationOptions{options.calibrate_quick, collectives_poll}, out,
                            std::cerr);
   comm::SelftestOptions selftest;
   selftest.numel = options.selftest_numel;

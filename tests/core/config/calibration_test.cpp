@@ -431,6 +431,33 @@ TEST(CalibrationFromJson, ReadsTheStealShareAndRefusesABadOne) {
   ExpectEachRefused(good, "host_steal_share", {"-0.1", "1.5", "\"high\""});
 }
 
+// How the ranks waited for their collectives is reported too: a cluster calibrated with ranks that
+// poll prices a collective as a run whose ranks poll pays it.
+TEST(CalibrateCluster, HowTheRanksWaitedIsReportedBesideTheFits) {
+  Calibration c = measured(2);
+  CalibratedCluster k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(cluster_yaml(k).find("in its collectives' waits"), std::string::npos) << "unrecorded";
+  const ClusterSpec without = k.cluster;
+  c.collectives_poll = true;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_EQ(k.cluster, without);
+  EXPECT_NE(cluster_yaml(k).find("each rank polled in its collectives' waits"), std::string::npos);
+  c.collectives_poll = false;
+  k = calibrate_cluster(c, 1LL << 30);
+  EXPECT_NE(cluster_yaml(k).find("each rank slept in its collectives' waits"), std::string::npos);
+  EXPECT_EQ(read_back(cluster_yaml(k), k.cluster.name), k.cluster);
+}
+
+TEST(CalibrationFromJson, ReadsHowTheRanksWaitedAndRefusesABadValue) {
+  const Json good = Json::parse(R"({"format": "zeroplan-calibration", "version": 1, "ranks": 2,
+    "collectives_poll": true})");
+  EXPECT_EQ(calibration_from_json(good, "raw.json").collectives_poll, true);
+  Json older = good;
+  older.erase("collectives_poll");
+  EXPECT_FALSE(calibration_from_json(older, "raw.json").collectives_poll.has_value());
+  ExpectEachRefused(good, "collectives_poll", {"1", "\"yes\""});
+}
+
 // The reference runs: GPT-2s of 3 blocks, every parameter gathered, one narrow and short (its
 // compute mostly per-kernel cost), one wide and long (mostly FLOPs), on the ranks asked for, and
 // the narrow one again with the examples' small buckets (more collectives, the same compute).
