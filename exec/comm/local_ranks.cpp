@@ -10,14 +10,15 @@
 namespace zp::exec::comm {
 
 void run_local_ranks(int world, const std::function<void(Communicator&)>& body,
-                     std::chrono::milliseconds timeout) {
+                     std::chrono::milliseconds timeout, GlooOptions gloo) {
   run_local_ranks_with_groups(
-      world, [&](Communicator& comm, const GroupMaker&) { body(comm); }, timeout);
+      world, [&](Communicator& comm, const GroupMaker&) { body(comm); }, timeout, gloo);
 }
 
 void run_local_ranks_with_groups(int world,
                                  const std::function<void(Communicator&, const GroupMaker&)>& body,
-                                 std::chrono::milliseconds timeout) {
+                                 std::chrono::milliseconds timeout, GlooOptions gloo) {
+  gloo.hostname = "127.0.0.1";
   Store::Options host;
   host.host_store = true;
   host.port = 0;
@@ -36,8 +37,6 @@ void run_local_ranks_with_groups(int world,
         group.rank = r;
         group.size = world;
         group.timeout = timeout;
-        GlooOptions gloo;
-        gloo.hostname = "127.0.0.1";
         const auto comm = make_gloo_communicator(store, group, gloo);
         const GroupMaker make_group = [&](const GroupSpec& sub) {
           return make_gloo_communicator(store, sub, gloo);

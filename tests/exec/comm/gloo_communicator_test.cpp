@@ -5,7 +5,6 @@
 #include <time.h>
 
 #include <atomic>
-#include <exception>
 #include <functional>
 #include <numeric>
 #include <set>
@@ -251,35 +250,14 @@ TEST(GlooFaults, AMissingPeerIsReportedAfterTheTimeout) {
   }
 }
 
-// Ranks on threads whose communicators poll for `poll` before they sleep, each through its own
-// client of one store.
+// Ranks on threads whose communicators poll for `poll` before they sleep.
 void run_polling_ranks(int world, std::chrono::microseconds poll,
                        const std::function<void(Communicator&)>& body,
                        std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-  const auto server = testing::host_store(timeout);
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world));
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        const auto store = testing::client_store(server->port(), timeout);
-        GroupSpec group;
-        group.rank = r;
-        group.size = world;
-        group.timeout = timeout;
-        GlooOptions options{"127.0.0.1", 1};
-        options.poll_for = poll;
-        auto comm = make_gloo_communicator(store, group, options);
-        body(*comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (std::thread& t : threads)
-    t.join();
-  for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
+  GlooOptions options;
+  options.threads = 1;
+  options.poll_for = poll;
+  run_ranks(world, body, timeout, options);
 }
 
 // CPU time of the calling thread (what a wait that polls spends, and one that sleeps does not).

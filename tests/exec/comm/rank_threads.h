@@ -26,8 +26,9 @@ inline std::shared_ptr<Store> client_store(int port, std::chrono::milliseconds t
 
 using comm::run_local_ranks;
 inline void run_ranks(int world, const std::function<void(Communicator&)>& body,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
-  run_local_ranks(world, body, timeout);
+                      std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                      GlooOptions gloo = {}) {
+  run_local_ranks(world, body, timeout, gloo);
 }
 
 }  // namespace zp::exec::comm::testing
