@@ -152,8 +152,7 @@ class GlooWork final : public Work {
         log_(log),
         rank_(rank),
         timeout_(timeout),
-        has_future_(has_future),
-        poll_for_(poll) {
+        poll_for_(has_future ? poll : std::chrono::microseconds(0)) {
     state_->record = std::move(record);
     state_->on_success = std::move(on_success);
     state_->pending.store(static_cast<int>(works_.size()));
@@ -187,10 +186,9 @@ class GlooWork final : public Work {
     waited_ = true;
     try {
       for (const c10::intrusive_ptr<c10d::Work>& work : works_) {
-        // A send's or receive's c10d work can be waited on only by blocking (a wait with a
-        // short timeout fails it); a collective's completes its future, done or failed, and
-        // wait() then returns or throws at once.
-        if (has_future_) poll_for([&] { return work->isCompleted(); }, poll_for_);
+        // A collective's work completes its future, done or failed, and wait() then returns or
+        // throws at once.
+        if (poll_for_.count() > 0) poll_for([&] { return work->isCompleted(); }, poll_for_);
         work->wait(timeout_);
       }
     } catch (const std::exception& e) {
@@ -225,8 +223,9 @@ class GlooWork final : public Work {
   OpLog* log_;
   int rank_;
   std::chrono::milliseconds timeout_;
-  bool has_future_ = false;
-  std::chrono::microseconds poll_for_{0};  // a collective's wait polls this long, then sleeps
+  // A collective's wait polls this long, then sleeps. A send's or receive's does not poll: c10d
+  // can wait on one only by blocking (a wait with a short timeout fails it).
+  std::chrono::microseconds poll_for_{0};
   bool waited_ = false;
 };
 
