@@ -16,6 +16,7 @@
 #include "core/config/document.h"
 #include "core/model/families/transformer.h"
 #include "core/model/model_config.h"
+#include "core/util/error.h"
 #include "core/util/median.h"
 #include "core/zero/hook_schedule.h"
 #include "core/zero/zero_model.h"
@@ -38,6 +39,10 @@ double seconds_since(Clock::time_point start) {
 
 // A piece of compute between two collectives, about what a small module's call takes.
 constexpr double kComputePieceSeconds = 500e-6;
+
+// Collectives timed together as a step's share of them: the tiny GPT-2 example issues 27 a step
+// on 2 ranks.
+constexpr int kStepBlock = 25;
 
 // Seconds per call of `fn` while every rank runs it: after a barrier each rank calls it for the
 // same wall-clock window, and the median of a few windows stands. Ranks sharing cores then share
@@ -66,14 +71,9 @@ double time_per_call(comm::Communicator& world, const std::function<void()>& fn,
   return median(windows);
 }
 
-// How a collective's calls are summarised: the median describes the link (an idle collective);
-// the mean is what a step pays, since a step's time is the sum of its collectives', slow calls
-// included.
-enum class Summary : std::uint8_t { kMedian, kMean };
-
-// Seconds per call of a collective `fn`, run the same number of times on every rank.
-double time_collective(comm::Communicator& world, const std::function<void()>& fn, int iterations,
-                       Summary summary = Summary::kMedian) {
+// Median seconds per call of a collective `fn`, run the same number of times on every rank: the
+// link's time, idle.
+double time_collective(comm::Communicator& world, const std::function<void()>& fn, int iterations) {
   world.barrier();
   fn();
   std::vector<double> times;
@@ -82,8 +82,7 @@ double time_collective(comm::Communicator& world, const std::function<void()>& f
     fn();
     times.push_back(seconds_since(start));
   }
-  if (summary == Summary::kMedian) return median(times);
-  return std::accumulate(times.begin(), times.end(), 0.0) / static_cast<double>(times.size());
+  return median(times);
 }
 
 // A piece of compute of about kComputePieceSeconds on this rank (linear layers, as a small
@@ -105,6 +104,36 @@ class ComputePiece {
   at::Tensor x_, w_;
   int reps_ = 1;
 };
+
+// Operations timed as a training step issues them, between pieces of compute: each round, after a
+// barrier, `block` calls of the piece alone, then `block` calls of each op (each op runs the piece
+// itself, before or beside its collective); an op's figure is in_step_excess of the rounds'
+// block means, and `piece_seconds` gets the median of the piece's.
+std::vector<double> in_step_seconds(comm::Communicator& world, const ComputePiece& piece,
+                                    const std::vector<std::function<void()>>& ops, int rounds,
+                                    int block, double& piece_seconds) {
+  const auto block_mean = [&](const std::function<void()>& fn) {
+    world.barrier();
+    const auto start = Clock::now();
+    for (int i = 0; i < block; ++i)
+      fn();
+    return seconds_since(start) / block;
+  };
+  for (const auto& op : ops)
+    op();  // the first call of each pays for buffers and connections
+  std::vector<double> alone;
+  std::vector<std::vector<double>> with(ops.size());
+  for (int r = 0; r < rounds; ++r) {
+    alone.push_back(block_mean([&] { piece(); }));
+    for (std::size_t i = 0; i < ops.size(); ++i)
+      with[i].push_back(block_mean(ops[i]));
+  }
+  std::vector<double> out;
+  for (const std::vector<double>& w : with)
+    out.push_back(in_step_excess(alone, w));
+  piece_seconds = median(std::move(alone));
+  return out;
+}
 
 // Seconds per call of an n-square fp32 linear layer whose weight requires a gradient: a module's
 // call, which allocates its output and records the autograd node training records. Calibrate's
@@ -181,31 +210,39 @@ void reference_runs(comm::Communicator& world, bool quick, Json& out,
 
 }  // namespace
 
+double in_step_excess(const std::vector<double>& piece, const std::vector<double>& op) {
+  ZP_CHECK(!piece.empty() && piece.size() == op.size(), "in-step rounds: ", piece.size(),
+           " of the piece, ", op.size(), " of the op");
+  std::vector<double> beyond;
+  for (std::size_t r = 0; r < piece.size(); ++r)
+    beyond.push_back(op[r] - piece[r]);
+  return median(std::move(beyond));
+}
+
 SpeedProbe speed_probe(comm::Communicator& world) {
   constexpr std::int64_t n = 256;
   return SpeedProbe{2.0 * static_cast<double>(n * n * n), 3.0 * static_cast<double>(n * n) * 4.0,
                     square_linear_seconds(world, n, 0.05)};
 }
 
-CollectiveProbe collective_probe(comm::Communicator& world, int calls) {
-  ZP_CHECK(world.size() > 1 && calls > 0, "a collective probe on ", world.size(), " rank(s)");
+CollectiveProbe collective_probe(comm::Communicator& world, int rounds) {
+  ZP_CHECK(world.size() > 1 && rounds > 0, "a collective probe on ", world.size(), " rank(s), ",
+           rounds, " round(s)");
   constexpr std::int64_t numel = 16384;  // calibrate's middle in-step size: 64 KiB
   const std::int64_t p = world.size();
   const std::int64_t chunk = (numel + p - 1) / p;
   const at::Tensor flat = at::zeros({chunk * p});
   const at::Tensor mine = at::zeros({chunk});
   const ComputePiece piece(world, 0.02);
-  const auto work = [&] { piece(); };
-  const double alone = time_collective(world, work, calls / 2, Summary::kMean);
-  const double after = time_collective(
-      world,
-      [&] {
-        piece();
-        world.all_gather(buffer_of(mine), buffer_of(flat), "probe")->wait();
-      },
-      calls, Summary::kMean);
+  double piece_seconds = 0;
+  const std::vector<double> after =
+      in_step_seconds(world, piece, {[&] {
+                        piece();
+                        world.all_gather(buffer_of(mine), buffer_of(flat), "probe")->wait();
+                      }},
+                      rounds, kStepBlock, piece_seconds);
   world.log().clear();
-  return CollectiveProbe{4.0 * static_cast<double>(chunk * p), std::max(0.0, after - alone)};
+  return CollectiveProbe{4.0 * static_cast<double>(chunk * p), std::max(0.0, after[0])};
 }
 
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
@@ -369,71 +406,66 @@ int run_calibration(comm::Communicator& world, const CalibrationOptions& options
     // the second overlaps nothing; on devices with their own engines, neither.
     {
       const ComputePiece piece(world, batch);
-      const auto work = [&] { piece(); };
-      // Means, as a step sums them (see Summary), over many calls: what a step adds to a
-      // collective swings from call to call (the peers' skew, threads waking on busy cores), and
-      // with 60 calls a size its median over the sizes moved between 0.3 and 0.9 ms from one
-      // calibration to the next on 2 CPU ranks; with 400, between 0.5 and 0.8 ms.
-      const int step_calls = 20 * iterations;
-      const double alone = time_collective(world, work, step_calls / 2, Summary::kMean);
-      j["compute_piece"] = alone;
-      j["allgather_after_compute"] = Json::array();
-      j["allgather_beside_compute"] = Json::array();
       const std::vector<std::int64_t> in_step =
           options.quick ? std::vector<std::int64_t>{16384}
                         : std::vector<std::int64_t>{1024, 16384, 262144};
-      say("all-gather between pieces of compute, " + std::to_string(in_step.size()) + " sizes");
+      std::vector<std::function<void()>> ops;
+      std::vector<at::Tensor> buffers;  // each op's, alive while the ops run
       for (const std::int64_t numel : in_step) {
         const std::int64_t chunk = (numel + p - 1) / p;
-        at::Tensor flat = at::zeros({chunk * p});
-        at::Tensor mine = at::zeros({chunk});
-        const auto gather = [&] {
+        const at::Tensor flat = buffers.emplace_back(at::zeros({chunk * p}));
+        const at::Tensor mine = buffers.emplace_back(at::zeros({chunk}));
+        const auto gather = [&world, flat, mine] {
           return world.all_gather(buffer_of(mine), buffer_of(flat), "calibrate");
         };
-        const double after = time_collective(
-            world,
-            [&] {
-              work();
-              gather()->wait();
-            },
-            step_calls, Summary::kMean);
-        const double beside = time_collective(
-            world,
-            [&] {
-              auto pending = gather();
-              work();
-              pending->wait();
-            },
-            step_calls, Summary::kMean);
-        const double bytes = 4.0 * static_cast<double>(chunk * p);
-        j["allgather_after_compute"].push_back(point("bytes", bytes, after - alone));
-        j["allgather_beside_compute"].push_back(point("bytes", bytes, beside - alone));
+        ops.emplace_back([&piece, gather] {
+          piece();
+          gather()->wait();
+        });
+        ops.emplace_back([&piece, gather] {
+          auto pending = gather();
+          piece();
+          pending->wait();
+        });
       }
       // A pipeline's messages as its steps send them: every rank computes a piece, then the
       // ranks exchange a message in pairs (0 and 1, 2 and 3, ...), a round trip halved as below.
-      j["send_recv_after_compute"] = Json::array();
-      const int peer = world.rank() ^ 1;
-      if (p % 2 == 0) {
-        say("send/recv between pieces of compute, " + std::to_string(in_step.size()) + " sizes");
+      const bool pairs = p % 2 == 0;
+      if (pairs) {
+        const int peer = world.rank() ^ 1;
+        const bool first = world.rank() % 2 == 0;
         for (const std::int64_t numel : in_step) {
-          at::Tensor message = at::zeros({numel});
-          const bool first = world.rank() % 2 == 0;
-          const double after = time_collective(
-              world,
-              [&] {
-                work();
-                if (first) {
-                  world.send(buffer_of(message), peer, 9, "calibrate")->wait();
-                  world.recv(buffer_of(message), peer, 10, "calibrate")->wait();
-                } else {
-                  world.recv(buffer_of(message), peer, 9, "calibrate")->wait();
-                  world.send(buffer_of(message), peer, 10, "calibrate")->wait();
-                }
-              },
-              step_calls, Summary::kMean);
-          j["send_recv_after_compute"].push_back(point("bytes", 4.0 * static_cast<double>(numel),
-                                                       std::max((after - alone) / 2, 1e-9)));
+          const at::Tensor message = buffers.emplace_back(at::zeros({numel}));
+          ops.emplace_back([&world, &piece, message, peer, first] {
+            piece();
+            if (first) {
+              world.send(buffer_of(message), peer, 9, "calibrate")->wait();
+              world.recv(buffer_of(message), peer, 10, "calibrate")->wait();
+            } else {
+              world.recv(buffer_of(message), peer, 9, "calibrate")->wait();
+              world.send(buffer_of(message), peer, 10, "calibrate")->wait();
+            }
+          });
         }
+      }
+      say("all-gather" + std::string(pairs ? " and send/recv" : "") +
+          " between pieces of compute, " + std::to_string(in_step.size()) + " sizes");
+      double alone = 0;
+      const std::vector<double> beyond =
+          in_step_seconds(world, piece, ops, options.quick ? 3 : 16, kStepBlock, alone);
+      j["compute_piece"] = alone;
+      j["allgather_after_compute"] = Json::array();
+      j["allgather_beside_compute"] = Json::array();
+      j["send_recv_after_compute"] = Json::array();
+      for (std::size_t i = 0; i < in_step.size(); ++i) {
+        const std::int64_t chunk = (in_step[i] + p - 1) / p;
+        const double bytes = 4.0 * static_cast<double>(chunk * p);
+        j["allgather_after_compute"].push_back(point("bytes", bytes, beyond[2 * i]));
+        j["allgather_beside_compute"].push_back(point("bytes", bytes, beyond[2 * i + 1]));
+        if (pairs)
+          j["send_recv_after_compute"].push_back(
+              point("bytes", 4.0 * static_cast<double>(in_step[i]),
+                    std::max(beyond[2 * in_step.size() + i] / 2, 1e-9)));
       }
     }
     say("send/recv between ranks 0 and 1, " + std::to_string(elements.size()) + " sizes");

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <vector>
 
 #include "exec/comm/communicator.h"
 
@@ -28,16 +29,27 @@ struct SpeedProbe {
 };
 SpeedProbe speed_probe(comm::Communicator& world);
 
-// What a step adds to a collective now: the mean time, beyond a piece of compute, of an all-gather
-// of 64 KiB issued after the piece and waited for, over `calls` calls (calibrate's in-step point,
-// whose excess over the idle line is collective_overhead). On a shared machine it drifts as the
-// speed does, and further: a run records it before and after its steps. Collective: every rank
-// of `world` (more than one) must call it.
+// What a step adds to a collective now: the time, beyond a piece of compute, of an all-gather of
+// 64 KiB issued after the piece and waited for, timed as calibrate times its in-step points (in
+// `rounds` rounds of a step's share of calls beside the piece alone; calibrate's excess over the
+// idle line is collective_overhead). On a shared machine it drifts as the speed does, and
+// further: a run records it before and after its steps. Collective: every rank of `world` (more
+// than one) must call it.
 struct CollectiveProbe {
   double bytes = 0;    // the all-gather's whole buffer
   double seconds = 0;  // per call, beyond the piece of compute
 };
-CollectiveProbe collective_probe(comm::Communicator& world, int calls = 200);
+CollectiveProbe collective_probe(comm::Communicator& world, int rounds = 8);
+
+// What a step adds to an op, from rounds timed side by side: `piece[r]` the mean time of a block of
+// calls of a piece of compute alone in round r, `op[r]` that of the op (the piece and a
+// collective) right after. The median over the rounds of op less piece. A block's mean is what a
+// step pays (a step sums some two dozen collectives, slow calls included); the median over rounds
+// drops the host's slow spells as a run's median step does; pairing each op's block with the
+// piece's of its round cancels the host's drift between them. On 2 polling CPU ranks, six
+// calibrations minutes apart had put collective_overhead at 0 to 546 us with each point one mean
+// over 400 calls after one timing of the piece alone; timed so, the same calls gave 35 to 74 us.
+double in_step_excess(const std::vector<double>& piece, const std::vector<double>& op);
 
 // Runs on every rank of `world`; rank 0 writes the JSON to `out` and progress to `progress`.
 int run_calibration(comm::Communicator& world, const CalibrationOptions& options, std::ostream& out,
