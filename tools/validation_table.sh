@@ -126,7 +126,7 @@ def pct(x):
     return f"{100 * x:+.2f}%"
 
 print("| model | ranks | layout | checkpointing | peak (worst rank) | worst category | "
-      "collectives (kinds exact) | decisions | step time (calibrated) | "
+      "collectives (kinds exact) | decisions | step time (calibrated; the runs' own) | "
       "machine speed (before / after) | collective in a step (before / after) | host steal | "
       "within targets |")
 print("| --- | ---: | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | --- |")
@@ -176,6 +176,12 @@ for arg in sys.argv[1:]:
         measured = median(f["measured"] for f in mine)
         step_errors.append((predicted - measured) / measured)
     step_error = max(step_errors, key=abs)
+    # Each run's own error (its worst rank's): how far one run of the row moves.
+    run_errors = [max(((r["step_time_ns"]["predicted"] - r["step_time_ns"]["measured"]) /
+                       r["step_time_ns"]["measured"] for r in run["ranks"]), key=abs)
+                  for run in runs]
+    spread = (f" ({100 * min(run_errors):+.0f}% to {100 * max(run_errors):+.0f}%)"
+              if len(runs) > 1 else "")
     quiet = all(run.get("host_quiet", True) for run in runs)
     judged = all(run["verdicts"].get("time_judged", True) for run in runs)
     time_ok = abs(step_error) <= tolerance or not judged
@@ -200,7 +206,7 @@ for arg in sys.argv[1:]:
     steal = "-" if not steals else f"{100 * max(steals):.0f}%"
     print(f"| {model} | {j['nproc']} | {layout} | "
           f"{ckpt} | {pct(peak['error'])} | {worst_name} {pct(worst['error'])} | {collectives} | "
-          f"{decisions} | {pct(step_error)} | {speed} | {comm} | {steal} | {verdict} |")
+          f"{decisions} | {pct(step_error)}{spread} | {speed} | {comm} | {steal} | {verdict} |")
     within += ok
     busy += not quiet
 print(f"validation_table.sh: {within} of {len(sys.argv) - 1} runs within every target; "
