@@ -60,6 +60,48 @@ std::vector<CalibratedCluster::ReferenceCompute> price_reference_runs(const Cali
   return references;
 }
 
+struct CalibrateArgs {
+  int nproc = 2;
+  std::string out;
+  std::string raw;
+  bool quick = false;
+  double timeout = 300;
+  int repeat = 1;
+  std::vector<std::string> from;
+};
+
+// Runs `a.repeat` rounds of zeroplan-exec's measurement, appending each to `rounds` and its JSON to
+// `raw`.
+void measure_rounds(const CalibrateArgs& a, std::vector<Calibration>& rounds, Json& raw) {
+  const fs::path program = exec_program("calibrate");
+  const ScratchDir scratch("zeroplan-calibrate");
+  const fs::path& dir = scratch.path();
+  const fs::path points = dir / "calibration.json";
+  std::vector<std::string> args{"--calibrate", "--nproc", std::to_string(a.nproc), "--timeout",
+                                std::to_string(static_cast<int>(a.timeout))};
+  if (a.quick) args.push_back("--calibrate-quick");
+  for (int round = 1; round <= a.repeat; ++round) {
+    std::cerr << "calibrate: measuring on " << a.nproc << " rank(s) with zeroplan-exec"
+              << (a.quick ? " (quick)" : "")
+              << (a.repeat > 1
+                      ? ", round " + std::to_string(round) + " of " + std::to_string(a.repeat)
+                      : std::string())
+              << "\n";
+    const int status = run_program(program, args, points);
+    if (status == 2) {
+      throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "calibrate"},
+                      "zeroplan-exec refused the measurement (its reason is above)");
+    }
+    if (status != 0) {
+      throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
+                               " (its reason is above)");
+    }
+    const Json json = trace::parse_json(read_file(points), "zeroplan-exec --calibrate");
+    rounds.push_back(calibration_from_json(json, "zeroplan-exec --calibrate"));
+    raw.push_back(json);
+  }
+}
+
 }  // namespace
 
 void add_calibrate_command(CLI::App& app) {
@@ -69,15 +111,7 @@ void add_calibrate_command(CLI::App& app) {
       "throughput, host copies, all-gather / reduce-scatter / send-recv bandwidth and latency, "
       "and reference ZeRO-3 runs for the engine's hooks and a step's slowdown) and write the "
       "cluster description the simulator uses (see 'zeroplan validate --cluster').");
-  struct Args {
-    int nproc = 2;
-    std::string out;
-    std::string raw;
-    bool quick = false;
-    double timeout = 300;
-    int repeat = 1;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<CalibrateArgs>();
   cmd->add_option("--nproc", a->nproc,
                   "Ranks measured at once, as the runs to predict will use them: they share the "
                   "machine's cores and memory bandwidth.")
@@ -92,7 +126,14 @@ void add_calibrate_command(CLI::App& app) {
                   "point over them: on a shared machine a busy or quiet spell then moves one "
                   "round, not the description. With --raw, the rounds are written as a list.")
       ->capture_default_str();
-  cmd->callback([a] {
+  auto* from = cmd->add_option(
+      "--from", a->from,
+      "Fit the description to points written earlier with --raw (a round or a list of rounds "
+      "each) instead of measuring: rounds measured at different times, fitted together as "
+      "--repeat fits its rounds. They must measure the same points on the same ranks.");
+  for (const char* other : {"--repeat", "--quick", "--timeout", "--raw"})
+    from->excludes(other);
+  cmd->callback([a, cmd] {
     if (a->nproc < 1 || a->nproc > 1024) {
       throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--nproc"},
                       std::to_string(a->nproc) + " must be in [1, 1024]");
@@ -109,36 +150,32 @@ void add_calibrate_command(CLI::App& app) {
                         "cannot write " + file + ": no folder " + parent.string());
       }
     }
-    const fs::path program = exec_program("calibrate");
-    const ScratchDir scratch("zeroplan-calibrate");
-    const fs::path& dir = scratch.path();
-    const fs::path points = dir / "calibration.json";
-    std::vector<std::string> args{"--calibrate", "--nproc", std::to_string(a->nproc), "--timeout",
-                                  std::to_string(static_cast<int>(a->timeout))};
-    if (a->quick) args.push_back("--calibrate-quick");
     std::vector<Calibration> rounds;
+    std::vector<std::string> origins;
     Json raw = Json::array();
-    for (int round = 1; round <= a->repeat; ++round) {
-      std::cerr << "calibrate: measuring on " << a->nproc << " rank(s) with zeroplan-exec"
-                << (a->quick ? " (quick)" : "")
-                << (a->repeat > 1
-                        ? ", round " + std::to_string(round) + " of " + std::to_string(a->repeat)
-                        : std::string())
-                << "\n";
-      const int status = run_program(program, args, points);
-      if (status == 2) {
-        throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "calibrate"},
-                        "zeroplan-exec refused the measurement (its reason is above)");
+    if (!a->from.empty()) {
+      if (cmd->count("--nproc") > 0) {
+        throw UserError(ErrorKind::kConflict, {"", 0, 0, "--nproc"},
+                        "the ranks come from the --from files");
       }
-      if (status != 0) {
-        throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
-                                 " (its reason is above)");
+      for (const std::string& file : a->from) {
+        const Json json = trace::parse_json(read_file(file), file);
+        const auto add = [&](const Json& one, const std::string& origin) {
+          rounds.push_back(calibration_from_json(one, origin));
+          origins.push_back(origin);
+        };
+        if (json.is_array()) {
+          if (json.empty()) throw UserError(ErrorKind::kValue, {file, 0, 0, ""}, "no rounds");
+          for (std::size_t i = 0; i < json.size(); ++i)
+            add(json[i], file + " round " + std::to_string(i + 1));
+        } else {
+          add(json, file);
+        }
       }
-      const Json json = trace::parse_json(read_file(points), "zeroplan-exec --calibrate");
-      rounds.push_back(calibration_from_json(json, "zeroplan-exec --calibrate"));
-      raw.push_back(json);
+    } else {
+      measure_rounds(*a, rounds, raw);
     }
-    const Calibration measured = median_of_rounds(rounds);
+    const Calibration measured = median_of_rounds(rounds, origins);
     CalibratedCluster calibrated = calibrate_cluster(measured, physical_memory());
     if (!measured.reference_compute.empty()) {
       fit_step_slowdown(calibrated, price_reference_runs(measured, calibrated.cluster));

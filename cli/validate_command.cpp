@@ -272,6 +272,7 @@ void add_validate_command(CLI::App& app) {
     std::string time = "auto";
     bool allocator = false;
     std::string keep;
+    std::string measured;
     double timeout = 300;
     std::size_t modules = 10;
   };
@@ -300,11 +301,16 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("--keep", a->keep,
                   "Keep both traces in this folder (predicted.trace.json, measured.trace.json), "
                   "for 'zeroplan view'.");
-  cmd->add_option("--timeout", a->timeout, "zeroplan-exec's --timeout, in seconds.")
-      ->capture_default_str();
+  auto* timeout = cmd->add_option("--timeout", a->timeout, "zeroplan-exec's --timeout, in seconds.")
+                      ->capture_default_str();
+  cmd->add_option("--measured", a->measured,
+                  "Compare with this measured trace (the measured.trace.json of an earlier "
+                  "'validate --keep' of the same run) instead of executing the run: the same "
+                  "measurement priced again, with another cluster or another build.")
+      ->excludes(timeout);
   cmd->add_option("--modules", a->modules, "Modules listed per rank, by time.")
       ->capture_default_str();
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     if (a->steps < 1 || a->steps > 1000) {
       throw UserError(ErrorKind::kValue, SourceLocation{"", 0, 0, "--steps"},
                       std::to_string(a->steps) + " must be in [1, 1000]");
@@ -312,7 +318,7 @@ void add_validate_command(CLI::App& app) {
     if (!a->keep.empty() && !fs::is_directory(a->keep)) {
       throw UserError(ErrorKind::kIo, SourceLocation{"", 0, 0, "--keep"}, "no folder " + a->keep);
     }
-    const fs::path program = exec_program("validate");
+    const fs::path program = a->measured.empty() ? exec_program("validate") : fs::path();
     RunSpec run = load_run_spec(a->path);
     const std::int64_t world = run.parallel.world();
     if (a->nproc == 0) a->nproc = world;
@@ -322,6 +328,29 @@ void add_validate_command(CLI::App& app) {
                           std::to_string(world) + " (data x pipeline x tensor)");
     }
     if (!a->cluster.empty()) run.cluster = read_cluster_file(a->cluster, run.cluster);
+    std::optional<trace::Trace> kept;
+    if (!a->measured.empty()) {
+      kept = trace::read_native(a->measured);
+      const Json& meta = kept->metadata;
+      const auto conflict = [&](const std::string& key, const std::string& what) {
+        throw UserError(ErrorKind::kConflict, SourceLocation{a->measured, 0, 0, key}, what);
+      };
+      const std::string name = meta.contains("run") && meta.at("run").is_string()
+                                   ? meta.at("run").get<std::string>()
+                                   : std::string();
+      if (name != run.name)
+        conflict("run", "a measurement of run '" + name + "', not of '" + run.name + "'");
+      if (!meta.contains("steps") || !meta.at("steps").is_number_integer())
+        conflict("steps", "no step count: not a trace zeroplan-exec wrote");
+      const auto steps = meta.at("steps").get<std::int64_t>();
+      if (cmd->count("--steps") > 0 && steps != a->steps)
+        conflict("steps",
+                 std::to_string(steps) + " step(s) measured, --steps " + std::to_string(a->steps));
+      a->steps = steps;
+      if (static_cast<std::int64_t>(kept->ranks.size()) != a->nproc)
+        conflict("ranks", std::to_string(kept->ranks.size()) + " rank(s) measured, --nproc " +
+                              std::to_string(a->nproc));
+    }
 
     // The prediction first: a run the simulator refuses fails before any rank starts.
     std::cerr << "validate: simulating steps 0-" << a->steps - 1 << "\n";
@@ -332,28 +361,33 @@ void add_validate_command(CLI::App& app) {
     sim::simulate(run, options, &predicted);
 
     const ScratchDir scratch("zeroplan-validate");
-    const fs::path& dir = scratch.path();
-    const fs::path measured_path = dir / "measured.trace.json";
-    std::cerr << "validate: executing " << a->steps << " step(s) on " << a->nproc
-              << " rank(s) with zeroplan-exec\n";
-    char timeout[32];
-    std::snprintf(timeout, sizeof timeout, "%g", a->timeout);
-    const int status = run_program(
-        program, {a->path, "--nproc", std::to_string(a->nproc), "--steps", std::to_string(a->steps),
-                  "--trace", measured_path.string(), "--timeout", timeout});
-    if (status == 2) {
-      throw UserError(ErrorKind::kUnsupported, SourceLocation{a->path, 0, 0, ""},
-                      "zeroplan-exec cannot execute this run (its reason is above)");
+    const fs::path measured_path =
+        kept ? fs::path(a->measured) : scratch.path() / "measured.trace.json";
+    if (!kept) {
+      std::cerr << "validate: executing " << a->steps << " step(s) on " << a->nproc
+                << " rank(s) with zeroplan-exec\n";
+      char timeout_text[32];
+      std::snprintf(timeout_text, sizeof timeout_text, "%g", a->timeout);
+      const int status = run_program(program, {a->path, "--nproc", std::to_string(a->nproc),
+                                               "--steps", std::to_string(a->steps), "--trace",
+                                               measured_path.string(), "--timeout", timeout_text});
+      if (status == 2) {
+        throw UserError(ErrorKind::kUnsupported, SourceLocation{a->path, 0, 0, ""},
+                        "zeroplan-exec cannot execute this run (its reason is above)");
+      }
+      if (status != 0) {
+        throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
+                                 " (its reason is above)");
+      }
+      kept = trace::read_native(measured_path);
     }
-    if (status != 0) {
-      throw std::runtime_error("zeroplan-exec failed with status " + std::to_string(status) +
-                               " (its reason is above)");
-    }
-    const trace::Trace measured = trace::read_native(measured_path);
+    const trace::Trace& measured = *kept;
     if (!a->keep.empty()) {
       trace::write_native(predicted, fs::path(a->keep) / "predicted.trace.json");
-      fs::copy_file(measured_path, fs::path(a->keep) / "measured.trace.json",
-                    fs::copy_options::overwrite_existing);
+      const fs::path target = fs::path(a->keep) / "measured.trace.json";
+      std::error_code same;
+      if (!fs::equivalent(measured_path, target, same))
+        fs::copy_file(measured_path, target, fs::copy_options::overwrite_existing);
     }
 
     trace::CompareOptions compare;

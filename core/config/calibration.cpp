@@ -186,22 +186,49 @@ Calibration calibration_from_json(const Json& json, const std::string& origin) {
   return c;
 }
 
-Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
+Calibration median_of_rounds(const std::vector<Calibration>& rounds,
+                             const std::vector<std::string>& origins) {
   ZP_CHECK(!rounds.empty(), "no calibration rounds");
+  ZP_CHECK(origins.empty() || origins.size() == rounds.size(), origins.size(), " origins of ",
+           rounds.size(), " rounds");
+  // Rounds of one calibrate agree by construction; rounds from files may not.
+  const std::string first = origins.empty() ? "round 1" : origins.front();
+  const auto differ = [&](std::size_t r, const std::string& key, const std::string& what) {
+    throw UserError(
+        ErrorKind::kConflict,
+        SourceLocation{origins.empty() ? "round " + std::to_string(r + 1) : origins[r], 0, 0, key},
+        what + ": rounds fitted together must measure the same");
+  };
   Calibration out = rounds.front();
   const auto points = [&](std::vector<CalibrationPoint> Calibration::*member, const char* what) {
     std::vector<CalibrationPoint>& combined = out.*member;
+    for (std::size_t r = 1; r < rounds.size(); ++r) {
+      const std::vector<CalibrationPoint>& mine = rounds[r].*member;
+      bool same = mine.size() == combined.size();
+      for (std::size_t i = 0; same && i < combined.size(); ++i)
+        same = mine[i].amount == combined[i].amount;
+      if (!same) differ(r, what, std::string("other points than ") + first);
+    }
     for (std::size_t i = 0; i < combined.size(); ++i) {
       std::vector<double> seconds;
-      for (const Calibration& r : rounds) {
-        const std::vector<CalibrationPoint>& mine = r.*member;
-        ZP_CHECK(mine.size() == combined.size() && mine[i].amount == combined[i].amount,
-                 "calibration rounds measured different ", what, " points");
-        seconds.push_back(mine[i].seconds);
-      }
+      for (const Calibration& r : rounds)
+        seconds.push_back((r.*member)[i].seconds);
       combined[i].seconds = median(std::move(seconds));
     }
   };
+  for (std::size_t r = 1; r < rounds.size(); ++r) {
+    const Calibration& c = rounds[r];
+    if (c.ranks != out.ranks)
+      differ(r, "ranks",
+             "measured on " + std::to_string(c.ranks) + " rank(s), " + first + " on " +
+                 std::to_string(out.ranks));
+    if (c.collectives_poll != out.collectives_poll)
+      differ(r, "collectives_poll", "its ranks waited otherwise than " + first + "'s");
+    if (c.hook_events != out.hook_events ||
+        c.reference_compute.size() != out.reference_compute.size() ||
+        c.reference_calls.size() != out.reference_calls.size())
+      differ(r, "reference_compute", "other reference runs than " + first);
+  }
   using C = Calibration;
   for (const auto& [member, what] : {std::pair{&C::matmul, "matmul"},
                                      {&C::elementwise, "elementwise"},
@@ -229,11 +256,8 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
   const auto median_each = [&](std::vector<double> C::*member) {
     for (std::size_t i = 0; i < (out.*member).size(); ++i) {
       std::vector<double> values;
-      for (const Calibration& r : rounds) {
-        ZP_CHECK((r.*member).size() == (out.*member).size(),
-                 "calibration rounds ran different reference runs");
+      for (const Calibration& r : rounds)
         values.push_back((r.*member)[i]);
-      }
       (out.*member)[i] = median(std::move(values));
     }
   };
@@ -242,9 +266,6 @@ Calibration median_of_rounds(const std::vector<Calibration>& rounds) {
   double steal = 0;
   int counted = 0;
   for (const Calibration& r : rounds) {
-    ZP_CHECK(r.ranks == out.ranks && r.hook_events == out.hook_events &&
-                 r.collectives_poll == out.collectives_poll,
-             "calibration rounds measured different runs");
     if (r.steal_share) {
       steal += *r.steal_share;
       ++counted;

@@ -89,11 +89,13 @@ struct Calibration {
 // UserError naming `origin` and the key when the JSON is not such an object.
 Calibration calibration_from_json(const Json& json, const std::string& origin);
 
-// Several rounds of the same measurement, taken one after another, as one: each point's time and
-// each reference run's compute the median over the rounds, the steal share their mean. A busy
-// spell on a shared machine moves one round's figures, not the median. The rounds must measure
-// the same points (the same ranks, sizes and reference runs): an internal check.
-Calibration median_of_rounds(const std::vector<Calibration>& rounds);
+// Several rounds of the same measurement as one: each point's time and each reference run's
+// compute the median over the rounds, the steal share their mean. A busy spell on a shared
+// machine moves one round's figures, not the median. The rounds must measure the same points (the
+// same ranks, waits, sizes and reference runs): a UserError naming the round's origin (its file,
+// or "round N" without `origins`) and the key where one does not.
+Calibration median_of_rounds(const std::vector<Calibration>& rounds,
+                             const std::vector<std::string>& origins = {});
 
 struct CalibratedCluster {
   ClusterSpec cluster;

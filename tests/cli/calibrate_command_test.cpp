@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -118,6 +119,21 @@ TEST(ZeroplanCalibrate, WritesAClusterThatValidateSimulatesWith) {
   ASSERT_EQ(guess.status, 0) << guess.err;
   EXPECT_NE(Json::parse(guess.out).at("ranks")[0].at("step_time_ns").at("predicted"),
             j.at("ranks")[0].at("step_time_ns").at("predicted"));
+
+  // The points fitted again (--from) give the description measuring them gave.
+  const fs::path again = dir / "again.yaml";
+  const Result f =
+      RunZeroplan("calibrate --from '" + raw.string() + "' --out '" + again.string() + "'");
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(Slurp(again), yaml);
+  // One round of them, and the other as a file of its own: the median of the two again.
+  const fs::path first = dir / "first.json", second = dir / "second.json";
+  std::ofstream(first) << rounds[0].dump();
+  std::ofstream(second) << rounds[1].dump();
+  const Result split = RunZeroplan("calibrate --from '" + first.string() + "' '" + second.string() +
+                                   "' --out '" + again.string() + "'");
+  ASSERT_EQ(split.status, 0) << split.err;
+  EXPECT_EQ(Slurp(again), yaml);
   fs::remove_all(dir);
 }
 
@@ -134,6 +150,28 @@ TEST(ZeroplanCalibrate, BadInputIsOneLineAndStatusTwo) {
   EXPECT_EQ(r.status, 2);
   EXPECT_EQ(Lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("no-such-folder"), std::string::npos) << r.err;
+}
+
+TEST(ZeroplanCalibrate, PointsToFitAgainMustBeThere) {
+  Result r = RunZeroplan("calibrate --from no-such-points.json");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("no-such-points.json"), std::string::npos) << r.err;
+  // The rank count is the files'; a measurement's options do not apply.
+  r = RunZeroplan("calibrate --from no-such-points.json --nproc 4");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--nproc"), std::string::npos) << r.err;
+  r = RunZeroplan("calibrate --from no-such-points.json --repeat 3");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--repeat"), std::string::npos) << r.err;
+  const fs::path dir = TestDir();
+  const fs::path empty = dir / "empty.json";
+  std::ofstream(empty) << "[]";
+  r = RunZeroplan("calibrate --from '" + empty.string() + "'");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(Lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("no rounds"), std::string::npos) << r.err;
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -270,6 +270,51 @@ TEST(ZeroplanValidate, TheTablesNameEveryTargetAndTheVerdict) {
 
 // A missed target is status 3, after the report: the run spec's cluster is a guess, far from this
 // machine's speed, so judging its step time fails.
+// A kept measurement priced again (--measured): the same measured figures, here against a
+// cluster whose collectives cost more, without executing anything; a trace of another run or
+// step count is refused.
+TEST(ZeroplanValidate, AKeptMeasurementIsPricedAgainWithAnotherCluster) {
+  require_exec();
+  const fs::path dir = TestDir();
+  const Result r =
+      RunZeroplan("validate " + kTiny + " --steps 2 --json --keep '" + dir.string() + "'");
+  ASSERT_TRUE(r.status == 0 || r.status == 3) << r.err;
+  const std::string kept = (dir / "measured.trace.json").string();
+  const Result again = RunZeroplan("validate " + kTiny + " --json --measured '" + kept + "'");
+  ASSERT_EQ(again.status, r.status) << again.err;
+  EXPECT_EQ(again.err.find("executing"), std::string::npos) << again.err;
+  const Json first = Json::parse(r.out), second = Json::parse(again.out);
+  EXPECT_EQ(second.at("steps"), 2);
+  for (const char* key : {"peak_bytes", "step_time_ns", "collectives", "decisions"})
+    EXPECT_EQ(second.at("ranks")[0].at(key), first.at("ranks")[0].at(key)) << key;
+
+  std::string cluster = Slurp(kSource / kTiny);
+  cluster = cluster.substr(cluster.find("cluster:"));
+  cluster = cluster.substr(0, cluster.find("training:"));
+  std::ofstream(dir / "slow.yaml") << cluster << "  collective_overhead: 300us\n";
+  const Result slow = RunZeroplan("validate " + kTiny + " --json --measured '" + kept +
+                                  "' --cluster '" + (dir / "slow.yaml").string() + "'");
+  ASSERT_TRUE(slow.status == 0 || slow.status == 3) << slow.err;
+  const Json priced = Json::parse(slow.out);
+  const Json& step = priced.at("ranks")[0].at("step_time_ns");
+  const Json& before = first.at("ranks")[0].at("step_time_ns");
+  EXPECT_EQ(step.at("measured"), before.at("measured"));
+  EXPECT_GT(step.at("predicted").get<double>(), before.at("predicted").get<double>());
+
+  for (const auto& [args, named] :
+       {std::pair<std::string, std::string>{kPipeline + " --measured '" + kept + "'", "run"},
+        {kTiny + " --steps 3 --measured '" + kept + "'", "steps"},
+        {kTiny + " --measured '" + kept + "' --timeout 5", "--timeout"},
+        {kTiny + " --measured no-such-trace.json", "no-such-trace.json"}}) {
+    const Result bad = RunZeroplan("validate " + args);
+    EXPECT_EQ(bad.status, 2) << args;
+    // One line, and a pointer to --help where the options themselves conflict.
+    EXPECT_EQ(Lines(bad.err), named == "--timeout" ? 2 : 1) << bad.err;
+    EXPECT_NE(bad.err.find(named), std::string::npos) << bad.err;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ZeroplanValidate, AMissedTargetIsStatusThree) {
   require_exec();
   const Result r = RunZeroplan("validate " + kTiny + " --steps 2 --time judge --json");

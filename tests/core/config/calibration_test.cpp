@@ -214,6 +214,39 @@ TEST(MedianOfRounds, EachPointIsTheMedianOverTheRounds) {
   EXPECT_EQ(cluster_yaml(calibrate_cluster(a, 1LL << 30)).find("rounds"), std::string::npos);
 }
 
+// Rounds from files (calibrate --from) may not be of one measurement: the first that differs is
+// named by its origin and the key, as bad input.
+TEST(MedianOfRounds, RoundsThatMeasuredOtherThingsAreRefusedByOrigin) {
+  const auto refused = [](const std::vector<Calibration>& rounds, const std::string& origin,
+                          const std::string& key) {
+    try {
+      (void)median_of_rounds(rounds, {"first.json", "second.json"});
+      ADD_FAILURE() << "accepted rounds differing in " << key;
+    } catch (const UserError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(origin), std::string::npos) << what;
+      EXPECT_NE(what.find(key), std::string::npos) << what;
+      EXPECT_NE(what.find("first.json"), std::string::npos) << what;
+    }
+  };
+  Calibration other = measured(2);
+  other.matmul.pop_back();
+  refused({measured(2), other}, "second.json", "matmul");
+  other = measured(2);
+  other.allgather[0].amount *= 2;
+  refused({measured(2), other}, "second.json", "allgather");
+  refused({measured(2), measured(4)}, "second.json", "ranks");
+  other = measured(2);
+  other.collectives_poll = !measured(2).collectives_poll.value_or(false);
+  refused({measured(2), other}, "second.json", "collectives_poll");
+  other = measured(2);
+  other.reference_compute.push_back(1e-3);
+  refused({measured(2), other}, "second.json", "reference_compute");
+  // Without origins, rounds are counted.
+  EXPECT_THROW((void)median_of_rounds({measured(2), measured(4)}), UserError);
+  EXPECT_NO_THROW((void)median_of_rounds({measured(2), measured(2)}, {"a", "b"}));
+}
+
 // Gloo has no reduce-scatter (exec runs an all-reduce): its points, twice the all-gather's line,
 // are fitted at half their time and the cluster prices a reduce-scatter as an all-reduce. Other
 // backends keep the ring.
