@@ -2,29 +2,33 @@
 # The prediction-against-measurement table of docs/validate.md: the bundled CPU examples
 # (configs/examples/tiny-gpt2-cpu.yaml, tiny-gpt2-pipeline-cpu.yaml) with three models, on 2 and 4
 # ranks, with and without activation checkpointing, ZeRO-3 and pipeline, each run RUNS times
-# (default 3, in rounds over the rows) through `zeroplan validate --json` with a cluster
-# calibrated on this machine for its rank count; a row's step time is the median of its runs'.
+# (default 3, in rounds over the rows, each round after a calibration round of its own) through
+# `zeroplan validate`, then priced with a cluster fitted to all the rank count's calibration
+# rounds (`zeroplan validate --measured --json`); a row's step time is the median of its runs'.
 #
 #   tools/validation_table.sh [BUILD_DIR] > table.md      (BUILD_DIR defaults to build)
 #
-# Progress goes to stderr (with the machine's load before each rank count and the share of its
-# CPU time the hypervisor took while calibrating: timings on a shared machine are only as good as
-# its quiet); the Markdown table to stdout. With KEEP=DIR, the
-# calibrated clusters and each run's JSON are kept in DIR. Needs python3 to format the JSON.
+# Progress goes to stderr (with the machine's load before each calibration round and the share of
+# its CPU time the hypervisor took while calibrating: timings on a shared machine are only as good
+# as its quiet); the Markdown table to stdout. With KEEP=DIR, the calibrated clusters, each
+# round's points and each run's JSON are kept in DIR. Needs python3 to format the JSON.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 zeroplan="$build/zeroplan"
 steps="${STEPS:-48}"
-# Calibration rounds per rank count, each point their median: one calibration is a snapshot of
-# half a minute, and on a shared machine a quick or slow spell in it moves every row.
-rounds="${ROUNDS:-3}"
 # Runs of each row, in rounds over all the rows of a rank count: its measured step time is the
 # median of theirs. One run's 48 steps take a second or two, a snapshot of the host as short as
 # a calibration's; on this project's 2-core virtual machine the same run measured 17.4, 22.8 and
 # 26.6 ms a step, three times in a row, against one cluster.
 runs="${RUNS:-3}"
+# Calibration rounds before each round of runs (ROUNDS x RUNS in all): the rows are priced with a
+# cluster fitted to every round at once (`calibrate --from`, each point the median over them), so
+# that the calibration samples the host over the same minutes as the runs it prices. Calibrated
+# all at once before the runs, the collectives ran at 112-179% of the calibrated speed through a
+# whole table of 2-rank runs a few minutes later, and its 2-rank ZeRO-3 rows came out 7-35% over.
+rounds="${ROUNDS:-1}"
 if [[ ! -x "$zeroplan" || ! -x "$build/zeroplan-exec" ]]; then
   echo "validation_table.sh: no zeroplan and zeroplan-exec in $build (build both first)" >&2
   exit 2
@@ -78,15 +82,6 @@ EOF
 
 results=()
 for ranks in 2 4; do
-  echo "validation_table.sh: calibrating $ranks rank(s); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
-  if ! "$zeroplan" calibrate --nproc "$ranks" --repeat "$rounds" --out "$work/cluster-$ranks.yaml" \
-    2>"$work/calibrate-$ranks.err"; then
-    cat "$work/calibrate-$ranks.err" >&2
-    exit 1
-  fi
-  # The host's steal time while it was calibrated, to set beside each run's (the table's column).
-  steal="$(sed -n "s/^# The host's hypervisor took \([0-9]*%\).*/\1/p" "$work/cluster-$ranks.yaml")"
-  echo "validation_table.sh: calibrated $ranks rank(s); host steal ${steal:-not counted}" >&2
   names=()
   for model in "${model_order[@]}"; do
     for layout in zero3 pipeline; do
@@ -98,12 +93,41 @@ for ranks in 2 4; do
     done
   done
   for ((run = 1; run <= runs; ++run)); do
+    echo "validation_table.sh: calibrating $ranks rank(s), round $run of $runs; load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
+    if ! "$zeroplan" calibrate --nproc "$ranks" --repeat "$rounds" --raw "$work/points-$ranks-$run.json" \
+      --out "$work/cluster-$ranks-$run.yaml" 2>"$work/calibrate-$ranks.err"; then
+      cat "$work/calibrate-$ranks.err" >&2
+      exit 1
+    fi
     for name in "${names[@]}"; do
       echo "validation_table.sh: $name (run $run of $runs)" >&2
+      mkdir -p "$work/$name-run$run"
       status=0
       "$zeroplan" validate "$work/$name.yaml" --nproc "$ranks" --steps "$steps" --json \
-        --cluster "$work/cluster-$ranks.yaml" >"$work/$name-run$run.json" 2>"$work/$name.err" ||
-        status=$?
+        --cluster "$work/cluster-$ranks-$run.yaml" --keep "$work/$name-run$run" \
+        >/dev/null 2>"$work/$name.err" || status=$?
+      if [[ $status -ne 0 && $status -ne 3 ]]; then
+        echo "validation_table.sh: $name failed (status $status):" >&2
+        cat "$work/$name.err" >&2
+        exit 1
+      fi
+    done
+  done
+  # Every round fitted together, and each kept run priced with that.
+  if ! "$zeroplan" calibrate --from "$work"/points-"$ranks"-*.json --out "$work/cluster-$ranks.yaml" \
+    2>"$work/calibrate-$ranks.err"; then
+    cat "$work/calibrate-$ranks.err" >&2
+    exit 1
+  fi
+  # The host's steal time while it was calibrated, to set beside each run's (the table's column).
+  steal="$(sed -n "s/^# The host's hypervisor took \([0-9]*%\).*/\1/p" "$work/cluster-$ranks.yaml")"
+  echo "validation_table.sh: calibrated $ranks rank(s) in $((rounds * runs)) rounds; host steal ${steal:-not counted}" >&2
+  for ((run = 1; run <= runs; ++run)); do
+    for name in "${names[@]}"; do
+      status=0
+      "$zeroplan" validate "$work/$name.yaml" --nproc "$ranks" --json \
+        --measured "$work/$name-run$run/measured.trace.json" --cluster "$work/cluster-$ranks.yaml" \
+        >"$work/$name-run$run.json" 2>"$work/$name.err" || status=$?
       if [[ $status -ne 0 && $status -ne 3 ]]; then
         echo "validation_table.sh: $name failed (status $status):" >&2
         cat "$work/$name.err" >&2
