@@ -80,6 +80,29 @@ open(target, "w").write(text)
 EOF
 }
 
+# calibrate_into ERR ARGS...: zeroplan calibrate ARGS, its progress in ERR, shown if it fails.
+calibrate_into() {
+  local err="$1"
+  shift
+  if ! "$zeroplan" calibrate "$@" 2>"$err"; then
+    cat "$err" >&2
+    exit 1
+  fi
+}
+
+# validate_into NAME OUT ARGS...: zeroplan validate ARGS into OUT; a missed target (status 3) is a
+# row of the table, anything else stops it.
+validate_into() {
+  local name="$1" out="$2" status=0
+  shift 2
+  "$zeroplan" validate "$@" >"$out" 2>"$work/$name.err" || status=$?
+  if [[ $status -ne 0 && $status -ne 3 ]]; then
+    echo "validation_table.sh: $name failed (status $status):" >&2
+    cat "$work/$name.err" >&2
+    exit 1
+  fi
+}
+
 results=()
 for ranks in 2 4; do
   names=()
@@ -94,45 +117,25 @@ for ranks in 2 4; do
   done
   for ((run = 1; run <= runs; ++run)); do
     echo "validation_table.sh: calibrating $ranks rank(s), round $run of $runs; load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >&2
-    if ! "$zeroplan" calibrate --nproc "$ranks" --repeat "$rounds" --raw "$work/points-$ranks-$run.json" \
-      --out "$work/cluster-$ranks-$run.yaml" 2>"$work/calibrate-$ranks.err"; then
-      cat "$work/calibrate-$ranks.err" >&2
-      exit 1
-    fi
+    calibrate_into "$work/calibrate-$ranks.err" --nproc "$ranks" --repeat "$rounds" \
+      --raw "$work/points-$ranks-$run.json" --out "$work/cluster-$ranks-$run.yaml"
     for name in "${names[@]}"; do
       echo "validation_table.sh: $name (run $run of $runs)" >&2
       mkdir -p "$work/$name-run$run"
-      status=0
-      "$zeroplan" validate "$work/$name.yaml" --nproc "$ranks" --steps "$steps" --json \
-        --cluster "$work/cluster-$ranks-$run.yaml" --keep "$work/$name-run$run" \
-        >/dev/null 2>"$work/$name.err" || status=$?
-      if [[ $status -ne 0 && $status -ne 3 ]]; then
-        echo "validation_table.sh: $name failed (status $status):" >&2
-        cat "$work/$name.err" >&2
-        exit 1
-      fi
+      validate_into "$name" /dev/null "$work/$name.yaml" --nproc "$ranks" --steps "$steps" --json \
+        --cluster "$work/cluster-$ranks-$run.yaml" --keep "$work/$name-run$run"
     done
   done
   # Every round fitted together, and each kept run priced with that.
-  if ! "$zeroplan" calibrate --from "$work"/points-"$ranks"-*.json --out "$work/cluster-$ranks.yaml" \
-    2>"$work/calibrate-$ranks.err"; then
-    cat "$work/calibrate-$ranks.err" >&2
-    exit 1
-  fi
+  calibrate_into "$work/calibrate-$ranks.err" --from "$work"/points-"$ranks"-*.json \
+    --out "$work/cluster-$ranks.yaml"
   # The host's steal time while it was calibrated, to set beside each run's (the table's column).
   steal="$(sed -n "s/^# The host's hypervisor took \([0-9]*%\).*/\1/p" "$work/cluster-$ranks.yaml")"
   echo "validation_table.sh: calibrated $ranks rank(s) in $((rounds * runs)) rounds; host steal ${steal:-not counted}" >&2
   for ((run = 1; run <= runs; ++run)); do
     for name in "${names[@]}"; do
-      status=0
-      "$zeroplan" validate "$work/$name.yaml" --nproc "$ranks" --json \
-        --measured "$work/$name-run$run/measured.trace.json" --cluster "$work/cluster-$ranks.yaml" \
-        >"$work/$name-run$run.json" 2>"$work/$name.err" || status=$?
-      if [[ $status -ne 0 && $status -ne 3 ]]; then
-        echo "validation_table.sh: $name failed (status $status):" >&2
-        cat "$work/$name.err" >&2
-        exit 1
-      fi
+      validate_into "$name" "$work/$name-run$run.json" "$work/$name.yaml" --nproc "$ranks" --json \
+        --measured "$work/$name-run$run/measured.trace.json" --cluster "$work/cluster-$ranks.yaml"
     done
   done
   for name in "${names[@]}"; do
