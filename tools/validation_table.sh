@@ -26,8 +26,8 @@ runs="${RUNS:-3}"
 # Calibration rounds before each round of runs (ROUNDS x RUNS in all): the rows are priced with a
 # cluster fitted to every round at once (`calibrate --from`, each point the median over them), so
 # that the calibration samples the host over the same minutes as the runs it prices. Calibrated
-# all at once before the runs, the 2-rank ZeRO-3 runs' collectives ran at 112-179% of the calibrated speed in a
-# whole table of 2-rank runs a few minutes later, and its 2-rank ZeRO-3 rows came out 7-35% over.
+# all at once before the runs, one table's 2-rank ZeRO-3 runs a few minutes later ran their
+# collectives at 112-179% of the calibrated speed, and those rows came out 7-35% over.
 rounds="${ROUNDS:-1}"
 if [[ ! -x "$zeroplan" || ! -x "$build/zeroplan-exec" ]]; then
   echo "validation_table.sh: no zeroplan and zeroplan-exec in $build (build both first)" >&2
