@@ -333,8 +333,10 @@ TEST_P(GlooPollingWaits, ACollectivesWaitPollsForItsSpanThenSleeps) {
     if (poll < std::chrono::milliseconds(10)) {
       EXPECT_LT(collective_cpu, hold / 3) << "a collective's wait slept after its poll";
     } else {
-      // Yielding to whatever else runs here, a polling thread still gets some of its core.
-      EXPECT_GT(collective_cpu, hold / 30) << "a collective's wait polled";
+      // A thread that yields between polls gets little of a core that busy threads share (a
+      // few microseconds a time slice of theirs), so no share of the hold can be required; but
+      // over the hold it still runs many times what one wake-up from sleep costs.
+      EXPECT_GT(collective_cpu, 4 * recv_cpu) << "a collective's wait polled";
     }
   }
 }
