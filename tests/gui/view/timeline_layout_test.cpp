@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <set>
 
 namespace zp::gui {
@@ -183,7 +182,7 @@ TEST(LayoutLane, AWideOpIsNeverSwallowedByAMergedBlock) {
   EXPECT_EQ(blocks[1].color, op_color(OpKind::kBackward));
 }
 
-TEST(LayoutLane, AMillionOpsLayOutInAFewMilliseconds) {
+TEST(LayoutLane, AMillionOpsMergeIntoAboutOneBlockPerMergeWidth) {
   trace::Trace t = two_ranks();
   constexpr int kOps = 1'000'000;
   t.ops.reserve(kOps);
@@ -192,9 +191,7 @@ TEST(LayoutLane, AMillionOpsLayOutInAFewMilliseconds) {
   const TimelineIndex index = build_index(t);
   const TimeAxis axis{fit_view(index.begin, index.end), 0, 1600};
   std::vector<Block> blocks;
-  const auto t0 = std::chrono::steady_clock::now();
   layout_lane(index.lanes[0], axis, 3, blocks);
-  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
   // Every op is merged: about one block per 3 pixels.
   EXPECT_LT(blocks.size(), 600u);
   EXPECT_GT(blocks.size(), 400u);
@@ -202,8 +199,7 @@ TEST(LayoutLane, AMillionOpsLayOutInAFewMilliseconds) {
   for (const Block& b : blocks)
     covered += b.count;
   EXPECT_EQ(covered, static_cast<std::uint64_t>(kOps));
-  // Generous for a loaded machine and a debug build; typically about 1 ms.
-  EXPECT_LT(ms.count(), 100.0);
+  // How fast: BM_LayoutAllLanes in bench/gui_bench.cpp.
 }
 
 TEST(OpAt, PicksTheShortestOpUnderTheCursor) {
