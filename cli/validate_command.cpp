@@ -399,6 +399,7 @@ void add_validate_command(CLI::App& app) {
     compare.judge_time = a->time == "judge" || (a->time == "auto" && calibrated);
     // exec names the root module by its class; the simulator calls it "model".
     compare.measured_aliases = {{"GPT2LMHeadModel", "model"}, {"LlamaForCausalLM", "model"}};
+    compare.modules_as_stages = run.parallel.pipeline > 1;
     const Comparison comparison = trace::compare_traces(predicted, measured, compare);
     const ProbeSpeed speed = machine_speed(measured, run);
     const ProbeSpeed comm = collective_speed(measured, run);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <tuple>
 
 #include "core/util/error.h"
@@ -126,17 +127,23 @@ TimeNs steady_median(std::vector<TimeNs> steps, std::int64_t steady_from) {
   return median(std::move(steps));
 }
 
-// ns per steady-state step of each (module, kind) of compute.
+// ns per steady-state step of each (module, kind) of compute. With `stage`, every op is that
+// stage's ("stage S") and recomputation is backward's.
 std::map<std::pair<std::string, OpKind>, std::int64_t> module_times(
     const Trace& trace, std::int32_t rank, std::int64_t steady_from, std::int64_t steps,
-    const std::map<std::string, std::string>& aliases) {
+    const std::map<std::string, std::string>& aliases,
+    std::optional<std::int32_t> stage = std::nullopt) {
   std::map<std::pair<std::string, OpKind>, std::int64_t> out;
   for (const Op& op : trace.ops) {
     if (op.rank != rank || op.step < steady_from || op.step >= steps) continue;
     if (op.kind != OpKind::kForward && op.kind != OpKind::kBackward &&
         op.kind != OpKind::kRecompute)
       continue;
-    out[{name_of(trace, op, aliases), op.kind}] += op.end - op.start;
+    if (stage)
+      out[{"stage " + std::to_string(*stage),
+           op.kind == OpKind::kRecompute ? OpKind::kBackward : op.kind}] += op.end - op.start;
+    else
+      out[{name_of(trace, op, aliases), op.kind}] += op.end - op.start;
   }
   for (auto& [key, ns] : out)
     ns /= steps - steady_from;
@@ -331,7 +338,11 @@ Comparison compare_traces(const Trace& predicted, const Trace& measured,
     const std::int64_t pc = compute_time(predicted, prank, out.steady_from, out.steps);
     const std::int64_t mc = compute_time(measured, mrank, out.steady_from, out.steps);
     rc.compute_time = figure(pc, mc, mc, options.targets.step_time);
-    auto pm = module_times(predicted, prank, out.steady_from, out.steps, {});
+    auto pm = module_times(
+        predicted, prank, out.steady_from, out.steps, {},
+        options.modules_as_stages
+            ? std::optional(predicted.ranks[static_cast<std::size_t>(prank)].pipeline_stage)
+            : std::nullopt);
     const auto mm =
         module_times(measured, mrank, out.steady_from, out.steps, options.measured_aliases);
     for (const auto& [key, ns] : mm)

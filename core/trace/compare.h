@@ -38,6 +38,11 @@ struct CompareOptions {
   // Module names of the measured trace that stand for a predicted one: the simulator calls the
   // root module "model", a real model its class ("GPT2LMHeadModel").
   std::map<std::string, std::string> measured_aliases;
+  // A pipeline's measured passes are whole stages (exec's pipeline engine records one forward
+  // and one backward op a micro-batch, named "stage S", recomputation inside the backward's): the
+  // predicted modules are then summed into their rank's stage, recomputation into backward, so
+  // that per-module times compare like with like.
+  bool modules_as_stages = false;
 };
 
 // One figure, predicted and measured. `error` is (predicted - measured) / reference, where the

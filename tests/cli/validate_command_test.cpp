@@ -230,6 +230,17 @@ void ExpectPipelineWithinTargets(const std::string& spec, int ranks) {
       EXPECT_EQ(c.at("bytes").at("predicted"), c.at("bytes").at("measured")) << kind;
     }
     EXPECT_TRUE(rank.at("decisions").is_null());
+    // exec times a stage's passes whole: modules compare as the rank's stage, forward and
+    // backward, both sides measured and predicted.
+    const std::string by = rank.at("predicted_by").get<std::string>();  // "stage 1 (rank 1)"
+    const std::string stage = by.substr(0, by.find(" ("));
+    ASSERT_EQ(stage.rfind("stage ", 0), 0u) << by;
+    ASSERT_EQ(rank.at("modules_ns").size(), 2u) << rank.at("modules_ns");
+    for (const Json& m : rank.at("modules_ns")) {
+      EXPECT_EQ(m.at("module"), stage) << m;
+      EXPECT_GT(m.at("predicted").get<std::int64_t>(), 0) << m;
+      EXPECT_GT(m.at("measured").get<std::int64_t>(), 0) << m;
+    }
   }
 }
 

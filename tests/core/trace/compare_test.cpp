@@ -306,6 +306,39 @@ TEST(CompareTraces, ModuleTimesUseTheAliases) {
   EXPECT_EQ(unaliased.ranks[0].modules.size(), 3u);
 }
 
+// A pipeline's measured passes are whole stages: the predicted layers are summed into their
+// rank's stage, recomputation into backward, and nothing is left unmatched on either side.
+TEST(CompareTraces, APipelinesModulesAreComparedAsItsStages) {
+  Builder p(Source::kSimulated, {0});
+  Builder m(Source::kMeasured, {0});
+  p.trace.ranks[0].pipeline_stage = 1;
+  for (std::int32_t s = 0; s < 3; ++s) {
+    const TimeNs t0 = s * 1000;
+    p.standard_step(s, t0, 1000);  // forward "model" 100 and "h.0" 100
+    p.op(OpKind::kRecompute, StreamKind::kCompute, s, t0 + 400, t0 + 450, "h.0");
+    p.op(OpKind::kBackward, StreamKind::kCompute, s, t0 + 450, t0 + 650, "h.0");
+    m.standard_step(s, t0, 1000, 150);  // forward "model" 150 and "h.0" 100
+    m.op(OpKind::kBackward, StreamKind::kCompute, s, t0 + 400, t0 + 700, "stage 1");
+  }
+  for (Op& op : m.trace.ops)
+    if (op.kind == OpKind::kForward) op.name = m.trace.intern("stage 1");
+  CompareOptions options;
+  options.modules_as_stages = true;
+  const Comparison c = compare_traces(p.trace, m.trace, options);
+  const auto& modules = c.ranks[0].modules;
+  ASSERT_EQ(modules.size(), 2u);
+  EXPECT_EQ(modules[0].module, "stage 1");
+  EXPECT_EQ(modules[0].kind, OpKind::kBackward);
+  EXPECT_EQ(modules[0].time.predicted, 250);  // recomputation 50 and backward 200
+  EXPECT_EQ(modules[0].time.measured, 300);
+  EXPECT_EQ(modules[1].module, "stage 1");
+  EXPECT_EQ(modules[1].kind, OpKind::kForward);
+  EXPECT_EQ(modules[1].time.predicted, 200);
+  EXPECT_EQ(modules[1].time.measured, 250);
+  // Layer by layer, the two sides share no name.
+  EXPECT_EQ(compare_traces(p.trace, m.trace).ranks[0].modules.size(), 6u);
+}
+
 // The measured trace's steal share says whether its host was quiet enough to judge step time by:
 // up to 5% it was; a host that does not count it is taken as quiet. The verdict stands either way.
 TEST(CompareTraces, AHostWhoseHypervisorTookMoreThanFivePercentIsBusy) {
