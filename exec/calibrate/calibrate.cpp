@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
-#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -162,66 +161,55 @@ double mean_over_ranks(comm::Communicator& world, double value) {
 // the first, averaged over the ranks: where ranks share cores, a rank's compute a step moves with
 // what the others run beside it, over spells of a second (25 steps' median moved by a factor of
 // 1.8 within one run of 4 ranks on 2 cores), so a few dozen steps of one rank are a snapshot.
-// The runs take their steps in turn, one step of each, not one run after another: the step's
-// slowdown is fitted to the runs' differences, and a spell that slowed one run and not the
-// others moved the fit (on 2 ranks, nine rounds run after run put the rates' factor at 1.0 to
-// 1.9; seven rounds in turn, 1.35 to 1.66; the kernels' factor moved as much either way, 2.9 to
-// 7.3). A run's calls a step are counted over its steps alone, its engine's setup apart.
+// A run's calls a step are counted over its steps alone, its engine's setup apart. Tried and not
+// kept: the runs taking their steps in turn, so that a slow spell falls on all three (on 2 ranks
+// the rates' factor of single rounds moved between 1.35 and 1.66 over seven such rounds, between
+// 1.0 and 1.9 over nine run after run; the kernels' factor as much either way): two tables with it
+// had 3 and 1 of 12 rows on 2 ranks within 10%, against 2 to 4 before.
 void reference_runs(comm::Communicator& world, bool quick, Json& out,
                     const std::function<void(const std::string&)>& say) {
   const std::vector<RunSpec> runs = calibration_reference_runs(world.size());
   const int steps = quick ? 3 : 120;
   say(std::to_string(runs.size()) + " reference ZeRO-3 runs' compute and hooks, " +
-      std::to_string(steps) + " steps each on every rank, in turn");
-  struct Reference {
-    std::unique_ptr<zero::ZeroModel> zero_model;
-    std::unique_ptr<LmModel> model;
-    std::unique_ptr<Zero3Engine> engine;
-    SyntheticData data;
-    std::vector<double> compute, overhead;
-    std::int64_t calls = 0;
-  };
-  std::vector<Reference> references(runs.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    Reference& ref = references[i];
-    const ModelConfig& c = *runs[i].model.config;
-    ref.zero_model = std::make_unique<zero::ZeroModel>(runs[i].tree, runs[i].zero_settings());
-    ref.model = std::make_unique<LmModel>(c, runs[i].tree, /*seed=*/0);
-    ref.engine = std::make_unique<Zero3Engine>(*ref.model, *ref.zero_model, world, Zero3Options{});
-    ref.data = SyntheticData{.seed = 1,
-                             .global_batch = runs[i].training.micro_batch * world.size(),
-                             .seq = runs[i].training.sequence_length,
-                             .vocab = c.vocab_size};
-  }
-  for (int step = 0; step < steps; ++step) {
-    for (Reference& ref : references) {
-      world.log().clear();
-      const TokenBatch global = synthetic_batch(ref.data, step);
-      const Zero3StepStats stats =
-          ref.engine->step({micro_batch(global, world.rank(), world.size())});
-      for (const comm::OpRecord& r : world.log().records())
-        ref.calls += r.kind == comm::CommKind::kAllGather ||
-                     r.kind == comm::CommKind::kReduceScatter ||
-                     r.kind == comm::CommKind::kAllReduce || r.kind == comm::CommKind::kBroadcast;
-      if (step == 0) continue;
-      ref.overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
-      ref.compute.push_back(static_cast<double>(stats.compute_ns + stats.optimizer_ns) * 1e-9);
-    }
-  }
-  world.log().clear();
+      std::to_string(steps) + " steps each on every rank");
   out["reference_compute"] = Json::array();
   out["reference_calls"] = Json::array();
-  for (std::size_t i = 0; i < references.size(); ++i) {
-    Reference& ref = references[i];
-    out["reference_calls"].push_back(static_cast<double>(ref.calls) / steps);
-    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(ref.compute))));
+  world.log().clear();
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const RunSpec& run = runs[i];
+    const ModelConfig& c = *run.model.config;
+    const zero::ZeroModel zero_model(run.tree, run.zero_settings());
+    LmModel model(c, run.tree, /*seed=*/0);
+    Zero3Engine engine(model, zero_model, world, Zero3Options{});
+    const SyntheticData data{.seed = 1,
+                             .global_batch = run.training.micro_batch * world.size(),
+                             .seq = run.training.sequence_length,
+                             .vocab = c.vocab_size};
+    std::vector<double> overhead;
+    std::vector<double> compute;
+    std::int64_t calls = 0;
+    for (int step = 0; step < steps; ++step) {
+      world.log().clear();
+      const TokenBatch global = synthetic_batch(data, step);
+      const Zero3StepStats stats = engine.step({micro_batch(global, world.rank(), world.size())});
+      for (const comm::OpRecord& r : world.log().records())
+        calls += r.kind == comm::CommKind::kAllGather || r.kind == comm::CommKind::kReduceScatter ||
+                 r.kind == comm::CommKind::kAllReduce || r.kind == comm::CommKind::kBroadcast;
+      if (step == 0) continue;
+      overhead.push_back(static_cast<double>(stats.overhead_ns()) * 1e-9);
+      compute.push_back(static_cast<double>(stats.compute_ns + stats.optimizer_ns) * 1e-9);
+    }
+    world.log().clear();
+    out["reference_calls"].push_back(static_cast<double>(calls) / steps);
+    out["reference_compute"].push_back(mean_over_ranks(world, median(std::move(compute))));
     if (i == 0) {
-      const zero::StepSchedule schedule = zero::training_step_schedule(*ref.zero_model);
+      const zero::StepSchedule schedule = zero::training_step_schedule(zero_model);
       const auto events =
           static_cast<std::int64_t>(schedule.forward.size() + schedule.backward.size());
       out["hooks"] = Json{{"events", events},
-                          {"seconds", mean_over_ranks(world, median(std::move(ref.overhead)))}};
+                          {"seconds", mean_over_ranks(world, median(std::move(overhead)))}};
     }
+    world.log().clear();
   }
 }
 
