@@ -162,10 +162,7 @@ double mean_over_ranks(comm::Communicator& world, double value) {
 // what the others run beside it, over spells of a second (25 steps' median moved by a factor of
 // 1.8 within one run of 4 ranks on 2 cores), so a few dozen steps of one rank are a snapshot.
 // A run's calls a step are counted over its steps alone, its engine's setup apart. Tried and not
-// kept: the runs taking their steps in turn, so that a slow spell falls on all three (on 2 ranks
-// the rates' factor of single rounds moved between 1.35 and 1.66 over seven such rounds, between
-// 1.0 and 1.9 over nine run after run; the kernels' factor as much either way): two tables with it
-// had 3 and 1 of 12 rows on 2 ranks within 10%, against 2 to 4 before.
+// kept: the runs taking their steps in turn (docs/validate.md, "calibrate").
 void reference_runs(comm::Communicator& world, bool quick, Json& out,
                     const std::function<void(const std::string&)>& say) {
   const std::vector<RunSpec> runs = calibration_reference_runs(world.size());
